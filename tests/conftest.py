@@ -1,0 +1,29 @@
+import logging
+import os
+
+import pytest
+
+# Keep tests off the user's Prefect home and away from any configured server.
+os.environ.setdefault("PREFECT_HOME", os.path.join(os.path.dirname(__file__), "..", "data", "prefect-test"))
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for every test that runs a real flow (costs ~8 s once)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def warehouse_path(tmp_path):
+    return tmp_path / "warehouse.duckdb"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_loggers():
+    for name in ("great_expectations", "yfinance", "urllib3", "peewee"):
+        logging.getLogger(name).setLevel(logging.WARNING)

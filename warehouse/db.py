@@ -1,0 +1,162 @@
+"""The one place that opens the DuckDB warehouse.
+
+DuckDB allows one read-write process per file, and while a writer holds it even read-only opens fail.
+The policy, applied to every open here:
+- connections are short: open, do one unit of work (one transaction for writes), close;
+- an open that meets a held lock is retried with exponential backoff and jitter until a deadline,
+  then fails with ``WarehouseBusy`` naming the file;
+- pending migrations are applied on every read-write open (a few ms when none are pending).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).parent / "sql"
+_MIGRATION_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+
+
+class WarehouseBusy(RuntimeError):
+    """The warehouse file stayed locked by another process past the deadline."""
+
+
+class WarehouseMissing(FileNotFoundError):
+    """A read-only open of a warehouse that has not been created yet."""
+
+
+@dataclass(frozen=True)
+class LockPolicy:
+    timeout_s: float = 120.0
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings) -> LockPolicy:
+        return cls(settings.lock_timeout_s, settings.lock_backoff_initial_s, settings.lock_backoff_max_s)
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, duckdb.IOException) and (
+        "Could not set lock" in text or "Conflicting lock" in text
+    )
+
+
+def _open_with_retry(path: Path, read_only: bool, policy: LockPolicy) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + policy.timeout_s
+    delay = policy.backoff_initial_s
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if not is_lock_error(exc):
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WarehouseBusy(
+                    f"warehouse {path} stayed locked by another process for {policy.timeout_s:.0f}s "
+                    f"({attempts} attempts); is a long flow still writing?"
+                ) from exc
+            if attempts == 1:
+                log.info("warehouse %s is locked by another process; retrying", path)
+            time.sleep(min(delay * (0.5 + random.random()), remaining))
+            delay = min(delay * 2, policy.backoff_max_s)
+
+
+def migrations() -> list[tuple[int, str, Path]]:
+    found = []
+    for p in sorted(SQL_DIR.glob("*.sql")):
+        m = _MIGRATION_RE.match(p.name)
+        if not m:
+            raise RuntimeError(f"migration file {p.name} does not match NNN_name.sql")
+        found.append((int(m.group(1)), m.group(2), p))
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration numbers in {SQL_DIR}")
+    return found
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply every migration newer than ``schema_version``; each in its own transaction."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+    )
+    done = {row[0] for row in con.execute("SELECT version FROM schema_version").fetchall()}
+    applied = []
+    for version, name, path in migrations():
+        if version in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(path.read_text())
+            con.execute(
+                "INSERT INTO schema_version VALUES (?, ?, now())",
+                [version, name],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        log.info("applied warehouse migration %03d_%s", version, name)
+        applied.append(version)
+    return applied
+
+
+def _configure(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("SET TimeZone = 'UTC'")
+
+
+@contextmanager
+def connect(
+    path: str | Path, *, read_only: bool = False, policy: LockPolicy | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection. Read-write opens create the file and apply pending migrations."""
+    path = Path(path)
+    policy = policy or LockPolicy()
+    if read_only and not path.exists():
+        raise WarehouseMissing(f"no warehouse at {path}: run `qtrader init` or `qtrader ingest` first")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = _open_with_retry(path, read_only, policy)
+    try:
+        _configure(con)
+        if not read_only:
+            apply_migrations(con)  # a few ms when nothing is pending
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def transaction(
+    path: str | Path, *, policy: LockPolicy | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One read-write connection and one transaction: all of the block's writes land, or none do."""
+    with connect(path, policy=policy) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+
+def query_df(path: str | Path, sql: str, params: list | None = None, *, policy: LockPolicy | None = None):
+    """Run one read-only query and return a pandas DataFrame."""
+    with connect(path, read_only=True, policy=policy) as con:
+        return con.execute(sql, params or []).df()
