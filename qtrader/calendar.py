@@ -51,8 +51,8 @@ def expected_bars(interval: str, start, end, exchange: str = "XNYS") -> pd.Datet
     Daily bars are stamped at the session date 00:00 UTC; intraday bars at their start time, from the
     session open up to (not including) the close, early closes included.
     """
-    start_ts = _utc(start)
-    end_ts = _utc(end)
+    start_ts = utc(start)
+    end_ts = utc(end)
     sess = sessions(start_ts.tz_localize(None), end_ts.tz_localize(None), exchange)
     if is_daily(interval):
         idx = pd.DatetimeIndex(sess).tz_localize("UTC")
@@ -95,13 +95,43 @@ def in_session(ts: pd.Series | pd.DatetimeIndex, interval: str, exchange: str = 
 def last_completed_session(now: pd.Timestamp, exchange: str = "XNYS") -> pd.Timestamp:
     """The newest session whose close is at or before ``now`` (tz-naive date)."""
     cal = get_calendar(exchange)
-    now = _utc(now)
+    now = utc(now)
     sess = cal.sessions_in_range(cal.first_session, min(now.tz_localize(None).normalize(), cal.last_session))
     closes = cal.schedule.loc[sess, "close"]
     done = closes[closes <= now]
     return done.index[-1]
 
 
-def _utc(x) -> pd.Timestamp:
+def utc(x) -> pd.Timestamp:
     ts = pd.Timestamp(x)
     return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
+def ingest_window(
+    interval: str,
+    *,
+    start=None,
+    end=None,
+    now: pd.Timestamp,
+    history_days: int,
+    intraday_sessions: int,
+    exchange: str = "XNYS",
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The UTC window an ingest asks for when the user gives no start and/or end.
+
+    End defaults to ``now``. Start defaults to ``history_days`` calendar days before the end for daily
+    bars, and to the open of the session ``intraday_sessions`` sessions back for intraday bars.
+    """
+    end_ts = utc(end) if end is not None else utc(now)
+    if start is not None:
+        start_ts = utc(start)
+    elif is_daily(interval):
+        start_ts = (end_ts - pd.Timedelta(days=history_days)).normalize()
+    else:
+        cal = get_calendar(exchange)
+        recent = sessions(end_ts - pd.Timedelta(days=intraday_sessions * 2 + 10), end_ts, exchange)
+        first = recent[-intraday_sessions] if len(recent) >= intraday_sessions else recent[0]
+        start_ts = cal.schedule.loc[first, "open"]
+    if start_ts > end_ts:
+        raise ValueError(f"window start {start_ts} is after its end {end_ts}")
+    return start_ts, end_ts

@@ -1,0 +1,143 @@
+"""Ingest flow: fetch -> gate -> upsert -> summary artifact, once per bar interval."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from qtrader.calendar import ingest_window, utc
+from qtrader.settings import Settings, SourceName, load_settings
+from sources import make_source
+from sources.base import FetchRequest, SourceError
+from tasks.ingest import (
+    build_dq_docs,
+    fetch_bars,
+    gate_raw_bars,
+    new_run_id,
+    publish_summary,
+    record_failure,
+    write_gated,
+)
+from warehouse.ingest import IngestRun
+
+AUTO_INTERVAL = "auto"  # files only: take each file's inferred interval
+
+
+@flow(name="ingest", description="Fetch market bars, gate them with Great Expectations, upsert into DuckDB.")
+def ingest(
+    source: str | None = None,
+    symbols: list[str] | None = None,
+    interval: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    path: str | None = None,
+    warehouse: str | None = None,
+    faults: list[str] | None = None,
+    now: str | None = None,
+) -> dict:
+    """Ingest bars for each configured interval (or the one given). Returns the runs and findings.
+
+    ``faults`` (synthetic only) injects data faults such as ``"nan_price:MSFT"`` to exercise the gate.
+    ``now`` pins the clock (tests, backfills); by default it is the current time.
+    """
+    log = get_run_logger()
+    settings = load_settings(source=source, warehouse=warehouse, files_path=path)
+    clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
+    is_files = settings.source == SourceName.files
+    intervals = [interval] if interval else ([AUTO_INTERVAL] if is_files else list(settings.intervals))
+    src = make_source(settings, faults=faults, now=clock, interval=interval)
+    universe = symbols or (None if is_files else list(settings.universe))
+
+    runs: list[IngestRun] = []
+    lines: list[str] = []
+    gated_all = []
+    for iv in intervals:
+        request = _request(settings, universe, iv, start, end, clock, is_files)
+        run_started = pd.Timestamp.now(tz="UTC")
+        t0 = time.perf_counter()
+        try:
+            fetched = fetch_bars(src, request)
+        except SourceError as exc:
+            run = _run(settings, request, iv, run_started, status="failed", message=str(exc))
+            record_failure(settings, run)
+            raise
+        fetch_s = time.perf_counter() - t0
+        lines += [f"{sym}: FAILED to fetch: {why}" for sym, why in fetched.failures.items()]
+        groups = _by_interval(fetched.bars, iv)
+        if not groups:
+            run = _run(settings, request, iv, run_started, status="failed", fetch_s=fetch_s,
+                       failed=sorted(fetched.failures), message="no rows fetched")
+            record_failure(settings, run)
+            runs.append(run)
+            continue
+        for group_iv, bars in groups.items():
+            run = _run(settings, request, group_iv, run_started, fetch_s=fetch_s, failed=sorted(fetched.failures),
+                       symbols=sorted(bars["symbol"].unique()))
+            run.rows_in = len(bars)
+            t1 = time.perf_counter()
+            # Stale bars are judged against the requested end; files have none, so the newest bar of the batch.
+            reference_end = None if is_files and end is None else request.end
+            gated = gate_raw_bars(bars, group_iv, settings, run.run_id, reference_end)
+            run.gate_s = time.perf_counter() - t1
+            lines += gated.summary_lines()
+            blocked_or_failed = bool(gated.blocked_symbols or fetched.failures)
+            run.status = "partial" if blocked_or_failed else "success"
+            run.message = f"{len(gated.quarantined)} rows quarantined" if len(gated.quarantined) else None
+            runs.append(write_gated(settings, run, gated, settings.source.value))
+            gated_all.append(gated)
+
+    docs = build_dq_docs(settings, gated_all)
+    publish_summary(runs, lines, docs)
+    for line in lines:
+        log.info(line)
+    failed = [r for r in runs if r.status == "failed"]
+    if failed and len(failed) == len(runs):
+        raise RuntimeError(f"ingest wrote nothing: {failed[0].message}; " + "; ".join(lines[:5]))
+    return {
+        "runs": [r.__dict__ for r in runs],
+        "findings": lines,
+        "dq_docs": docs,
+        "warehouse": str(settings.warehouse),
+        "flow_run_id": flow_run.id,
+    }
+
+
+def _request(settings: Settings, universe, iv, start, end, clock, is_files) -> FetchRequest:
+    if is_files or iv == AUTO_INTERVAL:
+        # A folder of files has its own history: only filter when the user asks.
+        return FetchRequest(universe, iv, utc(start) if start else None, utc(end) if end else None)
+    s, e = ingest_window(
+        iv, start=start, end=end, now=clock, history_days=settings.history_days,
+        intraday_sessions=settings.intraday_history_sessions, exchange=settings.exchange,
+    )
+    return FetchRequest(universe, iv, s, e)
+
+
+def _by_interval(bars: pd.DataFrame, requested: str) -> dict[str, pd.DataFrame]:
+    if bars.empty:
+        return {}
+    if requested != AUTO_INTERVAL:
+        return {requested: bars}
+    return {str(iv): g.reset_index(drop=True) for iv, g in bars.groupby("interval", sort=True)}
+
+
+def _run(settings: Settings, request: FetchRequest, interval: str, started: pd.Timestamp, *, status="success",
+         message=None, fetch_s=None, failed=None, symbols=None) -> IngestRun:
+    return IngestRun(
+        run_id=new_run_id(),
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+        source=settings.source.value,
+        interval=interval,
+        symbols=symbols if symbols is not None else list(request.symbols or []),
+        window_start=request.start,
+        window_end=request.end,
+        started_at=started,
+        finished_at=pd.Timestamp.now(tz="UTC"),
+        status=status,
+        message=message,
+        fetch_s=fetch_s,
+        symbols_failed=failed or [],
+    )

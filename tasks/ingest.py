@@ -1,0 +1,132 @@
+"""Prefect tasks of the ingest flow: fetch (the only step that retries), gate, write, summarise."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from expectations.gate import GateResult, build_data_docs, gate_bars
+from qtrader import progress
+from qtrader.settings import Settings
+from sources.base import FetchRequest, FetchResult, MarketDataSource, TransientSourceError
+from warehouse.db import LockPolicy
+from warehouse.ingest import IngestRun, record_failed_run, write_ingest
+
+
+def new_run_id(prefix: str = "ingest") -> str:
+    return f"{prefix}-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def retry_only_transient(task, task_run, state) -> bool:
+    """Prefect retry condition: retry network blips, fail fast on bad input."""
+    try:
+        state.result()
+    except TransientSourceError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="fetch-bars",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_jitter_factor=0.2,
+    retry_condition_fn=retry_only_transient,
+    cache_policy=NO_CACHE,
+)
+def fetch_bars(source: MarketDataSource, request: FetchRequest) -> FetchResult:
+    log = get_run_logger()
+    started = time.perf_counter()
+    result = source.fetch(request)
+    for note in result.notes:
+        log.info("%s: %s", source.name, note)
+    for symbol, reason in result.failures.items():
+        log.warning("%s %s: %s", source.name, symbol, reason)
+    log.info(
+        "fetched %d %s rows for %d symbols from %s in %.2fs",
+        len(result.bars), request.interval, result.bars["symbol"].nunique(), source.name,
+        time.perf_counter() - started,
+    )
+    return result
+
+
+@task(name="gate-bars", cache_policy=NO_CACHE)
+def gate_raw_bars(
+    bars: pd.DataFrame, interval: str, settings: Settings, run_id: str, reference_end: pd.Timestamp | None
+) -> GateResult:
+    log = get_run_logger()
+    result = gate_bars(
+        bars, interval=interval, settings=settings.gate, run_id=run_id,
+        reference_end=reference_end, exchange=settings.exchange,
+    )
+    for line in result.summary_lines():
+        log.warning(line)
+    log.info(
+        "gate %s: %d rows in, %d passed, %d quarantined, %d symbols blocked",
+        interval, len(bars), len(result.passed), len(result.quarantined), len(result.blocked_symbols),
+    )
+    return result
+
+
+@task(name="write-bars", cache_policy=NO_CACHE)
+def write_gated(settings: Settings, run: IngestRun, gated: GateResult, source_name: str) -> IngestRun:
+    log = get_run_logger()
+    started = time.perf_counter()
+    now = pd.Timestamp.now(tz="UTC")
+    bars = gated.passed.assign(source=source_name, run_id=run.run_id, ingested_at=now)
+    quarantine = gated.quarantined.assign(
+        run_id=run.run_id, stage="raw_bars", source=source_name, quarantined_at=now
+    )
+    run.rows_quarantined = len(gated.quarantined)
+    run.symbols_blocked = sorted(gated.blocked_symbols)
+    run.rows_written = len(bars)
+    run.finished_at = pd.Timestamp.now(tz="UTC")
+    run.write_s = None
+    write_ingest(settings.warehouse, run, bars, quarantine, gated.dq_results,
+                 policy=LockPolicy.from_settings(settings))
+    run.write_s = time.perf_counter() - started
+    progress.report(f"write {run.interval}", 1, 1)
+    log.info("wrote %d %s bars to %s in %.2fs (run %s)", run.rows_written, run.interval,
+             settings.warehouse, run.write_s, run.run_id)
+    return run
+
+
+@task(name="record-failed-run", cache_policy=NO_CACHE)
+def record_failure(settings: Settings, run: IngestRun) -> None:
+    record_failed_run(settings.warehouse, run, policy=LockPolicy.from_settings(settings))
+
+
+@task(name="build-dq-docs", cache_policy=NO_CACHE)
+def build_dq_docs(settings: Settings, gated: list[GateResult]) -> str | None:
+    if not gated:
+        return None
+    return str(build_data_docs([g for g in gated], settings.dq_docs_dir))
+
+
+@task(name="ingest-summary", cache_policy=NO_CACHE)
+def publish_summary(runs: list[IngestRun], lines: list[str], docs_path: str | None) -> str:
+    md = ingest_summary_markdown(runs, lines, docs_path)
+    create_markdown_artifact(key="ingest-summary", markdown=md, description="What the ingest run wrote and quarantined")
+    return md
+
+
+def ingest_summary_markdown(runs: list[IngestRun], lines: list[str], docs_path: str | None) -> str:
+    out = ["# Ingest summary", "", "| run | source | interval | symbols | rows in | written | quarantined | blocked | failed | status |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        out.append(
+            f"| {r.run_id} | {r.source} | {r.interval} | {len(r.symbols)} | {r.rows_in} | {r.rows_written} | "
+            f"{r.rows_quarantined} | {len(r.symbols_blocked)} | {len(r.symbols_failed)} | {r.status} |"
+        )
+    if lines:
+        out += ["", "## Data-quality findings", ""] + [f"- {line}" for line in lines]
+    if docs_path:
+        out += ["", f"Data Docs: `{docs_path}`"]
+    return "\n".join(out)
