@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synced
 export PYTHONUNBUFFERED := 1
+# Keep Prefect's state (the temporary server's database) inside the project.
+export PREFECT_HOME ?= $(CURDIR)/data/prefect
 
 .PHONY: demo test lint bench venv clean
 
