@@ -63,7 +63,7 @@ def main() -> None:
     src = SyntheticSource(seed=11, now=END)
     gate = GateSettings()
     cal = get_calendar("XNYS")
-    sessions = cal.sessions_in_range(END.tz_localize(None) - pd.Timedelta(days=120), END.tz_localize(None).normalize())
+    sessions = cal.sessions_in_range((END - pd.Timedelta(days=120)).tz_localize(None).normalize(), END.tz_localize(None).normalize())
     intraday_start = cal.schedule.loc[sessions[-args.sessions], "open"]
     cases = [
         ("daily", FetchRequest([f"D{i:04d}" for i in range(args.daily_symbols)], "1d",

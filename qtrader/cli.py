@@ -34,7 +34,7 @@ DEMO_FAULTS = [
     "negative_volume:AMZN",
     "duplicate_ts:GOOGL",
     "out_of_order:META",
-    "stale:TSLA:8",
+    "stale:TSLA",
     "big_move:JPM",
 ]
 

@@ -78,7 +78,7 @@ class SyntheticSettings(BaseSettings):
 
     seed: int = 7
     # Strength of the planted predictable component (see docs/synthetic.md); 0 gives pure noise.
-    signal_strength: float = 0.08
+    signal_strength: float = 0.12
 
 
 class Settings(BaseSettings):
