@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 from qtrader.calendar import ingest_window, utc
 from qtrader.settings import Settings, SourceName, load_settings
 from sources import make_source
-from sources.base import FetchRequest, SourceError
+from sources.base import AUTO_INTERVAL, FetchRequest, SourceError
 from tasks.ingest import (
     build_dq_docs,
     fetch_bars,
@@ -22,8 +22,6 @@ from tasks.ingest import (
     write_gated,
 )
 from warehouse.ingest import IngestRun
-
-AUTO_INTERVAL = "auto"  # files only: take each file's inferred interval
 
 
 @flow(name="ingest", description="Fetch market bars, gate them with Great Expectations, upsert into DuckDB.")

@@ -78,7 +78,9 @@ def in_session(ts: pd.Series | pd.DatetimeIndex, interval: str, exchange: str = 
     sched = cal.schedule
     valid_date = dates.isin(sched.index)
     if is_daily(interval):
-        return np.asarray(valid_date)
+        # A daily bar is stamped at its session date 00:00 UTC; any other time is not a daily slot.
+        at_midnight = (idx.tz_convert("UTC") if idx.tz is not None else idx) == dates.tz_localize("UTC")
+        return np.asarray(valid_date & at_midnight)
     # Intraday: the bar must start at or after the open and end at or before the close of its session.
     step = pd.Timedelta(minutes=interval_minutes(interval))
     pos = sched.index.get_indexer(dates)

@@ -8,11 +8,11 @@ as its default where they give one.
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,19 +26,36 @@ DEFAULT_UNIVERSE = [
 ]  # fmt: skip
 
 
-class SourceName(str, Enum):
+class SourceName(StrEnum):
     synthetic = "synthetic"
     yfinance = "yfinance"
     files = "files"
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     critical = "critical"
     warning = "warning"
 
 
 def _toml_path() -> Path:
     return Path(os.environ.get("QTRADER_CONFIG", "qtrader.toml"))
+
+
+# Rule name -> severity. Critical row rules quarantine rows; critical series rules block the symbol;
+# warnings are recorded in dq_results and the rows kept.
+DEFAULT_SEVERITY: dict[str, Severity] = {
+    "price_not_null": Severity.critical,
+    "price_positive": Severity.critical,
+    "high_ge_open_close": Severity.critical,
+    "low_le_open_close": Severity.critical,
+    "volume_non_negative": Severity.critical,
+    "duplicate_timestamp": Severity.critical,
+    "timestamp_decreasing": Severity.critical,
+    "outside_session": Severity.critical,
+    "gap_beyond_tolerance": Severity.warning,
+    "stale_last_bar": Severity.critical,
+    "move_beyond_limit": Severity.warning,
+}
 
 
 class GateSettings(BaseSettings):
@@ -55,22 +72,18 @@ class GateSettings(BaseSettings):
     # Expected bars between a symbol's last bar and the window end (or the newest bar of the batch).
     max_stale_bars_daily: int = 3
     max_stale_bars_intraday: int = 12
-    # Rule name -> severity. Critical row rules quarantine rows; critical series rules block the symbol.
-    severity: dict[str, Severity] = Field(
-        default_factory=lambda: {
-            "price_not_null": Severity.critical,
-            "price_positive": Severity.critical,
-            "high_ge_open_close": Severity.critical,
-            "low_le_open_close": Severity.critical,
-            "volume_non_negative": Severity.critical,
-            "duplicate_timestamp": Severity.critical,
-            "timestamp_decreasing": Severity.critical,
-            "outside_session": Severity.critical,
-            "gap_beyond_tolerance": Severity.warning,
-            "stale_last_bar": Severity.critical,
-            "move_beyond_limit": Severity.warning,
-        }
-    )
+    severity: dict[str, Severity] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY))
+
+    @field_validator("severity", mode="after")
+    @classmethod
+    def _merge_defaults(cls, value: dict[str, Severity]) -> dict[str, Severity]:
+        # A partial [gate.severity] table overrides only the rules it names.
+        unknown = sorted(set(value) - set(DEFAULT_SEVERITY))
+        if unknown:
+            raise ValueError(f"unknown gate rules {unknown}; known: {sorted(DEFAULT_SEVERITY)}")
+        return {**DEFAULT_SEVERITY, **value}
+
+
 
 
 class SyntheticSettings(BaseSettings):

@@ -15,6 +15,10 @@ BAR_COLUMNS = ["symbol", "interval", "ts", "open", "high", "low", "close", "volu
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 
 
+# A request interval meaning "whatever the data is at" (files only: each file's inferred interval).
+AUTO_INTERVAL = "auto"
+
+
 class SourceError(RuntimeError):
     """A source could not deliver anything usable (bad configuration, missing folder)."""
 

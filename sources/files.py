@@ -36,7 +36,15 @@ import numpy as np
 import pandas as pd
 
 from qtrader.calendar import interval_minutes, is_daily, utc
-from sources.base import BAR_COLUMNS, FetchRequest, FetchResult, SourceError, empty_bars, to_canonical
+from sources.base import (
+    AUTO_INTERVAL,
+    BAR_COLUMNS,
+    FetchRequest,
+    FetchResult,
+    SourceError,
+    empty_bars,
+    to_canonical,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +117,8 @@ class FilesSource:
     """Bars read from ``path``: CSV or Parquet files, one per symbol (see the module docstring).
 
     ``interval``: the bar interval of every file; None infers it per file and reports a file whose
-    interval differs from ``request.interval`` as a failure. ``exchange_tz``: the zone of timestamps
+    interval differs from ``request.interval`` as a failure; a request for ``AUTO_INTERVAL`` takes every
+    file at its own interval. ``exchange_tz``: the zone of timestamps
     written without one.
     """
 
@@ -127,7 +136,8 @@ class FilesSource:
     def fetch(self, request: FetchRequest) -> FetchResult:
         if not self.path.is_dir():
             raise SourceError(f"the files source folder {self.path} does not exist or is not a folder")
-        interval_minutes(request.interval)
+        if request.interval != AUTO_INTERVAL:
+            interval_minutes(request.interval)
         by_symbol: dict[str, list[Path]] = {}
         for p in sorted(self.path.iterdir()):
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIXES:
@@ -189,7 +199,9 @@ class FilesSource:
                         f"{path.name}: cannot infer the bar interval (no two bars on one day); pass the interval"
                     )
                 label = inferred
-        if interval_minutes(label) == interval_minutes(request.interval):
+        if request.interval == AUTO_INTERVAL:
+            pass  # each file keeps its own interval; the flow gates each interval separately
+        elif interval_minutes(label) == interval_minutes(request.interval):
             label = request.interval
         elif self.interval is None:
             raise _Malformed(f"{path.name}: holds {label} bars, the request is for {request.interval}")

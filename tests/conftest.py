@@ -4,7 +4,9 @@ import os
 import pytest
 
 # Keep tests off the user's Prefect home and away from any configured server.
-os.environ.setdefault("PREFECT_HOME", os.path.join(os.path.dirname(__file__), "..", "data", "prefect-test"))
+_PREFECT_HOME = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "prefect-test")
+os.makedirs(_PREFECT_HOME, exist_ok=True)
+os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
