@@ -30,7 +30,9 @@ from warehouse.ingest import IngestRun, write_ingest  # noqa: E402
 END = pd.Timestamp("2026-10-30 21:00", tz="UTC")
 
 
-def run_case(label: str, source: SyntheticSource, request: FetchRequest, db: Path, gate: GateSettings) -> dict:
+def run_case(
+    label: str, source: SyntheticSource, request: FetchRequest, db: Path, gate: GateSettings
+) -> dict:
     t0 = time.perf_counter()
     bars = source.fetch(request).bars
     gen_s = time.perf_counter() - t0
@@ -40,15 +42,36 @@ def run_case(label: str, source: SyntheticSource, request: FetchRequest, db: Pat
     gate_s = time.perf_counter() - t1
     now = pd.Timestamp.now(tz="UTC")
     out = gated.passed.assign(source="synthetic", run_id=label, ingested_at=now)
-    run = IngestRun(run_id=label, source="synthetic", interval=request.interval, symbols=list(request.symbols),
-                    started_at=now, finished_at=now, rows_in=len(bars), rows_written=len(out))
+    run = IngestRun(
+        run_id=label,
+        source="synthetic",
+        interval=request.interval,
+        symbols=list(request.symbols),
+        started_at=now,
+        finished_at=now,
+        rows_in=len(bars),
+        rows_written=len(out),
+    )
     t2 = time.perf_counter()
-    write_ingest(db, run, out, gated.quarantined.assign(run_id=label, stage="raw_bars", source="synthetic",
-                                                        quarantined_at=now), gated.dq_results)
+    write_ingest(
+        db,
+        run,
+        out,
+        gated.quarantined.assign(run_id=label, stage="raw_bars", source="synthetic", quarantined_at=now),
+        gated.dq_results,
+    )
     write_s = time.perf_counter() - t2
     total = gate_s + write_s
-    return {"case": label, "rows": len(bars), "generate_s": gen_s, "gate_s": gate_s, "upsert_s": write_s,
-            "gate+upsert_s": total, "rows_per_s": len(bars) / total, "quarantined": len(gated.quarantined)}
+    return {
+        "case": label,
+        "rows": len(bars),
+        "generate_s": gen_s,
+        "gate_s": gate_s,
+        "upsert_s": write_s,
+        "gate+upsert_s": total,
+        "rows_per_s": len(bars) / total,
+        "quarantined": len(gated.quarantined),
+    }
 
 
 def main() -> None:
@@ -63,12 +86,24 @@ def main() -> None:
     src = SyntheticSource(seed=11, now=END)
     gate = GateSettings()
     cal = get_calendar("XNYS")
-    sessions = cal.sessions_in_range((END - pd.Timedelta(days=120)).tz_localize(None).normalize(), END.tz_localize(None).normalize())
+    sessions = cal.sessions_in_range(
+        (END - pd.Timedelta(days=120)).tz_localize(None).normalize(), END.tz_localize(None).normalize()
+    )
     intraday_start = cal.schedule.loc[sessions[-args.sessions], "open"]
     cases = [
-        ("daily", FetchRequest([f"D{i:04d}" for i in range(args.daily_symbols)], "1d",
-                               END.normalize() - pd.DateOffset(years=args.years), END)),
-        ("intraday-5m", FetchRequest([f"I{i:04d}" for i in range(args.intraday_symbols)], "5m", intraday_start, END)),
+        (
+            "daily",
+            FetchRequest(
+                [f"D{i:04d}" for i in range(args.daily_symbols)],
+                "1d",
+                END.normalize() - pd.DateOffset(years=args.years),
+                END,
+            ),
+        ),
+        (
+            "intraday-5m",
+            FetchRequest([f"I{i:04d}" for i in range(args.intraday_symbols)], "5m", intraday_start, END),
+        ),
     ]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,8 +117,10 @@ def main() -> None:
     print(df.to_string(index=False, float_format=lambda x: f"{x:,.2f}"))
     total_rows = df["rows"].sum()
     total_s = df["gate+upsert_s"].sum()
-    print(f"\nend to end (gate + upsert): {total_rows:,} rows in {total_s:.2f}s = {total_rows / total_s:,.0f} rows/s "
-          f"(target >= 500,000)")
+    print(
+        f"\nend to end (gate + upsert): {total_rows:,} rows in {total_s:.2f}s = {total_rows / total_s:,.0f} rows/s "
+        f"(target >= 500,000)"
+    )
     print(f"peak RSS: {peak_rss_mib():,.0f} MiB (target <= 2048)")
 
 

@@ -63,24 +63,39 @@ def ingest(
             record_failure(settings, run)
             raise
         fetch_s = time.perf_counter() - t0
-        lines += [f"{sym}: FAILED to fetch: {why}" for sym, why in fetched.failures.items()]
+        lines += [f"[{iv}] {sym}: FAILED to fetch: {why}" for sym, why in fetched.failures.items()]
         groups = _by_interval(fetched.bars, iv)
         if not groups:
-            run = _run(settings, request, iv, run_started, status="failed", fetch_s=fetch_s,
-                       failed=sorted(fetched.failures), message="no rows fetched")
+            run = _run(
+                settings,
+                request,
+                iv,
+                run_started,
+                status="failed",
+                fetch_s=fetch_s,
+                failed=sorted(fetched.failures),
+                message="no rows fetched",
+            )
             record_failure(settings, run)
             runs.append(run)
             continue
         for group_iv, bars in groups.items():
-            run = _run(settings, request, group_iv, run_started, fetch_s=fetch_s, failed=sorted(fetched.failures),
-                       symbols=sorted(bars["symbol"].unique()))
+            run = _run(
+                settings,
+                request,
+                group_iv,
+                run_started,
+                fetch_s=fetch_s,
+                failed=sorted(fetched.failures),
+                symbols=sorted(bars["symbol"].unique()),
+            )
             run.rows_in = len(bars)
             t1 = time.perf_counter()
             # Stale bars are judged against the requested end; files have none, so the newest bar of the batch.
             reference_end = None if is_files and end is None else request.end
             gated = gate_raw_bars(bars, group_iv, settings, run.run_id, reference_end)
             run.gate_s = time.perf_counter() - t1
-            lines += gated.summary_lines()
+            lines += [f"[{group_iv}] {line}" for line in gated.summary_lines()]
             blocked_or_failed = bool(gated.blocked_symbols or fetched.failures)
             run.status = "partial" if blocked_or_failed else "success"
             run.message = f"{len(gated.quarantined)} rows quarantined" if len(gated.quarantined) else None
@@ -89,8 +104,13 @@ def ingest(
 
     docs = build_dq_docs(settings, gated_all)
     publish_summary(runs, lines, docs)
-    for line in lines:
-        log.info(line)
+    log.info(
+        "ingest finished: %s",
+        ", ".join(
+            f"{r.interval} {r.status} ({r.rows_written} written, {r.rows_quarantined} quarantined)"
+            for r in runs
+        ),
+    )
     failed = [r for r in runs if r.status == "failed"]
     if failed and len(failed) == len(runs):
         raise RuntimeError(f"ingest wrote nothing: {failed[0].message}; " + "; ".join(lines[:5]))
@@ -108,8 +128,13 @@ def _request(settings: Settings, universe, iv, start, end, clock, is_files) -> F
         # A folder of files has its own history: only filter when the user asks.
         return FetchRequest(universe, iv, utc(start) if start else None, utc(end) if end else None)
     s, e = ingest_window(
-        iv, start=start, end=end, now=clock, history_days=settings.history_days,
-        intraday_sessions=settings.intraday_history_sessions, exchange=settings.exchange,
+        iv,
+        start=start,
+        end=end,
+        now=clock,
+        history_days=settings.history_days,
+        intraday_sessions=settings.intraday_history_sessions,
+        exchange=settings.exchange,
     )
     return FetchRequest(universe, iv, s, e)
 
@@ -122,8 +147,18 @@ def _by_interval(bars: pd.DataFrame, requested: str) -> dict[str, pd.DataFrame]:
     return {str(iv): g.reset_index(drop=True) for iv, g in bars.groupby("interval", sort=True)}
 
 
-def _run(settings: Settings, request: FetchRequest, interval: str, started: pd.Timestamp, *, status="success",
-         message=None, fetch_s=None, failed=None, symbols=None) -> IngestRun:
+def _run(
+    settings: Settings,
+    request: FetchRequest,
+    interval: str,
+    started: pd.Timestamp,
+    *,
+    status="success",
+    message=None,
+    fetch_s=None,
+    failed=None,
+    symbols=None,
+) -> IngestRun:
     return IngestRun(
         run_id=new_run_id(),
         flow_run_id=str(flow_run.id) if flow_run.id else None,

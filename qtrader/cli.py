@@ -21,11 +21,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-err = Console(stderr=True)
+# Wide enough for the tables when output is piped (rich assumes 80 columns without a terminal).
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 WarehouseOpt = Annotated[
-    Path | None, typer.Option("--warehouse", "-w", help="DuckDB file (default data/warehouse.duckdb, env QTRADER_WAREHOUSE).")
+    Path | None,
+    typer.Option(
+        "--warehouse", "-w", help="DuckDB file (default data/warehouse.duckdb, env QTRADER_WAREHOUSE)."
+    ),
 ]
 
 DEMO_FAULTS = [
@@ -41,7 +45,7 @@ DEMO_FAULTS = [
 DEMO_QUERIES = [
     (
         "Latest daily close and 20-day return per symbol",
-        """SELECT symbol, max(ts)::DATE AS last_day, arg_max(close, ts) AS last_close,
+        """SELECT symbol, strftime(max(ts), '%Y-%m-%d') AS last_day, round(arg_max(close, ts), 2) AS last_close,
        round(100 * (arg_max(close, ts) / arg_min(close, ts) - 1), 2) AS ret_pct_window
 FROM (SELECT * FROM bars WHERE interval = '1d'
       QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) <= 20)
@@ -50,7 +54,7 @@ GROUP BY symbol ORDER BY ret_pct_window DESC LIMIT 5""",
     (
         "What the gate quarantined, by rule and symbol",
         """SELECT rule, severity, symbol, interval, count(*) AS rows, min(ts) AS first_ts
-FROM quarantine GROUP BY ALL ORDER BY rows DESC LIMIT 10""",
+FROM quarantine GROUP BY ALL ORDER BY rows DESC, rule, symbol LIMIT 10""",
     ),
     (
         "Intraday volume by time of day (the U shape)",
@@ -92,7 +96,8 @@ def _quiet_third_parties() -> None:
 @app.callback()
 def main(
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="A qtrader.toml (default ./qtrader.toml, env QTRADER_CONFIG).")
+        Path | None,
+        typer.Option("--config", "-c", help="A qtrader.toml (default ./qtrader.toml, env QTRADER_CONFIG)."),
     ] = None,
 ) -> None:
     if config is not None:
@@ -132,18 +137,25 @@ def init(warehouse: WarehouseOpt = None) -> None:
 
 @app.command()
 def ingest(
-    source: Annotated[str | None, typer.Option(help="synthetic | yfinance | files (default from config).")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="synthetic | yfinance | files (default from config).")
+    ] = None,
     symbols: Annotated[
-        str | None, typer.Option(help="Comma-separated tickers (default: the configured universe; files: all).")
+        str | None,
+        typer.Option(help="Comma-separated tickers (default: the configured universe; files: all)."),
     ] = None,
     interval: Annotated[
-        str | None, typer.Option(help="Bar interval such as 1d or 5m (default: configured intervals; files: inferred).")
+        str | None,
+        typer.Option(help="Bar interval such as 1d or 5m (default: configured intervals; files: inferred)."),
     ] = None,
     start: Annotated[str | None, typer.Option(help="Window start, e.g. 2024-01-01 (UTC if no zone).")] = None,
     end: Annotated[str | None, typer.Option(help="Window end (default: now).")] = None,
-    path: Annotated[Path | None, typer.Option(help="Folder of CSV/Parquet files, one per symbol (files source).")] = None,
+    path: Annotated[
+        Path | None, typer.Option(help="Folder of CSV/Parquet files, one per symbol (files source).")
+    ] = None,
     fault: Annotated[
-        list[str] | None, typer.Option(help="Synthetic only: inject a fault, e.g. nan_price:MSFT (repeatable).")
+        list[str] | None,
+        typer.Option(help="Synthetic only: inject a fault, e.g. nan_price:MSFT (repeatable)."),
     ] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -169,8 +181,12 @@ def _run_ingest(**params) -> dict:
     from qtrader import progress
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     ) as bar:
         tasks: dict[str, int] = {}
 
@@ -190,12 +206,29 @@ def _run_ingest(**params) -> dict:
 
 def _print_ingest(result: dict) -> None:
     table = Table(title="Ingested", show_lines=False)
-    for col in ("interval", "source", "symbols", "rows in", "written", "quarantined", "blocked", "failed", "status"):
+    for col in (
+        "interval",
+        "source",
+        "symbols",
+        "rows in",
+        "written",
+        "quarantined",
+        "blocked",
+        "failed",
+        "status",
+    ):
         table.add_column(col, justify="right" if col not in ("interval", "source", "status") else "left")
     for r in result["runs"]:
         table.add_row(
-            r["interval"], r["source"], str(len(r["symbols"])), f"{r['rows_in']:,}", f"{r['rows_written']:,}",
-            f"{r['rows_quarantined']:,}", str(len(r["symbols_blocked"])), str(len(r["symbols_failed"])), r["status"],
+            r["interval"],
+            r["source"],
+            str(len(r["symbols"])),
+            f"{r['rows_in']:,}",
+            f"{r['rows_written']:,}",
+            f"{r['rows_quarantined']:,}",
+            str(len(r["symbols_blocked"])),
+            str(len(r["symbols_failed"])),
+            r["status"],
         )
     console.print(table)
     if result["findings"]:
@@ -213,14 +246,22 @@ def _print_ingest(result: dict) -> None:
 def demo(warehouse: WarehouseOpt = None) -> None:
     """Run the pipeline on the embedded synthetic market (with a few injected faults to show the gate)."""
     console.rule("qtrader demo: ingest a synthetic market through the data-quality gate")
-    result = _run_ingest(source="synthetic", warehouse=str(warehouse) if warehouse else None, faults=DEMO_FAULTS,
-                         symbols=None, interval=None, start=None, end=None, path=None)
+    result = _run_ingest(
+        source="synthetic",
+        warehouse=str(warehouse) if warehouse else None,
+        faults=DEMO_FAULTS,
+        symbols=None,
+        interval=None,
+        start=None,
+        end=None,
+        path=None,
+    )
     _print_ingest(result)
     console.rule("Three queries to try")
     db = result["warehouse"]
     for title, sql in DEMO_QUERIES:
         console.print(f"[bold]{title}[/]")
-        console.print(f"  qtrader sql \"{' '.join(sql.split())}\"", soft_wrap=True, highlight=False)
+        console.print(f'  qtrader sql "{" ".join(sql.split())}"', soft_wrap=True, highlight=False)
         _print_sql(db, sql, max_rows=8)
 
 

@@ -84,8 +84,6 @@ class GateSettings(BaseSettings):
         return {**DEFAULT_SEVERITY, **value}
 
 
-
-
 class SyntheticSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid")
 

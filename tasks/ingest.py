@@ -51,7 +51,10 @@ def fetch_bars(source: MarketDataSource, request: FetchRequest) -> FetchResult:
         log.warning("%s %s: %s", source.name, symbol, reason)
     log.info(
         "fetched %d %s rows for %d symbols from %s in %.2fs",
-        len(result.bars), request.interval, result.bars["symbol"].nunique(), source.name,
+        len(result.bars),
+        request.interval,
+        result.bars["symbol"].nunique(),
+        source.name,
         time.perf_counter() - started,
     )
     return result
@@ -63,14 +66,22 @@ def gate_raw_bars(
 ) -> GateResult:
     log = get_run_logger()
     result = gate_bars(
-        bars, interval=interval, settings=settings.gate, run_id=run_id,
-        reference_end=reference_end, exchange=settings.exchange,
+        bars,
+        interval=interval,
+        settings=settings.gate,
+        run_id=run_id,
+        reference_end=reference_end,
+        exchange=settings.exchange,
     )
     for line in result.summary_lines():
         log.warning(line)
     log.info(
         "gate %s: %d rows in, %d passed, %d quarantined, %d symbols blocked",
-        interval, len(bars), len(result.passed), len(result.quarantined), len(result.blocked_symbols),
+        interval,
+        len(bars),
+        len(result.passed),
+        len(result.quarantined),
+        len(result.blocked_symbols),
     )
     return result
 
@@ -89,12 +100,19 @@ def write_gated(settings: Settings, run: IngestRun, gated: GateResult, source_na
     run.rows_written = len(bars)
     run.finished_at = pd.Timestamp.now(tz="UTC")
     run.write_s = None
-    write_ingest(settings.warehouse, run, bars, quarantine, gated.dq_results,
-                 policy=LockPolicy.from_settings(settings))
+    write_ingest(
+        settings.warehouse, run, bars, quarantine, gated.dq_results, policy=LockPolicy.from_settings(settings)
+    )
     run.write_s = time.perf_counter() - started
     progress.report(f"write {run.interval}", 1, 1)
-    log.info("wrote %d %s bars to %s in %.2fs (run %s)", run.rows_written, run.interval,
-             settings.warehouse, run.write_s, run.run_id)
+    log.info(
+        "wrote %d %s bars to %s in %.2fs (run %s)",
+        run.rows_written,
+        run.interval,
+        settings.warehouse,
+        run.write_s,
+        run.run_id,
+    )
     return run
 
 
@@ -113,13 +131,19 @@ def build_dq_docs(settings: Settings, gated: list[GateResult]) -> str | None:
 @task(name="ingest-summary", cache_policy=NO_CACHE)
 def publish_summary(runs: list[IngestRun], lines: list[str], docs_path: str | None) -> str:
     md = ingest_summary_markdown(runs, lines, docs_path)
-    create_markdown_artifact(key="ingest-summary", markdown=md, description="What the ingest run wrote and quarantined")
+    create_markdown_artifact(
+        key="ingest-summary", markdown=md, description="What the ingest run wrote and quarantined"
+    )
     return md
 
 
 def ingest_summary_markdown(runs: list[IngestRun], lines: list[str], docs_path: str | None) -> str:
-    out = ["# Ingest summary", "", "| run | source | interval | symbols | rows in | written | quarantined | blocked | failed | status |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "# Ingest summary",
+        "",
+        "| run | source | interval | symbols | rows in | written | quarantined | blocked | failed | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         out.append(
             f"| {r.run_id} | {r.source} | {r.interval} | {len(r.symbols)} | {r.rows_in} | {r.rows_written} | "

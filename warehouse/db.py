@@ -142,9 +142,7 @@ def connect(
 
 
 @contextmanager
-def transaction(
-    path: str | Path, *, policy: LockPolicy | None = None
-) -> Iterator[duckdb.DuckDBPyConnection]:
+def transaction(path: str | Path, *, policy: LockPolicy | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """One read-write connection and one transaction: all of the block's writes land, or none do."""
     with connect(path, policy=policy) as con:
         con.execute("BEGIN TRANSACTION")

@@ -9,7 +9,19 @@ import pandas as pd
 
 from warehouse.db import LockPolicy, transaction
 
-BARS_COLUMNS = ["symbol", "interval", "ts", "open", "high", "low", "close", "volume", "source", "run_id", "ingested_at"]
+BARS_COLUMNS = [
+    "symbol",
+    "interval",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "source",
+    "run_id",
+    "ingested_at",
+]
 QUARANTINE_COLUMNS = [
     "run_id", "stage", "rule", "severity", "symbol", "interval", "ts",
     "open", "high", "low", "close", "volume", "source", "detail", "quarantined_at",

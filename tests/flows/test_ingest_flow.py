@@ -43,9 +43,13 @@ def test_reingest_is_idempotent(warehouse_path):
 
 
 def test_intraday_and_daily_in_one_run(warehouse_path):
-    out = ingest(source="synthetic", symbols=["AAA"], start="2026-11-16", now=NOW, warehouse=str(warehouse_path))
+    out = ingest(
+        source="synthetic", symbols=["AAA"], start="2026-11-16", now=NOW, warehouse=str(warehouse_path)
+    )
     assert sorted(r["interval"] for r in out["runs"]) == ["1d", "5m"]
-    per = query_df(warehouse_path, "SELECT interval, count(*) AS n FROM bars GROUP BY interval ORDER BY interval")
+    per = query_df(
+        warehouse_path, "SELECT interval, count(*) AS n FROM bars GROUP BY interval ORDER BY interval"
+    )
     assert per["n"].tolist() == [5, 5 * 78]  # Mon..Fri sessions, 78 five-minute bars each
 
 
@@ -81,7 +85,7 @@ def test_each_fault_is_caught_by_its_rule_and_earlier_data_stays_intact(warehous
     after = _bars(warehouse_path)
     untouched = after[after["symbol"] != "BBB"].reset_index(drop=True)
     pd.testing.assert_frame_equal(untouched, before[before["symbol"] != "BBB"].reset_index(drop=True))
-    assert any(line.startswith("BBB") and rule in line for line in out["findings"])
+    assert any(line.startswith("[1d] BBB") and rule in line for line in out["findings"])
 
     if effect == "quarantine":
         assert len(q) >= 1 and set(q["rule"]) == {rule} and set(q["symbol"]) == {"BBB"}
@@ -111,7 +115,9 @@ def test_files_source_loads_a_folder(warehouse_path, tmp_path):
         "2024-01-02,10,11,9,10.5,10.5,1000\n2024-01-03,10.5,11.5,10,11,11,1200\n"
         "2024-01-04,11,11.2,9.5,10,10,900\n"
     )
-    (folder / "bad.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n2024-13-45,1,2,0.5,1.5,10\n")
+    (folder / "bad.csv").write_text(
+        "Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n2024-13-45,1,2,0.5,1.5,10\n"
+    )
     out = ingest(source="files", path=str(folder), warehouse=str(warehouse_path))
     (run,) = out["runs"]
     assert run["interval"] == "1d" and run["rows_written"] == 3

@@ -7,7 +7,15 @@ import duckdb
 import pandas as pd
 import pytest
 
-from warehouse.db import LockPolicy, WarehouseBusy, WarehouseMissing, connect, migrations, query_df, transaction
+from warehouse.db import (
+    LockPolicy,
+    WarehouseBusy,
+    WarehouseMissing,
+    connect,
+    migrations,
+    query_df,
+    transaction,
+)
 from warehouse.ingest import IngestRun, write_ingest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,14 +29,34 @@ def _bars(symbols=("AAA", "BBB"), days=5, close=10.0, run_id="r1"):
             rows.append((s, "1d", ts, c, c + 1, c - 1, c, 1000.0, "test", run_id, pd.Timestamp.now(tz="UTC")))
     return pd.DataFrame(
         rows,
-        columns=["symbol", "interval", "ts", "open", "high", "low", "close", "volume", "source", "run_id", "ingested_at"],
+        columns=[
+            "symbol",
+            "interval",
+            "ts",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "source",
+            "run_id",
+            "ingested_at",
+        ],
     )
 
 
 def _run(run_id="r1", rows=0):
     now = pd.Timestamp.now(tz="UTC")
-    return IngestRun(run_id=run_id, source="test", interval="1d", symbols=["AAA", "BBB"], started_at=now,
-                     finished_at=now, rows_in=rows, rows_written=rows)
+    return IngestRun(
+        run_id=run_id,
+        source="test",
+        interval="1d",
+        symbols=["AAA", "BBB"],
+        started_at=now,
+        finished_at=now,
+        rows_in=rows,
+        rows_written=rows,
+    )
 
 
 def test_migrations_recorded_once(warehouse_path):
@@ -61,7 +89,9 @@ def test_failed_write_leaves_warehouse_untouched(warehouse_path):
     before = query_df(warehouse_path, "SELECT * FROM bars ORDER BY symbol, ts")
     broken_quarantine = pd.DataFrame({"run_id": ["r2"]})  # missing columns: fails after the bars upsert
     with pytest.raises(KeyError):
-        write_ingest(warehouse_path, _run("r2"), _bars(run_id="r2", close=99.0), broken_quarantine, pd.DataFrame())
+        write_ingest(
+            warehouse_path, _run("r2"), _bars(run_id="r2", close=99.0), broken_quarantine, pd.DataFrame()
+        )
     after = query_df(warehouse_path, "SELECT * FROM bars ORDER BY symbol, ts")
     pd.testing.assert_frame_equal(before, after)
     assert query_df(warehouse_path, "SELECT count(*) AS n FROM ingest_runs")["n"][0] == 1
@@ -87,7 +117,9 @@ def _hold_lock(path: Path, seconds: float) -> subprocess.Popen:
         "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
         " time.sleep(float(sys.argv[2])); con.close()"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -122,7 +154,10 @@ def test_two_processes_write_and_read_without_lock_errors(warehouse_path):
     procs = [
         subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("_hammer.py")), str(warehouse_path), name, str(n)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for name in ("P1", "P2")
     ]
@@ -130,5 +165,7 @@ def test_two_processes_write_and_read_without_lock_errors(warehouse_path):
         out, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
         assert out.startswith("done")
-    counts = query_df(warehouse_path, "SELECT symbol, count(*) AS n FROM bars GROUP BY symbol ORDER BY symbol")
+    counts = query_df(
+        warehouse_path, "SELECT symbol, count(*) AS n FROM bars GROUP BY symbol ORDER BY symbol"
+    )
     assert counts.to_dict("list") == {"symbol": ["P1", "P2"], "n": [n, n]}
