@@ -23,12 +23,9 @@ and lists the other rules the row broke. So ``len(passed) + len(quarantined) == 
 
 from __future__ import annotations
 
-import copy
 import functools
-import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from expectations import runtime
 from qtrader.calendar import expected_bars, in_session, is_daily, utc
 from qtrader.settings import GateSettings, Severity
 from sources.base import BAR_COLUMNS, PRICE_COLUMNS
@@ -52,15 +50,8 @@ DQ_COLUMNS = [
     "run_id", "stage", "suite", "expectation", "rule", "severity", "column_name",
     "success", "observed_value", "element_count", "unexpected_count", "validated_at",
 ]  # fmt: skip
-_RESULT_FORMAT = {"result_format": "COMPLETE", "partial_unexpected_count": 5}
-# Big per-row lists are consumed into the quarantine frame, then dropped from the kept GX result.
-_BULKY_RESULT_KEYS = ("unexpected_list", "unexpected_index_list", "unexpected_index_query")
 _DEFAULT_SEVERITY: dict[str, Severity] = GateSettings().severity
 CRITICAL, WARNING = Severity.critical.value, Severity.warning.value
-
-
-class GateError(RuntimeError):
-    """The suite itself is broken (an expectation raised, or no row indexes came back)."""
 
 
 # --------------------------------------------------------------------------------------------- suite
@@ -126,96 +117,20 @@ def tolerances(interval: str, settings: GateSettings) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------ GX
 
 
-@dataclass(frozen=True)
-class _Gx:
-    context: Any
-    batch_definition: Any
-    suites: dict[str, Any]  # scope -> ExpectationSuite (the JSON suite split by meta.scope)
-
-
-_GX: _Gx | None = None
-# GX contexts are not thread-safe: one lock around creating and using the process's context.
-_GX_LOCK = threading.RLock()
-
-
-def _gx() -> _Gx:
-    """The process's ephemeral GX context, made once: importing GX and creating it cost seconds."""
-    global _GX
-    with _GX_LOCK:
-        if _GX is None:
-            _GX = _new_gx()
-        return _GX
-
-
-def _new_gx() -> _Gx:
-    started = time.perf_counter()
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    spec = load_suite()
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_definition = (
-        context.data_sources.add_pandas("qtrader_gate")
-        .add_dataframe_asset(spec.name)
-        .add_batch_definition_whole_dataframe("whole")
-    )
-    # The whole suite lives in the context so Data Docs render its page.
-    context.suites.add(gx.ExpectationSuite(**copy.deepcopy(spec.raw)))
-    suites = {
-        sc: gx.ExpectationSuite(
-            name=f"{spec.name}.{sc}", expectations=copy.deepcopy(spec.expectations_in(sc))
-        )
-        for sc in (ROW, SERIES)
-    }
-    log.info("Great Expectations context ready in %.1fs", time.perf_counter() - started)
-    return _Gx(context, batch_definition, suites)
-
-
 def _validate(frame: pd.DataFrame, scope: str, params: dict[str, float]) -> Any:
-    # The validator that Batch.validate and ValidationDefinition.run both use. Called directly it loads
-    # (and fingerprints) the frame once; Batch.validate loads it twice, ~0.1 s each at 1M rows.
-    from great_expectations.validator.v1_validator import Validator
-
-    with _GX_LOCK:
-        gx_rt = _gx()
-        validator = Validator(
-            gx_rt.batch_definition, result_format=_RESULT_FORMAT, batch_parameters={"dataframe": frame}
-        )
-        return validator.validate_expectation_suite(gx_rt.suites[scope], expectation_parameters=params)
+    spec = load_suite()
+    runtime.register_suite(spec.raw)
+    return runtime.validate(frame, spec.name, _scope_suite(scope), params)
 
 
-def _raised(info: dict | None) -> str | None:
-    """The exception message in a GX exception_info: flat, or keyed by metric id (as GX 1.x does)."""
-    if not info:
-        return None
-    if "raised_exception" in info:
-        return info.get("exception_message") if info["raised_exception"] else None
-    messages = [
-        v.get("exception_message") for v in info.values() if isinstance(v, dict) and v.get("raised_exception")
-    ]
-    return "; ".join(sorted(set(map(str, messages)))) or None
+@functools.cache
+def _scope_suite(scope: str) -> Any:
+    """The JSON suite's expectations of one meta.scope, as a GX suite (made once)."""
+    spec = load_suite()
+    return runtime.make_suite(spec.raw, name=f"{spec.name}.{scope}", expectations=spec.expectations_in(scope))
 
 
-def _failing_rows(suite_result: Any, n: int, positions: dict[str, np.ndarray]) -> None:
-    """OR each expectation's unexpected rows into ``positions[rule]`` (boolean arrays of length n)."""
-    for r in suite_result.results:
-        cfg = r.expectation_config
-        error = _raised(r.exception_info)
-        if error:
-            # A broken expectation must stop the gate, not pass or reject rows by accident.
-            raise GateError(f"{cfg.type}({cfg.kwargs.get('column')}) raised: {error}")
-        rule = cfg.meta["rule"]
-        mask = positions.setdefault(rule, np.zeros(n, dtype=bool))
-        if r.success:
-            continue
-        idx = r.result.get("unexpected_index_list")
-        if idx is None or len(idx) != r.result.get("unexpected_count"):
-            raise GateError(
-                f"{cfg.type}({cfg.kwargs.get('column')}) failed without a complete unexpected_index_list"
-            )
-        mask[np.asarray(idx, dtype=np.int64)] = True
+_failing_rows = runtime.failing_rows
 
 
 # ------------------------------------------------------------------------------------- derived columns
@@ -647,9 +562,7 @@ def _combined_validation(
     from great_expectations.core.run_identifier import RunIdentifier
 
     results = [*row_result.results, *series_result.results]
-    for r in results:
-        for k in _BULKY_RESULT_KEYS:
-            r.result.pop(k, None)
+    runtime.slim(results)
     ok = sum(bool(r.success) for r in results)
     combined = ExpectationSuiteValidationResult(
         success=ok == len(results),
@@ -672,37 +585,9 @@ def _combined_validation(
     return combined
 
 
-def _observed(res: dict) -> str:
-    if "observed_value" in res:
-        return str(res["observed_value"])
-    count, total = res.get("unexpected_count", 0), res.get("element_count", 0)
-    sample = f": {res.get('partial_unexpected_list', [])}" if count else ""
-    return f"{count} unexpected of {total}{sample}"
-
-
 def _dq_frame(validation, spec, sev, run_id, stage, validated_at) -> pd.DataFrame:
-    rows = []
-    for r in validation.results:
-        cfg, res = r.expectation_config, r.result or {}
-        rows.append(
-            {
-                "run_id": run_id,
-                "stage": stage,
-                "suite": spec.name,
-                "expectation": cfg.type,
-                "rule": cfg.meta["rule"],
-                "severity": sev[cfg.meta["rule"]],
-                "column_name": cfg.kwargs.get("column"),
-                "success": bool(r.success),
-                "observed_value": _observed(res),
-                "element_count": res.get("element_count"),
-                "unexpected_count": res.get("unexpected_count"),
-                "validated_at": validated_at,
-            }
-        )
-    return pd.DataFrame(rows, columns=DQ_COLUMNS).astype(
-        {"element_count": "Int64", "unexpected_count": "Int64"}
-    )
+    rows = runtime.dq_rows(validation, spec.name, sev, run_id, stage, validated_at)
+    return pd.DataFrame(rows, columns=DQ_COLUMNS).astype({"element_count": "Int64", "unexpected_count": "Int64"})
 
 
 # ------------------------------------------------------------------------------------------ data docs
@@ -711,55 +596,12 @@ def _dq_frame(validation, spec, sev, run_id, stage, validated_at) -> pd.DataFram
 def build_data_docs(results: GateResult | Iterable[GateResult], docs_dir: str | Path) -> Path:
     """Render the gate results' GX validations as a static Data Docs site; returns its index.html.
 
-    Re-uses the validation results kept in each GateResult (nothing is validated twice). The site shows
-    exactly the results given, plus the suite page: earlier pages in ``docs_dir`` are cleaned by GX.
+    Re-uses the validation results kept in each GateResult (nothing is validated twice).
     """
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
-
-    started = time.perf_counter()
     gated = [results] if isinstance(results, GateResult) else list(results)
-    docs_dir = Path(docs_dir).resolve()
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    gx_rt = _gx()
     spec = load_suite()
-    suite_id = ExpectationSuiteIdentifier(name=spec.name)
-    with _GX_LOCK:
-        ctx = gx_rt.context
-        # One site per folder; the name is stable so repeated builds to one folder reuse it.
-        site = "qtrader_" + hashlib.sha1(str(docs_dir).encode(), usedforsecurity=False).hexdigest()[:10]
-        if site not in ctx.list_data_docs_sites():
-            ctx.add_data_docs_site(
-                site,
-                {
-                    "class_name": "SiteBuilder",
-                    "show_how_to_buttons": False,
-                    "store_backend": {
-                        "class_name": "TupleFilesystemStoreBackend",
-                        "base_directory": str(docs_dir),
-                    },
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                },
-            )
-        store = ctx.validation_results_store
-        for key in store.list_keys():  # the in-memory store is per process: show only these results
-            store.remove_key(key)
-        keys: list[Any] = [suite_id]
-        for g in gated:
-            if g.validation is None:
-                continue
-            key = ValidationResultIdentifier(
-                expectation_suite_identifier=suite_id,
-                run_id=g.validation.meta["run_id"],
-                batch_identifier=f"{g.stage}-{g.interval}",
-            )
-            store.store_validation_results(g.validation, key, suite_id)
-            keys.append(key)
-        ctx.build_data_docs(site_names=[site], resource_identifiers=keys)
-    index = docs_dir / "index.html"
-    log.debug(
-        "Data Docs for %d validations at %s in %.2fs", len(keys) - 1, index, time.perf_counter() - started
-    )
-    return index
+    runtime.register_suite(spec.raw)
+    items = [
+        runtime.DocsItem(spec.name, g.validation, f"{g.stage}-{g.interval}") for g in gated if g.validation is not None
+    ]
+    return runtime.build_docs(items, docs_dir)

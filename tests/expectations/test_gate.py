@@ -341,7 +341,8 @@ def test_tolerances_are_suite_parameters():
 
 
 def test_a_broken_expectation_stops_the_gate():
-    from expectations.gate import GateError, _failing_rows, _validate
+    from expectations.gate import _failing_rows, _validate
+    from expectations.runtime import GateError
 
     result = _validate(
         pd.DataFrame({"gap_bars": [1.0]}),

@@ -1,0 +1,89 @@
+"""Prefect tasks of the features flow: load bars (incremental), compute, gate, write."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from expectations.features_gate import features_view
+from expectations.frame_gate import FrameGateResult, gate_frame
+from models.features import (
+    DAILY_CONTEXT_SOURCES,
+    FEATURE_SET_VERSION,
+    WARMUP_BARS,
+    add_daily_context,
+    compute_features_many,
+)
+from qtrader import progress
+from qtrader.calendar import is_daily
+from qtrader.settings import Settings
+from sources.base import BAR_COLUMNS
+from warehouse.db import LockPolicy
+from warehouse.features import bars_for_features, load_features, write_features
+
+
+@task(name="load-bars-for-features", cache_policy=NO_CACHE)
+def load_bars(settings: Settings, interval: str, symbols: list[str] | None, full: bool) -> pd.DataFrame:
+    bars = bars_for_features(
+        settings.warehouse, interval, FEATURE_SET_VERSION, WARMUP_BARS, symbols=symbols, full=full,
+        policy=LockPolicy.from_settings(settings),
+    )
+    get_run_logger().info(
+        "%s: %d bars of %d symbols to read (new bars plus %d warm-up bars per symbol)",
+        interval, len(bars), bars["symbol"].nunique() if len(bars) else 0, WARMUP_BARS,
+    )
+    return bars
+
+
+@task(name="compute-features", cache_policy=NO_CACHE)
+def compute(settings: Settings, bars: pd.DataFrame, interval: str) -> pd.DataFrame:
+    """Features of the new bars only (warm-up rows are computed, then dropped)."""
+    log = get_run_logger()
+    started = time.perf_counter()
+    feats = compute_features_many(bars[BAR_COLUMNS])
+    same_rows = (feats["symbol"].to_numpy() == bars["symbol"].to_numpy()).all() and (
+        feats["ts"].to_numpy() == pd.to_datetime(bars["ts"], utc=True).to_numpy()
+    ).all()
+    if not same_rows:
+        raise RuntimeError("features rows do not line up with the bars they came from")
+    feats["bar_number"] = bars["bar_number"].to_numpy()
+    last_done = bars["last_done"].to_numpy(dtype=np.float64)
+    new = np.isnan(last_done) | (feats["bar_number"].to_numpy() > last_done)
+    feats = feats[new].reset_index(drop=True)
+    if not is_daily(interval) and len(feats):
+        daily = load_features(
+            settings.warehouse, "1d", FEATURE_SET_VERSION, symbols=sorted(feats["symbol"].unique()),
+            start=feats["ts"].min() - pd.Timedelta(days=10), columns=DAILY_CONTEXT_SOURCES,
+            policy=LockPolicy.from_settings(settings),
+        )
+        feats = add_daily_context(feats, daily, exchange=settings.exchange)
+    progress.report(f"features {interval}", 1, 1)
+    log.info("%s: computed features for %d new bars in %.2fs", interval, len(feats), time.perf_counter() - started)
+    return feats
+
+
+@task(name="gate-features", cache_policy=NO_CACHE)
+def gate(features: pd.DataFrame, run_id: str) -> FrameGateResult:
+    result = gate_frame(features, suite="features", run_id=run_id, stage="features", derive=features_view)
+    log = get_run_logger()
+    for line in result.summary_lines():
+        log.warning(line)
+    return result
+
+
+@task(name="write-features", cache_policy=NO_CACHE)
+def write(settings: Settings, gated: FrameGateResult, run_id: str) -> int:
+    now = pd.Timestamp.now(tz="UTC")
+    rows = gated.passed.drop(columns=["bar_number"]).assign(
+        feature_set_version=FEATURE_SET_VERSION, run_id=run_id, computed_at=now
+    )
+    quarantine = gated.quarantined[["symbol", "interval", "ts", "rule", "severity", "detail"]].assign(
+        run_id=run_id, stage="features", quarantined_at=now
+    )
+    n = write_features(settings.warehouse, rows, quarantine, gated.dq_results, policy=LockPolicy.from_settings(settings))
+    get_run_logger().info("wrote %d feature rows (%d quarantined) to %s", n, len(quarantine), settings.warehouse)
+    return n

@@ -1,0 +1,106 @@
+"""Reads and writes of the features stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from warehouse.db import LockPolicy, connect, transaction
+from warehouse.ingest import DQ_COLUMNS, QUARANTINE_COLUMNS
+
+# Bars a features run needs per symbol: everything after the last computed bar, plus `warmup` bars before
+# it so long-window indicators are exact. bar_number counts from the symbol's first stored bar.
+_BARS_FOR_FEATURES_SQL = """
+WITH ranked AS (
+    SELECT symbol, interval, ts, open, high, low, close, volume,
+           row_number() OVER (PARTITION BY symbol ORDER BY ts) - 1 AS bar_number
+    FROM bars
+    WHERE interval = ? AND (? OR list_contains(?, symbol))
+),
+done AS (
+    SELECT symbol, max(ts) AS last_ts FROM features
+    WHERE interval = ? AND feature_set_version = ? AND NOT ?
+    GROUP BY symbol
+),
+start AS (
+    SELECT r.symbol, max(CASE WHEN r.ts <= d.last_ts THEN r.bar_number END) AS last_done,
+           max(r.bar_number) AS last_bar
+    FROM ranked r LEFT JOIN done d USING (symbol)
+    GROUP BY r.symbol
+)
+SELECT r.symbol, r.interval, r.ts, r.open, r.high, r.low, r.close, r.volume, r.bar_number, s.last_done
+FROM ranked r JOIN start s USING (symbol)
+WHERE s.last_done IS NULL OR (s.last_bar > s.last_done AND r.bar_number > s.last_done - ?)
+ORDER BY r.symbol, r.ts
+"""
+
+
+def bars_for_features(
+    path: str | Path,
+    interval: str,
+    version: str,
+    warmup: int,
+    *,
+    symbols: list[str] | None = None,
+    full: bool = False,
+    policy: LockPolicy | None = None,
+) -> pd.DataFrame:
+    """Bars to compute features from, with ``bar_number`` and ``last_done`` (the last computed bar number).
+
+    Incremental: symbols already computed come back from ``warmup`` bars before their last computed bar.
+    ``full`` recomputes everything (needed when stored bars were corrected after features were computed).
+    """
+    params = [interval, symbols is None, symbols or [], interval, version, full, warmup]
+    with connect(path, read_only=False, policy=policy) as con:  # read-write: creates tables on a new file
+        return con.execute(_BARS_FOR_FEATURES_SQL, params).df()
+
+
+def write_features(
+    path: str | Path,
+    features: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    dq_results: pd.DataFrame,
+    *,
+    policy: LockPolicy | None = None,
+) -> int:
+    """Upsert feature rows, record quarantined rows and GX verdicts, in one transaction."""
+    with transaction(path, policy=policy) as con:
+        if len(features):
+            con.register("incoming_features", features)
+            con.execute("INSERT OR REPLACE INTO features BY NAME SELECT * FROM incoming_features")
+            con.unregister("incoming_features")
+        if len(quarantine):
+            con.register("incoming_quarantine", quarantine.reindex(columns=QUARANTINE_COLUMNS))
+            con.execute("INSERT INTO quarantine BY NAME SELECT * FROM incoming_quarantine")
+            con.unregister("incoming_quarantine")
+        if len(dq_results):
+            con.register("incoming_dq", dq_results[DQ_COLUMNS])
+            con.execute("INSERT INTO dq_results BY NAME SELECT * FROM incoming_dq")
+            con.unregister("incoming_dq")
+    return len(features)
+
+
+def load_features(
+    path: str | Path,
+    interval: str,
+    version: str,
+    *,
+    symbols: list[str] | None = None,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    columns: list[str] | None = None,
+    policy: LockPolicy | None = None,
+) -> pd.DataFrame:
+    """Stored features ordered by symbol and ts (all feature columns unless ``columns`` is given)."""
+    if columns is not None and not all(c.isidentifier() for c in columns):
+        raise ValueError(f"not column names: {columns}")
+    cols = "*" if columns is None else ", ".join(["symbol", "interval", "ts", *columns])
+    sql = (
+        f"SELECT {cols} FROM features WHERE interval = ? AND feature_set_version = ?"  # column names only; values are bound
+        " AND (? OR list_contains(?, symbol)) AND (? IS NULL OR ts >= ?) AND (? IS NULL OR ts <= ?)"
+        " ORDER BY symbol, ts"
+    )
+    params = [interval, version, symbols is None, symbols or [], start, start, end, end]
+    with connect(path, read_only=True, policy=policy) as con:
+        return con.execute(sql, params).df()
