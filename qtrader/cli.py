@@ -87,6 +87,8 @@ def _guard(fn: Callable[[], object]) -> object:
 
 def _quiet_third_parties() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # The temporary Prefect server would try to send telemetry, which fails (and logs) offline.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     warnings.filterwarnings("ignore", module="yfinance")
     warnings.filterwarnings("ignore", message=".*inplace keyword.*")
     for name in ("great_expectations", "urllib3", "yfinance", "peewee"):
@@ -162,6 +164,8 @@ def ingest(
     """Fetch bars, gate them with Great Expectations, and upsert them into the warehouse."""
     if path is not None and source is None:
         source = "files"
+    if path is not None and not path.is_dir():
+        _fail(f"--path {path} is not a folder of CSV/Parquet files")
     result = _run_ingest(
         source=source,
         symbols=[s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None,
@@ -305,7 +309,7 @@ def status(warehouse: WarehouseOpt = None) -> None:
     console.rule(f"Warehouse {db}")
     _print_sql(
         db,
-        """SELECT interval, count(*) AS symbols, sum(bars) AS bars, min(first_ts) AS first_ts,
+        """SELECT interval, count(*) AS symbols, sum(bars)::BIGINT AS bars, min(first_ts) AS first_ts,
                   max(last_ts) AS last_ts, max(last_ingested_at) AS last_ingested_at
            FROM v_bar_coverage GROUP BY interval ORDER BY interval""",
     )

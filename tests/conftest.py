@@ -9,6 +9,7 @@ os.makedirs(_PREFECT_HOME, exist_ok=True)
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")
