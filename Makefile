@@ -7,7 +7,11 @@ export PYTHONUNBUFFERED := 1
 # Keep Prefect's state (the temporary server's database) inside the project.
 export PREFECT_HOME ?= $(CURDIR)/data/prefect
 
-.PHONY: demo test lint bench venv clean
+PREFECT := $(VENV)/bin/prefect
+UI_URL := http://127.0.0.1:4200/api
+POOL := qtrader-process
+
+.PHONY: demo test lint bench venv clean ui deploy worker serve
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +34,25 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/features.py
+
+# The Prefect UI (offline) on 127.0.0.1:4200, state kept in data/prefect.
+ui: $(STAMP)
+	$(PREFECT) server start --host 127.0.0.1 --port 4200 --analytics-off
+
+# Work pool, the warehouse-writer concurrency limit, and every deployment of prefect.yaml (needs `make ui`).
+deploy: $(STAMP)
+	PREFECT_API_URL=$(UI_URL) $(PREFECT) work-pool create $(POOL) --type process --overwrite
+	PREFECT_API_URL=$(UI_URL) $(PREFECT) gcl create warehouse-writer --limit 1 2>/dev/null || true
+	PREFECT_API_URL=$(UI_URL) QTRADER_HOME=$(CURDIR) $(PREFECT) --no-prompt deploy --all
+
+# A process worker that runs the scheduled flows (each run a subprocess in this folder).
+worker: $(STAMP)
+	PREFECT_API_URL=$(UI_URL) QTRADER_HOME=$(CURDIR) $(PREFECT) worker start --pool $(POOL)
+
+# Every deployment on its schedule in one process, without a pool or worker.
+serve: $(STAMP)
+	PREFECT_API_URL=$(UI_URL) $(VENV)/bin/qtrader serve
 
 clean:
 	rm -rf $(VENV) data/warehouse.duckdb data/dq_docs

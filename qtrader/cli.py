@@ -329,5 +329,21 @@ def status(warehouse: WarehouseOpt = None) -> None:
     )
 
 
+@app.command()
+def serve() -> None:
+    """Serve every deployment of prefect.yaml on its schedule in this process (no work pool or worker).
+
+    Needs a Prefect server to show the runs in the UI: start one with `make ui` and set
+    PREFECT_API_URL=http://127.0.0.1:4200/api.
+    """
+    from prefect import serve as prefect_serve
+
+    from qtrader.orchestration import runner_deployments
+
+    deployments = _guard(runner_deployments)
+    console.print(f"serving {len(deployments)} deployments: " + ", ".join(d.name for d in deployments))
+    _guard(lambda: prefect_serve(*deployments))
+
+
 if __name__ == "__main__":
     app()
