@@ -33,8 +33,14 @@ def make_source(
     if faults:
         raise SourceError("fault injection is only available on the synthetic source")
     if settings.source == SourceName.yfinance:
+        import yfinance as yf
+
         from sources.yfinance_source import YFinanceSource
 
+        # Keep yfinance's time-zone cache in the project, not in the user's home.
+        cache = Path(settings.data_dir) / "yfinance-cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        yf.set_tz_cache_location(str(cache))
         return YFinanceSource(
             batch_size=settings.yfinance_batch_size,
             retries=settings.net_retries,
