@@ -158,3 +158,22 @@ def query_df(path: str | Path, sql: str, params: list | None = None, *, policy: 
     """Run one read-only query and return a pandas DataFrame."""
     with connect(path, read_only=True, policy=policy) as con:
         return con.execute(sql, params or []).df()
+
+
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame, *, replace: bool = False) -> int:
+    """Insert a DataFrame by column name (``replace``: upsert on the primary key). Returns the row count.
+
+    ``table`` is a name from our own code, never user input; the values travel as a registered frame.
+    """
+    if not table.isidentifier():
+        raise ValueError(f"not a table name: {table!r}")
+    if len(frame) == 0:
+        return 0
+    view = f"incoming_{table}"
+    con.register(view, frame)
+    try:
+        verb = "INSERT OR REPLACE INTO" if replace else "INSERT INTO"
+        con.execute(f"{verb} {table} BY NAME SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
+    return len(frame)

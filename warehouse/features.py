@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from warehouse.db import LockPolicy, connect, transaction
+from warehouse.db import LockPolicy, connect, insert_frame, transaction
 from warehouse.ingest import DQ_COLUMNS, QUARANTINE_COLUMNS
 
 # Bars a features run needs per symbol: everything after the last computed bar, plus `warmup` bars before
@@ -66,18 +66,9 @@ def write_features(
 ) -> int:
     """Upsert feature rows, record quarantined rows and GX verdicts, in one transaction."""
     with transaction(path, policy=policy) as con:
-        if len(features):
-            con.register("incoming_features", features)
-            con.execute("INSERT OR REPLACE INTO features BY NAME SELECT * FROM incoming_features")
-            con.unregister("incoming_features")
-        if len(quarantine):
-            con.register("incoming_quarantine", quarantine.reindex(columns=QUARANTINE_COLUMNS))
-            con.execute("INSERT INTO quarantine BY NAME SELECT * FROM incoming_quarantine")
-            con.unregister("incoming_quarantine")
-        if len(dq_results):
-            con.register("incoming_dq", dq_results[DQ_COLUMNS])
-            con.execute("INSERT INTO dq_results BY NAME SELECT * FROM incoming_dq")
-            con.unregister("incoming_dq")
+        insert_frame(con, "features", features, replace=True)
+        insert_frame(con, "quarantine", quarantine.reindex(columns=QUARANTINE_COLUMNS))
+        insert_frame(con, "dq_results", dq_results.reindex(columns=DQ_COLUMNS))
     return len(features)
 
 

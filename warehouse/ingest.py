@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from warehouse.db import LockPolicy, transaction
+from warehouse.db import LockPolicy, insert_frame, transaction
 
 BARS_COLUMNS = [
     "symbol",
@@ -83,18 +83,9 @@ def write_ingest(
         # DuckDB keeps the first of duplicate keys in one statement silently; the gate must dedupe first.
         raise ValueError("bars batch has duplicate (symbol, interval, ts) keys: it was not gated")
     with transaction(path, policy=policy) as con:
-        if len(bars):
-            con.register("incoming_bars", bars)
-            con.execute("INSERT OR REPLACE INTO bars BY NAME SELECT * FROM incoming_bars")
-            con.unregister("incoming_bars")
-        if len(quarantine):
-            con.register("incoming_quarantine", quarantine[QUARANTINE_COLUMNS])
-            con.execute("INSERT INTO quarantine BY NAME SELECT * FROM incoming_quarantine")
-            con.unregister("incoming_quarantine")
-        if len(dq_results):
-            con.register("incoming_dq", dq_results[DQ_COLUMNS])
-            con.execute("INSERT INTO dq_results BY NAME SELECT * FROM incoming_dq")
-            con.unregister("incoming_dq")
+        insert_frame(con, "bars", bars, replace=True)
+        insert_frame(con, "quarantine", quarantine[QUARANTINE_COLUMNS] if len(quarantine) else quarantine)
+        insert_frame(con, "dq_results", dq_results[DQ_COLUMNS] if len(dq_results) else dq_results)
         _insert_run(con, run)
     return len(bars)
 
