@@ -8,11 +8,12 @@ as its default where they give one.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -92,6 +93,303 @@ class SyntheticSettings(BaseSettings):
     signal_strength: float = 0.12
 
 
+# Signal modules trained and benchmarked by default (models.signals.DEFAULT_MEMBERS; the ensemble is extra).
+DEFAULT_SIGNAL_MEMBERS = ["patterns", "volatility", "regime", "selector", "imbalance", "direction"]
+
+
+class SignalSettings(BaseSettings):
+    """What the signal modules learn, the exit profile their calls are judged with, and the ensemble."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    members: list[str] = Field(default_factory=lambda: list(DEFAULT_SIGNAL_MEMBERS))
+    ensemble: bool = True  # also register the ensemble of the members (combine on their probabilities)
+    # Bars label_up looks ahead (also the walk-forward purge and the patterns module's label_horizon).
+    # One bar: the synthetic market's planted component is a one-bar effect; longer horizons also pick up
+    # its regime drift (docs/modules.md, "Retrain", has the measured accuracies).
+    label_horizon_daily: int = 1
+    label_horizon_intraday: int = 1
+    random_state: int = 0
+    # Constructor overrides per module, e.g. {"direction": {"max_iter": 200}} (docs/modules.md).
+    module_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Exit profile of seed 000 section 1.1 in ATR multiples; exit statistics watch exit_horizon_bars bars.
+    tp1_atr: float = 1.0
+    tp2_atr: float = 2.5
+    tp3_atr: float = 4.0
+    stop_atr: float = 1.5
+    exit_horizon_bars: int = 20
+    # Ensemble vote (models.signals.ensemble.combine) and its accuracy weights (accuracy_weights floor).
+    ensemble_min_edge: float = 0.05
+    ensemble_strong: float = 0.75
+    ensemble_weak: float = 0.5
+    ensemble_min_voters: int = 2
+    accuracy_weight_floor: float = 0.5
+
+
+class RetrainSettings(BaseSettings):
+    """Walk-forward retraining, calibration and champion promotion (flows/retrain.py)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    # Trailing training window of each walk-forward split, in bars; shrunk (down to min_train_bars) when
+    # the warehouse holds less history, so a short demo history still trains.
+    train_window_bars_daily: int = 750
+    train_window_bars_intraday: int = 750
+    min_train_bars: int = 200
+    n_splits: int = 4
+    # Test block of each split; the newest block is the validation window.
+    test_window_bars_daily: int = 63  # a quarter of sessions
+    test_window_bars_intraday: int = 78  # one session of 5-minute bars
+    # Bars dropped before each test block on top of the purge (= label horizon).
+    embargo_bars_daily: int = 5
+    embargo_bars_intraday: int = 12
+    # Leave out each series' first FINITE_FROM_ROW bars (indicator warm-up, features still NaN).
+    skip_warmup: bool = True
+    promotion_metric: str = "auc"
+    promotion_margin: float = 0.005
+    calibration_methods: list[str] = Field(default_factory=lambda: ["seed", "isotonic", "sigmoid"])
+    calibration_holdout_fraction: float = 0.3
+    calibration_min_samples: int = 50
+    # Accuracy the seed formula assumes before a module has any out-of-sample history (a coin flip).
+    seed_accuracy_prior: float = 0.5
+
+
+class BenchmarkSettings(BaseSettings):
+    """Benchmark windows and the performance score (flows/benchmark.py, models/metrics.py)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    # Calendar spans ending at the newest labelled bar ("all" = every stored prediction).
+    windows_daily: list[str] = Field(default_factory=lambda: ["30d", "90d", "365d", "all"])
+    windows_intraday: list[str] = Field(default_factory=lambda: ["24h", "7d", "30d"])
+    # Window the scoreboard shows by default.
+    scoreboard_window_daily: str = "90d"
+    scoreboard_window_intraday: str = "7d"
+    ece_bins: int = 10
+    # performance_score = 100 * (w_accuracy * acc part + w_auc * auc part + w_calibration * ece part).
+    score_w_accuracy: float = 0.4
+    score_w_auc: float = 0.4
+    score_w_calibration: float = 0.2
+    score_accuracy_span: float = 0.10
+    score_auc_span: float = 0.10
+    score_ece_span: float = 0.10
+
+
+class BrokerName(StrEnum):
+    local = "local"
+    alpaca = "alpaca"
+
+
+# The trading sections below are plain pydantic models (not BaseSettings): models/ builds them with
+# defaults in tests and pure code, and a standalone BaseSettings would read unprefixed environment
+# variables (STRATEGY, TICK, ...). Nested in Settings they still take QTRADER_<SECTION>__<FIELD>.
+
+
+class OrderSettings(BaseModel):
+    """Bracket orders (models/brackets.py, docs/trading.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str = "qtrader"  # first part of every client order id
+    tick: float = 0.01  # venue tick for prices >= $1 (Alpaca: 0.0001 below $1)
+    time_in_force: str = "day"
+    # Share of a position's quantity given to the TP1 / TP2 / TP3 bracket (whole shares, no zero legs).
+    tp_weights: list[float] = Field(default_factory=lambda: [1 / 3, 1 / 3, 1 / 3])
+
+
+class LocalBrokerSettings(BaseModel):
+    """The local paper broker (brokers/local.py): account and fill costs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    starting_cash: Decimal = Decimal("100000")
+    slippage_bps: float = 5.0  # against you, on market entries and triggered stops
+    commission_per_share: float = 0.0
+    commission_bps: float = 0.0
+    interval: str = "5m"  # the bars it fills against
+
+
+class AlpacaSettings(BaseModel):
+    """Alpaca paper trading (brokers/alpaca.py); keys come from APCA_* or Prefect Secret blocks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url_override: str | None = None
+    timeout_s: float = 10.0
+    key_block: str = "alpaca-api-key-id"
+    secret_block: str = "alpaca-api-secret-key"
+
+
+class SizingSettings(BaseModel):
+    """Position sizing (models/sizing.py): seed 000 section 2.2."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    risk_per_trade: float = 0.01  # fraction of equity lost if the stop is hit
+    accuracy_high: float = 0.75  # module accuracy (fraction) at or above: x multiplier_high
+    accuracy_low: float = 0.60  # below: x multiplier_low
+    multiplier_high: float = 1.2
+    multiplier_low: float = 0.7
+    performance_score_floor: float = 50.0  # performance score (0-100) below: a further x score_penalty
+    score_penalty: float = 0.8
+    max_position_pct: float = 0.10  # of equity, per position
+    max_gross_exposure_pct: float = 1.0  # of equity, all positions
+
+
+class ExitSettings(BaseModel):
+    """Exit profile and dynamic stops (models/exits.py): seed 000 sections 1.1-1.3."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tp1_atr: float = 1.0
+    tp2_atr: float = 2.5
+    tp3_atr: float = 4.0
+    stop_atr: float = 1.5
+    # Take-profit multiplier per level from its own benchmarked hit rate: > high -> x up, < low -> x down.
+    tp1_rate_high: float = 0.80
+    tp1_rate_low: float = 0.70
+    tp2_rate_high: float = 0.80
+    tp2_rate_low: float = 0.70
+    tp3_rate_high: float = 0.80
+    tp3_rate_low: float = 0.70
+    tp_mult_up: float = 1.2
+    tp_mult_down: float = 0.8
+    tp2_blend_tp1: bool = True  # seed: TP2 uses (tp1_mult + tp2_mult) / 2
+    high_vol_stop_mult: float = 1.3
+    low_vol_stop_mult: float = 0.9
+    max_confidence: float = 0.95
+    breakeven_offset: float = 0.0  # after TP1: stop to entry +/- this fraction
+    min_overall_health: float = 70.0  # below: dynamic (health-driven) adjustments are skipped
+    ensemble_module: str = "ensemble"
+    ensemble_degraded_health: float = 60.0  # below: tighten halfway toward the current price
+    tighten_fraction: float = 0.5
+    predictive_hours: float = 4.0  # an alert with time_to_threshold below this tightens to breakeven
+    predictive_offset: float = 0.001  # breakeven -/+ 0.1%
+    predictive_modules: list[str] = Field(default_factory=list)  # empty: alerts of any module
+    predictive_metrics: list[str] = Field(default_factory=list)  # empty: alerts of any metric
+    health_gate_applies_to_predictive: bool = False
+
+
+class FilterSettings(BaseModel):
+    """Trade filter (models/trade_filter.py): seed 000 section 2.1."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_consensus: list[str] = Field(default_factory=lambda: ["UNANIMOUS", "STRONG"])
+    min_confidence: float = 0.55  # calibrated confidence of the predicted side
+    min_overall_health: float = 80.0
+    min_module_health: float = 70.0
+    max_open_positions: int = 10
+    daily_loss_limit_pct: float = 0.02  # of start-of-day equity: no new entries past this loss
+    cooldown_minutes: float = 30.0  # per symbol, after its last exit
+
+
+# Health, learned thresholds and predictive alerts (models/health.py, models/thresholds.py,
+# models/alerts.py; docs/health.md). Defaults equal the named constants of those modules.
+DEFAULT_HEALTH_WEIGHTS: dict[str, float] = {
+    "data_freshness": 0.15,
+    "prediction_freshness": 0.15,
+    "error_rate": 0.15,
+    "latency": 0.10,
+    "accuracy_drift": 0.15,
+    "feature_drift": 0.10,
+    "model_staleness": 0.10,
+    "dq_failure_rate": 0.10,
+}
+
+
+class HealthSettings(BaseModel):
+    """Module health scores: each component is 100 at ``*_ok`` or better, 0 at ``*_bad`` or worse."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Component weights (normalised over the measured components); a partial table overrides those named.
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_HEALTH_WEIGHTS))
+    cap_margin: float = 50.0  # module score <= worst component + this
+    module_weights: dict[str, float] = Field(default_factory=dict)  # overall score; missing modules weigh 1
+    # Freshness in bars: completed bars not ingested; predictions behind the newest bar.
+    data_lag_ok_daily: float = 1.0
+    data_lag_bad_daily: float = 4.0
+    data_lag_ok_intraday: float = 3.0
+    data_lag_bad_intraday: float = 12.0
+    prediction_lag_ok_daily: float = 1.0
+    prediction_lag_bad_daily: float = 4.0
+    prediction_lag_ok_intraday: float = 3.0
+    prediction_lag_bad_intraday: float = 12.0
+    error_rate_ok: float = 0.01
+    error_rate_bad: float = 0.10
+    error_recent_runs: int = 5  # retrain runs checked for a module that raised
+    latency_ratio_ok: float = 1.0  # p95 latency / learned latency_ms threshold
+    latency_ratio_bad: float = 2.0
+    accuracy_drop_z_ok: float = 2.0  # (validation - recent accuracy) / its standard error
+    accuracy_drop_z_bad: float = 5.0
+    accuracy_window_daily: str = "30d"  # benchmarks.window_name compared with validation accuracy
+    accuracy_window_intraday: str = "24h"
+    psi_ok: float = 0.10
+    psi_bad: float = 0.25
+    psi_recent_bars_daily: int = 63  # newest bar timestamps compared with the champion's training window
+    psi_recent_bars_intraday: int = 78
+    psi_max_rows: int = 20_000  # training-window sample size
+    psi_bins: int = 10
+    staleness_ratio_ok: float = 1.25  # champion age / retrain schedule
+    staleness_ratio_bad: float = 3.0
+    retrain_schedule_hours_daily: float = 168.0
+    retrain_schedule_hours_intraday: float = 24.0
+    dq_failure_ok: float = 0.001  # failing / checked rows, critical verdicts of the input gates
+    dq_failure_bad: float = 0.02
+    dq_recent_runs: int = 3  # newest ingest and features runs per interval
+
+    @field_validator("weights", mode="after")
+    @classmethod
+    def _merge_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(DEFAULT_HEALTH_WEIGHTS))
+        if unknown:
+            raise ValueError(f"unknown health components {unknown}; known: {sorted(DEFAULT_HEALTH_WEIGHTS)}")
+        if any(w < 0 for w in value.values()):
+            raise ValueError("health weights must be >= 0")
+        return {**DEFAULT_HEALTH_WEIGHTS, **value}
+
+
+class ThresholdSettings(BaseModel):
+    """Learned thresholds: median +/- k x 1.4826 MAD (or a quantile) of each metric's trailing points."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = "mad"  # mad | quantile
+    k: float = 3.0
+    quantile: float = 0.99
+    window: int = 500  # trailing points
+    min_history: int = 30  # fewer points: the metric's default threshold, flagged as such
+    history_days: float = 30.0  # metric_history the thresholds flow reads
+
+
+class AlertSettings(BaseModel):
+    """Predictive alerts: Theil-Sen trend toward the learned threshold -> hours to breach."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: list[str] = Field(
+        default_factory=lambda: [
+            "latency_ms",
+            "error_rate",
+            "accuracy",
+            "psi",
+            "dq_failure_rate",
+            "health_score",
+        ]
+    )
+    critical_hours: float = 4.0  # seed 000 section 1.3: the exit planner tightens stops below this
+    warning_hours: float = 24.0
+    resolve_hours: float = 36.0  # an open alert resolves once the breach is > this many hours away
+    confidence: float = 0.95  # of the slope's interval; trending = the whole interval on the threshold's side
+    min_points: int = 8
+    max_points: int = 300
+    lookback_hours: float = 24.0
+    breach_points: int = 3  # breached = the median of the last this many points is past the threshold
+    max_extrapolation: float = 2.0  # no estimate beyond this multiple of the fitted span
+    confirm_hours: float = 36.0  # the slow end of the slope interval must reach the threshold within this
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QTRADER_",
@@ -112,6 +410,23 @@ class Settings(BaseSettings):
 
     gate: GateSettings = Field(default_factory=GateSettings)
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    signal: SignalSettings = Field(default_factory=SignalSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    benchmark: BenchmarkSettings = Field(default_factory=BenchmarkSettings)
+
+    # Trading: broker choice, orders, the local paper broker, Alpaca, sizing, exits and the trade filter.
+    broker: BrokerName = BrokerName.local
+    orders: OrderSettings = Field(default_factory=OrderSettings)
+    paper: LocalBrokerSettings = Field(default_factory=LocalBrokerSettings)
+    alpaca: AlpacaSettings = Field(default_factory=AlpacaSettings)
+    sizing: SizingSettings = Field(default_factory=SizingSettings)
+    exits: ExitSettings = Field(default_factory=ExitSettings)
+    trade_filter: FilterSettings = Field(default_factory=FilterSettings)
+
+    # Module health, learned thresholds and predictive alerts (docs/health.md).
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     # Warehouse lock policy: a writer or reader that meets a held lock retries with backoff until this.
     lock_timeout_s: float = 120.0

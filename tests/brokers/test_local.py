@@ -1,0 +1,134 @@
+"""Local paper broker specifics beyond the contract: market time, idempotent advancing, persistence."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+
+from brokers.base import BrokerUnavailable, OrderRejected, OrderStatus
+from brokers.local import LocalPaperBroker
+from models.brackets import Bracket, EntryType
+from tests.brokers.conftest import STEP, T0, write_bars
+from warehouse.db import LockPolicy, connect
+
+
+def _b(cid="c1", **kw):
+    args = dict(
+        symbol="AAA", side="buy", qty=10, entry_ref=100.0, take_profit=105.0, stop=95.0, client_order_id=cid
+    )
+    args.update(kw)
+    return Bracket(**args)
+
+
+@pytest.fixture
+def broker(warehouse_path):
+    write_bars(warehouse_path, [("AAA", T0, 99, 100, 98, 100), ("BBB", T0, 50, 50, 50, 50)])
+    b = LocalPaperBroker(warehouse_path, Decimal("100000"), slippage_bps=0, interval="5m")
+    b.advance_to(T0)
+    return b
+
+
+def test_an_order_fills_at_the_next_bar_not_the_decision_bar(broker, warehouse_path):
+    o = broker.submit_bracket(_b())
+    assert o.submitted_at == T0
+    assert broker.advance_to(T0).fills == []  # the decision bar again: nothing
+    write_bars(warehouse_path, [("AAA", T0 + STEP, 101, 101.5, 100.5, 101)])
+    rep = broker.advance_to(T0 + STEP)
+    assert [(f.price, f.ts) for f in rep.fills] == [(Decimal("101.0000"), T0 + STEP)]
+
+
+def test_advancing_the_same_bar_twice_fills_once(broker, warehouse_path):
+    broker.submit_bracket(_b())
+    write_bars(warehouse_path, [("AAA", T0 + STEP, 101, 106, 100.5, 105)])
+    assert len(broker.advance_to(T0 + STEP).fills) == 2  # entry at the open, then the take-profit
+    assert broker.advance_to(T0 + STEP).fills == []
+    bars = pd.DataFrame(
+        [("AAA", T0 + STEP, 101, 106, 100.5, 105)], columns=["symbol", "ts", "open", "high", "low", "close"]
+    )
+    assert broker.advance(bars).fills == []
+    assert len(broker.fills()) == 2
+    assert broker.account().cash == Decimal("100000") + 10 * (105 - 101)
+
+
+def test_several_bars_in_one_advance(broker, warehouse_path):
+    broker.submit_bracket(_b())
+    write_bars(
+        warehouse_path, [("AAA", T0 + STEP, 100, 100.5, 99.5, 100), ("AAA", T0 + 2 * STEP, 100, 100, 94, 95)]
+    )
+    rep = broker.advance_to(T0 + 2 * STEP)
+    assert rep.bars == 2
+    assert [(f.role.value, f.price) for f in rep.fills] == [
+        ("entry", Decimal("100.0000")),
+        ("stop_loss", Decimal("95.0000")),
+    ]
+    assert broker.market_ts() == T0 + 2 * STEP
+
+
+def test_limit_entry(broker, warehouse_path):
+    broker.submit_bracket(
+        _b(entry_type=EntryType.limit, entry_limit=99.0, take_profit=104.0, stop=96.0, entry_ref=99.0)
+    )
+    write_bars(warehouse_path, [("AAA", T0 + STEP, 100, 101, 99.5, 100.5)])
+    assert broker.advance_to(T0 + STEP).fills == []  # never traded down to 99
+    write_bars(warehouse_path, [("AAA", T0 + 2 * STEP, 100, 100.2, 98.5, 99)])
+    assert [f.price for f in broker.advance_to(T0 + 2 * STEP).fills] == [Decimal("99.0000")]
+
+
+def test_batch_submission_is_all_or_nothing(broker):
+    with pytest.raises(OrderRejected, match="no price"):
+        broker.submit_brackets([_b("ok"), _b("bad", symbol="ZZZ")])
+    assert broker.get_orders("all") == []
+    orders = broker.submit_brackets(
+        [_b("a"), _b("b", symbol="BBB", entry_ref=50.0, take_profit=52.0, stop=48.0)]
+    )
+    assert [o.client_order_id for o in orders] == ["a", "b"]
+
+
+def test_open_entries_hold_buying_power(broker):
+    broker.submit_bracket(_b("big", qty=900))  # 90,000 held
+    assert broker.account().buying_power == Decimal("10000.0000")
+    with pytest.raises(OrderRejected, match="insufficient buying power"):
+        broker.submit_bracket(_b("more", qty=101))
+
+
+def test_state_survives_a_new_broker_object_and_cash_is_deposited_once(broker, warehouse_path):
+    o = broker.submit_bracket(_b())
+    again = LocalPaperBroker(warehouse_path, Decimal("5"), interval="5m")
+    assert again.account().cash == Decimal("100000")
+    assert again.get_order(o.id).status is OrderStatus.new
+    with connect(warehouse_path, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM paper_cash_ledger WHERE kind = 'deposit'").fetchall() == [
+            (1,)
+        ]
+
+
+def test_a_locked_warehouse_is_unavailable(broker, warehouse_path):
+    quick = LocalPaperBroker(
+        warehouse_path, interval="5m", policy=LockPolicy(timeout_s=0.3, backoff_initial_s=0.05)
+    )
+    code = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(5)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(warehouse_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(BrokerUnavailable, match="locked"):
+            quick.account()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_make_broker_from_settings(warehouse_path):
+    from brokers import make_broker
+    from qtrader.settings import Settings
+
+    broker = make_broker(
+        Settings(warehouse=warehouse_path, paper={"starting_cash": "2500", "slippage_bps": 3})
+    )
+    assert isinstance(broker, LocalPaperBroker)
+    assert broker.account().cash == Decimal("2500") and broker.costs.slippage_bps == 3

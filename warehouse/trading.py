@@ -1,0 +1,128 @@
+"""Reads and writes of the trading records: order_records, exit_adjustments and broker snapshots.
+
+The local paper broker keeps its own books (paper_* tables, brokers/local.py); these tables are the
+decision flow's view of whichever broker is configured, and what reconciliation repairs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+from brokers.base import Order
+from brokers.reconcile import ActionKind, OrderRecord, ReconcilePlan, bracket_state
+from warehouse.db import LockPolicy, connect, transaction
+
+
+def record_submission(
+    path: str | Path,
+    broker: str,
+    order: Order,
+    *,
+    strategy: str | None,
+    leg: str | None,
+    bar_ts: datetime | None,
+    recorded_at: datetime,
+    policy: LockPolicy | None = None,
+) -> bool:
+    """Record a bracket the flow just submitted. Returns False when it was already recorded (a re-run)."""
+    tp, sl = order.take_profit, order.stop_loss
+    with transaction(path, policy=policy) as con:
+        n = con.execute(
+            "INSERT INTO order_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'submitted', NULL, ?, ?) "
+            "ON CONFLICT DO NOTHING RETURNING client_order_id",
+            [
+                order.client_order_id, broker, order.id, strategy, order.symbol, order.side.value, order.qty,
+                leg, bar_ts, tp.limit_price if tp else None, sl.stop_price if sl else None,
+                bracket_state(order), recorded_at, recorded_at,
+            ],
+        ).fetchall()  # fmt: skip
+    return bool(n)
+
+
+def load_order_records(
+    path: str | Path, broker: str, *, policy: LockPolicy | None = None
+) -> list[OrderRecord]:
+    with connect(path, policy=policy) as con:
+        rows = con.execute(
+            "SELECT client_order_id, symbol, status, broker_order_id, origin FROM order_records "
+            "WHERE broker = ? ORDER BY client_order_id",
+            [broker],
+        ).fetchall()
+    return [OrderRecord(*r) for r in rows]
+
+
+def apply_reconciliation(
+    path: str | Path,
+    broker: str,
+    plan: ReconcilePlan,
+    *,
+    ts: datetime,
+    recorded_at: datetime,
+    policy: LockPolicy | None = None,
+) -> dict[str, int]:
+    """Apply a reconciliation plan and store the broker's positions and account, in one transaction."""
+    counts = {k.value: 0 for k in ActionKind}
+    with transaction(path, policy=policy) as con:
+        for a in plan.actions:
+            counts[a.kind.value] += 1
+            o = a.broker_order
+            if a.kind is ActionKind.adopt and o is not None:
+                tp, sl = o.take_profit, o.stop_loss
+                con.execute(
+                    "INSERT INTO order_records VALUES (?, ?, ?, NULL, ?, ?, ?, NULL, NULL, ?, ?, ?, 'adopted', ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    [
+                        o.client_order_id, broker, o.id, o.symbol, o.side.value, o.qty,
+                        tp.limit_price if tp else None, sl.stop_price if sl else None, a.status, a.detail,
+                        recorded_at, recorded_at,
+                    ],
+                )  # fmt: skip
+            else:
+                con.execute(
+                    "UPDATE order_records SET status = ?, broker_order_id = coalesce(?, broker_order_id), "
+                    "note = ?, updated_at = ? WHERE client_order_id = ?",
+                    [a.status, o.id if o else None, a.detail, recorded_at, a.client_order_id],
+                )
+        if plan.account is not None:
+            acc = plan.account
+            con.execute(
+                "INSERT OR REPLACE INTO account_snapshots VALUES (?, ?, ?, ?, ?, ?)",
+                [broker, ts, acc.cash, acc.equity, acc.buying_power, recorded_at],
+            )
+        for p in plan.positions:
+            con.execute(
+                "INSERT OR REPLACE INTO position_snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [broker, ts, p.symbol, p.qty, p.avg_entry_price, p.market_value, recorded_at],
+            )
+    return counts
+
+
+def record_exit_adjustment(
+    path: str | Path,
+    *,
+    broker: str,
+    ts: datetime,
+    symbol: str,
+    client_order_id: str | None,
+    replaced_order_id: str,
+    new_order_id: str,
+    old_stop: Decimal | float,
+    new_stop: Decimal | float,
+    rule: str,
+    reason: str,
+    recorded_at: datetime,
+    policy: LockPolicy | None = None,
+) -> bool:
+    """One stop move. Returns False when that order's replacement was already recorded."""
+    with transaction(path, policy=policy) as con:
+        n = con.execute(
+            "INSERT INTO exit_adjustments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING RETURNING replaced_order_id",
+            [
+                replaced_order_id, new_order_id, ts, broker, symbol, client_order_id,
+                Decimal(str(old_stop)), Decimal(str(new_stop)), rule, reason, recorded_at,
+            ],
+        ).fetchall()  # fmt: skip
+    return bool(n)
