@@ -1,0 +1,57 @@
+"""Benchmark flow: stored predictions + labels -> metrics and exit statistics per module and window ->
+`benchmarks` and `exit_stats` (one transaction) -> table artifact."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from qtrader.calendar import utc
+from qtrader.settings import load_settings
+from tasks.benchmark import (
+    benchmark_windows,
+    load_labelled_predictions,
+    publish_benchmark_table,
+    record_benchmarks,
+    score_modules,
+)
+from tasks.ingest import new_run_id
+
+
+@flow(name="benchmark", description="Score every signal module's stored predictions per window.")
+def benchmark(
+    interval: str = "1d",
+    windows: list[str] | None = None,
+    warehouse: str | None = None,
+    now: str | None = None,
+) -> dict:
+    """Benchmark every module with predictions on ``interval`` over ``windows`` (default: configured).
+
+    Windows end at the newest labelled bar; ``now`` pins ``computed_at`` (tests, backfills).
+    """
+    settings = load_settings(warehouse=warehouse)
+    clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
+    run_id = new_run_id("benchmark")
+    chosen = benchmark_windows(settings, interval, windows)
+
+    labelled = load_labelled_predictions(settings, interval)
+    benchmarks, exits, end = score_modules(settings, labelled, chosen)
+    benchmarks, exits = record_benchmarks(settings, interval, benchmarks, exits, run_id, clock)
+    table = publish_benchmark_table(interval, run_id, benchmarks, exits)
+    get_run_logger().info(
+        "benchmark %s: %d modules x %d windows up to %s",
+        interval,
+        benchmarks["module"].nunique(),
+        len(chosen),
+        end,
+    )
+    return {
+        "run_id": run_id,
+        "interval": interval,
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "window_end": str(end),
+        "windows": chosen,
+        "rows": table,
+        "warehouse": str(settings.warehouse),
+    }

@@ -1,0 +1,114 @@
+"""Retrain flow: load features + labels -> walk-forward each module -> calibrate -> champion vs challenger
+-> register, gate and record predictions -> summary artifacts. One interval per run."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from models.training import ENSEMBLE
+from qtrader.calendar import utc
+from qtrader.settings import Settings, load_settings
+from tasks.ingest import new_run_id
+from tasks.retrain import (
+    Trained,
+    build_predictions_docs,
+    gate_predictions,
+    load_champions,
+    load_training_data,
+    publish_retrain_summary,
+    record_retrain,
+    register_models,
+    train_ensemble,
+    train_module,
+    training_config,
+)
+
+
+@flow(
+    name="retrain",
+    description="Walk-forward retrain of the signal modules with champion/challenger promotion.",
+)
+def retrain(
+    interval: str = "1d",
+    modules: list[str] | None = None,
+    warehouse: str | None = None,
+    now: str | None = None,
+) -> dict:
+    """Retrain ``modules`` (default: the configured members and the ensemble) on ``interval`` bars.
+
+    ``now`` pins the registry's clock (tests, backfills); the data window is always the newest stored bars.
+    """
+    log = get_run_logger()
+    settings = load_settings(warehouse=warehouse)
+    clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
+    run_id = new_run_id("retrain")
+    members, with_ensemble = _modules(settings, modules)
+    config = training_config(settings, interval)
+
+    data, plan = load_training_data(settings, interval, config)
+    champions, versions = load_champions(settings, interval)
+    trained: dict[str, Trained] = {}
+    failed: list[str] = []
+    for name in members:
+        result = train_module(
+            name, data, plan, config, settings, champions.get(name), versions.get(name, 0) + 1
+        )
+        if result is None:
+            failed.append(name)
+        else:
+            trained[name] = result
+    if with_ensemble:
+        result = train_ensemble(
+            dict(trained),
+            data,
+            plan,
+            config,
+            settings,
+            champions.get(ENSEMBLE),
+            versions.get(ENSEMBLE, 0) + 1,
+        )
+        if result is None:
+            failed.append(ENSEMBLE)
+        else:
+            trained[ENSEMBLE] = result
+    if not trained:
+        raise RuntimeError(f"retrain {interval}: no module could be trained ({', '.join(failed)})")
+
+    record = register_models(settings, interval, trained, data, plan, config, run_id, clock)
+    gated = gate_predictions(record.predictions, run_id)
+    written = record_retrain(settings, record, gated, versions, run_id)
+    docs = build_predictions_docs(settings, gated)
+    publish_retrain_summary(interval, run_id, record, failed, gated)
+    promoted = [t.candidate.run.module for t in trained.values() if t.decision.promoted]
+    log.info(
+        "retrain %s: %d modules trained, promoted: %s; %d predictions written",
+        interval, len(trained), ", ".join(promoted) or "none", written,
+    )  # fmt: skip
+    return {
+        "run_id": run_id,
+        "interval": interval,
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "newest_labelled": str(data.newest_labelled),
+        "train_window_bars": plan.train_window,
+        "changes": record.changes.to_dict("records"),
+        "promoted": promoted,
+        "failed": failed,
+        "predictions_written": written,
+        "predictions_quarantined": len(gated.quarantined),
+        "dq_docs": docs,
+        "warehouse": str(settings.warehouse),
+    }
+
+
+def _modules(settings: Settings, modules: list[str] | None) -> tuple[list[str], bool]:
+    """(member modules, whether to build the ensemble). The ensemble combines the members of this run."""
+    if modules is None:
+        return list(settings.signal.members), settings.signal.ensemble
+    from models.signals import MODULES
+
+    unknown = sorted(set(modules) - set(MODULES))
+    if unknown:
+        raise ValueError(f"unknown modules {unknown}; known: {sorted(MODULES)}")
+    return [m for m in modules if m != ENSEMBLE], ENSEMBLE in modules

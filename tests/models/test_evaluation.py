@@ -1,0 +1,120 @@
+"""Benchmark windows, calibration scoring on the predicted side, exit statistics and label attachment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.evaluation import (
+    attach_labels,
+    benchmark_rows,
+    exit_stats_from_labels,
+    newest_labelled,
+    window_metrics,
+    window_span,
+)
+from models.labels import BarrierProfile, make_labels
+from sources.base import FetchRequest
+from sources.synthetic import SyntheticSource
+
+END = pd.Timestamp("2026-10-29", tz="UTC")
+
+
+def test_window_span():
+    assert window_span("30d") == pd.Timedelta(days=30) and window_span("24h") == pd.Timedelta(hours=24)
+    assert window_span("all") is None
+    for bad in ("month", "-3d", "0d"):
+        with pytest.raises(ValueError, match="benchmark window"):
+            window_span(bad)
+
+
+def _frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.2, 0.8, n)
+    p[:20] = 0.5  # no opinion
+    y = (rng.uniform(size=n) < p).astype(float)
+    conf = np.maximum(p, 1 - p)
+    return pd.DataFrame(
+        {
+            "module": "m",
+            "ts": END - pd.to_timedelta(np.arange(n) % 100, unit="D"),
+            "p_up": p,
+            "label_up": y,
+            "direction": np.sign(p - 0.5).astype(int),
+            "confidence_raw": conf,
+            "confidence_seed": np.where(p == 0.5, 0.5, 0.55),
+            "confidence_calibrated": conf,
+            "predict_latency_ms": rng.uniform(0.01, 0.02, n),
+            "model_version": 1 + (np.arange(n) % 2),
+        }
+    )
+
+
+def test_benchmark_rows_count_each_window_and_score_the_predicted_side():
+    frame = _frame()
+    rows = benchmark_rows(frame, ["7d", "30d", "all"], END).set_index("window_name")
+    assert rows.loc["7d", "n"] == 7 * 4 and rows.loc["30d", "n"] == 30 * 4 and rows.loc["all", "n"] == 400
+    assert rows.loc["all", "window_start"] is None or pd.isna(rows.loc["all", "window_start"])
+    assert rows.loc["30d", "window_start"] == END - pd.Timedelta(days=30)
+    assert (rows["model_version"] == 2).all()
+    # Well-calibrated by construction: raw ECE is small, a constant 0.55 (seed column here) is worse.
+    all_ = rows.loc["all"]
+    assert all_["ece_raw"] < 0.08 and all_["ece_raw"] == all_["ece_calibrated"]
+    assert all_["brier_seed"] > all_["brier_raw"]
+    assert all_["latency_p50_ms"] <= all_["latency_p95_ms"]
+    assert 0 <= all_["performance_score"] <= 100
+    m = window_metrics(frame)
+    assert m["coverage"] == pytest.approx(380 / 400)
+
+
+def test_exit_stats_read_the_predicted_side_and_skip_no_opinion_and_unknown_outcomes():
+    frame = pd.DataFrame(
+        {
+            "module": "m",
+            "ts": [END] * 5,
+            "direction": [1, -1, 0, 1, -1],
+            "long_outcome": ["tp2", "stop", "tp3", None, "tp1"],
+            "long_tp1": [True, False, True, None, True],
+            "long_tp2": [True, False, True, None, False],
+            "long_tp3": [False, False, True, None, False],
+            "long_stop": [False, True, False, None, False],
+            "long_r": [0.667, -1.0, 0.667, np.nan, 0.667],
+            "short_outcome": ["stop", "timeout", "stop", None, "tp1"],
+            "short_tp1": [False, False, False, None, True],
+            "short_tp2": [False, False, False, None, False],
+            "short_tp3": [False, False, False, None, False],
+            "short_stop": [True, False, True, None, False],
+            "short_r": [-1.0, 0.2, -1.0, np.nan, 0.667],
+        }
+    )
+    stats = exit_stats_from_labels(frame, ["all"], END).iloc[0]
+    # Calls: row 0 long tp2, row 1 short timeout, row 4 short tp1 (row 2 no opinion, row 3 unknown).
+    assert stats["n"] == 3 and stats["basis"] == "labels"
+    assert stats["tp1_rate"] == pytest.approx(2 / 3) and stats["tp2_rate"] == pytest.approx(1 / 3)
+    assert (
+        stats["tp3_rate"] == 0 and stats["stop_rate"] == 0 and stats["timeout_rate"] == pytest.approx(1 / 3)
+    )
+    assert stats["avg_r"] == pytest.approx((0.667 + 0.2 + 0.667) / 3)
+
+
+def test_attach_labels_uses_each_rows_horizon_and_the_exit_profile():
+    end = pd.Timestamp("2026-10-30", tz="UTC")
+    bars = (
+        SyntheticSource(seed=5)
+        .fetch(FetchRequest(["AAA", "BBB"], "1d", end - pd.Timedelta(days=120), end))
+        .bars
+    )
+    bars = bars.sort_values(["symbol", "ts"]).reset_index(drop=True)
+    bars["atr_14"] = (bars["high"] - bars["low"]).rolling(14).mean()
+    preds = bars[["symbol", "ts"]].copy()
+    preds["label_horizon"] = np.where(preds.index % 2 == 0, 1, 5)
+    profile = BarrierProfile(horizon=10)
+    out = attach_labels(preds, bars, profile)
+    for h in (1, 5):
+        truth = make_labels(bars, BarrierProfile(horizon=h), atr=bars["atr_14"])["label_up"]
+        rows = (preds["label_horizon"] == h).to_numpy()
+        np.testing.assert_array_equal(out.loc[rows, "label_up"].to_numpy(), truth[rows].to_numpy())
+    exits = make_labels(bars, profile, atr=bars["atr_14"])
+    assert (out["long_outcome"].fillna("-") == exits["long_outcome"].fillna("-")).all()
+    assert newest_labelled(out) == bars.loc[out["label_up"].notna(), "ts"].max()
