@@ -1,0 +1,50 @@
+"""Health flow: read the warehouse -> score every module -> trend metrics toward their learned
+thresholds -> record health, metric points and alerts -> summary artifact. Frequent (see prefect.yaml)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import flow
+from prefect.runtime import flow_run
+
+from qtrader.calendar import utc
+from qtrader.settings import load_settings
+from tasks.health import (
+    evaluate_alerts,
+    load_alert_context,
+    load_health_inputs,
+    publish_health,
+    record_health,
+    score_health,
+)
+from tasks.ingest import new_run_id
+
+
+@flow(name="health", description="Score module health, update predictive alerts.")
+def health(warehouse: str | None = None, now: str | None = None) -> dict:
+    """``now`` pins the clock (tests, backfills): lags and ages are measured against it, and bars and
+    features after it are not read."""
+    settings = load_settings(warehouse=warehouse)
+    clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
+    run_id = new_run_id("health")
+
+    inputs = load_health_inputs(settings, clock)
+    context = load_alert_context(settings, clock)
+    result = score_health(settings, inputs, context.thresholds, clock)
+    evaluations, changes = evaluate_alerts(settings, context, result, clock)
+    counts = record_health(settings, result, changes, run_id, clock)
+    publish_health(settings, result, context.thresholds, clock, run_id)
+    return {
+        "run_id": run_id,
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "ts": str(clock),
+        "overall": result.overall,
+        "scores": {m: a.health.score for m, a in result.assessments.items()},
+        "components": {
+            m: {c.name: c.score for c in a.health.components} for m, a in result.assessments.items()
+        },
+        "alerts_opened": [(e.module, e.metric, e.severity.value) for e in changes.opened],
+        "alerts_resolved": [aid for aid, _ in changes.resolved],
+        "counts": counts,
+        "warehouse": str(settings.warehouse),
+    }

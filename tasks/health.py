@@ -1,0 +1,328 @@
+"""Prefect tasks of the health and thresholds flows: read, score, evaluate alerts, learn, record, summarise.
+
+The decisions are in ``models/health.py``, ``models/thresholds.py`` and ``models/alerts.py`` (pure);
+the reads and writes in ``warehouse/health.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from models.alerts import AlertChanges, Evaluation, evaluate_all
+from models.health import (
+    HEALTH_METRIC,
+    OVERALL,
+    HealthInputs,
+    ModuleAssessment,
+    assess_module,
+    measure,
+    overall_score,
+)
+from models.thresholds import METRICS, LearnedThreshold, default_threshold, learn_all
+from qtrader.settings import Settings
+from warehouse.db import LockPolicy
+from warehouse.health import (
+    active_alerts,
+    latest_thresholds,
+    read_health_inputs,
+    read_metric_history,
+    read_open_alerts,
+    threshold_rows,
+    thresholds_map,
+    write_health,
+    write_thresholds,
+)
+
+ENSEMBLE = "ensemble"
+
+
+def policy(settings: Settings) -> LockPolicy:
+    return LockPolicy.from_settings(settings)
+
+
+def monitored_modules(settings: Settings) -> list[str]:
+    """The configured signal modules (and the ensemble when it is built); the registry may add more."""
+    members = list(settings.signal.members)
+    return members + ([ENSEMBLE] if settings.signal.ensemble and ENSEMBLE not in members else [])
+
+
+# ------------------------------------------------------------------------------------------------ health
+
+
+@task(name="load-health-inputs", cache_policy=NO_CACHE)
+def load_health_inputs(settings: Settings, now: pd.Timestamp) -> HealthInputs:
+    inputs = read_health_inputs(
+        settings.warehouse, monitored_modules(settings), list(settings.intervals), now, settings.health,
+        policy=policy(settings),
+    )  # fmt: skip
+    get_run_logger().info(
+        "health inputs: %d champions, newest bars %s, %d prediction runs, %d benchmarks",
+        len(inputs.champions),
+        {iv: str(ts) for iv, ts in inputs.newest_bars.items()},
+        len(inputs.predictions),
+        len(inputs.benchmarks),
+    )
+    return inputs
+
+
+@dataclass
+class AlertContext:
+    history: pd.DataFrame  # metric_history within the alert lookback
+    thresholds: dict[tuple[str, str], LearnedThreshold]
+    open_alerts: dict[tuple[str, str], str]
+
+
+@task(name="load-alert-context", cache_policy=NO_CACHE)
+def load_alert_context(settings: Settings, now: pd.Timestamp) -> AlertContext:
+    since = now - pd.Timedelta(hours=settings.alerts.lookback_hours)
+    history = read_metric_history(settings.warehouse, since, now, policy=policy(settings))
+    learned = thresholds_map(latest_thresholds(settings.warehouse, policy=policy(settings)))
+    opened = read_open_alerts(settings.warehouse, policy=policy(settings))
+    open_map = {
+        (str(m), str(x)): str(a)
+        for m, x, a in zip(opened["module"], opened["metric"], opened["alert_id"], strict=True)
+    }
+    return AlertContext(history, learned, open_map)
+
+
+@dataclass
+class HealthResult:
+    assessments: dict[str, ModuleAssessment]
+    overall: float | None
+    rows: pd.DataFrame  # health table rows (ts, module, score, components, capped_by)
+    points: pd.DataFrame  # metric_history points (module, metric, ts, value)
+
+
+def threshold_for(
+    thresholds: dict[tuple[str, str], LearnedThreshold], module: str, metric: str
+) -> LearnedThreshold:
+    return thresholds.get((module, metric)) or default_threshold(METRICS[metric])
+
+
+@task(name="score-health", cache_policy=NO_CACHE)
+def score_health(
+    settings: Settings,
+    inputs: HealthInputs,
+    thresholds: dict[tuple[str, str], LearnedThreshold],
+    now: pd.Timestamp,
+) -> HealthResult:
+    cfg = settings.health
+    measured = measure(inputs, now, psi_bins=cfg.psi_bins, exchange=settings.exchange)
+    assessments = {
+        module: assess_module(
+            module, per_interval, cfg, threshold_for(thresholds, module, "latency_ms").value
+        )
+        for module, per_interval in measured.items()
+    }
+    scores = {m: a.health.score for m, a in assessments.items()}
+    overall = overall_score(scores, cfg.module_weights)
+    rows = [
+        {"ts": now, "module": m, "score": a.health.score, "components": a.health.components_json(),
+         "capped_by": a.health.capped_by}
+        for m, a in assessments.items()
+    ]  # fmt: skip
+    rows.append(
+        {
+            "ts": now, "module": OVERALL, "score": overall, "capped_by": None,
+            "components": {m: {"score": s, "weight": cfg.module_weights.get(m, 1.0)} for m, s in scores.items()},
+        }
+    )  # fmt: skip
+    points = [
+        {"module": m, "metric": metric, "ts": at if at is not None else now, "value": value}
+        for m, a in assessments.items()
+        for metric, (value, at) in a.metrics.items()
+    ]
+    if overall is not None:
+        points.append({"module": OVERALL, "metric": HEALTH_METRIC, "ts": now, "value": overall})
+    log = get_run_logger()
+    for m, a in assessments.items():
+        movers = ", ".join(f"{name} -{pts:.0f}" for name, pts, _ in a.health.movers()[:3])
+        log.info("health %s: %s%s", m, _fmt(a.health.score), f" ({movers})" if movers else "")
+    log.info("overall health: %s", _fmt(overall))
+    return HealthResult(
+        assessments,
+        overall,
+        pd.DataFrame(rows),
+        pd.DataFrame(points, columns=["module", "metric", "ts", "value"]),
+    )
+
+
+@task(name="evaluate-alerts", cache_policy=NO_CACHE)
+def evaluate_alerts(
+    settings: Settings, context: AlertContext, result: HealthResult, now: pd.Timestamp
+) -> tuple[list[Evaluation], AlertChanges]:
+    """Trend each watched metric over the stored history plus this run's points; open/update/resolve."""
+    points = pd.concat([context.history, result.points], ignore_index=True)
+    if len(points):
+        points["ts"] = pd.to_datetime(points["ts"], utc=True)
+        points = points.drop_duplicates(["module", "metric", "ts"], keep="last").sort_values(
+            ["module", "metric", "ts"]
+        )
+    evaluations, changes = evaluate_all(points, context.thresholds, context.open_alerts, now, settings.alerts)
+    log = get_run_logger()
+    for ev in changes.opened:
+        log.warning("alert opened: %s/%s %s: %s", ev.module, ev.metric, ev.severity.value, ev.reason)
+    for aid, why in changes.resolved:
+        log.info("alert resolved: %s (%s)", aid, why)
+    return evaluations, changes
+
+
+@task(name="record-health", cache_policy=NO_CACHE)
+def record_health(
+    settings: Settings, result: HealthResult, changes: AlertChanges, run_id: str, now: pd.Timestamp
+) -> dict:
+    counts = write_health(
+        settings.warehouse,
+        result.rows,
+        result.points,
+        changes,
+        now=now,
+        run_id=run_id,
+        policy=policy(settings),
+    )
+    get_run_logger().info("recorded health run %s: %s", run_id, counts)
+    return counts
+
+
+@task(name="health-summary", cache_policy=NO_CACHE)
+def publish_health(
+    settings: Settings, result: HealthResult, thresholds: dict, now: pd.Timestamp, run_id: str
+) -> str:
+    alerts = active_alerts(settings.warehouse, policy=policy(settings))
+    md = health_markdown(result, alerts, thresholds, now, run_id)
+    create_markdown_artifact(key="health-summary", markdown=md, description="Module health and active alerts")
+    return md
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def _hours(x) -> str:
+    return "n/a" if x is None or pd.isna(x) else ("breached" if x == 0 else f"{x:.1f}")
+
+
+def health_markdown(
+    result: HealthResult,
+    alerts: pd.DataFrame,
+    thresholds: dict[tuple[str, str], LearnedThreshold],
+    now,
+    run_id: str,
+) -> str:
+    out = [
+        f"# Module health at {pd.Timestamp(now):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Overall: **{_fmt(result.overall)}** / 100 (run `{run_id}`)",
+        "",
+        "| module | score | what moved it (points lost) |",
+        "|---|---|---|",
+    ]
+    for m, a in sorted(
+        result.assessments.items(), key=lambda kv: (kv[1].health.score is not None, kv[1].health.score or 0)
+    ):
+        movers = "; ".join(f"{name} -{pts:.1f}: {detail}" for name, pts, detail in a.health.movers()) or "-"
+        cap = f" (capped by {a.health.capped_by})" if a.health.capped_by else ""
+        out.append(f"| {m} | {_fmt(a.health.score)}{cap} | {movers} |")
+    out += ["", "## Active alerts", ""]
+    if alerts.empty:
+        out.append("None.")
+    else:
+        out += [
+            "| module | metric | severity | current | threshold | slope / h | hours to threshold | since | reason |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for a in alerts.itertuples(index=False):
+            out.append(
+                f"| {a.module} | {a.metric} | {a.severity} | {_fmt(a.current, 4)} | {_fmt(a.threshold, 4)} | "
+                f"{_fmt(a.slope, 4)} | {_hours(a.time_to_threshold_hours)} | {pd.Timestamp(a.ts):%Y-%m-%d %H:%M} | {a.reason} |"
+            )
+    learned = sorted((k, t) for k, t in thresholds.items() if not t.is_default)
+    defaults = sorted(k for k, t in thresholds.items() if t.is_default)
+    out += ["", "## Learned thresholds", ""]
+    if not learned:
+        out.append("None learned yet: every metric uses its documented default (history too short).")
+    else:
+        out += [
+            "| module | metric | bound | threshold | method | points | how |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for (module, metric), t in learned:
+            out.append(
+                f"| {module} | {metric} | {t.bound.value} | {t.value:.4g} | {t.method} | {t.n} | {t.reason} |"
+            )
+    if defaults:
+        metrics = ", ".join(sorted({metric for _, metric in defaults}))
+        out += [
+            "",
+            f"{len(defaults)} (module, metric) pairs still use their default (history too short): {metrics}.",
+        ]
+    return "\n".join(out)
+
+
+# -------------------------------------------------------------------------------------------- thresholds
+
+
+@task(name="load-metric-history", cache_policy=NO_CACHE)
+def load_metric_history(settings: Settings, now: pd.Timestamp) -> pd.DataFrame:
+    since = now - pd.Timedelta(days=settings.thresholds.history_days)
+    history = read_metric_history(settings.warehouse, since, now, policy=policy(settings))
+    get_run_logger().info(
+        "metric history: %d points of %d series",
+        len(history),
+        len(history.groupby(["module", "metric"])) if len(history) else 0,
+    )
+    return history
+
+
+@task(name="learn-thresholds", cache_policy=NO_CACHE)
+def learn_thresholds(settings: Settings, history: pd.DataFrame) -> list[tuple[str, LearnedThreshold]]:
+    t = settings.thresholds
+    watched = sorted(set(settings.alerts.metrics) | {"latency_ms"})
+    pairs = [(m, x) for m in monitored_modules(settings) for x in watched]
+    unknown = sorted(set(history["metric"]) - set(METRICS)) if len(history) else []
+    if unknown:
+        get_run_logger().info("metrics without a threshold spec (skipped): %s", unknown)
+    return learn_all(
+        history,
+        pairs,
+        method=t.method,
+        k=t.k,
+        quantile=t.quantile,
+        window=t.window,
+        min_history=t.min_history,
+    )
+
+
+@task(name="record-thresholds", cache_policy=NO_CACHE)
+def record_thresholds(
+    settings: Settings, learned: list[tuple[str, LearnedThreshold]], now: pd.Timestamp, run_id: str
+) -> int:
+    n = write_thresholds(settings.warehouse, threshold_rows(learned, now, run_id), policy=policy(settings))
+    defaults = sum(t.is_default for _, t in learned)
+    get_run_logger().info("recorded %d thresholds (%d defaults: history too short)", n, defaults)
+    return n
+
+
+@task(name="thresholds-summary", cache_policy=NO_CACHE)
+def publish_thresholds(learned: list[tuple[str, LearnedThreshold]], now: pd.Timestamp, run_id: str) -> str:
+    out = [
+        f"# Learned thresholds at {pd.Timestamp(now):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"run `{run_id}`",
+        "",
+        "| module | metric | bound | threshold | method | points | how |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for module, t in learned:
+        out.append(
+            f"| {module} | {t.metric} | {t.bound.value} | {t.value:.4g} | {t.method} | {t.n} | {t.reason} |"
+        )
+    md = "\n".join(out)
+    create_markdown_artifact(key="thresholds-summary", markdown=md, description="Learned thresholds")
+    return md
