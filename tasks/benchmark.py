@@ -22,6 +22,7 @@ from models.labels import BarrierProfile
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
 from tasks.retrain import policy, score_params
+from tasks.writer import warehouse_writer
 from warehouse.models import load_bars_with_atr, load_predictions, write_benchmarks
 
 
@@ -88,7 +89,8 @@ def record_benchmarks(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     b = benchmarks.assign(run_id=run_id, computed_at=now, interval=interval)
     e = exits.assign(run_id=run_id, computed_at=now, interval=interval)
-    write_benchmarks(settings.warehouse, b, e, policy=policy(settings))
+    with warehouse_writer(settings.lock_timeout_s):
+        write_benchmarks(settings.warehouse, b, e, policy=policy(settings))
     get_run_logger().info("wrote %d benchmark rows and %d exit_stats rows", len(b), len(e))
     return b, e
 

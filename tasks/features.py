@@ -22,6 +22,7 @@ from qtrader import progress
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
 from sources.base import BAR_COLUMNS
+from tasks.writer import warehouse_writer
 from warehouse.db import LockPolicy
 from warehouse.features import bars_for_features, load_features, write_features
 
@@ -29,12 +30,20 @@ from warehouse.features import bars_for_features, load_features, write_features
 @task(name="load-bars-for-features", cache_policy=NO_CACHE)
 def load_bars(settings: Settings, interval: str, symbols: list[str] | None, full: bool) -> pd.DataFrame:
     bars = bars_for_features(
-        settings.warehouse, interval, FEATURE_SET_VERSION, WARMUP_BARS, symbols=symbols, full=full,
+        settings.warehouse,
+        interval,
+        FEATURE_SET_VERSION,
+        WARMUP_BARS,
+        symbols=symbols,
+        full=full,
         policy=LockPolicy.from_settings(settings),
     )
     get_run_logger().info(
         "%s: %d bars of %d symbols to read (new bars plus %d warm-up bars per symbol)",
-        interval, len(bars), bars["symbol"].nunique() if len(bars) else 0, WARMUP_BARS,
+        interval,
+        len(bars),
+        bars["symbol"].nunique() if len(bars) else 0,
+        WARMUP_BARS,
     )
     return bars
 
@@ -56,13 +65,19 @@ def compute(settings: Settings, bars: pd.DataFrame, interval: str) -> pd.DataFra
     feats = feats[new].reset_index(drop=True)
     if not is_daily(interval) and len(feats):
         daily = load_features(
-            settings.warehouse, "1d", FEATURE_SET_VERSION, symbols=sorted(feats["symbol"].unique()),
-            start=feats["ts"].min() - pd.Timedelta(days=10), columns=DAILY_CONTEXT_SOURCES,
+            settings.warehouse,
+            "1d",
+            FEATURE_SET_VERSION,
+            symbols=sorted(feats["symbol"].unique()),
+            start=feats["ts"].min() - pd.Timedelta(days=10),
+            columns=DAILY_CONTEXT_SOURCES,
             policy=LockPolicy.from_settings(settings),
         )
         feats = add_daily_context(feats, daily, exchange=settings.exchange)
     progress.report(f"features {interval}", 1, 1)
-    log.info("%s: computed features for %d new bars in %.2fs", interval, len(feats), time.perf_counter() - started)
+    log.info(
+        "%s: computed features for %d new bars in %.2fs", interval, len(feats), time.perf_counter() - started
+    )
     return feats
 
 
@@ -84,6 +99,11 @@ def write(settings: Settings, gated: FrameGateResult, run_id: str) -> int:
     quarantine = gated.quarantined[["symbol", "interval", "ts", "rule", "severity", "detail"]].assign(
         run_id=run_id, stage="features", quarantined_at=now
     )
-    n = write_features(settings.warehouse, rows, quarantine, gated.dq_results, policy=LockPolicy.from_settings(settings))
-    get_run_logger().info("wrote %d feature rows (%d quarantined) to %s", n, len(quarantine), settings.warehouse)
+    with warehouse_writer(settings.lock_timeout_s):
+        n = write_features(
+            settings.warehouse, rows, quarantine, gated.dq_results, policy=LockPolicy.from_settings(settings)
+        )
+    get_run_logger().info(
+        "wrote %d feature rows (%d quarantined) to %s", n, len(quarantine), settings.warehouse
+    )
     return n

@@ -26,6 +26,7 @@ from models.health import (
 )
 from models.thresholds import METRICS, LearnedThreshold, default_threshold, learn_all
 from qtrader.settings import Settings
+from tasks.writer import warehouse_writer
 from warehouse.db import LockPolicy
 from warehouse.health import (
     active_alerts,
@@ -177,15 +178,16 @@ def evaluate_alerts(
 def record_health(
     settings: Settings, result: HealthResult, changes: AlertChanges, run_id: str, now: pd.Timestamp
 ) -> dict:
-    counts = write_health(
-        settings.warehouse,
-        result.rows,
-        result.points,
-        changes,
-        now=now,
-        run_id=run_id,
-        policy=policy(settings),
-    )
+    with warehouse_writer(settings.lock_timeout_s):
+        counts = write_health(
+            settings.warehouse,
+            result.rows,
+            result.points,
+            changes,
+            now=now,
+            run_id=run_id,
+            policy=policy(settings),
+        )
     get_run_logger().info("recorded health run %s: %s", run_id, counts)
     return counts
 
@@ -303,7 +305,10 @@ def learn_thresholds(settings: Settings, history: pd.DataFrame) -> list[tuple[st
 def record_thresholds(
     settings: Settings, learned: list[tuple[str, LearnedThreshold]], now: pd.Timestamp, run_id: str
 ) -> int:
-    n = write_thresholds(settings.warehouse, threshold_rows(learned, now, run_id), policy=policy(settings))
+    with warehouse_writer(settings.lock_timeout_s):
+        n = write_thresholds(
+            settings.warehouse, threshold_rows(learned, now, run_id), policy=policy(settings)
+        )
     defaults = sum(t.is_default for _, t in learned)
     get_run_logger().info("recorded %d thresholds (%d defaults: history too short)", n, defaults)
     return n

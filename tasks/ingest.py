@@ -14,6 +14,7 @@ from expectations.gate import GateResult, build_data_docs, gate_bars
 from qtrader import progress
 from qtrader.settings import Settings
 from sources.base import FetchRequest, FetchResult, MarketDataSource, TransientSourceError
+from tasks.writer import warehouse_writer
 from warehouse.db import LockPolicy
 from warehouse.ingest import IngestRun, record_failed_run, write_ingest
 
@@ -100,9 +101,15 @@ def write_gated(settings: Settings, run: IngestRun, gated: GateResult, source_na
     run.rows_written = len(bars)
     run.finished_at = pd.Timestamp.now(tz="UTC")
     run.write_s = None
-    write_ingest(
-        settings.warehouse, run, bars, quarantine, gated.dq_results, policy=LockPolicy.from_settings(settings)
-    )
+    with warehouse_writer(settings.lock_timeout_s):
+        write_ingest(
+            settings.warehouse,
+            run,
+            bars,
+            quarantine,
+            gated.dq_results,
+            policy=LockPolicy.from_settings(settings),
+        )
     run.write_s = time.perf_counter() - started
     progress.report(f"write {run.interval}", 1, 1)
     log.info(
@@ -118,7 +125,8 @@ def write_gated(settings: Settings, run: IngestRun, gated: GateResult, source_na
 
 @task(name="record-failed-run", cache_policy=NO_CACHE)
 def record_failure(settings: Settings, run: IngestRun) -> None:
-    record_failed_run(settings.warehouse, run, policy=LockPolicy.from_settings(settings))
+    with warehouse_writer(settings.lock_timeout_s):
+        record_failed_run(settings.warehouse, run, policy=LockPolicy.from_settings(settings))
 
 
 @task(name="build-dq-docs", cache_policy=NO_CACHE)

@@ -41,6 +41,7 @@ from models.training import (
 )
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
+from tasks.writer import warehouse_writer
 from warehouse.db import LockPolicy
 from warehouse.models import (
     artifact_path,
@@ -476,16 +477,17 @@ def record_retrain(
 ) -> int:
     now = pd.Timestamp.now(tz="UTC")
     predictions = gated.passed.assign(run_id=run_id, predicted_at=now)
-    write_retrain(
-        settings.warehouse,
-        record.registry,
-        record.retire,
-        predictions,
-        quarantine_rows(gated, run_id, now),
-        gated.dq_results,
-        expected_versions=expected_versions,
-        policy=policy(settings),
-    )
+    with warehouse_writer(settings.lock_timeout_s):
+        write_retrain(
+            settings.warehouse,
+            record.registry,
+            record.retire,
+            predictions,
+            quarantine_rows(gated, run_id, now),
+            gated.dq_results,
+            expected_versions=expected_versions,
+            policy=policy(settings),
+        )
     get_run_logger().info(
         "recorded %d model versions, %d retirements, %d predictions (%d quarantined) in %s",
         len(record.registry), len(record.retire), len(predictions), len(gated.quarantined), settings.warehouse,

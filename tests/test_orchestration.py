@@ -9,7 +9,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_deployment_points_at_a_flow_file_and_has_a_schedule():
     specs = deployment_specs()
-    assert {s.name for s in specs} >= {"ingest-daily", "ingest-intraday"}
+    assert {s.name for s in specs} >= {
+        "ingest-daily",
+        "ingest-intraday",
+        "features",
+        "retrain-daily",
+        "benchmark-daily",
+        "health",
+        "thresholds",
+        "decide",
+    }
     for s in specs:
         file, fn = s.entrypoint.split(":")
         assert (ROOT / file).exists(), s.entrypoint
