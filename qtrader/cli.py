@@ -267,6 +267,9 @@ def demo(warehouse: WarehouseOpt = None) -> None:
         console.print(f"[bold]{title}[/]")
         console.print(f'  qtrader sql "{" ".join(sql.split())}"', soft_wrap=True, highlight=False)
         _print_sql(db, sql, max_rows=8)
+    _demo_models(db)
+    _demo_health(db)
+    _demo_decide(db)
 
 
 def _print_sql(db: str | Path, sql: str, max_rows: int = 50) -> None:
@@ -343,6 +346,595 @@ def serve() -> None:
     deployments = _guard(runner_deployments)
     console.print(f"serving {len(deployments)} deployments: " + ", ".join(d.name for d in deployments))
     _guard(lambda: prefect_serve(*deployments))
+
+
+# ------------------------------------------------------------------------------ signal modules (retrain)
+
+SCOREBOARD_COLUMNS = [
+    ("module", "module"),
+    ("n", "n"),
+    ("coverage", "cov"),
+    ("accuracy", "acc"),
+    ("auc", "AUC"),
+    ("ece", "ECE raw→seed→fit"),
+    ("brier_raw", "Brier"),
+    ("tp1_rate", "TP1"),
+    ("tp2_rate", "TP2"),
+    ("tp3_rate", "TP3"),
+    ("stop_rate", "stop"),
+    ("avg_r", "avg R"),
+    ("performance_score", "score"),
+    ("champion", "champion since"),
+]
+
+
+def _csv_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command()
+def retrain(
+    interval: Annotated[str, typer.Option(help="Bar interval to retrain, e.g. 1d or 5m.")] = "1d",
+    modules: Annotated[
+        str | None, typer.Option(help="Comma-separated modules (default: the configured members + ensemble).")
+    ] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Walk-forward retrain of the signal modules; a challenger replaces the champion only if it beats it."""
+    from flows.retrain import retrain as retrain_flow
+
+    result = _guard(
+        lambda: retrain_flow(
+            interval=interval, modules=_csv_list(modules), warehouse=str(warehouse) if warehouse else None
+        )
+    )
+    _print_retrain(result)
+
+
+def _print_retrain(result: dict) -> None:
+    table = Table(
+        title=f"Retrain {result['interval']} (labelled bars up to {result['newest_labelled'][:10]})"
+    )
+    for col in (
+        "module",
+        "version",
+        "status",
+        "champion now",
+        "val acc",
+        "val AUC",
+        "champion AUC",
+        "calibration",
+    ):
+        table.add_column(col, justify="left" if col in ("module", "status", "calibration") else "right")
+    for r in result["changes"]:
+        table.add_row(
+            r["module"], f"v{r['version']}", r["status"], r["champion_now"], _fmt(r["val_accuracy"]),
+            _fmt(r["val_auc"]), _fmt(r["champion_auc"]), r["calibration"],
+        )  # fmt: skip
+    console.print(table)
+    for r in result["changes"]:
+        console.print(f"  {r['module']}: {r['reason']}", highlight=False)
+    if result["failed"]:
+        console.print(f"[bold red]not trained:[/] {', '.join(result['failed'])}")
+    console.print(
+        f"{result['predictions_written']:,} predictions written, {result['predictions_quarantined']} quarantined; "
+        f"training window {result['train_window_bars']} bars"
+    )
+
+
+@app.command()
+def benchmark(
+    interval: Annotated[str, typer.Option(help="Bar interval, e.g. 1d or 5m.")] = "1d",
+    windows: Annotated[
+        str | None, typer.Option(help="Comma-separated windows, e.g. 30d,90d,all (default: configured).")
+    ] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Score every module's stored predictions per window; writes benchmarks and exit_stats."""
+    from flows.benchmark import benchmark as benchmark_flow
+
+    result = _guard(
+        lambda: benchmark_flow(
+            interval=interval, windows=_csv_list(windows), warehouse=str(warehouse) if warehouse else None
+        )
+    )
+    console.print(
+        f"benchmark {result['interval']}: {len(result['rows'])} rows ({', '.join(result['windows'])}) "
+        f"up to {result['window_end'][:16]}, run {result['run_id']}"
+    )
+    _print_scoreboard(result["warehouse"], result["interval"], None)
+
+
+@app.command()
+def scoreboard(
+    interval: Annotated[str, typer.Option(help="Bar interval, e.g. 1d or 5m.")] = "1d",
+    window: Annotated[
+        str | None, typer.Option(help="Benchmark window, e.g. 90d (default: configured).")
+    ] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """The latest benchmark of every module for one window: which module is good now, and since when."""
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    _print_scoreboard(settings.warehouse, interval, window)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return "" if f != f else f"{f:.{digits}f}"
+
+
+def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None:
+    from rich import box
+
+    from qtrader.calendar import is_daily
+    from warehouse.models import scoreboard as load_scoreboard
+
+    settings = _guard(lambda: _settings(warehouse=db))
+    if window is None:
+        b = settings.benchmark
+        window = b.scoreboard_window_daily if is_daily(interval) else b.scoreboard_window_intraday
+    df = _guard(lambda: load_scoreboard(db, interval, window))
+    if df.empty:
+        console.print(
+            f"no {interval} benchmark for window {window}: run `qtrader benchmark --interval {interval}`"
+        )
+        return
+    end = df["window_end"].max()
+    table = Table(
+        title=f"Module scoreboard {interval}, window {window} (to {str(end)[:16]})", box=box.SIMPLE_HEAD
+    )
+    for key, title in SCOREBOARD_COLUMNS:
+        table.add_column(title, justify="left" if key in ("module", "champion") else "right", no_wrap=True)
+    for r in df.to_dict("records"):
+        has_champion = _fmt(r["champion_version"]) != ""
+        champion = f"v{int(r['champion_version'])} {str(r['champion_since'])[:16]}" if has_champion else ""
+        ece = f"{_fmt(r['ece_raw'])}→{_fmt(r['ece_seed'])}→{_fmt(r['ece_calibrated'])}"
+        table.add_row(
+            r["module"], f"{int(r['n']):,}", _fmt(r["coverage"], 2), _fmt(r["accuracy"]), _fmt(r["auc"]), ece, _fmt(r["brier_raw"]),
+            _fmt(r["tp1_rate"], 2), _fmt(r["tp2_rate"], 2), _fmt(r["tp3_rate"], 2), _fmt(r["stop_rate"], 2),
+            _fmt(r["avg_r"], 2), _fmt(r["performance_score"], 1), champion,
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        "ECE/Brier: confidence of the predicted side vs hit (raw, seed formula, fitted map); TP/stop rates and "
+        "avg R: the seed exit profile on the predicted side (triple-barrier labels). Try:"
+    )
+    console.print(
+        f"  qtrader sql \"SELECT * FROM v_scoreboard WHERE interval = '{interval}' ORDER BY window_name, "
+        'performance_score DESC"',
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def _demo_models(db: str) -> None:
+    """The demo after ingestion: features, retrain, benchmark, scoreboard (daily and 5-minute bars)."""
+    from flows.benchmark import benchmark as benchmark_flow
+    from flows.features import features as features_flow
+    from flows.retrain import retrain as retrain_flow
+
+    console.rule("Features: point-in-time TA-Lib features through their gate")
+    feats = _guard(lambda: features_flow(warehouse=db))
+    for s in feats["intervals"]:
+        console.print(
+            f"  {s['interval']}: {s['written']:,} feature rows written, {s['quarantined']} quarantined"
+        )
+    settings = _guard(lambda: _settings(warehouse=db))
+    for interval in settings.intervals:
+        console.rule(f"Retrain {interval}: walk-forward, calibration, champion vs challenger")
+        _print_retrain(_guard(lambda iv=interval: retrain_flow(interval=iv, warehouse=db)))
+        console.rule(f"Benchmark {interval}")
+        _guard(lambda iv=interval: benchmark_flow(interval=iv, warehouse=db))
+        _print_scoreboard(db, interval, None)
+
+
+@app.command()
+def health(
+    warehouse: WarehouseOpt = None,
+    run: Annotated[
+        bool, typer.Option("--run", help="Run the health flow first (else: the latest stored run).")
+    ] = False,
+) -> None:
+    """Module health scores with what moved them, learned thresholds, and active predictive alerts."""
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    if run:
+        from flows.health import health as health_flow
+
+        _guard(lambda: health_flow(warehouse=str(settings.warehouse)))
+    _print_health(settings.warehouse)
+
+
+def _print_health(db: str | Path) -> None:
+    from warehouse.health import active_alerts, latest_health, latest_thresholds
+
+    scores = _guard(lambda: latest_health(db))
+    if scores.empty:
+        _fail("no health run yet: run `qtrader health --run` (or the health flow)")
+    ts = scores["ts"].iloc[0]
+    overall = scores[scores["module"] == "overall"]["score"]
+    overall_txt = "n/a" if overall.empty or overall.isna().all() else f"{overall.iloc[0]:.1f}"
+    console.rule(f"Module health at {ts:%Y-%m-%d %H:%M} UTC: overall {overall_txt}")
+    table = Table(show_edge=False)
+    for col in ("module", "score", "what moved it (points lost)"):
+        table.add_column(col, justify="right" if col == "score" else "left")
+    for row in scores[scores["module"] != "overall"].itertuples(index=False):
+        comps = json.loads(row.components) if isinstance(row.components, str) else row.components
+        lost = sorted(
+            ((k, v) for k, v in comps.items() if not k.startswith("_") and (v.get("lost") or 0) >= 0.5),
+            key=lambda kv: -kv[1]["lost"],
+        )
+        movers = "; ".join(f"{k} -{v['lost']:.1f}: {v['detail']}" for k, v in lost) or "-"
+        capped = f" (capped: {row.capped_by})" if isinstance(row.capped_by, str) and row.capped_by else ""
+        score = "n/a" if row.score is None or row.score != row.score else f"{row.score:.1f}"
+        table.add_row(row.module, score + capped, movers)
+    console.print(table)
+
+    console.rule("Learned thresholds")
+    th = _guard(lambda: latest_thresholds(db))
+    learned = th[~th["is_default"].astype(bool)] if len(th) else th
+    if learned.empty:
+        console.print("None learned yet: every metric uses its documented default (history too short).")
+    else:
+        t = Table(show_edge=False)
+        for col in (
+            "module",
+            "metric",
+            "bound",
+            "threshold",
+            "method",
+            "points",
+            "learned at",
+            "median, spread",
+        ):
+            t.add_column(col, justify="right" if col in ("threshold", "points") else "left")
+        for r in learned.itertuples(index=False):
+            t.add_row(r.module, r.metric, r.bound, f"{r.value:.4g}", r.method, str(r.n),
+                      f"{r.learned_at:%Y-%m-%d %H:%M}", f"{r.center:.4g}, {r.spread:.4g}")  # fmt: skip
+        console.print(t)
+    defaults = th[th["is_default"].astype(bool)] if len(th) else th
+    if len(defaults):
+        metrics = ", ".join(sorted(defaults["metric"].unique()))
+        console.print(
+            f"{len(defaults)} (module, metric) pairs still use their default, history too short: {metrics}"
+        )
+
+    console.rule("Active alerts")
+    alerts = _guard(lambda: active_alerts(db))
+    if alerts.empty:
+        console.print("No active alerts.")
+        return
+    t = Table(show_edge=False)
+    for col in (
+        "module",
+        "metric",
+        "severity",
+        "current",
+        "threshold",
+        "slope/h",
+        "hours to threshold",
+        "since",
+        "reason",
+    ):
+        t.add_column(
+            col,
+            justify="right" if col in ("current", "threshold", "slope/h", "hours to threshold") else "left",
+        )
+    for a in alerts.itertuples(index=False):
+        hours = a.time_to_threshold_hours
+        hours_txt = (
+            "n/a" if hours is None or hours != hours else ("breached" if hours == 0 else f"{hours:.1f}")
+        )
+        slope = "" if a.slope is None or a.slope != a.slope else f"{a.slope:.4g}"
+        t.add_row(a.module, a.metric, a.severity, f"{a.current:.4g}", f"{a.threshold:.4g}", slope, hours_txt,
+                  f"{a.ts:%Y-%m-%d %H:%M}", a.reason)  # fmt: skip
+    console.print(t)
+
+
+def _demo_health(db: str) -> None:
+    """The demo's last step, after benchmark: score health, learn thresholds, show both and the alerts."""
+    from flows.health import health as health_flow
+    from flows.thresholds import thresholds as thresholds_flow
+
+    console.rule("Health: module scores, learned thresholds, predictive alerts")
+    _guard(lambda: health_flow(warehouse=db))
+    _guard(lambda: thresholds_flow(warehouse=db))
+    _print_health(db)
+
+
+# ------------------------------------------------------------------------------------- decide and account
+
+DEMO_DECIDE_BARS = 40
+DEMO_DECIDE_INTERVAL = "1d"
+# The synthetic market's modules are near chance (calibrated confidence < 0.55, overall health often < 80),
+# so the default filter rejects every candidate; the demo shows that on one bar first, then replays with
+# this relaxed policy, printed, so the order machinery has something to do.
+DEMO_POLICY = {
+    "trade_filter": {"min_confidence": 0.52, "min_overall_health": 70.0, "min_module_health": 50.0}
+}
+
+
+def _flow_result(result):
+    """A flow that returned a Prefect state (the decision flow's refusal) gives back that state's data."""
+    from prefect.states import State
+
+    return result.result() if isinstance(result, State) else result
+
+
+@app.command()
+def decide(
+    warehouse: WarehouseOpt = None,
+    interval: Annotated[str | None, typer.Option(help="Bar interval (default: decision.interval).")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="Decision bar, e.g. 2026-11-20 (default: the newest).")
+    ] = None,
+    bars: Annotated[int, typer.Option(help="Replay the newest N bars up to --at in one run.")] = 1,
+) -> None:
+    """Decide at the newest bar: reconcile, move stops, filter, size, plan exits, send bracket orders."""
+    from flows.decide import decide as decide_flow
+
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    result = _flow_result(
+        _guard(lambda: decide_flow(at=at, interval=interval, bars=bars, warehouse=str(settings.warehouse)))
+    )
+    if result.get("refused"):
+        _fail("refused to trade: " + "; ".join(result["refused"]))
+    _print_decide(result)
+
+
+def _print_decide(result: dict, max_bars: int = 60) -> None:
+    table = Table(show_edge=False, title=f"Decisions {result['interval']} (broker {result.get('broker')})")
+    for col in ("bar", "candidates", "accepted", "brackets sent", "stop moves", "fills", "equity", "why not"):
+        table.add_column(col, justify="left" if col in ("bar", "why not") else "right")
+    for b in result["bars"][-max_bars:]:
+        why = ", ".join(f"{k} {v}" for k, v in b["reasons"].items() if k != "accepted")
+        gate = b.get("order_gate_failures") or {}
+        if gate:
+            why = f"ORDER GATE: {', '.join(gate)}; " + why
+        table.add_row(f"{pd_ts(b['ts']):%Y-%m-%d %H:%M}", str(b["candidates"]), str(b["accepted"]), str(b["submitted"]),
+                      str(len(b["stop_moves"])), str(b["fills"]), f"{b['equity']:,.2f}", why)  # fmt: skip
+    console.print(table)
+    if result.get("skipped"):
+        console.print(f"{len(result['skipped'])} bar(s) skipped: already decided")
+
+
+def pd_ts(value):
+    import pandas as pd
+
+    return pd.Timestamp(value)
+
+
+@app.command()
+def account(
+    warehouse: WarehouseOpt = None,
+    plot: Annotated[bool, typer.Option("--plot", help="Write the equity curve (HTML and PNG).")] = False,
+    recent: Annotated[int, typer.Option(help="Rows of fills, trades and stop moves to show.")] = 15,
+) -> None:
+    """Paper account review: equity, positions, open brackets, fills, closed trades (R, exit reason),
+    module attribution, and why candidates were not traded (as of the last decision run)."""
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    _print_account(settings.warehouse, str(settings.broker), recent)
+    if plot:
+        html, png = _guard(lambda: _plot_equity(settings.warehouse, str(settings.broker), settings.data_dir))
+        console.print(f"Equity curve: {html}\nEquity curve: {png}")
+
+
+def _money(v) -> str:
+    return "" if v is None or v != v else f"{float(v):,.2f}"
+
+
+def _print_account(db, broker: str, recent: int = 15) -> None:
+    from warehouse.decisions import account_review
+
+    r = _guard(lambda: account_review(db, broker, recent=recent))
+    if r["account"].empty:
+        _fail(f"no {broker} account snapshot yet: run `qtrader decide` first")
+    a = r["account"].iloc[0]
+    console.rule(f"Paper account ({broker}) as of {a['as_of']:%Y-%m-%d %H:%M} UTC")
+    realized = r["trades"]["pnl"].sum() if len(r["trades"]) else 0.0
+    unrealized = r["positions"]["unrealized_pnl"].sum() if len(r["positions"]) else 0.0
+    console.print(
+        f"equity {_money(a['equity'])}   cash {_money(a['cash'])}   buying power {_money(a['buying_power'])}   "
+        f"P&L {_money(a['pnl_since_first_snapshot'])} (closed trades {_money(realized)}, "
+        f"open positions {_money(unrealized)})"
+    )
+
+    def show(title: str, df, cols: dict[str, str], n: int | None = None) -> None:
+        console.rule(title)
+        if df.empty:
+            console.print("none")
+            return
+        t = Table(show_edge=False)
+        for label in cols.values():
+            t.add_column(label)
+        for _, row in (df.head(n) if n else df).iterrows():
+            cells = []
+            for c in cols:
+                v = row[c]
+                if hasattr(v, "strftime"):
+                    v = f"{v:%Y-%m-%d %H:%M}"
+                elif isinstance(v, float):
+                    v = "" if v != v else f"{v:,.4g}" if abs(v) < 10 else f"{v:,.2f}"
+                cells.append("" if v is None else str(v))
+            t.add_row(*cells)
+        console.print(t)
+        if n and len(df) > n:
+            console.print(f"... {len(df) - n} more (qtrader sql)")
+
+    show(
+        "Positions",
+        r["positions"],
+        {
+            "symbol": "symbol",
+            "qty": "qty",
+            "avg_entry_price": "avg entry",
+            "mark": "mark",
+            "market_value": "value",
+            "unrealized_pnl": "unrealized P&L",
+        },
+    )
+    show(
+        "Open brackets (entry, take-profit leg, stop leg)",
+        r["open_orders"],
+        {
+            "decided_at": "decided",
+            "symbol": "symbol",
+            "side": "side",
+            "leg": "leg",
+            "qty": "qty",
+            "status": "status",
+            "entry_ref": "entry ref",
+            "take_profit": "take profit",
+            "initial_stop": "initial stop",
+            "stop_now": "stop now",
+            "last_rule": "last stop move",
+        },
+        recent * 2,
+    )
+    show(
+        "Recent fills",
+        r["fills"],
+        {
+            "ts": "bar",
+            "symbol": "symbol",
+            "side": "side",
+            "role": "role",
+            "qty": "qty",
+            "price": "price",
+            "client_order_id": "client order id",
+        },
+        recent,
+    )
+    show(
+        "Recent stop moves (exit_adjustments)",
+        r["adjustments"],
+        {
+            "ts": "bar",
+            "symbol": "symbol",
+            "old_stop": "old",
+            "new_stop": "new",
+            "rule": "rule",
+            "reason": "reason",
+        },
+        recent,
+    )
+    show(
+        "Closed trades (R = P&L / initial risk)",
+        r["trades"],
+        {
+            "exit_ts": "exit",
+            "symbol": "symbol",
+            "side": "side",
+            "qty": "qty",
+            "entry_price": "entry",
+            "exit_price": "exit price",
+            "pnl": "P&L",
+            "r_multiple": "R",
+            "exit_reason": "exit reason",
+            "legs": "legs",
+            "contributors": "modules that voted",
+        },
+        recent,
+    )
+    trades = r["trades"]
+    if len(trades):
+        counts = ", ".join(f"{k} {v}" for k, v in trades["exit_reason"].value_counts().items())
+        console.print(
+            f"{len(trades)} closed trades; exit reasons: {counts}; mean R {trades['r_multiple'].mean():.2f}"
+        )
+    show(
+        "Which modules earned money (each closed trade counted for every module that voted for it)",
+        r["attribution"],
+        {
+            "module": "module",
+            "trades": "trades",
+            "wins": "wins",
+            "win_rate": "win rate",
+            "pnl": "P&L",
+            "pnl_shared": "P&L shared",
+            "avg_r": "mean R",
+        },
+    )
+    show("Candidates not traded, by reason", r["rejections"], {"reason_code": "reason", "n": "candidates"})
+    console.print(
+        'Why was a trade taken: qtrader sql "SELECT ts, symbol, side, consensus, contributors, '
+        "confidence_calibrated, overall_health, size_multiplier, exit_profile FROM decisions WHERE accepted "
+        'ORDER BY ts DESC LIMIT 10"',
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def _plot_equity(db, broker: str, data_dir) -> tuple[Path, Path]:
+    """The equity curve from account snapshots: Plotly HTML (self-contained) and a matplotlib PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    from warehouse.decisions import account_review
+
+    eq = account_review(db, broker)["equity"]
+    if eq.empty:
+        raise ValueError("no account snapshots yet: run `qtrader decide` first")
+    out = Path(data_dir) / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    html, png = out / "equity.html", out / "equity.png"
+    fig = go.Figure()
+    fig.add_scatter(x=eq["ts"], y=eq["equity"].astype(float), name="equity")
+    fig.add_scatter(x=eq["ts"], y=eq["cash"].astype(float), name="cash", line={"dash": "dot"})
+    fig.update_layout(title=f"Paper account equity ({broker})", xaxis_title="bar", yaxis_title="USD")
+    fig.write_html(html, include_plotlyjs=True)  # self-contained: works offline
+    ax = plt.figure(figsize=(9, 4)).gca()
+    ax.plot(eq["ts"], eq["equity"].astype(float), label="equity")
+    ax.set_title(f"Paper account equity ({broker})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    plt.tight_layout()
+    plt.savefig(png, dpi=110)
+    plt.close("all")
+    return html, png
+
+
+def _demo_decide(db: str) -> None:
+    """The demo's last step: the decision flow on daily bars, then the paper account review."""
+    from flows.decide import decide as decide_flow
+    from warehouse.decisions import decision_bars
+
+    times = _guard(lambda: decision_bars(db, DEMO_DECIDE_INTERVAL, None, DEMO_DECIDE_BARS + 1))
+    if len(times) < 2:
+        _fail("not enough daily bars for the decision demo")
+    console.rule(f"Decide {DEMO_DECIDE_INTERVAL} at {times[0]:%Y-%m-%d} with the default policy")
+    first = _flow_result(
+        _guard(lambda: decide_flow(at=str(times[0]), interval=DEMO_DECIDE_INTERVAL, warehouse=db))
+    )
+    if first.get("refused"):
+        console.print("refused to trade: " + "; ".join(first["refused"]))
+        return
+    _print_decide(first)
+    console.print("Every rule each candidate failed (decisions.failed):")
+    _print_sql(
+        db,
+        "SELECT trim(f.rule) AS rule, count(*) AS candidates FROM decisions, "
+        "unnest(string_split(failed, ',')) AS f(rule) WHERE NOT accepted AND ts = "
+        f"'{times[0].isoformat()}' GROUP BY ALL ORDER BY candidates DESC",
+    )
+    console.rule(f"Replay the last {DEMO_DECIDE_BARS} daily bars with the demo policy {DEMO_POLICY}")
+    result = _flow_result(
+        _guard(lambda: decide_flow(interval=DEMO_DECIDE_INTERVAL, bars=DEMO_DECIDE_BARS, warehouse=db,
+                                   overrides=DEMO_POLICY))
+    )  # fmt: skip
+    if result.get("refused"):
+        console.print("refused to trade: " + "; ".join(result["refused"]))
+        return
+    _print_decide(result)
+    settings = _guard(lambda: _settings(warehouse=db))
+    _print_account(db, str(settings.broker), recent=12)
+    html, png = _guard(lambda: _plot_equity(db, str(settings.broker), settings.data_dir))
+    console.print(f"Equity curve: {html} and {png}  (any time: qtrader account --plot)")
 
 
 if __name__ == "__main__":

@@ -390,6 +390,21 @@ class AlertSettings(BaseModel):
     confirm_hours: float = 36.0  # the slow end of the slope interval must reach the threshold within this
 
 
+class DecisionSettings(BaseModel):
+    """The decision flow (flows/decide.py, docs/trading.md "Decision flow")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: str = "5m"  # the bars decisions are made on (the local paper account must trade the same)
+    source_module: str = "ensemble"  # the module whose benchmarks, exit stats and health size the trade
+    benchmark_window_daily: str = "90d"  # benchmarks / exit_stats window for multipliers and TP hit rates
+    benchmark_window_intraday: str = "7d"
+    max_health_age_minutes_daily: float = 1440.0  # older newest health run: the flow refuses to trade
+    max_health_age_minutes_intraday: float = 30.0
+    allow_short: bool = True  # a down call opens a sell bracket
+    stop_threshold_module: str = "exit_planner"  # learned stop_distance_atr of this module caps the stop
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QTRADER_",
@@ -422,6 +437,7 @@ class Settings(BaseSettings):
     sizing: SizingSettings = Field(default_factory=SizingSettings)
     exits: ExitSettings = Field(default_factory=ExitSettings)
     trade_filter: FilterSettings = Field(default_factory=FilterSettings)
+    decision: DecisionSettings = Field(default_factory=DecisionSettings)
 
     # Module health, learned thresholds and predictive alerts (docs/health.md).
     health: HealthSettings = Field(default_factory=HealthSettings)

@@ -34,7 +34,9 @@ def test_config_merges_env_and_masks_secrets(monkeypatch, tmp_path):
 def test_init_then_sql_and_status(tmp_path):
     db = str(tmp_path / "w.duckdb")
     assert runner.invoke(app, ["init", "--warehouse", db]).exit_code == 0
-    out = runner.invoke(app, ["sql", "SELECT version, name FROM schema_version ORDER BY version", "--warehouse", db])
+    out = runner.invoke(
+        app, ["sql", "SELECT version, name FROM schema_version ORDER BY version", "--warehouse", db]
+    )
     assert out.exit_code == 0 and "ingest" in out.output
     out = runner.invoke(app, ["sql", "--csv", "SELECT 1 AS one", "--warehouse", db])
     assert out.output.strip().splitlines() == ["one", "1"]

@@ -40,7 +40,9 @@ def test_incremental_run_equals_a_full_recompute(tmp_path):
     b = load_features(full, "1d", FEATURE_SET_VERSION)
     assert len(a) == len(b)
     cols = feature_columns()
-    np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), rtol=1e-9, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(
+        a[cols].to_numpy(float), b[cols].to_numpy(float), rtol=1e-9, atol=1e-9, equal_nan=True
+    )
 
 
 def test_intraday_features_get_daily_context_point_in_time(warehouse_path):
@@ -72,7 +74,9 @@ def test_features_gate_quarantines_out_of_range_rows(warehouse_path):
     bad.loc[402, "cdl_doji"] = 3
     result = gate_frame(bad, suite="features", run_id="t", stage="features", derive=features_view)
     assert dict(zip(result.quarantined.index, result.quarantined["rule"], strict=True)) == {
-        0: "bounded_range", 1: "finite_after_warmup", 2: "pattern_values"
+        0: "bounded_range",
+        1: "finite_after_warmup",
+        2: "pattern_values",
     }
     assert len(result.passed) == len(frame) - 3
     clean = gate_frame(frame, suite="features", run_id="t", stage="features", derive=features_view)

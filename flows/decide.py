@@ -1,0 +1,86 @@
+"""Decision flow: preconditions -> per bar: reconcile with the broker, predict, move stops, decide, gate the
+order batch, send brackets -> summary artifact. ``bars > 1`` replays the newest bars in one run."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Completed
+
+from qtrader.calendar import utc
+from qtrader.settings import load_settings
+from tasks.decide import (
+    check_preconditions,
+    decide_bar,
+    decision_broker,
+    policy,
+    publish_decisions,
+    publish_refusal,
+    read_health,
+)
+from tasks.ingest import new_run_id
+from tasks.retrain import load_champions
+from warehouse.decisions import decision_bars, last_decided_bar
+
+
+@flow(
+    name="decide",
+    description="Decide and trade at the newest bar(s): filter, size, plan exits, send brackets.",
+)
+def decide(
+    at: str | None = None,
+    interval: str | None = None,
+    bars: int = 1,
+    warehouse: str | None = None,
+    broker=None,
+    now: str | None = None,
+    overrides: dict | None = None,
+):
+    """Decide at bar ``at`` (default: the newest stored bar) or replay the ``bars`` newest bars up to it.
+
+    ``broker``: a Broker to use (default ``make_broker`` from the settings). ``now`` pins the clock the
+    health freshness is measured against (tests, backfills). ``overrides``: settings sections to override
+    for this run, e.g. ``{"trade_filter": {"min_overall_health": 60}}`` (the demo's policy).
+    """
+    log = get_run_logger()
+    settings = load_settings(warehouse=warehouse, **(overrides or {}))
+    interval = interval or settings.decision.interval
+    clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
+    run_id = new_run_id("decide")
+    broker = broker or decision_broker(settings, interval)
+
+    times = decision_bars(
+        settings.warehouse, interval, utc(at) if at else None, bars, policy=policy(settings)
+    )
+    champions, _ = load_champions(settings, interval)
+    health = read_health(settings)
+    problems = check_preconditions(settings, interval, times, champions, health, clock)
+    if problems:
+        publish_refusal(interval, problems)
+        return Completed(
+            name="Refused",
+            message="refused to trade: " + "; ".join(problems),
+            data={"run_id": run_id, "refused": problems, "bars": [], "interval": interval},
+        )
+
+    done = last_decided_bar(settings.warehouse, interval, settings.orders.strategy, broker.name)
+    skipped = [t for t in times if done is not None and t < done]
+    summaries = [
+        decide_bar(settings, broker, interval, t, champions, health, run_id)
+        for t in times
+        if t not in skipped
+    ]
+    if skipped:
+        log.info("%d bar(s) before the newest decided bar %s skipped (already decided)", len(skipped), done)
+    publish_decisions(interval, run_id, summaries, health)
+    return {
+        "run_id": run_id,
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "interval": interval,
+        "broker": broker.name,
+        "refused": [],
+        "skipped": [str(t) for t in skipped],
+        "bars": summaries,
+        "warehouse": str(settings.warehouse),
+    }

@@ -1,0 +1,496 @@
+"""Decision assembly at one bar: candidates -> trade filter -> sizing -> exit plan -> bracket legs.
+
+Pure (no I/O, no Prefect, no SQL): the decision flow gathers the inputs (tasks/decide.py) and this module
+turns them into one ``decisions`` row per candidate, with a reason code, and the brackets to send.
+
+Order of the checks for one candidate (the first failure is its ``reason_code``):
+
+1. ``short_disabled`` when a down call would open a short and ``decision.allow_short`` is false;
+2. the trade filter (models/trade_filter.py: market_closed ... cooldown);
+3. the exit plan (models/exits.py): ``no_atr`` without a usable ATR, ``exit_plan_invalid`` when levels
+   are impossible;
+4. sizing (models/sizing.py): ``size_rejected`` when it rounds to zero shares;
+5. brackets (models/brackets.py): ``invalid_bracket`` when a leg's prices are not a tick apart.
+
+Candidates are taken best calibrated confidence first, so ``max_open_positions`` and the buying power
+go to the strongest signals; each accepted one uses up a position slot, buying power and gross exposure
+before the next is sized. The order gate (expectations/suites/orders.json) runs afterwards, on the
+whole batch, in the flow.
+
+Stop management for open brackets (``plan_stop_moves``) applies ``models/exits.next_stop`` to each
+bracket whose stop leg is still working: breakeven after TP1, the health-gated ensemble rule and the
+predictive alert rule; only tightening moves come out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.brackets import Bracket, InvalidBracket, Side, client_order_id, round_exit, split_quantity
+from models.exits import adaptive_profile, is_tighter, next_stop, plan_levels
+from models.signals.ensemble import combine, ensemble_p_up
+from models.signals.volatility import vol_state
+from models.sizing import SizeCaps, performance_multiplier, position_size
+from models.trade_filter import Candidate, FilterContext, Reason, filter_candidate
+from models.training import side_values
+from qtrader.settings import ExitSettings, FilterSettings, SizingSettings
+
+ACCEPTED = "accepted"
+SHORT_DISABLED = "short_disabled"
+NO_ATR = "no_atr"
+EXIT_PLAN_INVALID = "exit_plan_invalid"
+SIZE_REJECTED = "size_rejected"
+INVALID_BRACKET = "invalid_bracket"
+ORDER_GATE_FAILED = "order_gate_failed"
+BROKER_REJECTED = "broker_rejected"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One symbol's ensemble view at the decision bar, with the bar's price, ATR and volatility state."""
+
+    symbol: str
+    direction: int  # +1 up, -1 down, 0 none
+    consensus: str
+    voters: int
+    agree: int
+    contributors: str
+    confidence_raw: float | None
+    confidence_seed: float | None
+    confidence_calibrated: float | None
+    close: float
+    atr: float | None
+    vol_state: str | None
+    module_p_up: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    """Everything about the account, the modules and the market that is the same for every candidate."""
+
+    ts: datetime
+    interval: str
+    strategy: str
+    broker: str
+    source_module: str
+    market_open: bool
+    overall_health: float | None
+    module_health: Mapping[str, float | None]
+    health_ts: datetime | None = None
+    model_version: int | None = None
+    calibration: str | None = None
+    accuracy: float | None = None
+    performance_score: float | None = None
+    hit_rates: Mapping[str, float | None] = field(default_factory=dict)
+    learned_stop_atr: float | None = None
+    equity: float = 0.0
+    buying_power: float = 0.0
+    gross_exposure: float = 0.0
+    open_position_symbols: Collection[str] = ()
+    pending_order_symbols: Collection[str] = ()
+    open_positions: int = 0
+    start_of_day_equity: float | None = None
+    day_pnl: float = 0.0
+    last_exit_ts: Mapping[str, datetime] = field(default_factory=dict)
+    allow_short: bool = True
+    tick: float = 0.01
+    tp_weights: Sequence[float] = (1 / 3, 1 / 3, 1 / 3)
+    time_in_force: str = "day"
+
+
+@dataclass(frozen=True)
+class PlannedBracket:
+    decision_id: str
+    leg: int
+    bracket: Bracket
+
+
+@dataclass
+class DecisionBatch:
+    rows: list[dict[str, Any]]  # one per candidate: the ``decisions`` table's columns (no run_id yet)
+    brackets: list[PlannedBracket]
+
+    def reasons(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rows:
+            out[r["reason_code"]] = out.get(r["reason_code"], 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def decision_id(strategy: str, interval: str, symbol: str, ts: datetime) -> str:
+    return f"{strategy}|{interval}|{symbol}|{_iso(ts)}"
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat() if hasattr(ts, "isoformat") else str(ts)
+
+
+def _num(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _base_row(sig: Signal, ctx: DecisionContext) -> dict[str, Any]:
+    side = Side.buy.value if sig.direction > 0 else Side.sell.value if sig.direction < 0 else None
+    return {
+        "decision_id": decision_id(ctx.strategy, ctx.interval, sig.symbol, ctx.ts),
+        "ts": ctx.ts,
+        "interval": ctx.interval,
+        "symbol": sig.symbol,
+        "strategy": ctx.strategy,
+        "broker": ctx.broker,
+        "side": side,
+        "direction": int(sig.direction),
+        "consensus": str(sig.consensus),
+        "voters": int(sig.voters),
+        "agree": int(sig.agree),
+        "contributors": sig.contributors or None,
+        "module_p_up": json.dumps(dict(sig.module_p_up), default=str, sort_keys=True),
+        "source_module": ctx.source_module,
+        "model_version": ctx.model_version,
+        "calibration": ctx.calibration,
+        "confidence_raw": _num(sig.confidence_raw),
+        "confidence_seed": _num(sig.confidence_seed),
+        "confidence_calibrated": _num(sig.confidence_calibrated),
+        "overall_health": _num(ctx.overall_health),
+        "module_health": _num(ctx.module_health.get(ctx.source_module)),
+        "health_ts": ctx.health_ts,
+        "accuracy": _num(ctx.accuracy),
+        "performance_score": _num(ctx.performance_score),
+        "size_multiplier": None,
+        "size_reason": None,
+        "capped_by": None,
+        "atr": _num(sig.atr),
+        "vol_state": sig.vol_state,
+        "tp1_rate": _num(ctx.hit_rates.get("tp1")),
+        "tp2_rate": _num(ctx.hit_rates.get("tp2")),
+        "tp3_rate": _num(ctx.hit_rates.get("tp3")),
+        "learned_stop_atr": _num(ctx.learned_stop_atr),
+        "exit_profile": None,
+        "entry_ref": _num(sig.close),
+        "stop_price": None,
+        "tp1_price": None,
+        "tp2_price": None,
+        "tp3_price": None,
+        "qty": 0,
+        "accepted": False,
+        "submitted": False,
+        "reason_code": "",
+        "failed": None,
+        "details": None,
+        "client_order_ids": [],
+    }
+
+
+def _reject(row: dict[str, Any], code: str, failed: Iterable[str] = (), **details: Any) -> dict[str, Any]:
+    row["reason_code"] = code
+    row["failed"] = ", ".join(failed) or code
+    row["details"] = json.dumps(details, default=str, sort_keys=True)
+    return row
+
+
+def assemble(
+    signals: Iterable[Signal],
+    ctx: DecisionContext,
+    filter_cfg: FilterSettings | None = None,
+    sizing_cfg: SizingSettings | None = None,
+    exit_cfg: ExitSettings | None = None,
+) -> DecisionBatch:
+    """One row per signal and the brackets of the accepted ones (see the module docstring)."""
+    filter_cfg = filter_cfg or FilterSettings()
+    sizing_cfg = sizing_cfg or SizingSettings()
+    exit_cfg = exit_cfg or ExitSettings()
+    ordered = sorted(signals, key=lambda s: (-(_num(s.confidence_calibrated) or -1.0), s.symbol))
+    multiplier, mult_reason = performance_multiplier(ctx.accuracy, ctx.performance_score, sizing_cfg)
+    open_positions = ctx.open_positions
+    buying_power = float(ctx.buying_power)
+    gross = float(ctx.gross_exposure)
+    pending = set(ctx.pending_order_symbols)
+    rows: list[dict[str, Any]] = []
+    brackets: list[PlannedBracket] = []
+
+    for sig in ordered:
+        row = _base_row(sig, ctx)
+        rows.append(row)
+        side = Side.buy if sig.direction > 0 else Side.sell
+        if sig.direction < 0 and not ctx.allow_short:
+            _reject(row, SHORT_DISABLED)
+            continue
+        candidate = Candidate(
+            sig.symbol, side, sig.consensus, _num(sig.confidence_calibrated), ctx.source_module, ctx.ts
+        )
+        fctx = FilterContext(
+            market_open=ctx.market_open,
+            overall_health=ctx.overall_health,
+            module_health=ctx.module_health,
+            open_position_symbols=ctx.open_position_symbols,
+            pending_order_symbols=pending,
+            open_positions=open_positions,
+            start_of_day_equity=ctx.start_of_day_equity,
+            day_pnl=ctx.day_pnl,
+            last_exit_ts=ctx.last_exit_ts,
+            now=ctx.ts,
+        )
+        verdict = filter_candidate(candidate, fctx, filter_cfg)
+        if sig.direction == 0 and verdict.accepted:  # defensive: no side means nothing to trade
+            _reject(row, Reason.weak_consensus.value, details=verdict.details)
+            continue
+        if not verdict.accepted:
+            _reject(row, verdict.reason_code.value, [f.value for f in verdict.failed], **verdict.details)
+            continue
+
+        atr = _num(sig.atr)
+        if atr is None or atr <= 0:
+            _reject(row, NO_ATR, atr=sig.atr)
+            continue
+        try:
+            profile = adaptive_profile(atr, ctx.hit_rates, ctx.learned_stop_atr, sig.vol_state, exit_cfg)
+            levels = plan_levels(sig.close, side, profile)
+        except ValueError as exc:
+            _reject(row, EXIT_PLAN_INVALID, error=str(exc))
+            continue
+        row.update(
+            exit_profile=profile.reason,
+            stop_price=levels.stop,
+            tp1_price=levels.tp1,
+            tp2_price=levels.tp2,
+            tp3_price=levels.tp3,
+        )
+
+        caps = SizeCaps.from_account(ctx.equity, gross, buying_power, sizing_cfg)
+        size = position_size(ctx.equity, sizing_cfg.risk_per_trade, profile.stop, multiplier, sig.close, caps)
+        row.update(
+            size_multiplier=size.multiplier,
+            size_reason=f"{mult_reason}; {size.reason}",
+            capped_by=", ".join(size.capped_by) or None,
+        )
+        if size.rejected:
+            _reject(row, SIZE_REJECTED, reason=size.reason)
+            continue
+
+        try:
+            legs = split_quantity(size.shares, ctx.tp_weights)
+            planned = [
+                PlannedBracket(
+                    row["decision_id"],
+                    leg.leg,
+                    Bracket(
+                        symbol=sig.symbol,
+                        side=side,
+                        qty=leg.qty,
+                        entry_ref=float(sig.close),
+                        take_profit=float(levels.take_profits[leg.leg - 1]),
+                        stop=float(levels.stop),
+                        client_order_id=client_order_id(ctx.strategy, sig.symbol, ctx.ts, leg.leg),
+                        time_in_force=ctx.time_in_force,
+                        tick=ctx.tick,
+                    ),
+                )
+                for leg in legs
+            ]
+        except (InvalidBracket, ValueError) as exc:
+            _reject(row, INVALID_BRACKET, error=str(exc))
+            continue
+
+        row.update(
+            qty=size.shares,
+            accepted=True,
+            reason_code=ACCEPTED,
+            details=json.dumps(verdict.details, default=str, sort_keys=True),
+            client_order_ids=[p.bracket.client_order_id for p in planned],
+        )
+        brackets.extend(planned)
+        open_positions += 1
+        pending.add(sig.symbol)
+        notional = size.shares * float(sig.close)
+        buying_power -= notional
+        gross += notional
+    return DecisionBatch(rows, brackets)
+
+
+def order_batch_frame(batch: DecisionBatch, ctx: DecisionContext, sizing_cfg: SizingSettings | None = None):
+    """The batch the order gate validates: one row per bracket, with the limits it is checked against."""
+    sizing_cfg = sizing_cfg or SizingSettings()
+    by_id = {r["decision_id"]: r for r in batch.rows}
+    rows = []
+    for p in batch.brackets:
+        b, d = p.bracket, by_id[p.decision_id]
+        rows.append(
+            {
+                "decision_id": p.decision_id,
+                "client_order_id": b.client_order_id,
+                "symbol": b.symbol,
+                "side": b.side.value,
+                "leg": p.leg,
+                "qty": b.qty,
+                "decision_qty": d["qty"],
+                "entry_ref": b.entry_ref,
+                "take_profit": b.take_profit,
+                "stop": b.stop,
+                "confidence_raw": d["confidence_raw"],
+                "confidence_calibrated": d["confidence_calibrated"],
+                "max_notional": ctx.equity * sizing_cfg.max_position_pct,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "decision_id", "client_order_id", "symbol", "side", "leg", "qty", "decision_qty", "entry_ref",
+            "take_profit", "stop", "confidence_raw", "confidence_calibrated", "max_notional",
+        ],
+    )  # fmt: skip
+
+
+def order_gate_view(frame):
+    """Derived columns the orders suite checks: each bracket's price order for its side, notional vs cap."""
+    out = frame.copy()
+    sign = np.where(out["side"] == "sell", -1.0, 1.0)
+    out["tp_gap"] = sign * (out["take_profit"].astype(float) - out["entry_ref"].astype(float))
+    out["stop_gap"] = sign * (out["entry_ref"].astype(float) - out["stop"].astype(float))
+    cap = out["max_notional"].astype(float)
+    notional = out["decision_qty"].astype(float) * out["entry_ref"].astype(float)
+    out["notional_to_cap"] = np.where(cap > 0, notional / cap, np.inf)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ open brackets
+
+
+@dataclass(frozen=True)
+class OpenBracket:
+    """One bracket of an open position: its entry fill and its working stop leg."""
+
+    entry_client_order_id: str
+    decision_id: str | None
+    leg: int | None
+    symbol: str
+    side: Side
+    entry_price: float
+    stop_order_id: str
+    stop_price: float
+
+
+@dataclass(frozen=True)
+class StopMove:
+    bracket: OpenBracket
+    new_stop: float  # rounded to the tick, away from the entry (what the broker will hold)
+    rule: str
+    reason: str
+
+
+def plan_stop_moves(
+    brackets: Iterable[OpenBracket],
+    *,
+    tp1_filled: Collection[str],
+    current: Mapping[str, float],
+    overall_health: float | None,
+    ensemble_health: float | None,
+    alerts: Iterable[Any] = (),
+    cfg: ExitSettings | None = None,
+    tick: float = 0.01,
+) -> list[StopMove]:
+    """The stop moves for working stop legs (``tp1_filled``: decision ids whose TP1 bracket took profit).
+
+    Breakeven uses the decision's average entry fill over its brackets; a move that rounds to the
+    current stop is dropped.
+    """
+    cfg = cfg or ExitSettings()
+    alerts = list(alerts)
+    items = list(brackets)
+    entries: dict[str, list[float]] = {}
+    for b in items:
+        entries.setdefault(b.decision_id or b.entry_client_order_id, []).append(b.entry_price)
+    moves = []
+    for b in items:
+        price = current.get(b.symbol)
+        if price is None or not math.isfinite(price):
+            continue
+        key = b.decision_id or b.entry_client_order_id
+        entry = sum(entries[key]) / len(entries[key])
+        upd = next_stop(
+            side=b.side,
+            entry=entry,
+            current=price,
+            active_stop=b.stop_price,
+            tp1_filled=b.decision_id is not None and b.decision_id in tp1_filled,
+            overall_health=overall_health,
+            ensemble_health=ensemble_health,
+            alerts=alerts,
+            cfg=cfg,
+        )
+        if upd is None:
+            continue
+        rounded = float(round_exit(Decimal(str(upd.new_stop)), b.side, "stop_loss", tick))
+        if not is_tighter(rounded, b.stop_price, b.side):
+            continue
+        moves.append(StopMove(b, rounded, upd.rule, upd.reason))
+    return moves
+
+
+# ------------------------------------------------------------------------------------------------ signals
+
+
+def ensemble_signals(
+    member_p_up: pd.DataFrame,
+    features: pd.DataFrame,
+    *,
+    weights: Mapping[str, float] | None,
+    calibrator: Any,
+    seed_accuracy: float,
+    min_edge: float,
+    strong: float,
+    weak: float,
+    min_voters: int,
+    module_detail: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Signal]:
+    """Signals from the member modules' P(up) at one bar (index: symbol, one column per member).
+
+    Consensus, direction, raw confidence and contributors come from ``combine`` with the ensemble
+    champion's weights; the calibrated confidence is the ensemble champion's stored calibrator applied to
+    that raw confidence, and the seed confidence the seed formula with the champion's recorded accuracy
+    (``models.training.side_values``, the retrain's own path). ``features``: symbol, bar_close, atr_14
+    and the volatility-state inputs.
+    """
+    feats = features.set_index("symbol")
+    probas = member_p_up.reindex(feats.index)
+    combined = combine(probas, weights, min_edge, strong, weak, min_voters)
+    p_up = ensemble_p_up(combined).to_numpy(dtype="float64")
+    _, seed, fitted = side_values(p_up, calibrator, seed_accuracy)
+    no_call = combined["direction"].to_numpy() == 0
+    seed = np.where(no_call, np.nan, seed)
+    fitted = np.where(no_call, np.nan, fitted)
+    states = vol_state(feats.reset_index()).to_numpy()
+    detail = module_detail or {}
+    out = []
+    for i, sym in enumerate(feats.index):
+        c = combined.iloc[i]
+        out.append(
+            Signal(
+                symbol=str(sym),
+                direction=int(c["direction"]),
+                consensus=str(c["consensus"]),
+                voters=int(c["voters"]),
+                agree=int(c["agree"]),
+                contributors=str(c["contributors"]),
+                confidence_raw=float(c["confidence"]) if int(c["direction"]) != 0 else None,
+                confidence_seed=_num(seed[i]),
+                confidence_calibrated=_num(fitted[i]),
+                close=float(feats["bar_close"].iloc[i]),
+                atr=_num(feats["atr_14"].iloc[i]),
+                vol_state=str(states[i]),
+                module_p_up={m: detail.get(str(sym), {}).get(m) for m in probas.columns},
+            )
+        )
+    return out
