@@ -124,7 +124,8 @@ def gate_frame(
     quarantined["rule"] = primary[bad]
     quarantined["severity"] = "critical"
     quarantined["detail"] = [
-        f"{p} failed" + (f"; also broke: {b}" if b else "") for p, b in zip(primary[bad], broke[bad], strict=True)
+        f"{p} failed" + (f"; also broke: {b}" if b else "")
+        for p, b in zip(primary[bad], broke[bad], strict=True)
     ]
     dq = pd.DataFrame(
         runtime.dq_rows(validation, spec.name, spec.severity, run_id, stage, validated_at), columns=DQ_COLUMNS

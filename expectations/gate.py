@@ -587,7 +587,9 @@ def _combined_validation(
 
 def _dq_frame(validation, spec, sev, run_id, stage, validated_at) -> pd.DataFrame:
     rows = runtime.dq_rows(validation, spec.name, sev, run_id, stage, validated_at)
-    return pd.DataFrame(rows, columns=DQ_COLUMNS).astype({"element_count": "Int64", "unexpected_count": "Int64"})
+    return pd.DataFrame(rows, columns=DQ_COLUMNS).astype(
+        {"element_count": "Int64", "unexpected_count": "Int64"}
+    )
 
 
 # ------------------------------------------------------------------------------------------ data docs
@@ -602,6 +604,8 @@ def build_data_docs(results: GateResult | Iterable[GateResult], docs_dir: str | 
     spec = load_suite()
     runtime.register_suite(spec.raw)
     items = [
-        runtime.DocsItem(spec.name, g.validation, f"{g.stage}-{g.interval}") for g in gated if g.validation is not None
+        runtime.DocsItem(spec.name, g.validation, f"{g.stage}-{g.interval}")
+        for g in gated
+        if g.validation is not None
     ]
     return runtime.build_docs(items, docs_dir)

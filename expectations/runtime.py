@@ -58,9 +58,9 @@ def batch_definition(asset: str) -> Any:
     with LOCK:
         if asset not in _batch_definitions:
             source = context().data_sources.get("qtrader")
-            _batch_definitions[asset] = source.add_dataframe_asset(asset).add_batch_definition_whole_dataframe(
-                "whole"
-            )
+            _batch_definitions[asset] = source.add_dataframe_asset(
+                asset
+            ).add_batch_definition_whole_dataframe("whole")
         return _batch_definitions[asset]
 
 
@@ -135,8 +135,14 @@ def observed(res: dict) -> str:
     return f"{count} unexpected of {total}{sample}"
 
 
-def dq_rows(validation: Any, suite_name: str, severity: dict[str, str], run_id: str, stage: str,
-            validated_at: pd.Timestamp) -> list[dict[str, Any]]:
+def dq_rows(
+    validation: Any,
+    suite_name: str,
+    severity: dict[str, str],
+    run_id: str,
+    stage: str,
+    validated_at: pd.Timestamp,
+) -> list[dict[str, Any]]:
     """One ``dq_results`` row per expectation result."""
     rows = []
     for r in validation.results:
@@ -196,7 +202,10 @@ def build_docs(items: Iterable[DocsItem], docs_dir: str | Path) -> Path:
                 {
                     "class_name": "SiteBuilder",
                     "show_how_to_buttons": False,
-                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": str(docs_dir),
+                    },
                     "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
                 },
             )

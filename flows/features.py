@@ -36,14 +36,30 @@ def features(
         gated_all.append(gated)
         findings += [f"[{iv}] {line}" for line in gated.summary_lines()]
         summary.append(
-            {"interval": iv, "bars_read": len(bars), "new": len(computed), "written": written,
-             "quarantined": len(gated.quarantined)}
+            {
+                "interval": iv,
+                "bars_read": len(bars),
+                "new": len(computed),
+                "written": written,
+                "quarantined": len(gated.quarantined),
+            }
         )
     docs = str(build_frame_docs(gated_all, settings.dq_docs_dir / "features")) if gated_all else None
-    md = ["# Features", "", f"feature set `{FEATURE_SET_VERSION}`, run `{run_id}`", "",
-          "| interval | bars read | new | written | quarantined |", "|---|---|---|---|---|"]
-    md += [f"| {s['interval']} | {s['bars_read']} | {s['new']} | {s['written']} | {s['quarantined']} |" for s in summary]
+    md = [
+        "# Features",
+        "",
+        f"feature set `{FEATURE_SET_VERSION}`, run `{run_id}`",
+        "",
+        "| interval | bars read | new | written | quarantined |",
+        "|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {s['interval']} | {s['bars_read']} | {s['new']} | {s['written']} | {s['quarantined']} |"
+        for s in summary
+    ]
     md += [""] + [f"- {f}" for f in findings] + ([f"\nData Docs: `{docs}`"] if docs else [])
     create_markdown_artifact(key="features-summary", markdown="\n".join(md), description="Features computed")
-    get_run_logger().info("features: %s", "; ".join(f"{s['interval']} {s['written']} written" for s in summary))
+    get_run_logger().info(
+        "features: %s", "; ".join(f"{s['interval']} {s['written']} written" for s in summary)
+    )
     return {"run_id": run_id, "intervals": summary, "findings": findings, "dq_docs": docs}

@@ -9,7 +9,14 @@ import pandas as pd
 from qtrader.settings import Settings, SourceName
 from sources.base import FetchRequest, FetchResult, MarketDataSource, SourceError, TransientSourceError
 
-__all__ = ["FetchRequest", "FetchResult", "MarketDataSource", "SourceError", "TransientSourceError", "make_source"]
+__all__ = [
+    "FetchRequest",
+    "FetchResult",
+    "MarketDataSource",
+    "SourceError",
+    "TransientSourceError",
+    "make_source",
+]
 
 
 def make_source(
