@@ -16,10 +16,16 @@ from tasks.benchmark import (
     record_benchmarks,
     score_modules,
 )
+from tasks.failures import publish_failure
 from tasks.ingest import new_run_id
 
 
-@flow(name="benchmark", description="Score every signal module's stored predictions per window.")
+@flow(
+    name="benchmark",
+    description="Score every signal module's stored predictions per window.",
+    on_failure=[publish_failure],
+    on_crashed=[publish_failure],
+)
 def benchmark(
     interval: str = "1d",
     windows: list[str] | None = None,

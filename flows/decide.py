@@ -19,6 +19,7 @@ from tasks.decide import (
     publish_refusal,
     read_health,
 )
+from tasks.failures import publish_failure
 from tasks.ingest import new_run_id
 from tasks.retrain import load_champions
 from warehouse.decisions import decision_bars, last_decided_bar
@@ -27,6 +28,8 @@ from warehouse.decisions import decision_bars, last_decided_bar
 @flow(
     name="decide",
     description="Decide and trade at the newest bar(s): filter, size, plan exits, send brackets.",
+    on_failure=[publish_failure],
+    on_crashed=[publish_failure],
 )
 def decide(
     at: str | None = None,

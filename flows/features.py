@@ -9,11 +9,17 @@ from expectations.frame_gate import build_frame_docs
 from models.features import FEATURE_SET_VERSION
 from qtrader.calendar import is_daily
 from qtrader.settings import load_settings
+from tasks.failures import publish_failure
 from tasks.features import compute, gate, load_bars, write
 from tasks.ingest import new_run_id
 
 
-@flow(name="features", description="Compute point-in-time features for new gated bars (incremental).")
+@flow(
+    name="features",
+    description="Compute point-in-time features for new gated bars (incremental).",
+    on_failure=[publish_failure],
+    on_crashed=[publish_failure],
+)
 def features(
     intervals: list[str] | None = None,
     symbols: list[str] | None = None,

@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 
 from qtrader.calendar import utc
 from qtrader.settings import load_settings
+from tasks.failures import publish_failure
 from tasks.health import (
     evaluate_alerts,
     load_alert_context,
@@ -20,7 +21,12 @@ from tasks.health import (
 from tasks.ingest import new_run_id
 
 
-@flow(name="health", description="Score module health, update predictive alerts.")
+@flow(
+    name="health",
+    description="Score module health, update predictive alerts.",
+    on_failure=[publish_failure],
+    on_crashed=[publish_failure],
+)
 def health(warehouse: str | None = None, now: str | None = None) -> dict:
     """``now`` pins the clock (tests, backfills): lags and ages are measured against it, and bars and
     features after it are not read."""

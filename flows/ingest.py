@@ -12,6 +12,7 @@ from qtrader.calendar import ingest_window, utc
 from qtrader.settings import Settings, SourceName, load_settings
 from sources import make_source
 from sources.base import AUTO_INTERVAL, FetchRequest, SourceError
+from tasks.failures import publish_failure
 from tasks.ingest import (
     build_dq_docs,
     fetch_bars,
@@ -24,7 +25,12 @@ from tasks.ingest import (
 from warehouse.ingest import IngestRun
 
 
-@flow(name="ingest", description="Fetch market bars, gate them with Great Expectations, upsert into DuckDB.")
+@flow(
+    name="ingest",
+    description="Fetch market bars, gate them with Great Expectations, upsert into DuckDB.",
+    on_failure=[publish_failure],
+    on_crashed=[publish_failure],
+)
 def ingest(
     source: str | None = None,
     symbols: list[str] | None = None,

@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 from models.training import ENSEMBLE
 from qtrader.calendar import utc
 from qtrader.settings import Settings, load_settings
+from tasks.failures import publish_failure
 from tasks.ingest import new_run_id
 from tasks.retrain import (
     Trained,
@@ -29,6 +30,8 @@ from tasks.retrain import (
 @flow(
     name="retrain",
     description="Walk-forward retrain of the signal modules with champion/challenger promotion.",
+    on_failure=[publish_failure],
+    on_crashed=[publish_failure],
 )
 def retrain(
     interval: str = "1d",

@@ -9,11 +9,17 @@ from prefect.runtime import flow_run
 
 from qtrader.calendar import utc
 from qtrader.settings import load_settings
+from tasks.failures import publish_failure
 from tasks.health import learn_thresholds, load_metric_history, publish_thresholds, record_thresholds
 from tasks.ingest import new_run_id
 
 
-@flow(name="thresholds", description="Learn per-module metric thresholds from their history.")
+@flow(
+    name="thresholds",
+    description="Learn per-module metric thresholds from their history.",
+    on_failure=[publish_failure],
+    on_crashed=[publish_failure],
+)
 def thresholds(warehouse: str | None = None, now: str | None = None) -> dict:
     """``now`` pins the clock: the history read ends there and the rows are stamped with it."""
     settings = load_settings(warehouse=warehouse)

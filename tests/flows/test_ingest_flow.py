@@ -123,3 +123,34 @@ def test_files_source_loads_a_folder(warehouse_path, tmp_path):
     assert run["interval"] == "1d" and run["rows_written"] == 3
     assert any("bad.csv line 3" in line for line in out["findings"])
     assert _bars(warehouse_path)["symbol"].unique().tolist() == ["GOOG"]
+
+
+def test_a_failed_run_leaves_an_artifact_explaining_why(warehouse_path, tmp_path):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    from sources.base import SourceError
+
+    state = ingest(
+        source="files", path=str(tmp_path / "missing"), warehouse=str(warehouse_path), return_state=True
+    )
+    assert state.is_failed()
+    with pytest.raises(SourceError):
+        state.result()
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-failure"])),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
+            )
+
+    (artifact,) = asyncio.run(artifacts())
+    assert "does not exist or is not a folder" in artifact.data
