@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from brokers import make_broker
-from brokers.base import Broker, OrderRejected, OrderRole, OrderStatus, submit_idempotent
+from brokers.base import Broker, BrokerUnavailable, OrderRejected, OrderRole, OrderStatus, submit_idempotent
 from brokers.reconcile import reconcile
 from expectations.frame_gate import gate_frame
 from models import decision as dm
@@ -31,6 +31,7 @@ from models.training import live_predictions
 from qtrader.calendar import in_session, is_daily
 from qtrader.settings import Settings
 from tasks.retrain import Champion
+from tasks.retry import NETWORK_RETRIES, NETWORK_RETRY_DELAYS_S, NETWORK_RETRY_JITTER, retry_on
 from warehouse import decisions as wd
 from warehouse.db import LockPolicy
 from warehouse.health import active_alerts, latest_health, learned_threshold
@@ -464,7 +465,16 @@ def submit_batch(settings: Settings, broker: Broker, batch: dm.DecisionBatch, ts
     return created, known, order_rows
 
 
-@task(name="decide-bar", cache_policy=NO_CACHE)
+# A broker that is briefly down (Alpaca 5xx, timeout) retries the whole bar: safe, because reconciliation
+# runs first and client order ids make every submission idempotent.
+@task(
+    name="decide-bar",
+    cache_policy=NO_CACHE,
+    retries=NETWORK_RETRIES,
+    retry_delay_seconds=NETWORK_RETRY_DELAYS_S,
+    retry_jitter_factor=NETWORK_RETRY_JITTER,
+    retry_condition_fn=retry_on(BrokerUnavailable),
+)
 def decide_bar(
     settings: Settings,
     broker: Broker,

@@ -14,6 +14,7 @@ from expectations.gate import GateResult, build_data_docs, gate_bars
 from qtrader import progress
 from qtrader.settings import Settings
 from sources.base import FetchRequest, FetchResult, MarketDataSource, TransientSourceError
+from tasks.retry import NETWORK_RETRIES, NETWORK_RETRY_DELAYS_S, NETWORK_RETRY_JITTER, retry_on
 from tasks.writer import warehouse_writer
 from warehouse.db import LockPolicy
 from warehouse.ingest import IngestRun, record_failed_run, write_ingest
@@ -23,23 +24,12 @@ def new_run_id(prefix: str = "ingest") -> str:
     return f"{prefix}-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def retry_only_transient(task, task_run, state) -> bool:
-    """Prefect retry condition: retry network blips, fail fast on bad input."""
-    try:
-        state.result()
-    except TransientSourceError:
-        return True
-    except Exception:
-        return False
-    return False
-
-
 @task(
     name="fetch-bars",
-    retries=3,
-    retry_delay_seconds=[2, 5, 15],
-    retry_jitter_factor=0.2,
-    retry_condition_fn=retry_only_transient,
+    retries=NETWORK_RETRIES,
+    retry_delay_seconds=NETWORK_RETRY_DELAYS_S,
+    retry_jitter_factor=NETWORK_RETRY_JITTER,
+    retry_condition_fn=retry_on(TransientSourceError),
     cache_policy=NO_CACHE,
 )
 def fetch_bars(source: MarketDataSource, request: FetchRequest) -> FetchResult:

@@ -154,3 +154,16 @@ def test_a_failed_run_leaves_an_artifact_explaining_why(warehouse_path, tmp_path
 
     (artifact,) = asyncio.run(artifacts())
     assert "does not exist or is not a folder" in artifact.data
+
+
+def test_retry_condition_retries_only_transient_errors():
+    from prefect.states import Completed, Failed
+
+    from sources.base import SourceError, TransientSourceError
+    from tasks.retry import retry_on
+
+    condition = retry_on(TransientSourceError)
+    assert condition(None, None, Failed(data=TransientSourceError("connection reset")))
+    assert not condition(None, None, Failed(data=SourceError("no such folder")))
+    assert not condition(None, None, Failed(data=ValueError("bad input")))
+    assert not condition(None, None, Completed(data=1))
