@@ -16,7 +16,7 @@ from warehouse.db import (
     query_df,
     transaction,
 )
-from warehouse.ingest import IngestRun, write_ingest
+from warehouse.ingest import BARS_COLUMNS, IngestRun, write_ingest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,22 +27,7 @@ def _bars(symbols=("AAA", "BBB"), days=5, close=10.0, run_id="r1"):
         for i, ts in enumerate(pd.date_range("2024-01-02", periods=days, freq="B", tz="UTC")):
             c = close + i
             rows.append((s, "1d", ts, c, c + 1, c - 1, c, 1000.0, "test", run_id, pd.Timestamp.now(tz="UTC")))
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "symbol",
-            "interval",
-            "ts",
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume",
-            "source",
-            "run_id",
-            "ingested_at",
-        ],
-    )
+    return pd.DataFrame(rows, columns=BARS_COLUMNS)
 
 
 def _run(run_id="r1", rows=0):
