@@ -23,62 +23,18 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-BIN = Path(sys.executable).parent
-POOL = "qtrader-process"
 TARGET_DECIDE_S = 15.0
-FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 from benchmarks.machine import describe, peak_rss_mib  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _api(url: str, path: str, body: dict | None = None):
-    # The server answers 503 while its SQLite database is busy: retry.
-    for attempt in range(10):
-        req = urllib.request.Request(
-            url + path,
-            data=json.dumps(body).encode() if body is not None else None,
-            method="POST" if body is not None else "GET",
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return json.loads(r.read() or "null")
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500 or attempt == 9:
-                raise
-            time.sleep(1 + attempt)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def _tail(path: Path, n: int = 3000) -> str:
-    return path.read_text(errors="replace")[-n:] if path.exists() else ""
+from qtrader.prefect_stack import PrefectStack  # noqa: E402
 
 
 def overhead(runs: int, n_tasks: int) -> tuple[float, float, float]:
@@ -138,116 +94,67 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="qtrader-bench-orch-"))
-    logs = tmp / "logs"
-    logs.mkdir()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    symbols = [f"S{i:03d}" for i in range(args.symbols)]
     db = str(tmp / "warehouse.duckdb")
-    env_extra = {
-        "PREFECT_HOME": str(tmp / "prefect"),
-        "PREFECT_API_URL": url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": url,
-        "QTRADER_HOME": str(ROOT),
-        "QTRADER_WAREHOUSE": db,
-        "QTRADER_DATA_DIR": str(tmp / "data"),
-        "QTRADER_UNIVERSE": json.dumps(symbols),
-        "TQDM_DISABLE": "1",
-    }
+    stack = PrefectStack(
+        tmp,
+        {
+            "QTRADER_WAREHOUSE": db,
+            "QTRADER_DATA_DIR": str(tmp / "data"),
+            "QTRADER_UNIVERSE": json.dumps([f"S{i:03d}" for i in range(args.symbols)]),
+            "TQDM_DISABLE": "1",
+        },
+    )
     # Before prefect is imported: this process runs its flows against the same server.
-    os.environ.update(env_extra)
-    env = dict(os.environ)
-    procs: list[subprocess.Popen] = []
-
-    def start(name: str, *cmd: str) -> subprocess.Popen:
-        out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        p = subprocess.Popen([str(BIN / "prefect"), *cmd], cwd=ROOT, env=env, stdout=out,
-                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        procs.append(p)
-        return p
-
-    def run(*cmd: str) -> None:
-        done = subprocess.run([str(BIN / "prefect"), *cmd], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"prefect {' '.join(cmd)}: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-
+    os.environ.update(stack.env)
     ok = True
     try:
         t0 = time.perf_counter()
-        start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off")
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if _api(url, "/health") is True:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("Prefect server did not start:\n" + _tail(logs / "server.log"))
-            time.sleep(0.5)
-        print(f"server up on port {port} in {time.perf_counter() - t0:.1f} s (not timed)")
+        with stack:
+            print(f"server up on port {stack.port} in {time.perf_counter() - t0:.1f} s (not timed)")
+            ms_flow, ms_flow_tasks, ms_task = overhead(args.runs, args.tasks)
+            print(f"(a) overhead, {args.runs} runs each: {ms_flow:.0f} ms per flow run (empty flow), "
+                  f"{ms_flow_tasks:.0f} ms per flow run with {args.tasks} trivial tasks, "
+                  f"{ms_task:.1f} ms per task (timed inside the flow)")  # fmt: skip
 
-        ms_flow, ms_flow_tasks, ms_task = overhead(args.runs, args.tasks)
-        print(f"(a) overhead, {args.runs} runs each: {ms_flow:.0f} ms per flow run (empty flow), "
-              f"{ms_flow_tasks:.0f} ms per flow run with {args.tasks} trivial tasks, "
-              f"{ms_task:.1f} ms per task (timed inside the flow)")  # fmt: skip
-
-        run("gcl", "create", "warehouse-writer", "--limit", "1")
-        prep_s = prepare(db)
-        print(f"setup: warehouse for {args.symbols} symbols (ingest 1d+5m, features, retrain 5m, "
-              f"benchmark 5m, health) in {prep_s:.1f} s (not timed)")  # fmt: skip
-
-        t0 = time.perf_counter()
-        run("work-pool", "create", POOL, "--type", "process", "--overwrite")
-        run("--no-prompt", "deploy", "--all")
-        start("worker", "worker", "start", "--pool", POOL, "--prefetch-seconds", "5")
-        print(f"setup: pool, deploy --all, worker started in {time.perf_counter() - t0:.1f} s (not timed)")
-        deployment = _api(url, "/deployments/name/decide/decide")
-
-        t0 = time.perf_counter()
-        flow_run = _api(url, f"/deployments/{deployment['id']}/create_flow_run", {})
-        deadline = time.monotonic() + 300
-        while True:
-            state = _api(url, f"/flow_runs/{flow_run['id']}")["state"]
-            if state["type"] in FINAL:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"decide did not finish: {state}\n" + _tail(logs / "worker.log"))
-            time.sleep(0.2)
-        decide_s = time.perf_counter() - t0
-        run_info = _api(url, f"/flow_runs/{flow_run['id']}")
-        start_lag = None
-        if run_info.get("start_time"):
-            from datetime import datetime
-
-            started = datetime.fromisoformat(run_info["start_time"])
-            created = datetime.fromisoformat(run_info["created"])
-            start_lag = (started - created).total_seconds()
-
-        from warehouse.db import query_df
-
-        decisions = int(query_df(db, "SELECT count(*) FROM decisions").iloc[0, 0])
-        ok = state["type"] == "COMPLETED" and state["name"] != "Refused" and decide_s <= TARGET_DECIDE_S
-        print(f"(b) decide 5m, {args.symbols} symbols, deployment through a process worker: "
-              f"{decide_s:.1f} s trigger to {state['type']} ({state['name']}), target <= "
-              f"{TARGET_DECIDE_S:.0f} s: {'met' if ok else 'MISSED'}")  # fmt: skip
-        if start_lag is not None:
+            prep_s = prepare(db)
+            print(f"setup: warehouse for {args.symbols} symbols (ingest 1d+5m, features, retrain 5m, "
+                  f"benchmark 5m, health) in {prep_s:.1f} s (not timed)")  # fmt: skip
+            t0 = time.perf_counter()
+            stack.deploy()
             print(
-                f"    of which trigger to flow start (worker poll, subprocess, imports): {start_lag:.1f} s; "
-                f"flow run time {run_info.get('total_run_time', 0):.1f} s; {decisions} decision rows"
+                f"setup: pool, deploy --all, worker started in {time.perf_counter() - t0:.1f} s (not timed)"
             )
-        if state["type"] != "COMPLETED" or state["name"] == "Refused":
-            print(f"    state message: {state.get('message')}")
-            if state["type"] != "COMPLETED":
-                print(_tail(logs / "worker.log"))
+
+            deployment = stack.api("/deployments/name/decide/decide")
+            t0 = time.perf_counter()
+            run_info = stack.run_deployment(deployment["id"], timeout=300, poll=0.2)
+            decide_s = time.perf_counter() - t0
+            state = run_info["state"]
+            start_lag = None
+            if run_info.get("start_time"):
+                started = datetime.fromisoformat(run_info["start_time"])
+                start_lag = (started - datetime.fromisoformat(run_info["created"])).total_seconds()
+
+            from warehouse.db import query_df
+
+            decisions = int(query_df(db, "SELECT count(*) FROM decisions").iloc[0, 0])
+            ok = state["type"] == "COMPLETED" and state["name"] != "Refused" and decide_s <= TARGET_DECIDE_S
+            print(f"(b) decide 5m, {args.symbols} symbols, deployment through a process worker: "
+                  f"{decide_s:.1f} s trigger to {state['type']} ({state['name']}), target <= "
+                  f"{TARGET_DECIDE_S:.0f} s: {'met' if ok else 'MISSED'}")  # fmt: skip
+            if start_lag is not None:
+                print(
+                    f"    of which trigger to flow start (worker poll, subprocess, imports): {start_lag:.1f} s; "
+                    f"flow run time {run_info.get('total_run_time', 0):.1f} s; {decisions} decision rows"
+                )
+            if state["type"] != "COMPLETED" or state["name"] == "Refused":
+                print(f"    state message: {state.get('message')}")
+                if state["type"] != "COMPLETED":
+                    print(stack.worker_log())
     except Exception as exc:
         ok = False
         print(f"FAILED: {type(exc).__name__}: {exc}")
     finally:
-        for p in reversed(procs):
-            _stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"peak RSS of this process {peak_rss_mib():.0f} MiB")
     print(f"machine: {describe()}")
