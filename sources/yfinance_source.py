@@ -479,7 +479,9 @@ class YFinanceSource:
                 False,
             )
         if not outcomes:
-            return "no data returned by yfinance (no request seen; see the yfinance log)", False
+            # yfinance dropped the ticker before any HTTP request (seen with threaded downloads): a
+            # client-side race, so retry it like a network blip.
+            return "no data returned by yfinance (no request seen; see the yfinance log)", True
         return f"empty download for window {window.describe()}", False
 
 
