@@ -1,17 +1,51 @@
-"""Features flow: gated bars -> point-in-time TA-Lib features -> GX gate -> `features` table."""
+"""Features flow: gated bars -> point-in-time TA-Lib features -> GX gate -> `features` table.
+
+The computation runs per symbol batch on the configured task runner (threads, or a Dask cluster:
+docs/scale-out.md); loading, the gate and the one write stay in this process, because DuckDB allows a
+single writing process per warehouse file and Dask workers must never open it.
+"""
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import TaskRunner
 
 from expectations.frame_gate import build_frame_docs
 from models.features import FEATURE_SET_VERSION
+from qtrader import progress
 from qtrader.calendar import is_daily
-from qtrader.settings import load_settings
+from qtrader.runners import symbol_batches, task_runner
+from qtrader.settings import Settings, load_settings
 from tasks.failures import publish_failure
-from tasks.features import compute, gate, load_bars, write
+from tasks.features import compute_batch, gate, load_bars, load_daily_context, write
 from tasks.ingest import new_run_id
+
+
+def _compute(
+    runner: TaskRunner, settings: Settings, bars: pd.DataFrame, interval: str
+) -> tuple[pd.DataFrame, int]:
+    """Features of the new bars, one ``compute_batch`` task per symbol batch; (rows, batches)."""
+    daily = load_daily_context(settings, bars, interval)
+    batches = symbol_batches(bars["symbol"].unique(), settings.scale_out.symbol_batch_size)
+    futures = [
+        runner.submit(
+            compute_batch,
+            parameters={
+                "bars": bars[bars["symbol"].isin(batch)].reset_index(drop=True),
+                "interval": interval,
+                "daily": None if daily is None else daily[daily["symbol"].isin(batch)].reset_index(drop=True),
+                "exchange": settings.exchange,
+            },
+        )
+        for batch in batches
+    ]
+    parts = []
+    for done, future in enumerate(futures, start=1):  # in batch order: the same rows as one batch gives
+        parts.append(future.result())
+        progress.report(f"features {interval}", done, len(futures))
+    return pd.concat(parts, ignore_index=True), len(batches)
 
 
 @flow(
@@ -30,37 +64,32 @@ def features(
     settings = load_settings(warehouse=warehouse)
     ordered = sorted(intervals or settings.intervals, key=lambda iv: not is_daily(iv))
     run_id = new_run_id("features")
+    runner_name = settings.scale_out.task_runner.value
     summary, findings, gated_all = [], [], []
-    for iv in ordered:
-        bars = load_bars(settings, iv, symbols, full)
-        computed = compute(settings, bars, iv)
-        if computed.empty:
-            summary.append({"interval": iv, "bars_read": len(bars), "new": 0, "written": 0, "quarantined": 0})
-            continue
-        gated = gate(computed, run_id)
-        written = write(settings, gated, run_id)
-        gated_all.append(gated)
-        findings += [f"[{iv}] {line}" for line in gated.summary_lines()]
-        summary.append(
-            {
-                "interval": iv,
-                "bars_read": len(bars),
-                "new": len(computed),
-                "written": written,
-                "quarantined": len(gated.quarantined),
-            }
-        )
+    with task_runner(settings) as runner:  # a temporary Dask cluster starts at the first batch, if any
+        for iv in ordered:
+            bars = load_bars(settings, iv, symbols, full)
+            computed, batches = _compute(runner, settings, bars, iv) if len(bars) else (pd.DataFrame(), 0)
+            row = {"interval": iv, "bars_read": len(bars), "batches": batches, "new": len(computed)}
+            if computed.empty:
+                summary.append(row | {"written": 0, "quarantined": 0})
+                continue
+            gated = gate(computed, run_id)
+            written = write(settings, gated, run_id)  # the one write, from this process
+            summary.append(row | {"written": written, "quarantined": len(gated.quarantined)})
+            gated_all.append(gated)
+            findings += [f"[{iv}] {line}" for line in gated.summary_lines()]
     docs = str(build_frame_docs(gated_all, settings.dq_docs_dir / "features")) if gated_all else None
     md = [
         "# Features",
         "",
-        f"feature set `{FEATURE_SET_VERSION}`, run `{run_id}`",
+        f"feature set `{FEATURE_SET_VERSION}`, run `{run_id}`, task runner `{runner_name}`",
         "",
-        "| interval | bars read | new | written | quarantined |",
-        "|---|---|---|---|---|",
+        "| interval | bars read | batches | new | written | quarantined |",
+        "|---|---|---|---|---|---|",
     ]
     md += [
-        f"| {s['interval']} | {s['bars_read']} | {s['new']} | {s['written']} | {s['quarantined']} |"
+        f"| {s['interval']} | {s['bars_read']} | {s['batches']} | {s['new']} | {s['written']} | {s['quarantined']} |"
         for s in summary
     ]
     md += [""] + [f"- {f}" for f in findings] + ([f"\nData Docs: `{docs}`"] if docs else [])
@@ -68,4 +97,10 @@ def features(
     get_run_logger().info(
         "features: %s", "; ".join(f"{s['interval']} {s['written']} written" for s in summary)
     )
-    return {"run_id": run_id, "intervals": summary, "findings": findings, "dq_docs": docs}
+    return {
+        "run_id": run_id,
+        "task_runner": runner_name,
+        "intervals": summary,
+        "findings": findings,
+        "dq_docs": docs,
+    }

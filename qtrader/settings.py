@@ -226,6 +226,7 @@ class SizingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     risk_per_trade: float = 0.01  # fraction of equity lost if the stop is hit
+    performance_sizing: bool = True  # False: uniform sizing (multiplier 1 whatever the module's record)
     accuracy_high: float = 0.75  # module accuracy (fraction) at or above: x multiplier_high
     accuracy_low: float = 0.60  # below: x multiplier_low
     multiplier_high: float = 1.2
@@ -241,6 +242,10 @@ class ExitSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # False: the old system's fixed profile (TP1/2/3 at tp*_atr, stop at stop_atr; no hit-rate, regime or
+    # learned adjustment, no health-driven tightening). Breakeven after TP1 stays: the old system had it.
+    adaptive: bool = True
+    predictive: bool = True  # predictive tightening on alerts (seed 000 section 1.3)
     tp1_atr: float = 1.0
     tp2_atr: float = 2.5
     tp3_atr: float = 4.0
@@ -275,6 +280,7 @@ class FilterSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    health_gating: bool = True  # False: overall and module health are not checked (the old system)
     allowed_consensus: list[str] = Field(default_factory=lambda: ["UNANIMOUS", "STRONG"])
     min_confidence: float = 0.55  # calibrated confidence of the predicted side
     min_overall_health: float = 80.0
@@ -403,6 +409,69 @@ class DecisionSettings(BaseModel):
     max_health_age_minutes_intraday: float = 30.0
     allow_short: bool = True  # a down call opens a sell bracket
     stop_threshold_module: str = "exit_planner"  # learned stop_distance_atr of this module caps the stop
+    # False: the filter and the ranking use the raw ensemble confidence instead of the calibrated one.
+    calibrated_confidence: bool = True
+
+
+class TaskRunnerName(StrEnum):
+    threads = "threads"
+    dask = "dask"
+
+
+class ScaleOutSettings(BaseModel):
+    """Where per-symbol-batch work runs (qtrader/runners.py, docs/scale-out.md).
+
+    Only computation is spread: DuckDB allows one writing process per file, so reads and writes stay in
+    the flow process and the task runner's workers never open the warehouse.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_runner: TaskRunnerName = TaskRunnerName.threads  # dask needs prefect-dask: pip install qtrader[dask]
+    max_workers: int | None = Field(default=None, ge=1)  # threads; None: one per CPU
+    dask_address: str | None = None  # an existing scheduler (tcp://host:8786); None: a temporary LocalCluster
+    dask_n_workers: int | None = Field(default=None, ge=1)  # temporary LocalCluster; None: Dask's default
+    dask_threads_per_worker: int = Field(default=1, ge=1)  # temporary LocalCluster: parallelism is processes
+    symbol_batch_size: int = Field(default=50, ge=1)  # symbols per task
+
+
+class BacktestSettings(BaseModel):
+    """Backtests (flows/backtest.py, docs/backtest.md): cadences in bars of simulated time, costs, modes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: str = "1d"
+    # History before the first replayed bar: the first retrain needs the features' own warm-up (~260 bars
+    # of the 200-day indicators) plus a full walk-forward (min_train_bars + n_splits x test window + gaps).
+    warmup_bars: int = 750
+    # How often each scheduled flow runs in simulated time (prefect.yaml's schedules, in bars).
+    retrain_every_bars_daily: int = 21  # monthly
+    retrain_every_bars_intraday: int = 390  # weekly: 5 sessions of 78 five-minute bars
+    benchmark_every_bars_daily: int = 5  # live: nightly; weekly here, the costliest step per bar (docs)
+    benchmark_every_bars_intraday: int = 78
+    thresholds_every_bars_daily: int = 1
+    thresholds_every_bars_intraday: int = 12  # hourly
+    health_every_bars_daily: int = 1
+    health_every_bars_intraday: int = 3  # every 15 minutes
+    modes: list[str] = Field(
+        default_factory=lambda: [
+            "static", "adaptive", "no_adaptive_exits", "no_health_gating", "no_performance_sizing",
+            "no_calibration", "no_predictive_tightening",
+        ]
+    )  # fmt: skip
+    # Seed 002's old system, the static mode: TP1 1R, TP2 2.5R, TP3 4R (R = 1 ATR), stop 1.5 ATR.
+    static_tp1_atr: float = 1.0
+    static_tp2_atr: float = 2.5
+    static_tp3_atr: float = 4.0
+    static_stop_atr: float = 1.5
+    # Costs of every mode (the local paper broker's fill engine applies them).
+    starting_cash: Decimal = Decimal("100000")
+    slippage_bps: float = 5.0  # market entries and triggered stops, against you
+    commission_per_share: float = 0.005
+    commission_bps: float = 0.0
+    # Settings overrides applied to every mode (e.g. a looser trade filter), as the decide flow's.
+    policy: dict[str, Any] = Field(default_factory=dict)
+    report_symbol: str | None = None  # trade markers on this symbol's price (default: the most traded)
 
 
 class Settings(BaseSettings):
@@ -438,11 +507,15 @@ class Settings(BaseSettings):
     exits: ExitSettings = Field(default_factory=ExitSettings)
     trade_filter: FilterSettings = Field(default_factory=FilterSettings)
     decision: DecisionSettings = Field(default_factory=DecisionSettings)
+    backtest: BacktestSettings = Field(default_factory=BacktestSettings)
 
     # Module health, learned thresholds and predictive alerts (docs/health.md).
     health: HealthSettings = Field(default_factory=HealthSettings)
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+
+    # Per-symbol-batch work through a task runner: threads, or Dask (docs/scale-out.md).
+    scale_out: ScaleOutSettings = Field(default_factory=ScaleOutSettings)
 
     # Warehouse lock policy: a writer or reader that meets a held lock retries with backoff until this.
     lock_timeout_s: float = 120.0

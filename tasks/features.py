@@ -1,4 +1,7 @@
-"""Prefect tasks of the features flow: load bars (incremental), compute, gate, write."""
+"""Prefect tasks of the features flow: load bars (incremental), compute per symbol batch, gate, write.
+
+Loads and the write run in the flow process; ``compute_batch`` is the only task sent to the task runner.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ from models.features import (
     add_daily_context,
     compute_features_many,
 )
-from qtrader import progress
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
 from sources.base import BAR_COLUMNS
@@ -48,10 +50,44 @@ def load_bars(settings: Settings, interval: str, symbols: list[str] | None, full
     return bars
 
 
-@task(name="compute-features", cache_policy=NO_CACHE)
-def compute(settings: Settings, bars: pd.DataFrame, interval: str) -> pd.DataFrame:
-    """Features of the new bars only (warm-up rows are computed, then dropped)."""
-    log = get_run_logger()
+def _new_rows(bars: pd.DataFrame) -> np.ndarray:
+    """Bars not computed yet; the others are warm-up rows (computed, then dropped)."""
+    last_done = bars["last_done"].to_numpy(dtype=np.float64)
+    return np.isnan(last_done) | (bars["bar_number"].to_numpy() > last_done)
+
+
+@task(name="load-daily-context", cache_policy=NO_CACHE)
+def load_daily_context(settings: Settings, bars: pd.DataFrame, interval: str) -> pd.DataFrame | None:
+    """Daily features the new intraday bars take their d_ context from (None for daily bars).
+
+    Read here, in the flow process, and handed to the batches: task-runner workers never open the warehouse.
+    """
+    if is_daily(interval) or bars.empty:
+        return None
+    new = _new_rows(bars)
+    if not new.any():
+        return None
+    return load_features(
+        settings.warehouse,
+        "1d",
+        FEATURE_SET_VERSION,
+        symbols=sorted(bars.loc[new, "symbol"].unique()),
+        start=pd.to_datetime(bars.loc[new, "ts"], utc=True).min() - pd.Timedelta(days=10),
+        columns=DAILY_CONTEXT_SOURCES,
+        policy=LockPolicy.from_settings(settings),
+    )
+
+
+@task(name="compute-features-batch", cache_policy=NO_CACHE)
+def compute_batch(
+    bars: pd.DataFrame, interval: str, daily: pd.DataFrame | None, exchange: str
+) -> pd.DataFrame:
+    """Features of the new bars of one symbol batch (warm-up rows are computed, then dropped).
+
+    Pure computation on the frames it is given, no warehouse access: it runs wherever the task runner puts
+    it (a thread of the flow process or a Dask worker on another machine). Features are point in time per
+    symbol, so any split into symbol batches gives the same rows.
+    """
     started = time.perf_counter()
     feats = compute_features_many(bars[BAR_COLUMNS])
     same_rows = (feats["symbol"].to_numpy() == bars["symbol"].to_numpy()).all() and (
@@ -60,23 +96,17 @@ def compute(settings: Settings, bars: pd.DataFrame, interval: str) -> pd.DataFra
     if not same_rows:
         raise RuntimeError("features rows do not line up with the bars they came from")
     feats["bar_number"] = bars["bar_number"].to_numpy()
-    last_done = bars["last_done"].to_numpy(dtype=np.float64)
-    new = np.isnan(last_done) | (feats["bar_number"].to_numpy() > last_done)
-    feats = feats[new].reset_index(drop=True)
-    if not is_daily(interval) and len(feats):
-        daily = load_features(
-            settings.warehouse,
-            "1d",
-            FEATURE_SET_VERSION,
-            symbols=sorted(feats["symbol"].unique()),
-            start=feats["ts"].min() - pd.Timedelta(days=10),
-            columns=DAILY_CONTEXT_SOURCES,
-            policy=LockPolicy.from_settings(settings),
+    feats = feats[_new_rows(bars)].reset_index(drop=True)
+    if daily is not None and len(feats):
+        feats = add_daily_context(
+            feats, daily[daily["symbol"].isin(feats["symbol"].unique())], exchange=exchange
         )
-        feats = add_daily_context(feats, daily, exchange=settings.exchange)
-    progress.report(f"features {interval}", 1, 1)
-    log.info(
-        "%s: computed features for %d new bars in %.2fs", interval, len(feats), time.perf_counter() - started
+    get_run_logger().info(
+        "%s: features for %d new bars of %d symbols in %.2fs",
+        interval,
+        len(feats),
+        bars["symbol"].nunique(),
+        time.perf_counter() - started,
     )
     return feats
 
@@ -99,7 +129,7 @@ def write(settings: Settings, gated: FrameGateResult, run_id: str) -> int:
     quarantine = gated.quarantined[["symbol", "interval", "ts", "rule", "severity", "detail"]].assign(
         run_id=run_id, stage="features", quarantined_at=now
     )
-    with warehouse_writer(settings.lock_timeout_s):
+    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
         n = write_features(
             settings.warehouse, rows, quarantine, gated.dq_results, policy=LockPolicy.from_settings(settings)
         )
