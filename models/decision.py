@@ -12,7 +12,7 @@ Order of the checks for one candidate (the first failure is its ``reason_code``)
 4. sizing (models/sizing.py): ``size_rejected`` when it rounds to zero shares;
 5. brackets (models/brackets.py): ``invalid_bracket`` when a leg's prices are not a tick apart.
 
-Candidates are taken best calibrated confidence first, so ``max_open_positions`` and the buying power
+Candidates are taken best calibrated confidence first (raw with ``decision.calibrated_confidence`` off), so ``max_open_positions`` and the buying power
 go to the strongest signals; each accepted one uses up a position slot, buying power and gross exposure
 before the next is sized. The order gate (expectations/suites/orders.json) runs afterwards, on the
 whole batch, in the flow.
@@ -105,6 +105,10 @@ class DecisionContext:
     tick: float = 0.01
     tp_weights: Sequence[float] = (1 / 3, 1 / 3, 1 / 3)
     time_in_force: str = "day"
+    use_calibration: bool = True  # False: filter and rank on the raw ensemble confidence
+
+    def confidence(self, sig: Signal) -> float | None:
+        return _num(sig.confidence_calibrated if self.use_calibration else sig.confidence_raw)
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,7 @@ def assemble(
     filter_cfg = filter_cfg or FilterSettings()
     sizing_cfg = sizing_cfg or SizingSettings()
     exit_cfg = exit_cfg or ExitSettings()
-    ordered = sorted(signals, key=lambda s: (-(_num(s.confidence_calibrated) or -1.0), s.symbol))
+    ordered = sorted(signals, key=lambda s: (-(ctx.confidence(s) or -1.0), s.symbol))
     multiplier, mult_reason = performance_multiplier(ctx.accuracy, ctx.performance_score, sizing_cfg)
     open_positions = ctx.open_positions
     buying_power = float(ctx.buying_power)
@@ -228,9 +232,7 @@ def assemble(
         if sig.direction < 0 and not ctx.allow_short:
             _reject(row, SHORT_DISABLED)
             continue
-        candidate = Candidate(
-            sig.symbol, side, sig.consensus, _num(sig.confidence_calibrated), ctx.source_module, ctx.ts
-        )
+        candidate = Candidate(sig.symbol, side, sig.consensus, ctx.confidence(sig), ctx.source_module, ctx.ts)
         fctx = FilterContext(
             market_open=ctx.market_open,
             overall_health=ctx.overall_health,

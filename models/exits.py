@@ -90,6 +90,8 @@ def adaptive_profile(
     cfg = cfg or ExitSettings()
     if not (isinstance(atr, int | float) and math.isfinite(atr) and atr > 0):
         raise ValueError(f"ATR must be a finite number > 0, got {atr!r}")
+    if not cfg.adaptive:
+        return fixed_profile(atr, cfg)
     rates = {k: _rate((hit_rates or {}).get(k)) for k in ("tp1", "tp2", "tp3")}
     m1 = tp_multiplier(rates["tp1"], cfg.tp1_rate_high, cfg.tp1_rate_low, cfg.tp_mult_up, cfg.tp_mult_down)
     m2 = tp_multiplier(rates["tp2"], cfg.tp2_rate_high, cfg.tp2_rate_low, cfg.tp_mult_up, cfg.tp_mult_down)
@@ -131,6 +133,17 @@ def adaptive_profile(
         vol_state=state.value,
         reason=reason,
     )
+
+
+def fixed_profile(atr: float, cfg: ExitSettings | None = None) -> ExitProfile:
+    """The old system's profile (``exits.adaptive = False``): TPs at tp*_atr and the stop at stop_atr."""
+    cfg = cfg or ExitSettings()
+    return ExitProfile(
+        atr=float(atr), tp1=atr * cfg.tp1_atr, tp2=atr * cfg.tp2_atr, tp3=atr * cfg.tp3_atr,
+        stop=atr * cfg.stop_atr, tp1_mult=1.0, tp2_mult=1.0, tp3_mult=1.0, regime_mult=1.0,
+        learned_factor=1.0, confidence=None, vol_state=VolState.NORMAL.value,
+        reason=f"Fixed TP/SL: TP {cfg.tp1_atr:g}/{cfg.tp2_atr:g}/{cfg.tp3_atr:g} ATR, stop {cfg.stop_atr:g} ATR",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -305,12 +318,15 @@ def next_stop(
     alerts: Iterable[Any] = (),
     cfg: ExitSettings | None = None,
 ) -> StopUpdate | None:
-    """All rules at once; the tightest candidate wins (None: keep the active stop)."""
+    """All rules at once; the tightest candidate wins (None: keep the active stop). ``cfg.adaptive`` off
+    drops the health-gated rule, ``cfg.predictive`` off the predictive one; breakeven always applies."""
     cfg = cfg or ExitSettings()
     cands = [
         breakeven_after_tp1(entry, active_stop, side, cfg) if tp1_filled else None,
-        health_gated_adjustment(overall_health, ensemble_health, entry, current, active_stop, side, cfg),
-        predictive_tightening(alerts, entry, active_stop, side, cfg, overall_health),
+        health_gated_adjustment(overall_health, ensemble_health, entry, current, active_stop, side, cfg)
+        if cfg.adaptive
+        else None,
+        predictive_tightening(alerts, entry, active_stop, side, cfg, overall_health) if cfg.predictive else None,
     ]
     cands = [c for c in cands if c is not None]
     if not cands:

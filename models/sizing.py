@@ -31,6 +31,8 @@ def performance_multiplier(
 ) -> tuple[float, str]:
     """(multiplier, reason) from a module's benchmarked accuracy (fraction) and performance score."""
     cfg = cfg or SizingSettings()
+    if not cfg.performance_sizing:
+        return 1.0, "uniform sizing: x1"
     if _finite(accuracy) and accuracy >= cfg.accuracy_high:
         mult, why = (
             cfg.multiplier_high,

@@ -110,13 +110,13 @@ def filter_candidate(
 
     overall = _num(context.overall_health)
     details["overall_health"] = overall
-    if overall is None or overall < cfg.min_overall_health:
-        failed.append(Reason.ai_health_degraded)
-
     mod = _num(context.module_health.get(candidate.source_module))
     details["module_health"] = {candidate.source_module: mod}
-    if mod is None or mod < cfg.min_module_health:
-        failed.append(Reason.module_health_degraded)
+    if cfg.health_gating:
+        if overall is None or overall < cfg.min_overall_health:
+            failed.append(Reason.ai_health_degraded)
+        if mod is None or mod < cfg.min_module_health:
+            failed.append(Reason.module_health_degraded)
 
     if sym in context.open_position_symbols:
         failed.append(Reason.position_open)
