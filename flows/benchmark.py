@@ -9,13 +9,7 @@ from prefect.runtime import flow_run
 
 from qtrader.calendar import utc
 from qtrader.settings import load_settings
-from tasks.benchmark import (
-    benchmark_windows,
-    load_labelled_predictions,
-    publish_benchmark_table,
-    record_benchmarks,
-    score_modules,
-)
+from tasks.benchmark import benchmark_pass, benchmark_windows, publish_benchmark_table
 from tasks.failures import publish_failure
 from tasks.ingest import new_run_id
 
@@ -31,19 +25,18 @@ def benchmark(
     windows: list[str] | None = None,
     warehouse: str | None = None,
     now: str | None = None,
+    overrides: dict | None = None,
 ) -> dict:
     """Benchmark every module with predictions on ``interval`` over ``windows`` (default: configured).
 
     Windows end at the newest labelled bar; ``now`` pins ``computed_at`` (tests, backfills).
     """
-    settings = load_settings(warehouse=warehouse)
+    settings = load_settings(warehouse=warehouse, **(overrides or {}))
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     run_id = new_run_id("benchmark")
     chosen = benchmark_windows(settings, interval, windows)
 
-    labelled = load_labelled_predictions(settings, interval)
-    benchmarks, exits, end = score_modules(settings, labelled, chosen)
-    benchmarks, exits = record_benchmarks(settings, interval, benchmarks, exits, run_id, clock)
+    benchmarks, exits, end = benchmark_pass(settings, interval, chosen, clock, run_id)
     table = publish_benchmark_table(interval, run_id, benchmarks, exits)
     get_run_logger().info(
         "benchmark %s: %d modules x %d windows up to %s",

@@ -10,14 +10,7 @@ from prefect.runtime import flow_run
 from qtrader.calendar import utc
 from qtrader.settings import load_settings
 from tasks.failures import publish_failure
-from tasks.health import (
-    evaluate_alerts,
-    load_alert_context,
-    load_health_inputs,
-    publish_health,
-    record_health,
-    score_health,
-)
+from tasks.health import health_pass, publish_health
 from tasks.ingest import new_run_id
 
 
@@ -27,19 +20,16 @@ from tasks.ingest import new_run_id
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
-def health(warehouse: str | None = None, now: str | None = None) -> dict:
+def health(warehouse: str | None = None, now: str | None = None, overrides: dict | None = None) -> dict:
     """``now`` pins the clock (tests, backfills): lags and ages are measured against it, and bars and
     features after it are not read."""
-    settings = load_settings(warehouse=warehouse)
+    settings = load_settings(warehouse=warehouse, **(overrides or {}))
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     run_id = new_run_id("health")
 
-    inputs = load_health_inputs(settings, clock)
-    context = load_alert_context(settings, clock)
-    result = score_health(settings, inputs, context.thresholds, clock)
-    evaluations, changes = evaluate_alerts(settings, context, result, clock)
-    counts = record_health(settings, result, changes, run_id, clock)
-    publish_health(settings, result, context.thresholds, clock, run_id)
+    done = health_pass(settings, clock, run_id)
+    result, changes, counts = done.result, done.changes, done.counts
+    publish_health(settings, result, done.context.thresholds, clock, run_id)
     return {
         "run_id": run_id,
         "flow_run_id": str(flow_run.id) if flow_run.id else None,

@@ -38,13 +38,14 @@ def retrain(
     modules: list[str] | None = None,
     warehouse: str | None = None,
     now: str | None = None,
+    overrides: dict | None = None,
 ) -> dict:
     """Retrain ``modules`` (default: the configured members and the ensemble) on ``interval`` bars.
 
     ``now`` pins the registry's clock (tests, backfills); the data window is always the newest stored bars.
     """
     log = get_run_logger()
-    settings = load_settings(warehouse=warehouse)
+    settings = load_settings(warehouse=warehouse, **(overrides or {}))
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     run_id = new_run_id("retrain")
     members, with_ensemble = _modules(settings, modules)

@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from qtrader.calendar import utc
 from qtrader.settings import load_settings
 from tasks.failures import publish_failure
-from tasks.health import learn_thresholds, load_metric_history, publish_thresholds, record_thresholds
+from tasks.health import publish_thresholds, thresholds_pass
 from tasks.ingest import new_run_id
 
 
@@ -20,15 +20,13 @@ from tasks.ingest import new_run_id
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
-def thresholds(warehouse: str | None = None, now: str | None = None) -> dict:
+def thresholds(warehouse: str | None = None, now: str | None = None, overrides: dict | None = None) -> dict:
     """``now`` pins the clock: the history read ends there and the rows are stamped with it."""
-    settings = load_settings(warehouse=warehouse)
+    settings = load_settings(warehouse=warehouse, **(overrides or {}))
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     run_id = new_run_id("thresholds")
 
-    history = load_metric_history(settings, clock)
-    learned = learn_thresholds(settings, history)
-    written = record_thresholds(settings, learned, clock, run_id)
+    learned, written = thresholds_pass(settings, clock, run_id)
     publish_thresholds(learned, clock, run_id)
     return {
         "run_id": run_id,

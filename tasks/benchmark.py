@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ from models.labels import BarrierProfile
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
 from tasks.retrain import policy, score_params
+from tasks.steps import step
 from tasks.writer import warehouse_writer
 from warehouse.models import load_bars_with_atr, load_predictions, write_benchmarks
 
@@ -89,7 +91,7 @@ def record_benchmarks(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     b = benchmarks.assign(run_id=run_id, computed_at=now, interval=interval)
     e = exits.assign(run_id=run_id, computed_at=now, interval=interval)
-    with warehouse_writer(settings.lock_timeout_s):
+    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
         write_benchmarks(settings.warehouse, b, e, policy=policy(settings))
     get_run_logger().info("wrote %d benchmark rows and %d exit_stats rows", len(b), len(e))
     return b, e
@@ -131,3 +133,19 @@ def artifact_rows(benchmarks: pd.DataFrame, exits: pd.DataFrame) -> list[dict]:
                 clean[k] = v.item() if isinstance(v, np.generic) else v
         out.append(clean)
     return out
+
+
+def benchmark_pass(
+    settings: Settings,
+    interval: str,
+    windows: list[str],
+    now: pd.Timestamp,
+    run_id: str,
+    *,
+    tracked: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """Score and record every module's predictions per window (the benchmark flow's body)."""
+    labelled = step(load_labelled_predictions, tracked)(settings, interval)
+    benchmarks, exits, end = step(score_modules, tracked)(settings, labelled, windows)
+    benchmarks, exits = step(record_benchmarks, tracked)(settings, interval, benchmarks, exits, run_id, now)
+    return benchmarks, exits, end

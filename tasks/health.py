@@ -26,6 +26,7 @@ from models.health import (
 )
 from models.thresholds import METRICS, LearnedThreshold, default_threshold, learn_all
 from qtrader.settings import Settings
+from tasks.steps import step
 from tasks.writer import warehouse_writer
 from warehouse.db import LockPolicy
 from warehouse.health import (
@@ -178,7 +179,7 @@ def evaluate_alerts(
 def record_health(
     settings: Settings, result: HealthResult, changes: AlertChanges, run_id: str, now: pd.Timestamp
 ) -> dict:
-    with warehouse_writer(settings.lock_timeout_s):
+    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
         counts = write_health(
             settings.warehouse,
             result.rows,
@@ -305,7 +306,7 @@ def learn_thresholds(settings: Settings, history: pd.DataFrame) -> list[tuple[st
 def record_thresholds(
     settings: Settings, learned: list[tuple[str, LearnedThreshold]], now: pd.Timestamp, run_id: str
 ) -> int:
-    with warehouse_writer(settings.lock_timeout_s):
+    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
         n = write_thresholds(
             settings.warehouse, threshold_rows(learned, now, run_id), policy=policy(settings)
         )
@@ -331,3 +332,33 @@ def publish_thresholds(learned: list[tuple[str, LearnedThreshold]], now: pd.Time
     md = "\n".join(out)
     create_markdown_artifact(key="thresholds-summary", markdown=md, description="Learned thresholds")
     return md
+
+
+# -------------------------------------------------------------------------------------- the flows' bodies
+
+
+@dataclass
+class HealthPass:
+    result: HealthResult
+    context: AlertContext
+    changes: AlertChanges
+    counts: dict
+
+
+def health_pass(settings: Settings, now: pd.Timestamp, run_id: str, *, tracked: bool = True) -> HealthPass:
+    """Score, trend and record health at ``now`` (the health flow; the backtest runs it untracked)."""
+    inputs = step(load_health_inputs, tracked)(settings, now)
+    context = step(load_alert_context, tracked)(settings, now)
+    result = step(score_health, tracked)(settings, inputs, context.thresholds, now)
+    _, changes = step(evaluate_alerts, tracked)(settings, context, result, now)
+    counts = step(record_health, tracked)(settings, result, changes, run_id, now)
+    return HealthPass(result, context, changes, counts)
+
+
+def thresholds_pass(
+    settings: Settings, now: pd.Timestamp, run_id: str, *, tracked: bool = True
+) -> tuple[list[tuple[str, LearnedThreshold]], int]:
+    """Learn and record thresholds from the metric history up to ``now`` (the thresholds flow's body)."""
+    history = step(load_metric_history, tracked)(settings, now)
+    learned = step(learn_thresholds, tracked)(settings, history)
+    return learned, step(record_thresholds, tracked)(settings, learned, now, run_id)

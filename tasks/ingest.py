@@ -91,7 +91,7 @@ def write_gated(settings: Settings, run: IngestRun, gated: GateResult, source_na
     run.rows_written = len(bars)
     run.finished_at = pd.Timestamp.now(tz="UTC")
     run.write_s = None
-    with warehouse_writer(settings.lock_timeout_s):
+    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
         write_ingest(
             settings.warehouse,
             run,
@@ -115,7 +115,7 @@ def write_gated(settings: Settings, run: IngestRun, gated: GateResult, source_na
 
 @task(name="record-failed-run", cache_policy=NO_CACHE)
 def record_failure(settings: Settings, run: IngestRun) -> None:
-    with warehouse_writer(settings.lock_timeout_s):
+    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
         record_failed_run(settings.warehouse, run, policy=LockPolicy.from_settings(settings))
 
 

@@ -477,7 +477,7 @@ def record_retrain(
 ) -> int:
     now = pd.Timestamp.now(tz="UTC")
     predictions = gated.passed.assign(run_id=run_id, predicted_at=now)
-    with warehouse_writer(settings.lock_timeout_s):
+    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
         write_retrain(
             settings.warehouse,
             record.registry,

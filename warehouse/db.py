@@ -120,12 +120,51 @@ def _configure(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET TimeZone = 'UTC'")
 
 
+# Warehouses this process holds open for a while (``pinned``): resolved path -> its one connection.
+_PINNED: dict[Path, duckdb.DuckDBPyConnection] = {}
+
+
+def is_pinned(path: str | Path) -> bool:
+    return bool(_PINNED) and Path(path).resolve() in _PINNED
+
+
+@contextmanager
+def pinned(path: str | Path, *, policy: LockPolicy | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Hold one read-write connection to ``path`` for the block; every ``connect`` / ``transaction`` /
+    ``query_df`` of that file in this process gets a cursor of it instead of opening the file.
+
+    Only for a warehouse this process owns alone (a backtest's scratch warehouse): the short-connection
+    rule exists for files other processes share, and a replay would otherwise open its file thousands of
+    times. Transactions still begin and commit per unit of work.
+    """
+    key = Path(path).resolve()
+    if key in _PINNED:
+        yield _PINNED[key]
+        return
+    with connect(path, policy=policy) as con:
+        _PINNED[key] = con
+        try:
+            yield con
+        finally:
+            _PINNED.pop(key, None)
+
+
 @contextmanager
 def connect(
     path: str | Path, *, read_only: bool = False, policy: LockPolicy | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection. Read-write opens create the file and apply pending migrations."""
+    """A short-lived connection (a cursor of the pinned one, see ``pinned``). Read-write opens create the
+    file and apply pending migrations."""
     path = Path(path)
+    held = _PINNED.get(path.resolve()) if _PINNED else None
+    if held is not None:
+        cur = held.cursor()
+        try:
+            _configure(cur)
+            yield cur
+        finally:
+            cur.close()
+        return
     policy = policy or LockPolicy()
     if read_only and not path.exists():
         raise WarehouseMissing(f"no warehouse at {path}: run `qtrader init` or `qtrader ingest` first")
