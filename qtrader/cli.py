@@ -179,7 +179,8 @@ def ingest(
     _print_ingest(result)
 
 
-def _run_ingest(**params) -> dict:
+def _with_progress(fn: Callable[[], object]) -> object:
+    """Run ``fn`` with a progress bar per stage that library code reports (qtrader.progress)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from qtrader import progress
@@ -200,12 +201,16 @@ def _run_ingest(**params) -> dict:
             bar.update(tasks[stage], completed=done, total=total)
 
         def run():
-            from flows.ingest import ingest as ingest_flow
-
             with progress.listening(on_progress):
-                return ingest_flow(**params)
+                return fn()
 
         return _guard(run)
+
+
+def _run_ingest(**params) -> dict:
+    from flows.ingest import ingest as ingest_flow
+
+    return _with_progress(lambda: ingest_flow(**params))
 
 
 def _print_ingest(result: dict) -> None:
@@ -270,6 +275,7 @@ def demo(warehouse: WarehouseOpt = None) -> None:
     _demo_models(db)
     _demo_health(db)
     _demo_decide(db)
+    _demo_backtest(db)
 
 
 def _print_sql(db: str | Path, sql: str, max_rows: int = 50) -> None:
@@ -366,6 +372,29 @@ SCOREBOARD_COLUMNS = [
     ("performance_score", "score"),
     ("champion", "champion since"),
 ]
+
+
+@app.command()
+def features(
+    warehouse: WarehouseOpt = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Comma-separated intervals (default: all configured).")
+    ] = None,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated symbols (default: all stored).")
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="Recompute every bar, not only new ones.")] = False,
+) -> None:
+    """Compute point-in-time TA-Lib features (all 61 candlestick patterns) for stored bars, through the gate."""
+    from flows.features import features as features_flow
+
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    result = _guard(lambda: features_flow(intervals=_csv_list(interval), symbols=_csv_list(symbols), full=full,
+                                          warehouse=str(settings.warehouse)))  # fmt: skip
+    for s in result["intervals"]:
+        console.print(
+            f"  {s['interval']}: {s['written']:,} feature rows written, {s['quarantined']} quarantined"
+        )
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -935,6 +964,112 @@ def _demo_decide(db: str) -> None:
     _print_account(db, str(settings.broker), recent=12)
     html, png = _guard(lambda: _plot_equity(db, str(settings.broker), settings.data_dir))
     console.print(f"Equity curve: {html} and {png}  (any time: qtrader account --plot)")
+
+
+# ----------------------------------------------------------------------------------------------- backtest
+
+DEMO_BACKTEST_BARS = 40
+# The demo's three years of daily history hold ~756 sessions: a 3-split walk-forward fits in 600 bars of
+# warm-up, so the last 40 bars can be replayed with a monthly retrain (the default needs 750 + 4 splits).
+DEMO_BACKTEST = {"retrain": {"n_splits": 3}, "backtest": {"warmup_bars": 600, "policy": DEMO_POLICY}}
+
+
+def _demo_backtest(db: str) -> None:
+    from flows.backtest import backtest as backtest_flow
+    from warehouse.decisions import decision_bars
+
+    times = _guard(lambda: decision_bars(db, "1d", None, DEMO_BACKTEST_BARS))
+    console.rule(f"Backtest the last {len(times)} daily bars: static vs adaptive and each ablation")
+    console.print(f"Settings for the demo: {DEMO_BACKTEST}  (full run: qtrader backtest)")
+    result = _with_progress(lambda: backtest_flow(start=str(times[0]), warehouse=db, overrides=DEMO_BACKTEST))
+    _print_backtest(db, result)
+
+
+@app.command()
+def backtest(
+    warehouse: WarehouseOpt = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Bar interval (default: backtest.interval, 1d).")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="First replayed bar (default: after backtest.warmup_bars of history).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Last replayed bar (default: the newest stored).")] = None,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated symbols (default: all stored).")
+    ] = None,
+    modes: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated modes: static, adaptive, no_adaptive_exits, no_health_gating, "
+            "no_performance_sizing, no_calibration, no_predictive_tightening (default: all)."
+        ),
+    ] = None,  # fmt: skip
+    signals: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV/Parquet of your own entries (symbol, ts, side): replayed through qtrader's "
+            "exit planner and fills as mode 'signals'."
+        ),
+    ] = None,  # fmt: skip
+    report: Annotated[bool, typer.Option(help="Write the HTML and PNG report.")] = True,
+    symbol: Annotated[str | None, typer.Option(help="Symbol whose price shows the trade markers.")] = None,
+) -> None:
+    """Replay history through the live decision code: static (seed 002's old system) vs adaptive and one
+    ablation per enhancement, with costs; prints the table and writes the report.
+
+    Results land in backtest_runs / backtest_trades / backtest_equity; each mode's scratch warehouse
+    (every decision, order and fill) stays under data/backtests/<run_id>/ for SQL."""
+    from flows.backtest import backtest as backtest_flow
+
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    result = _with_progress(
+        lambda: backtest_flow(
+            interval=interval, start=start, end=end, symbols=_csv_list(symbols), modes=_csv_list(modes),
+            signals=str(signals) if signals else None, warehouse=str(settings.warehouse), report=report,
+            report_symbol=symbol,
+        )
+    )  # fmt: skip
+    _print_backtest(settings.warehouse, result)
+
+
+def _print_backtest(db, result: dict) -> None:
+    from tasks.backtest import table_rows
+    from warehouse.backtest import latest_table
+
+    runs = _guard(lambda: latest_table(db, result["run_id"]))
+    r0 = runs.iloc[0]
+    title = (
+        f"Backtest {result['run_id']}: {r0['interval']} bars {pd_ts(r0['start_ts']):%Y-%m-%d} to "
+        f"{pd_ts(r0['end_ts']):%Y-%m-%d} ({r0['bars']} bars, {r0['symbols']} symbols), costs included"
+    )
+    for rows, caption in (
+        (
+            table_rows(runs, with_diff=False),
+            "Sharpe/Sortino annualised from per-bar equity returns, risk-free 0",
+        ),
+        (table_rows(runs, diff_only=True), "difference from static"),
+    ):
+        if not rows:
+            continue
+        table = Table(show_edge=False, title=title if "annualised" in caption else None, caption=caption)
+        for col in rows[0]:
+            table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
+        for row in rows:
+            table.add_row(*row.values())
+        console.print(table)
+    console.print(
+        f"model timeline: {result['timeline_seconds']}s ({', '.join(f'{k} {v}' for k, v in result['model_runs'].items())}); "
+        f"modes: {', '.join(f'{k} {v}s' for k, v in result['mode_seconds'].items())}"
+    )
+    if result.get("report"):
+        console.print(f"Report: {result['report'][0]} and {result['report'][1]}")
+    console.print(f"Scratch warehouses (every decision, order and fill per mode): {result['scratch']}")
+    console.print(
+        "SQL: qtrader sql \"SELECT mode, exit_reason, count(*) AS n, round(avg(pnl_pct) * 100, 2) AS avg_pct "
+        "FROM backtest_trades WHERE run_id = (SELECT max(run_id) FROM backtest_runs) GROUP BY ALL ORDER BY ALL\"",
+        soft_wrap=True, highlight=False,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

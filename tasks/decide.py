@@ -27,6 +27,7 @@ from expectations.frame_gate import gate_frame
 from models import decision as dm
 from models.brackets import Side
 from models.features import FEATURE_SET_VERSION
+from models.thresholds import LearnedThreshold
 from models.training import live_predictions
 from qtrader.calendar import in_session, is_daily
 from qtrader.settings import Settings
@@ -241,6 +242,73 @@ def open_brackets(orders, decision_orders: pd.DataFrame) -> tuple[list[dm.OpenBr
     return out, tp1
 
 
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the decision reads of the benchmarks and thresholds: the source module's accuracy,
+    performance score and TP hit rates, and the learned stop cap."""
+
+    stats: dict[str, float | None]
+    stop_cap: LearnedThreshold
+
+
+def model_inputs(settings: Settings, interval: str) -> ModelInputs:
+    d = settings.decision
+    window = d.benchmark_window_daily if is_daily(interval) else d.benchmark_window_intraday
+    pol = policy(settings)
+    stats = wd.latest_module_stats(settings.warehouse, d.source_module, interval, window, policy=pol)
+    cap = learned_threshold(
+        d.stop_threshold_module, "stop_distance_atr", warehouse=settings.warehouse, policy=pol
+    )
+    return ModelInputs(stats, cap)
+
+
+@dataclass
+class BarPredictions:
+    p_up: pd.DataFrame  # symbol x member
+    new: pd.DataFrame  # gated new prediction rows (run_id, predicted_at set)
+    detail: dict[str, dict[str, Any]]
+    quarantined: int
+    dq: list[pd.DataFrame]
+
+
+def predict_bar(
+    champions: dict[str, Champion],
+    members: list[str],
+    data: dict[str, Any],
+    interval: str,
+    ts: pd.Timestamp,
+    run_id: str,
+    clock: Callable[[], pd.Timestamp],
+) -> BarPredictions:
+    """Every member's P(up) at the bar: stored ones, or made by the champion and gated (predictions suite)."""
+    p_up, new_preds, detail = member_predictions(
+        champions, members, data["features"], data["predictions"], interval, ts
+    )
+    quarantined, dq = 0, []
+    if len(new_preds):
+        gated = gate_frame(new_preds, suite="predictions", run_id=run_id, stage="predictions")
+        quarantined = len(gated.quarantined)
+        bad = gated.quarantined
+        for sym, mod in zip(bad.get("symbol", []), bad.get("module", []), strict=False):
+            p_up.loc[sym, mod] = np.nan
+        new_preds = gated.passed.assign(run_id=run_id, predicted_at=clock())
+        dq.append(gated.dq_results)
+    return BarPredictions(p_up, new_preds, detail, quarantined, dq)
+
+
+def record_predictions(settings: Settings, preds: BarPredictions) -> int:
+    """A bar's new predictions (and their DQ verdicts) without decisions: the backtest's model timeline."""
+    return wd.write_decisions(
+        settings.warehouse, pd.DataFrame(), pd.DataFrame(), preds.new,
+        pd.concat(preds.dq, ignore_index=True) if preds.dq else None,
+        prediction_columns=PREDICTION_COLUMNS, policy=policy(settings),
+    )  # fmt: skip
+
+
+# Replaces the ensemble's signals at a bar (the backtest's --signals): (bar time, features) -> signals.
+SignalSource = Callable[[pd.Timestamp, pd.DataFrame], list[dm.Signal]]
+
+
 def run_bar(
     settings: Settings,
     broker: Broker,
@@ -250,8 +318,15 @@ def run_bar(
     health: HealthView,
     run_id: str,
     clock: Callable[[], pd.Timestamp] | None = None,
+    *,
+    model: ModelInputs | None = None,
+    signal_source: SignalSource | None = None,
 ) -> dict[str, Any]:
-    """One decision bar, end to end (module docstring). Returns a summary for the artifact."""
+    """One decision bar, end to end (module docstring). Returns a summary for the artifact.
+
+    ``model``: the benchmarks and thresholds in force (default: the newest stored; a backtest passes the
+    ones of the simulated time). ``signal_source``: entries from elsewhere instead of the ensemble's.
+    """
     clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
     path, pol, name = settings.warehouse, policy(settings), broker.name
     timings: dict[str, float] = {}
@@ -279,35 +354,21 @@ def run_bar(
     members = [m for m in settings.signal.members if m in champions and champions[m].artifact is not None]
     data = wd.bar_frame(path, interval, ts, FEATURE_SET_VERSION, members, name, policy=pol)
     features = data["features"]
-    p_up, new_preds, detail = member_predictions(
-        champions, members, features, data["predictions"], interval, ts
-    )
-    quarantined_preds = 0
-    dq_frames = []
-    if len(new_preds):
-        gated = gate_frame(new_preds, suite="predictions", run_id=run_id, stage="predictions")
-        quarantined_preds = len(gated.quarantined)
-        bad = gated.quarantined
-        for sym, mod in zip(bad.get("symbol", []), bad.get("module", []), strict=False):
-            p_up.loc[sym, mod] = np.nan
-        new_preds = gated.passed.assign(run_id=run_id, predicted_at=clock())
-        dq_frames.append(gated.dq_results)
     ens = champions[source].artifact
-    sig = settings.signal
-    signals = dm.ensemble_signals(
-        p_up, features, weights=getattr(ens, "weights", None), calibrator=ens.calibrator,
-        seed_accuracy=ens.seed_accuracy, min_edge=sig.ensemble_min_edge, strong=sig.ensemble_strong,
-        weak=sig.ensemble_weak, min_voters=sig.ensemble_min_voters, module_detail=detail,
-    )  # fmt: skip
-    window = (
-        settings.decision.benchmark_window_daily
-        if is_daily(interval)
-        else settings.decision.benchmark_window_intraday
-    )
-    stats = wd.latest_module_stats(path, source, interval, window, policy=pol)
-    stop_cap = learned_threshold(
-        settings.decision.stop_threshold_module, "stop_distance_atr", warehouse=path, policy=pol
-    )
+    if signal_source is not None:
+        preds = BarPredictions(pd.DataFrame(), pd.DataFrame(columns=PREDICTION_COLUMNS), {}, 0, [])
+        signals = signal_source(ts, features)
+    else:
+        preds = predict_bar(champions, members, data, interval, ts, run_id, clock)
+        sig = settings.signal
+        signals = dm.ensemble_signals(
+            preds.p_up, features, weights=getattr(ens, "weights", None), calibrator=ens.calibrator,
+            seed_accuracy=ens.seed_accuracy, min_edge=sig.ensemble_min_edge, strong=sig.ensemble_strong,
+            weak=sig.ensemble_weak, min_voters=sig.ensemble_min_voters, module_detail=preds.detail,
+        )  # fmt: skip
+    new_preds, quarantined_preds, dq_frames = preds.new, preds.quarantined, list(preds.dq)
+    model = model or model_inputs(settings, interval)
+    stats, stop_cap = model.stats, model.stop_cap
     lap("inputs")
 
     # 3. Exits of open positions: breakeven after TP1, health-gated tightening, predictive tightening.
@@ -371,6 +432,7 @@ def run_bar(
         tick=settings.orders.tick,
         tp_weights=tuple(settings.orders.tp_weights),
         time_in_force=settings.orders.time_in_force,
+        use_calibration=settings.decision.calibrated_confidence,
     )
     batch = dm.assemble(signals, ctx, settings.trade_filter, settings.sizing, settings.exits)
     lap("assemble")

@@ -1,0 +1,100 @@
+"""Backtest flow: load history -> model timeline in simulated time -> replay each mode through the live
+decision bar -> record backtest_runs / trades / equity -> report and table artifact (tasks/backtest.py)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from models import backtest as mb
+from qtrader.calendar import utc
+from qtrader.settings import load_settings
+from tasks.backtest import (
+    backtest_report,
+    external_signals,
+    load_history,
+    mode_settings,
+    model_timeline,
+    publish_backtest,
+    read_signals,
+    record_backtest,
+    replay_mode,
+    replay_times,
+    signals_overrides,
+)
+from tasks.failures import publish_failure
+from tasks.ingest import new_run_id
+
+
+@flow(
+    name="backtest",
+    description="Replay history through the live decision code: static vs adaptive and the ablations.",
+    on_failure=[publish_failure],
+    on_crashed=[publish_failure],
+)
+def backtest(
+    interval: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    symbols: list[str] | None = None,
+    modes: list[str] | None = None,
+    signals: str | None = None,
+    warehouse: str | None = None,
+    overrides: dict | None = None,
+    report: bool = True,
+    report_symbol: str | None = None,
+) -> dict:
+    """Backtest ``modes`` (default ``backtest.modes``) on ``interval`` bars from ``start`` to ``end``.
+
+    ``signals``: a CSV/Parquet file of the user's entries (symbol, ts, side), replayed as mode
+    ``signals`` through qtrader's exits and fills (alone unless ``modes`` is given). ``overrides``:
+    settings to override, e.g. ``{"backtest": {"retrain_every_bars_daily": 63}}``.
+    """
+    log = get_run_logger()
+    settings = load_settings(warehouse=warehouse, **(overrides or {}))
+    cfg = settings.backtest
+    interval = interval or cfg.interval
+    chosen = mb.check_modes(modes if modes is not None else ([] if signals else cfg.modes))
+    run_id = new_run_id("backtest")
+    started_at = pd.Timestamp.now(tz="UTC")
+
+    history = load_history(settings, interval, symbols, utc(end) if end else None)
+    entries = read_signals(signals, history) if signals else None
+    times = replay_times(history.times, utc(start) if start else None, utc(end) if end else None,
+                         cfg.warmup_bars)  # fmt: skip
+    folder = settings.data_dir / "backtests" / run_id
+    log.info("backtest %s: %d %s bars from %s to %s, modes %s", run_id, len(times), interval, times[0],
+             times[-1], ", ".join(chosen + (["signals"] if signals else [])))  # fmt: skip
+
+    timeline = model_timeline(settings, interval, history, times, folder, run_id, overrides)
+    results = [
+        replay_mode(settings, timeline, m, o, run_id) for m, o in mode_settings(settings, chosen).items()
+    ]
+    if entries is not None:
+        results.append(
+            replay_mode(settings, timeline, mb.SIGNALS, signals_overrides(settings), run_id,
+                        signal_source=external_signals(entries))
+        )  # fmt: skip
+    runs = record_backtest(
+        settings, run_id, timeline, results, started_at, int(history.bars["symbol"].nunique())
+    )
+
+    paths = backtest_report(settings, run_id, folder, report_symbol or cfg.report_symbol) if report else None
+    table = publish_backtest(runs, run_id, paths)
+    return {
+        "run_id": run_id,
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "interval": interval,
+        "start": str(times[0]),
+        "end": str(times[-1]),
+        "bars": len(times),
+        "modes": [r.mode for r in results],
+        "model_runs": timeline.runs,
+        "timeline_seconds": round(timeline.seconds, 1),
+        "mode_seconds": {r.mode: round(r.seconds, 1) for r in results},
+        "table": table,
+        "report": paths,
+        "scratch": str(folder),
+        "warehouse": str(settings.warehouse),
+    }

@@ -1,0 +1,205 @@
+"""Backtest modes and their scorecard (pure: no I/O).
+
+Modes are settings overrides, so a backtest runs exactly the live decision code under another policy:
+
+- ``adaptive``: every enhancement of seed 000 on (the live defaults);
+- ``no_<enhancement>``: one enhancement off (an ablation);
+- ``static``: all of them off with seed 002's old exit profile (TP1 1R, TP2 2.5R, TP3 4R in ATR units,
+  stop 1.5 ATR): no health gating, uniform sizing, raw confidence, fixed exits, no predictive tightening.
+
+``scorecard`` turns a mode's closed trades and per-bar equity into the seed-style row.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Each enhancement and the settings that switch it off.
+ENHANCEMENTS: dict[str, dict[str, dict[str, Any]]] = {
+    "adaptive_exits": {"exits": {"adaptive": False}},
+    "health_gating": {"trade_filter": {"health_gating": False}},
+    "performance_sizing": {"sizing": {"performance_sizing": False}},
+    "calibration": {"decision": {"calibrated_confidence": False}},
+    "predictive_tightening": {"exits": {"predictive": False}},
+}
+EXTERNAL = "EXTERNAL"  # the consensus of a user's own entry (--signals)
+STATIC = "static"
+ADAPTIVE = "adaptive"
+SIGNALS = "signals"
+MODES = [STATIC, ADAPTIVE, *[f"no_{e}" for e in ENHANCEMENTS]]
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def mode_overrides(
+    mode: str, static_exits: Mapping[str, float], policy: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Settings overrides of ``mode`` on top of ``policy`` (overrides shared by every mode).
+
+    ``static_exits``: ExitSettings fields of the old profile (tp1_atr, tp2_atr, tp3_atr, stop_atr).
+    """
+    out = deep_merge({}, policy or {})
+    if mode == ADAPTIVE:
+        return out
+    if mode == STATIC:
+        for off in ENHANCEMENTS.values():
+            out = deep_merge(out, off)
+        return deep_merge(out, {"exits": dict(static_exits)})
+    if mode.startswith("no_") and mode[3:] in ENHANCEMENTS:
+        return deep_merge(out, ENHANCEMENTS[mode[3:]])
+    raise ValueError(f"unknown backtest mode {mode!r}; known: {', '.join(MODES)}")
+
+
+# The signals mode: the user's entries are taken as they are (no consensus, confidence or health gate on
+# them; the rest of the filter, sizing, exits and fills are qtrader's).
+SIGNALS_POLICY: dict[str, dict[str, Any]] = {
+    "trade_filter": {"allowed_consensus": [EXTERNAL], "min_confidence": 0.0, "health_gating": False},
+    "sizing": {"performance_sizing": False},
+}
+
+_SIDES = {"buy": 1, "long": 1, "1": 1, "+1": 1, "sell": -1, "short": -1, "-1": -1}
+
+
+def validate_signals(frame: pd.DataFrame, bars: pd.DataFrame, *, source: str = "signals") -> pd.DataFrame:
+    """(symbol, ts, side) rows -> (symbol, ts UTC, direction +1/-1), or a ValueError naming every problem.
+
+    Each entry must name a stored symbol and one of its bar times (daily bars: the session date); side is
+    buy/long/1 or sell/short/-1; a (symbol, ts) pair appears once.
+    """
+    missing = [c for c in ("symbol", "ts", "side") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; expected symbol, ts, side")
+    if frame.empty:
+        raise ValueError(f"{source}: no entries")
+    out = frame[["symbol", "ts", "side"]].copy()
+    out["symbol"] = out["symbol"].astype(str).str.strip()
+    ts = pd.to_datetime(out["ts"], utc=True, errors="coerce")
+    problems = []
+    bad_ts = ts.isna()
+    if bad_ts.any():
+        problems.append(f"unparseable ts on row(s) {(out.index[bad_ts] + 2).tolist()[:10]}")
+    out["ts"] = ts
+    out["direction"] = out["side"].astype(str).str.strip().str.lower().map(_SIDES)
+    bad_side = out["direction"].isna()
+    if bad_side.any():
+        problems.append(
+            f"side must be buy/sell (or long/short, 1/-1): row(s) {(out.index[bad_side] + 2).tolist()[:10]}"
+        )
+    known = set(bars["symbol"].astype(str))
+    unknown = sorted(set(out["symbol"]) - known)
+    if unknown:
+        problems.append(f"unknown symbol(s) {unknown[:10]} (no bars stored)")
+    dup = out.duplicated(["symbol", "ts"], keep=False) & ~bad_ts
+    if dup.any():
+        problems.append(f"duplicate (symbol, ts) on row(s) {(out.index[dup] + 2).tolist()[:10]}")
+    if not problems:
+        stored = pd.MultiIndex.from_arrays([bars["symbol"].astype(str), pd.to_datetime(bars["ts"], utc=True)])
+        keys = pd.MultiIndex.from_arrays([out["symbol"], out["ts"]])
+        off = ~keys.isin(stored)
+        if off.any():
+            first = out[off].iloc[0]
+            problems.append(
+                f"{int(off.sum())} entr(ies) not on a stored bar, e.g. {first['symbol']} at {first['ts']} "
+                "(row numbers are the file's lines)"
+            )
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems))
+    return out[["symbol", "ts", "direction"]].sort_values(["ts", "symbol"]).reset_index(drop=True)
+
+
+def check_modes(modes: list[str]) -> list[str]:
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown backtest mode(s) {unknown}; known: {', '.join(MODES)}")
+    return list(dict.fromkeys(modes))
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def scorecard(
+    trades: pd.DataFrame,
+    equity: pd.DataFrame,
+    *,
+    starting_equity: float,
+    periods_per_year: float,
+    notional: float = 0.0,
+) -> dict[str, float | int | None]:
+    """Win rate, average P&L per trade, Sharpe, Sortino, max drawdown, exposure and turnover.
+
+    ``trades``: closed trades (pnl after costs, qty, entry_price). ``equity``: one row per bar (ts,
+    equity, gross). Sharpe and Sortino annualise per-bar equity returns (risk-free 0; Sortino's
+    downside deviation over all bars). ``notional``: everything traded (entries and exits).
+    """
+    n = len(trades)
+    pnl = trades["pnl"].astype(float) if n else pd.Series(dtype=float)
+    pct = (pnl / (trades["qty"].astype(float) * trades["entry_price"].astype(float))) if n else pnl
+    eq = equity["equity"].astype(float).to_numpy() if len(equity) else np.array([starting_equity])
+    series = np.concatenate([[starting_equity], eq])
+    rets = np.diff(series) / series[:-1]
+    sharpe = sortino = None
+    if len(rets) > 1 and np.std(rets, ddof=1) > 0:
+        sharpe = float(np.mean(rets) / np.std(rets, ddof=1) * math.sqrt(periods_per_year))
+        downside = math.sqrt(float(np.mean(np.minimum(rets, 0.0) ** 2)))
+        sortino = float(np.mean(rets) / downside * math.sqrt(periods_per_year)) if downside > 0 else None
+    peak = np.maximum.accumulate(series)
+    drawdown = series / peak - 1.0
+    gross = equity["gross"].astype(float).to_numpy() if len(equity) else np.zeros(1)
+    exposure = float(np.mean(gross / np.where(eq > 0, eq, np.nan))) if len(equity) else 0.0
+    years = max(len(equity), 1) / periods_per_year
+    turnover = notional / float(np.mean(series)) / years if years > 0 else None
+    return {
+        "trades": n,
+        "win_rate": _finite(float((pnl > 0).mean())) if n else None,
+        "avg_pnl_pct": _finite(float(pct.mean())) if n else None,
+        "avg_pnl": _finite(float(pnl.mean())) if n else None,
+        "total_return": float(series[-1] / starting_equity - 1.0),
+        "sharpe": sharpe,
+        "sortino": sortino,
+        "max_drawdown": float(drawdown.min()),
+        "exposure": _finite(exposure),
+        "turnover": _finite(turnover) if turnover is not None else None,
+        "final_equity": float(series[-1]),
+    }
+
+
+def drawdown(equity: pd.Series, starting_equity: float) -> pd.Series:
+    peak = np.maximum.accumulate(np.concatenate([[starting_equity], equity.astype(float).to_numpy()]))[1:]
+    return equity.astype(float) / peak - 1.0
+
+
+TABLE_COLUMNS = [
+    ("win_rate", "Win rate", "pct"),
+    ("avg_pnl_pct", "Avg P&L/trade", "pct2"),
+    ("sharpe", "Sharpe", "num"),
+    ("sortino", "Sortino", "num"),
+    ("max_drawdown", "Max DD", "pct"),
+    ("trades", "Trades", "int"),
+    ("exposure", "Exposure", "pct"),
+    ("turnover", "Turnover", "num1"),
+]
+
+
+def versus(table: pd.DataFrame, baseline: str = STATIC) -> pd.DataFrame:
+    """Each metric's difference from the ``baseline`` mode's row (NaN when either side is missing)."""
+    if baseline not in set(table["mode"]):
+        return pd.DataFrame(index=table["mode"])
+    base = table.set_index("mode").loc[baseline]
+    cols = [c for c, _, _ in TABLE_COLUMNS]
+    t = table.set_index("mode")[cols].apply(pd.to_numeric, errors="coerce")
+    return t - pd.to_numeric(base[cols], errors="coerce")

@@ -1,0 +1,545 @@
+"""Prefect tasks of the backtest: replay history through the code that trades live.
+
+Two passes over the replayed bars, both in scratch warehouses under ``data/backtests/<run_id>/``:
+
+1. **Model timeline** (``models.duckdb``): the scratch warehouse starts with the warm-up history and
+   grows one bar at a time, as ingest and the features flow would have filled it. At each bar the
+   scheduled flows run on their cadence in simulated time (``BacktestSettings``): retrain (walk-forward,
+   calibration, champion/challenger), benchmark, thresholds and health, each with ``now`` = the bar, so
+   they only see what existed then; the champions' predictions for the bar are made and gated as the
+   decision flow does. What the decision step reads of all that (champions, health and alerts, module
+   stats, the learned stop cap) is kept per bar.
+2. **Modes** (``<mode>.duckdb``): a copy of the timeline's warehouse with an empty paper account; each
+   bar runs ``tasks.decide.run_bar`` (the live decision bar: reconcile, stop moves, filter, size, exit
+   plan, order gate, brackets to the local paper broker, which fills them against the bars) with the
+   mode's settings and the model inputs in force at that bar.
+
+Look-ahead: pass 1 cannot read the future (it is not in the warehouse yet); pass 2's warehouse holds the
+whole period, but every read of run_bar is keyed by the bar (features; predictions, put back as they
+stood at the bar, since a later retrain rewrites earlier walk-forward predictions) or comes from the
+pass-1 snapshot, and the broker only steps bars up to the decision bar. tests/flows/test_backtest_flow.py
+changes the future and checks nothing before it moves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from expectations.frame_gate import gate_frame
+from models import backtest as mb
+from models import decision as dm
+from models.features import FEATURE_SET_VERSION
+from models.signals.volatility import vol_state
+from models.training import live_predictions
+from qtrader.calendar import interval_minutes, is_daily
+from qtrader.progress import report
+from qtrader.settings import Settings, load_settings
+from tasks.backtest_report import write_report
+from tasks.benchmark import benchmark_pass, benchmark_windows
+from tasks.decide import (
+    HealthView,
+    ModelInputs,
+    SignalSource,
+    decision_broker,
+    model_inputs,
+    preconditions,
+    read_health,
+    run_bar,
+)
+from tasks.health import health_pass, thresholds_pass
+from tasks.retrain import Champion, load_champions
+from tasks.writer import warehouse_writer
+from warehouse import backtest as wb
+from warehouse.db import LockPolicy, pinned
+from warehouse.models import PREDICTION_COLUMNS
+
+# ------------------------------------------------------------------------------------------------- plan
+
+
+def periods_per_year(interval: str) -> float:
+    """Bars in a trading year: 252 sessions, times the bars of a 6.5-hour session when intraday."""
+    return 252.0 if is_daily(interval) else 252.0 * (390 / interval_minutes(interval))
+
+
+def cadence(settings: Settings, interval: str) -> dict[str, int]:
+    b, d = settings.backtest, is_daily(interval)
+    return {
+        "retrain": b.retrain_every_bars_daily if d else b.retrain_every_bars_intraday,
+        "benchmark": b.benchmark_every_bars_daily if d else b.benchmark_every_bars_intraday,
+        "thresholds": b.thresholds_every_bars_daily if d else b.thresholds_every_bars_intraday,
+        "health": b.health_every_bars_daily if d else b.health_every_bars_intraday,
+    }
+
+
+def replay_times(
+    times: pd.DatetimeIndex, start: pd.Timestamp | None, end: pd.Timestamp | None, warmup: int
+) -> pd.DatetimeIndex:
+    """The bars to replay: from ``start`` (default: after ``warmup`` bars) to ``end``, warm-up kept before."""
+    if len(times) <= warmup + 1:
+        raise ValueError(
+            f"{len(times)} bar times stored: a backtest needs more than backtest.warmup_bars={warmup} of "
+            "history before its first bar (ingest more history or lower warmup_bars)"
+        )
+    first = times[warmup] if start is None else max(start, times[warmup])
+    chosen = times[(times >= first) & ((times <= end) if end is not None else True)]
+    if len(chosen) == 0:
+        raise ValueError(f"no bars to replay between {first} and {end}")
+    return chosen
+
+
+def scratch_overrides(
+    settings: Settings, interval: str, folder: Path, user: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Settings of every scratch warehouse: the run's own overrides (``user``), its own data dir (model
+    artifacts), one interval, the local paper broker with the backtest's costs."""
+    b = settings.backtest
+    return mb.deep_merge(user or {}, {
+        "data_dir": folder,
+        "intervals": [interval],
+        "broker": "local",
+        "paper": {
+            "starting_cash": b.starting_cash, "slippage_bps": b.slippage_bps,
+            "commission_per_share": b.commission_per_share, "commission_bps": b.commission_bps,
+            "interval": interval,
+        },
+        "decision": {"interval": interval},
+    })  # fmt: skip
+
+
+def static_exits(settings: Settings) -> dict[str, float]:
+    b = settings.backtest
+    return {"tp1_atr": b.static_tp1_atr, "tp2_atr": b.static_tp2_atr, "tp3_atr": b.static_tp3_atr,
+            "stop_atr": b.static_stop_atr}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------- load
+
+
+@task(name="load-backtest-history", cache_policy=NO_CACHE)
+def load_history(settings: Settings, interval: str, symbols: list[str] | None, end) -> wb.History:
+    bars, feats = wb.load_history(
+        settings.warehouse, interval, FEATURE_SET_VERSION, symbols=symbols, end=end,
+        policy=LockPolicy.from_settings(settings),
+    )  # fmt: skip
+    if bars.empty:
+        raise ValueError(f"no {interval} bars in {settings.warehouse}: run `qtrader ingest` first")
+    if feats.empty:
+        raise ValueError(f"no {interval} features in {settings.warehouse}: run the features flow first")
+    if symbols:
+        missing = sorted(set(symbols) - set(bars["symbol"]))
+        if missing:
+            raise ValueError(f"unknown symbols {missing}: no {interval} bars stored for them")
+    get_run_logger().info(
+        "history: %d bars and %d feature rows of %d symbols, %s to %s",
+        len(bars), len(feats), bars["symbol"].nunique(), bars["ts"].min(), bars["ts"].max(),
+    )  # fmt: skip
+    return wb.History(bars, feats)
+
+
+def read_signals(path: str | Path, history: wb.History) -> pd.DataFrame:
+    """The user's entries (CSV or Parquet: symbol, ts, side), checked against the stored bars."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"signals file {path} does not exist")
+    try:
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"signals file {path} could not be read: {exc}") from exc
+    return mb.validate_signals(frame, history.bars, source=str(path))
+
+
+def external_signals(entries: pd.DataFrame) -> SignalSource:
+    """A signal source that emits the user's entries at their bars (consensus EXTERNAL, confidence 1)."""
+    by_ts = {ts: g for ts, g in entries.groupby("ts")}
+
+    def source(ts: pd.Timestamp, features: pd.DataFrame) -> list[dm.Signal]:
+        rows = by_ts.get(ts)
+        if rows is None or features.empty:
+            return []
+        feats = features.set_index("symbol")
+        states = dict(zip(features["symbol"], vol_state(features).to_numpy(), strict=True))
+        out = []
+        for sym, direction in zip(rows["symbol"], rows["direction"], strict=True):
+            if sym not in feats.index:
+                continue  # no gated features at this bar: nothing the exit planner could price
+            f = feats.loc[sym]
+            atr = float(f["atr_14"]) if pd.notna(f["atr_14"]) else None
+            out.append(
+                dm.Signal(str(sym), int(direction), mb.EXTERNAL, 1, 1, "external", 1.0, 1.0, 1.0,
+                          float(f["bar_close"]), atr, str(states[sym]), {})
+            )  # fmt: skip
+        return out
+
+    return source
+
+
+# ---------------------------------------------------------------------------------------- model timeline
+
+
+@dataclass
+class Snapshot:
+    """What the decision step reads of the model side at one bar."""
+
+    champions: dict[str, Champion]
+    health: HealthView
+    model: ModelInputs
+
+
+@dataclass
+class Timeline:
+    interval: str
+    times: pd.DatetimeIndex
+    scratch: Path
+    folder: Path
+    snapshots: dict[pd.Timestamp, Snapshot]
+    overrides: dict[str, Any] = field(default_factory=dict)  # the scratch warehouses' settings
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)  # each bar's, as they stood at the bar
+    runs: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _due(i: int, every: int) -> bool:
+    return every > 0 and i % every == 0
+
+
+def predict_period(
+    champions: dict[str, Champion],
+    members: list[str],
+    features: pd.DataFrame,
+    interval: str,
+    run_id: str,
+    now: pd.Timestamp,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every member champion's predictions for the bars until the next retrain, gated in one batch.
+
+    The same champion and the same point-in-time features give the same numbers bar by bar or at once,
+    and the predictions suite checks rows one by one; batching only saves a gate call per bar. Rows go
+    into the scratch warehouse when their bar arrives.
+    """
+    frames = []
+    feats = features.reset_index(drop=True)
+    keys = feats[["symbol", "ts"]].assign(interval=interval)
+    for m in members:
+        art = champions[m].artifact
+        frame = live_predictions(art, keys, feats)
+        frame["out_of_sample"] = (feats["ts"] > pd.Timestamp(art.train_end)).to_numpy()
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=PREDICTION_COLUMNS), pd.DataFrame()
+    gated = gate_frame(
+        pd.concat(frames, ignore_index=True), suite="predictions", run_id=run_id, stage="predictions"
+    )
+    return gated.passed.assign(run_id=run_id, predicted_at=now), gated.dq_results
+
+
+@task(name="model-timeline", cache_policy=NO_CACHE)
+def model_timeline(
+    settings: Settings,
+    interval: str,
+    history: wb.History,
+    times: pd.DatetimeIndex,
+    folder: Path,
+    run_id: str,
+    user_overrides: dict[str, Any] | None = None,
+) -> Timeline:
+    """Pass 1 (module docstring): the scheduled flows' work in simulated time, bar by bar.
+
+    Retrain runs as its flow (monthly: its summary artifact is worth having); benchmark, thresholds and
+    health run their flows' bodies untracked (``tracked=False``), without a task run or artifact per bar.
+    """
+    from flows.retrain import retrain as retrain_flow
+
+    log = get_run_logger()
+    started = time.perf_counter()
+    over = scratch_overrides(settings, interval, folder, user_overrides)
+    path = folder / "models.duckdb"
+    bars0, feats0 = history.upto(times[0] - pd.Timedelta(microseconds=1))
+    wb.seed_scratch(path, bars0, feats0)
+    s = load_settings(warehouse=path, **over)
+    every = cadence(settings, interval)
+    windows = benchmark_windows(s, interval, None)
+    runs = dict.fromkeys(["retrain", "benchmark", "thresholds", "health", "predictions"], 0)
+    source = s.decision.source_module
+    snapshots: dict[pd.Timestamp, Snapshot] = {}
+    champions: dict[str, Champion] = {}
+    pending = pd.DataFrame(columns=PREDICTION_COLUMNS)
+    seen: list[pd.DataFrame] = []
+    retrain_at = [i for i in range(len(times)) if _due(i, every["retrain"])] or [0]
+    with pinned(path), quiet_task_logs():
+        for i, t in enumerate(times):
+            wb.append_bar(path, *history.at(t))
+            if i in retrain_at or not champions:
+                retrain_flow.fn(interval=interval, warehouse=str(path), now=t.isoformat(), overrides=over)
+                champions, _ = load_champions.fn(s, interval)
+                runs["retrain"] += 1
+                members = [
+                    m for m in s.signal.members if m in champions and champions[m].artifact is not None
+                ]
+                nxt = next((j for j in retrain_at if j > i), len(times))
+                period = history.features[history.features["ts"].isin(times[i:nxt])]
+                pending, dq = predict_period(champions, members, period, interval, run_id, t)
+                wb.append_predictions(path, pending[pending["ts"] == t], dq)
+            else:
+                wb.append_predictions(path, pending[pending["ts"] == t])
+            runs["predictions"] += int((pending["ts"] == t).sum())
+            if _due(i, every["benchmark"]):
+                benchmark_pass(s, interval, windows, t, f"{run_id}-b{i}", tracked=False)
+                runs["benchmark"] += 1
+            if _due(i, every["thresholds"]):
+                thresholds_pass(s, t, f"{run_id}-t{i}", tracked=False)
+                runs["thresholds"] += 1
+            if _due(i, every["health"]):
+                health_pass(s, t, f"{run_id}-h{i}", tracked=False)
+                runs["health"] += 1
+            snapshots[t] = Snapshot(dict(champions), read_health(s), model_inputs(s, interval))
+            seen.append(wb.predictions_at(path, t))
+            report("backtest: models", i + 1, len(times))
+    seconds = time.perf_counter() - started
+    log.info(
+        "model timeline over %d bars in %.1fs (%s); source module %s", len(times), seconds,
+        ", ".join(f"{k} {v}" for k, v in runs.items()), source,
+    )  # fmt: skip
+    as_of = pd.concat([f for f in seen if len(f)], ignore_index=True) if any(len(f) for f in seen) else None
+    return Timeline(interval, times, path, folder, snapshots, over, as_of, runs, seconds)
+
+
+@contextmanager
+def quiet_task_logs():
+    """The inner loop's tasks log per bar at INFO; over thousands of bars only warnings are worth sending."""
+    loggers = [logging.getLogger(n) for n in ("prefect.task_runs", "prefect.flow_runs")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.setLevel(lv)
+
+
+# ------------------------------------------------------------------------------------------------ modes
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    overrides: dict[str, Any]
+    scratch: Path
+    trades: pd.DataFrame
+    equity: pd.DataFrame
+    notional: float
+    commission: float
+    open_trades: int
+    refused: int
+    seconds: float
+    reasons: dict[str, int]
+
+
+@task(name="replay-mode", cache_policy=NO_CACHE)
+def replay_mode(
+    settings: Settings,
+    timeline: Timeline,
+    mode: str,
+    overrides: dict[str, Any],
+    run_id: str,
+    signal_source: SignalSource | None = None,
+) -> ModeResult:
+    """Pass 2 (module docstring): the live decision bar over the timeline with this mode's settings."""
+    log = get_run_logger()
+    started = time.perf_counter()
+    interval = timeline.interval
+    path = wb.copy_scratch(timeline.scratch, timeline.folder / f"{mode}.duckdb", timeline.predictions)
+    s = load_settings(warehouse=path, **mb.deep_merge(timeline.overrides, overrides))
+    now = [timeline.times[0]]
+    broker = decision_broker(s, interval, clock=lambda: now[0].to_pydatetime())
+    refused, reasons = 0, {}
+    with pinned(path):
+        for i, t in enumerate(timeline.times):
+            now[0] = t
+            snap = timeline.snapshots[t]
+            problems = preconditions(s, interval, [t], snap.champions, snap.health, t)
+            if problems:
+                refused += 1
+                if refused == 1:
+                    log.warning("%s: bar %s refused: %s", mode, t, "; ".join(problems))
+                broker.advance_to(t)
+                continue
+            summary = run_bar(s, broker, interval, t, snap.champions, snap.health, run_id, clock=lambda t=t: t,
+                              model=snap.model, signal_source=signal_source)  # fmt: skip
+            for k, v in summary["reasons"].items():
+                reasons[k] = reasons.get(k, 0) + v
+            report(f"backtest: {mode}", i + 1, len(timeline.times))
+        res = wb.mode_results(path, broker.name)
+    seconds = time.perf_counter() - started
+    log.info(
+        "%s: %d closed trades, %d open, %d refused bars in %.1fs; candidates: %s", mode, len(res["trades"]),
+        res["open_trades"], refused, seconds, ", ".join(f"{k} {v}" for k, v in reasons.items()) or "none",
+    )  # fmt: skip
+    return ModeResult(mode, overrides, path, res["trades"], res["equity"], res["notional"], res["commission"],
+                      res["open_trades"], refused, seconds, reasons)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ record
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def result_frames(
+    settings: Settings, run_id: str, timeline: Timeline, results: list[ModeResult], started_at, finished_at
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """backtest_runs, backtest_trades and backtest_equity rows of every mode."""
+    start_eq = float(settings.backtest.starting_cash)
+    ppy = periods_per_year(timeline.interval)
+    runs, trades, equity = [], [], []
+    for r in results:
+        card = mb.scorecard(r.trades, r.equity, starting_equity=start_eq, periods_per_year=ppy,
+                            notional=r.notional)  # fmt: skip
+        runs.append(
+            {
+                "run_id": run_id, "mode": r.mode, "interval": timeline.interval,
+                "start_ts": timeline.times[0], "end_ts": timeline.times[-1], "bars": len(timeline.times),
+                "symbols": None, "overrides": json.dumps(r.overrides, default=str, sort_keys=True),
+                "scratch": str(r.scratch), "starting_equity": start_eq, "open_trades": r.open_trades,
+                "commission": r.commission, "refused_bars": r.refused, "started_at": started_at,
+                "finished_at": finished_at, **{k: _clean(v) for k, v in card.items()},
+            }
+        )  # fmt: skip
+        t = r.trades
+        if len(t):
+            tt = t.reindex(columns=["decision_id", "symbol", "side", "decided_at", "entry_ts", "exit_ts", "qty",
+                                    "entry_price", "exit_price", "pnl", "r_multiple", "exit_reason", "legs",
+                                    "consensus", "confidence_calibrated", "contributors"]).copy()  # fmt: skip
+            for c in ("entry_price", "exit_price", "pnl", "r_multiple", "confidence_calibrated"):
+                tt[c] = pd.to_numeric(tt[c], errors="coerce").astype(float)
+            tt["pnl_pct"] = tt["pnl"] / (tt["qty"].astype(float) * tt["entry_price"])
+            trades.append(tt.assign(run_id=run_id, mode=r.mode))
+        e = r.equity
+        if len(e):
+            equity.append(
+                e.assign(run_id=run_id, mode=r.mode, drawdown=mb.drawdown(e["equity"], start_eq).to_numpy())
+            )
+    runs_df = pd.DataFrame(runs)
+    return (
+        runs_df,
+        pd.concat(trades, ignore_index=True) if trades else pd.DataFrame(columns=["run_id"]),
+        pd.concat(equity, ignore_index=True) if equity else pd.DataFrame(columns=["run_id"]),
+    )
+
+
+@task(name="record-backtest", cache_policy=NO_CACHE)
+def record_backtest(
+    settings: Settings,
+    run_id: str,
+    timeline: Timeline,
+    results: list[ModeResult],
+    started_at,
+    n_symbols: int,
+) -> pd.DataFrame:
+    finished_at = pd.Timestamp.now(tz="UTC")
+    runs, trades, equity = result_frames(settings, run_id, timeline, results, started_at, finished_at)
+    runs["symbols"] = n_symbols
+    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
+        counts = wb.write_results(
+            settings.warehouse, runs, trades, equity, policy=LockPolicy.from_settings(settings)
+        )
+    get_run_logger().info("recorded backtest %s in %s: %s", run_id, settings.warehouse, counts)
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def _fmt(value: Any, kind: str, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    sign = "+" if signed else ""
+    return {
+        "pct": f"{value * 100:{sign}.1f}%",
+        "pct2": f"{value * 100:{sign}.2f}%",
+        "num": f"{value:{sign}.2f}",
+        "num1": f"{value:{sign}.1f}",
+        "int": f"{int(round(value)):{sign}d}",
+    }[kind]
+
+
+def table_rows(
+    runs: pd.DataFrame, *, with_diff: bool = True, diff_only: bool = False
+) -> list[dict[str, str]]:
+    """The seed-style table: each mode's metrics, with (or only) the difference from the static mode."""
+    diff = mb.versus(runs)
+    out = []
+    for _, r in runs.iterrows():
+        if diff_only and (r["mode"] == mb.STATIC or r["mode"] not in diff.index):
+            continue
+        row = {"mode": str(r["mode"])}
+        for col, title, kind in mb.TABLE_COLUMNS:
+            v = r[col]
+            v = None if v is None or pd.isna(v) else float(v)
+            d = diff.loc[r["mode"], col] if r["mode"] in diff.index and col in diff.columns else None
+            d_txt = _fmt(float(d), kind, signed=True) if d is not None and pd.notna(d) else "n/a"
+            if diff_only:
+                row[title] = d_txt
+            elif with_diff and r["mode"] != mb.STATIC and d is not None and pd.notna(d):
+                row[title] = f"{_fmt(v, kind)} ({d_txt})"
+            else:
+                row[title] = _fmt(v, kind)
+        out.append(row)
+    return out
+
+
+def table_markdown(runs: pd.DataFrame, run_id: str, report_paths: tuple[str, str] | None) -> str:
+    rows = table_rows(runs)
+    head = ["mode", *[t for _, t, _ in mb.TABLE_COLUMNS]]
+    r0 = runs.iloc[0]
+    md = [
+        f"# Backtest {run_id}",
+        "",
+        f"{r0['interval']} bars {r0['start_ts']} to {r0['end_ts']} ({r0['bars']} bars, {r0['symbols']} symbols); "
+        "costs included; (difference from static) in brackets.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *["| " + " | ".join(row[h] for h in head) + " |" for row in rows],
+    ]
+    if report_paths:
+        md += ["", f"Report: `{report_paths[0]}` and `{report_paths[1]}`"]
+    return "\n".join(md)
+
+
+@task(name="publish-backtest", cache_policy=NO_CACHE)
+def publish_backtest(runs: pd.DataFrame, run_id: str, report_paths: tuple[str, str] | None) -> str:
+    md = table_markdown(runs, run_id, report_paths)
+    create_markdown_artifact(key="backtest", markdown=md, description=f"Backtest {run_id}")
+    return md
+
+
+@task(name="backtest-report", cache_policy=NO_CACHE)
+def backtest_report(settings: Settings, run_id: str, folder: Path, symbol: str | None) -> tuple[str, str]:
+    html, png = write_report(settings.warehouse, run_id, folder, symbol=symbol,
+                             policy=LockPolicy.from_settings(settings))  # fmt: skip
+    get_run_logger().info("backtest report: %s and %s", html, png)
+    return str(html), str(png)
+
+
+def mode_settings(settings: Settings, modes: list[str]) -> dict[str, dict[str, Any]]:
+    return {m: mb.mode_overrides(m, static_exits(settings), settings.backtest.policy) for m in modes}
+
+
+def signals_overrides(settings: Settings) -> dict[str, Any]:
+    return mb.deep_merge(settings.backtest.policy, mb.SIGNALS_POLICY)
