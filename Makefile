@@ -40,6 +40,7 @@ bench: $(STAMP)
 	-$(PY) benchmarks/broker_step.py
 	-$(PY) benchmarks/decide.py
 	-$(PY) benchmarks/orchestration.py
+	-$(PY) benchmarks/backtest.py
 
 # The Prefect UI (offline) on 127.0.0.1:4200, state kept in data/prefect.
 ui: $(STAMP)
