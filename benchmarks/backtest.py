@@ -36,10 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe, peak_rss_mib  # noqa: E402
 from models.fills import FillCosts  # noqa: E402
-from models.fixed_brackets import (  # noqa: E402
+from models.fixed_brackets import (
     WideBars,
     classify_differences,
     compare_trades,
+    random_walk_bars,  # noqa: E402
     replay,
     trades_from_vectorbt,
     vectorbt_inputs,
@@ -53,16 +54,7 @@ START = pd.Timestamp("2015-01-02", tz="UTC")
 
 def synthetic_bars(n_sym: int, n_bars: int, seed: int) -> WideBars:
     """Daily log random walks (vol 1-3%/day), an overnight gap to each open, high/low beyond both."""
-    rng = np.random.default_rng(seed)
-    first = np.exp(rng.uniform(np.log(5), np.log(500), n_sym))
-    vol = rng.uniform(0.01, 0.03, n_sym)
-    close = first * np.exp(np.cumsum(rng.normal(0, 1, (n_bars, n_sym)) * vol, axis=0))
-    prev = np.vstack([first[None], close[:-1]])
-    open_ = prev * np.exp(rng.normal(0, 1, (n_bars, n_sym)) * vol / 3)
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 1, (n_bars, n_sym))) * vol / 2)
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 1, (n_bars, n_sym))) * vol / 2)
-    ts = pd.bdate_range(START, periods=n_bars)
-    return WideBars.build(ts, [f"S{i:03d}" for i in range(n_sym)], open_, high, low, close)
+    return random_walk_bars(n_bars, n_sym, seed, start=START)
 
 
 def fixed_signals(shape: tuple[int, int], rate: float, seed: int) -> np.ndarray:
@@ -194,35 +186,20 @@ def full_adaptive(args) -> dict:
     os.environ.setdefault("TQDM_DISABLE", "1")
     from prefect.testing.utilities import prefect_test_harness
 
+    from benchmarks.decide import write_market
     from flows.backtest import backtest
-    from models.features import FEATURE_SET_VERSION, compute_features_many
     from qtrader.settings import BacktestSettings
-    from sources.base import BAR_COLUMNS, FetchRequest
-    from sources.synthetic import SyntheticSource
-    from warehouse.features import write_features
-    from warehouse.ingest import IngestRun, write_ingest
+    from warehouse.db import query_df
 
     tmp = Path(tempfile.mkdtemp(prefix="qtrader-bench-backtest-"))
     os.environ["QTRADER_DATA_DIR"] = str(tmp)
     db = tmp / "warehouse.duckdb"
     warmup = BacktestSettings().warmup_bars
-    n_bars = args.full_years * BARS_PER_YEAR + warmup
     symbols = [f"S{i:03d}" for i in range(args.full_symbols)]
-    end = pd.Timestamp("2026-10-30", tz="UTC")
-    start = end - pd.Timedelta(days=int(n_bars * 365.25 / BARS_PER_YEAR) + 10)
     t0 = time.perf_counter()
-    bars = SyntheticSource(seed=7).fetch(FetchRequest(symbols, "1d", start, end)).bars
-    bars = bars.sort_values(["symbol", "ts"]).reset_index(drop=True)[BAR_COLUMNS]
-    now = pd.Timestamp.now(tz="UTC")
-    run = IngestRun(run_id="bench", source="synthetic", interval="1d", symbols=symbols, started_at=now,
-                    finished_at=now, rows_in=len(bars), rows_written=len(bars))  # fmt: skip
-    empty = pd.DataFrame()
-    write_ingest(db, run, bars.assign(source="synthetic", run_id="bench", ingested_at=now),
-                 empty.reindex(columns=["run_id"]), empty.reindex(columns=["run_id"]))  # fmt: skip
-    feats = compute_features_many(bars).assign(feature_set_version=FEATURE_SET_VERSION, run_id="bench",
-                                               computed_at=now)  # fmt: skip
-    write_features(db, feats, pd.DataFrame(), pd.DataFrame())
-    n_times = bars["ts"].nunique()
+    write_market(db, symbols, (args.full_years * BARS_PER_YEAR + warmup + 10) / BARS_PER_YEAR, "bench")
+    bars = query_df(db, "SELECT DISTINCT ts FROM bars")
+    n_times = len(bars)
     print(f"(b) setup: {len(symbols)} symbols x {n_times} daily bars ({n_times - warmup} replayed) in "
           f"{time.perf_counter() - t0:.1f}s (not timed)")  # fmt: skip
     with prefect_test_harness(server_startup_timeout=120):

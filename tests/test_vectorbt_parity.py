@@ -42,6 +42,7 @@ from models.fixed_brackets import (
     bracket_levels,
     classify_differences,
     compare_trades,
+    random_walk_bars,
     replay,
     settle_many,
     trades_from_vectorbt,
@@ -57,17 +58,7 @@ T0 = pd.Timestamp("2020-01-02", tz="UTC")
 
 
 def gbm_bars(n_bars: int, n_sym: int, seed: int) -> WideBars:
-    """Seeded daily bars: log random walk closes, an overnight gap to the open, high/low beyond both."""
-    rng = np.random.default_rng(seed)
-    first = np.exp(rng.uniform(np.log(5), np.log(400), n_sym))
-    vol = rng.uniform(0.01, 0.03, n_sym)
-    close = first * np.exp(np.cumsum(rng.normal(0, 1, (n_bars, n_sym)) * vol, axis=0))
-    prev = np.vstack([first[None], close[:-1]])
-    open_ = prev * np.exp(rng.normal(0, 1, (n_bars, n_sym)) * vol / 2)
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 1, (n_bars, n_sym))) * vol / 2)
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 1, (n_bars, n_sym))) * vol / 2)
-    ts = pd.date_range(T0, periods=n_bars, freq="D")
-    return WideBars.build(ts, [f"S{i:02d}" for i in range(n_sym)], open_, high, low, close)
+    return random_walk_bars(n_bars, n_sym, seed, start=T0, freq="D", price_range=(5.0, 400.0), gap_scale=0.5)
 
 
 def random_signals(shape: tuple[int, int], rate: float, seed: int) -> np.ndarray:
