@@ -22,7 +22,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+# Prefect creates its home but not the folders above it (a fresh clone has no data/ yet).
+$(PREFECT_HOME):
+	@mkdir -p $@
+
+demo: $(STAMP) | $(PREFECT_HOME)
 	$(VENV)/bin/qtrader demo
 
 test: $(STAMP)
@@ -33,7 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 # Each benchmark prints its figures, the targets and the machine; a missed target does not stop the rest.
-bench: $(STAMP)
+bench: $(STAMP) | $(PREFECT_HOME)
 	-$(PY) benchmarks/ingest.py
 	-$(PY) benchmarks/features.py
 	-$(PY) benchmarks/retrain.py
@@ -43,21 +47,21 @@ bench: $(STAMP)
 	-$(PY) benchmarks/backtest.py
 
 # The Prefect UI (offline) on 127.0.0.1:4200, state kept in data/prefect.
-ui: $(STAMP)
+ui: $(STAMP) | $(PREFECT_HOME)
 	$(PREFECT) server start --host 127.0.0.1 --port 4200 --analytics-off
 
 # Work pool, the warehouse-writer concurrency limit, and every deployment of prefect.yaml (needs `make ui`).
-deploy: $(STAMP)
+deploy: $(STAMP) | $(PREFECT_HOME)
 	PREFECT_API_URL=$(UI_URL) $(PREFECT) work-pool create $(POOL) --type process --overwrite
 	PREFECT_API_URL=$(UI_URL) $(PREFECT) gcl create warehouse-writer --limit 1 2>/dev/null || true
 	PREFECT_API_URL=$(UI_URL) QTRADER_HOME=$(CURDIR) $(PREFECT) --no-prompt deploy --all
 
 # A process worker that runs the scheduled flows (each run a subprocess in this folder).
-worker: $(STAMP)
+worker: $(STAMP) | $(PREFECT_HOME)
 	PREFECT_API_URL=$(UI_URL) QTRADER_HOME=$(CURDIR) $(PREFECT) worker start --pool $(POOL)
 
 # Every deployment on its schedule in one process, without a pool or worker.
-serve: $(STAMP)
+serve: $(STAMP) | $(PREFECT_HOME)
 	PREFECT_API_URL=$(UI_URL) $(VENV)/bin/qtrader serve
 
 clean:
