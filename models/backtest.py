@@ -157,8 +157,7 @@ def scorecard(
         sharpe = float(np.mean(rets) / np.std(rets, ddof=1) * math.sqrt(periods_per_year))
         downside = math.sqrt(float(np.mean(np.minimum(rets, 0.0) ** 2)))
         sortino = float(np.mean(rets) / downside * math.sqrt(periods_per_year)) if downside > 0 else None
-    peak = np.maximum.accumulate(series)
-    drawdown = series / peak - 1.0
+    dd = _drawdown(series)
     gross = equity["gross"].astype(float).to_numpy() if len(equity) else np.zeros(1)
     exposure = float(np.mean(gross / np.where(eq > 0, eq, np.nan))) if len(equity) else 0.0
     years = max(len(equity), 1) / periods_per_year
@@ -171,16 +170,22 @@ def scorecard(
         "total_return": float(series[-1] / starting_equity - 1.0),
         "sharpe": sharpe,
         "sortino": sortino,
-        "max_drawdown": float(drawdown.min()),
+        "max_drawdown": float(dd.min()),
         "exposure": _finite(exposure),
         "turnover": _finite(turnover) if turnover is not None else None,
         "final_equity": float(series[-1]),
     }
 
 
+def _drawdown(series: np.ndarray) -> np.ndarray:
+    """Each point's fall from the running peak (<= 0); ``series`` starts with the starting equity."""
+    return series / np.maximum.accumulate(series) - 1.0
+
+
 def drawdown(equity: pd.Series, starting_equity: float) -> pd.Series:
-    peak = np.maximum.accumulate(np.concatenate([[starting_equity], equity.astype(float).to_numpy()]))[1:]
-    return equity.astype(float) / peak - 1.0
+    """Per-bar drawdown of an equity curve, the starting equity counting as the first peak."""
+    series = np.concatenate([[starting_equity], equity.astype(float).to_numpy()])
+    return pd.Series(_drawdown(series)[1:], index=equity.index)
 
 
 TABLE_COLUMNS = [

@@ -326,7 +326,9 @@ def next_stop(
         health_gated_adjustment(overall_health, ensemble_health, entry, current, active_stop, side, cfg)
         if cfg.adaptive
         else None,
-        predictive_tightening(alerts, entry, active_stop, side, cfg, overall_health) if cfg.predictive else None,
+        predictive_tightening(alerts, entry, active_stop, side, cfg, overall_health)
+        if cfg.predictive
+        else None,
     ]
     cands = [c for c in cands if c is not None]
     if not cands:

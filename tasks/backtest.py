@@ -290,10 +290,9 @@ def model_timeline(
                 nxt = next((j for j in retrain_at if j > i), len(times))
                 period = history.features[history.features["ts"].isin(times[i:nxt])]
                 pending, dq = predict_period(champions, members, period, interval, run_id, t)
-                wb.append_predictions(path, pending[pending["ts"] == t], dq)
             else:
-                wb.append_predictions(path, pending[pending["ts"] == t])
-            runs["predictions"] += int((pending["ts"] == t).sum())
+                dq = None
+            runs["predictions"] += wb.append_predictions(path, pending[pending["ts"] == t], dq)
             if _due(i, every["benchmark"]):
                 benchmark_pass(s, interval, windows, t, f"{run_id}-b{i}", tracked=False)
                 runs["benchmark"] += 1

@@ -296,15 +296,6 @@ def predict_bar(
     return BarPredictions(p_up, new_preds, detail, quarantined, dq)
 
 
-def record_predictions(settings: Settings, preds: BarPredictions) -> int:
-    """A bar's new predictions (and their DQ verdicts) without decisions: the backtest's model timeline."""
-    return wd.write_decisions(
-        settings.warehouse, pd.DataFrame(), pd.DataFrame(), preds.new,
-        pd.concat(preds.dq, ignore_index=True) if preds.dq else None,
-        prediction_columns=PREDICTION_COLUMNS, policy=policy(settings),
-    )  # fmt: skip
-
-
 # Replaces the ensemble's signals at a bar (the backtest's --signals): (bar time, features) -> signals.
 SignalSource = Callable[[pd.Timestamp, pd.DataFrame], list[dm.Signal]]
 

@@ -13,7 +13,18 @@ runner = CliRunner()
 def test_help_lists_the_commands():
     out = runner.invoke(app, ["--help"])
     assert out.exit_code == 0
-    for cmd in ("init", "ingest", "features", "demo", "sql", "config", "status", "decide", "account", "backtest"):
+    for cmd in (
+        "init",
+        "ingest",
+        "features",
+        "demo",
+        "sql",
+        "config",
+        "status",
+        "decide",
+        "account",
+        "backtest",
+    ):
         assert cmd in out.output
 
 

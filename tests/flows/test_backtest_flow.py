@@ -57,7 +57,9 @@ def test_results_are_recorded_per_mode(replays):
     assert (runs["bars"] == 25).all() and (runs["symbols"] == 6).all()
     assert full["model_runs"]["retrain"] == 3 and full["model_runs"]["health"] == 25
     for r in runs.itertuples():
-        trades = query_df(db, "SELECT * FROM backtest_trades WHERE run_id = ? AND mode = ?", [full["run_id"], r.mode])
+        trades = query_df(
+            db, "SELECT * FROM backtest_trades WHERE run_id = ? AND mode = ?", [full["run_id"], r.mode]
+        )
         own = query_df(_scratch(full, r.mode), "SELECT * FROM v_trades")
         assert len(trades) == r.trades == len(own)
         assert trades["pnl"].sum() == pytest.approx(float(own["pnl"].astype(float).sum()))
@@ -82,7 +84,9 @@ def test_static_uses_the_old_exit_profile_and_adaptive_the_health_of_its_bar(rep
 
 def test_signals_mode_trades_only_the_users_entries(replays):
     full = replays["full"]
-    d = query_df(_scratch(full, "signals"), "SELECT symbol, ts, side, consensus, accepted FROM decisions ORDER BY ts")
+    d = query_df(
+        _scratch(full, "signals"), "SELECT symbol, ts, side, consensus, accepted FROM decisions ORDER BY ts"
+    )
     assert d[["symbol", "side"]].values.tolist() == [["S001", "buy"], ["S002", "sell"], ["S001", "buy"]]
     assert (d["consensus"] == "EXTERNAL").all() and d["accepted"].iloc[0]
 
@@ -96,13 +100,17 @@ def test_no_look_ahead(replays):
     b = query_df(_scratch(replays["upto"], "adaptive"), sql, [mid])
     assert len(a) > 0
     pd.testing.assert_frame_equal(a, b)
-    fills = "SELECT symbol, role, qty, price, ts FROM broker_fills WHERE ts <= ? ORDER BY ts, symbol, role, qty"
+    fills = (
+        "SELECT symbol, role, qty, price, ts FROM broker_fills WHERE ts <= ? ORDER BY ts, symbol, role, qty"
+    )
     pd.testing.assert_frame_equal(
         query_df(_scratch(replays["full"], "adaptive"), fills, [mid]),
         query_df(_scratch(replays["upto"], "adaptive"), fills, [mid]),
     )
     # ...and the future did change: the changed prices are what the later fills saw.
-    after = query_df(_scratch(replays["full"], "adaptive"), "SELECT count(*) AS n FROM decisions WHERE ts > ?", [mid])
+    after = query_df(
+        _scratch(replays["full"], "adaptive"), "SELECT count(*) AS n FROM decisions WHERE ts > ?", [mid]
+    )
     assert after["n"].iloc[0] > 0
 
 

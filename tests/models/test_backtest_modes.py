@@ -24,7 +24,9 @@ def test_each_ablation_turns_exactly_one_enhancement_off():
     base = load_settings().model_dump()
     for name in mb.ENHANCEMENTS:
         s = load_settings(**mb.mode_overrides(f"no_{name}", STATIC_EXITS)).model_dump()
-        changed = {(sec, k) for sec in s if isinstance(s[sec], dict) for k in s[sec] if s[sec][k] != base[sec][k]}
+        changed = {
+            (sec, k) for sec in s if isinstance(s[sec], dict) for k in s[sec] if s[sec][k] != base[sec][k]
+        }
         assert len(changed) == 1, (name, changed)
     assert load_settings(**mb.mode_overrides("adaptive", STATIC_EXITS)).model_dump() == base
 
@@ -40,7 +42,9 @@ def test_policy_applies_to_every_mode_and_unknown_modes_fail():
 
 
 def test_scorecard_by_hand():
-    trades = pd.DataFrame({"pnl": [100.0, -50.0, 25.0], "qty": [10, 10, 5], "entry_price": [100.0, 100.0, 50.0]})
+    trades = pd.DataFrame(
+        {"pnl": [100.0, -50.0, 25.0], "qty": [10, 10, 5], "entry_price": [100.0, 100.0, 50.0]}
+    )
     equity = pd.DataFrame({"equity": [1000.0, 1100.0, 990.0, 1045.0], "gross": [0.0, 500.0, 500.0, 0.0]})
     card = mb.scorecard(trades, equity, starting_equity=1000.0, periods_per_year=252, notional=2000.0)
     rets = np.diff([1000.0, 1000.0, 1100.0, 990.0, 1045.0]) / np.array([1000.0, 1000.0, 1100.0, 990.0])
@@ -67,7 +71,9 @@ BARS = pd.DataFrame({"symbol": ["AAA", "AAA", "BBB"],
 
 
 def test_signals_are_parsed_and_sorted():
-    frame = pd.DataFrame({"symbol": ["BBB", "AAA"], "ts": ["2026-01-05", "2026-01-05"], "side": ["Sell", "long"]})
+    frame = pd.DataFrame(
+        {"symbol": ["BBB", "AAA"], "ts": ["2026-01-05", "2026-01-05"], "side": ["Sell", "long"]}
+    )
     out = mb.validate_signals(frame, BARS)
     assert out.to_dict("records") == [
         {"symbol": "AAA", "ts": pd.Timestamp("2026-01-05", tz="UTC"), "direction": 1},
@@ -80,9 +86,15 @@ def test_signals_are_parsed_and_sorted():
     [
         (pd.DataFrame({"symbol": ["AAA"], "ts": ["2026-01-05"]}), "missing column"),
         (pd.DataFrame({"symbol": ["AAA"], "ts": ["2026-01-05"], "side": ["hold"]}), "side must be buy/sell"),
-        (pd.DataFrame({"symbol": ["ZZZ"], "ts": ["2026-01-05"], "side": ["buy"]}), r"unknown symbol\(s\) \['ZZZ'\]"),
+        (
+            pd.DataFrame({"symbol": ["ZZZ"], "ts": ["2026-01-05"], "side": ["buy"]}),
+            r"unknown symbol\(s\) \['ZZZ'\]",
+        ),
         (pd.DataFrame({"symbol": ["AAA"], "ts": ["not a date"], "side": ["buy"]}), "unparseable ts"),
-        (pd.DataFrame({"symbol": ["AAA", "AAA"], "ts": ["2026-01-05"] * 2, "side": ["buy", "sell"]}), "duplicate"),
+        (
+            pd.DataFrame({"symbol": ["AAA", "AAA"], "ts": ["2026-01-05"] * 2, "side": ["buy", "sell"]}),
+            "duplicate",
+        ),
         (pd.DataFrame({"symbol": ["BBB"], "ts": ["2026-01-06"], "side": ["buy"]}), "not on a stored bar"),
         (pd.DataFrame(columns=["symbol", "ts", "side"]), "no entries"),
     ],

@@ -48,7 +48,10 @@ def test_health_gating_off_trades_on_degraded_health():
 
 def test_uniform_sizing_has_multiplier_one():
     assert performance_multiplier(0.9, 20.0, SizingSettings())[0] == pytest.approx(0.96)
-    assert performance_multiplier(0.9, 20.0, SizingSettings(performance_sizing=False)) == (1.0, "uniform sizing: x1")
+    assert performance_multiplier(0.9, 20.0, SizingSettings(performance_sizing=False)) == (
+        1.0,
+        "uniform sizing: x1",
+    )
 
 
 def test_raw_confidence_replaces_the_calibrated_one_in_filter_and_ranking():
