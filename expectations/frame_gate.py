@@ -144,6 +144,51 @@ def gate_frame(
     )
 
 
+def _between(values: pd.Series, kw: dict[str, Any]) -> np.ndarray:
+    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+    ok = np.ones(len(v), dtype=bool)
+    lo, hi = kw.get("min_value"), kw.get("max_value")
+    with np.errstate(invalid="ignore"):
+        if lo is not None:
+            ok &= (v > lo) if kw.get("strict_min") else (v >= lo)
+        if hi is not None:
+            ok &= (v < hi) if kw.get("strict_max") else (v <= hi)
+    return ~ok & ~np.isnan(v)  # GX skips missing values here (not-null is its own expectation)
+
+
+# The expectation types a frame suite may use on the in-memory path, each as row-failure mask.
+_CHECKS: dict[str, Callable[[pd.DataFrame, dict[str, Any]], np.ndarray]] = {
+    "expect_column_values_to_not_be_null": lambda f, kw: f[kw["column"]].isna().to_numpy(),
+    "expect_column_values_to_be_between": lambda f, kw: _between(f[kw["column"]], kw),
+    "expect_column_values_to_be_in_set": lambda f, kw: (
+        ~f[kw["column"]].isin(kw["value_set"]) & f[kw["column"]].notna()
+    ).to_numpy(),
+    "expect_compound_columns_to_be_unique": lambda f, kw: f.duplicated(
+        kw["column_list"], keep=False
+    ).to_numpy(),
+}
+
+
+def check_rules(
+    frame: pd.DataFrame, suite: str, *, derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+) -> dict[str, int]:
+    """Failing rows per rule of ``suites/<suite>.json``, evaluated in pandas: the same rules as
+    ``gate_frame`` without Great Expectations' start-up cost, for the backtest's bar-by-bar order gate
+    (tests/expectations/test_gate.py checks both give the same verdicts). Only the expectation types of
+    ``_CHECKS``; a suite with another type raises."""
+    spec = load_frame_suite(suite)
+    view = frame.reset_index(drop=True) if derive is None else derive(frame.reset_index(drop=True))
+    masks: dict[str, np.ndarray] = {}
+    for e in spec.raw["expectations"]:
+        check = _CHECKS.get(e["type"])
+        if check is None:
+            raise ValueError(f"suite {suite}: {e['type']} has no in-memory check; use gate_frame")
+        rule = e["meta"]["rule"]
+        m = check(view, e["kwargs"]) if len(view) else np.zeros(0, dtype=bool)
+        masks[rule] = masks.get(rule, np.zeros(len(view), dtype=bool)) | m
+    return {r: int(m.sum()) for r, m in masks.items()}
+
+
 def _stamp(validation: Any, run_id: str, at: pd.Timestamp) -> None:
     from great_expectations.core.run_identifier import RunIdentifier
 

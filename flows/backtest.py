@@ -69,11 +69,12 @@ def backtest(
 
     timeline = model_timeline(settings, interval, history, times, folder, run_id, overrides)
     results = [
-        replay_mode(settings, timeline, m, o, run_id) for m, o in mode_settings(settings, chosen).items()
+        replay_mode(settings, timeline, history, m, o, run_id)
+        for m, o in mode_settings(settings, chosen).items()
     ]
     if entries is not None:
         results.append(
-            replay_mode(settings, timeline, mb.SIGNALS, signals_overrides(settings), run_id,
+            replay_mode(settings, timeline, history, mb.SIGNALS, signals_overrides(settings), run_id,
                         signal_source=external_signals(entries))
         )  # fmt: skip
     runs = record_backtest(

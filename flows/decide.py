@@ -14,12 +14,13 @@ from tasks.decide import (
     check_preconditions,
     decide_bar,
     decision_broker,
-    policy,
+    new_trader,
     publish_decisions,
     publish_refusal,
     read_health,
 )
 from tasks.failures import publish_failure
+from tasks import resources
 from tasks.ingest import new_run_id
 from tasks.retrain import load_champions
 from warehouse.decisions import decision_bars, last_decided_bar
@@ -51,14 +52,13 @@ def decide(
     interval = interval or settings.decision.interval
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     run_id = new_run_id("decide")
-    broker = broker or decision_broker(settings, interval)
+    wh = resources.warehouse(settings)
+    wh.ensure_schema()
 
-    times = decision_bars(
-        settings.warehouse, interval, utc(at) if at else None, bars, policy=policy(settings)
-    )
+    times = decision_bars(wh, interval, utc(at) if at else None, bars)
     champions, _ = load_champions(settings, interval)
-    health = read_health(settings)
-    problems = check_preconditions(settings, interval, times, champions, health, clock)
+    health = read_health(wh)
+    problems = check_preconditions(settings, wh, interval, times, champions, health, clock)
     if problems:
         publish_refusal(interval, problems)
         return Completed(
@@ -67,15 +67,19 @@ def decide(
             data={"run_id": run_id, "refused": problems, "bars": [], "interval": interval},
         )
 
-    done = last_decided_bar(settings.warehouse, interval, settings.orders.strategy, broker.name)
-    skipped = [t for t in times if done is not None and t < done]
+    broker = broker or decision_broker(settings, interval, wh)
+    trader = new_trader(settings, wh, broker, run_id)
+    done = last_decided_bar(wh, interval, settings.orders.strategy, broker.name)
+    # One transaction per bar: a bar with decisions was decided whole, so it is never decided again (a
+    # second pass could pick other candidates than the stored rows say).
+    skipped = [t for t in times if done is not None and t <= done]
     summaries = [
-        decide_bar(settings, broker, interval, t, champions, health, run_id)
+        decide_bar(settings, wh, trader, interval, t, champions, health, run_id)
         for t in times
         if t not in skipped
     ]
     if skipped:
-        log.info("%d bar(s) before the newest decided bar %s skipped (already decided)", len(skipped), done)
+        log.info("%d bar(s) up to the newest decided bar %s skipped (already decided)", len(skipped), done)
     publish_decisions(interval, run_id, summaries, health)
     return {
         "run_id": run_id,

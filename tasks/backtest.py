@@ -37,10 +37,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from expectations.frame_gate import gate_frame
+from brokers.reconcile import bracket_state
+from brokers.simulated import SimulatedBroker
+from brokers.trader import BarMarket, GateVerdict, Trader, decision_order_rows, fill_rows, stop_move_rows
+from expectations.frame_gate import check_rules, gate_frame
 from models import backtest as mb
 from models import decision as dm
+from models import engine as me
 from models.features import FEATURE_SET_VERSION
+from models.fills import FillCosts
 from models.signals.volatility import vol_state
 from models.training import live_predictions
 from qtrader.calendar import interval_minutes, is_daily
@@ -49,20 +54,20 @@ from qtrader.settings import Settings, load_settings
 from tasks.backtest_report import write_report
 from tasks.benchmark import benchmark_pass, benchmark_windows
 from tasks.decide import (
-    HealthView,
-    ModelInputs,
+    BarPredictions,
     SignalSource,
-    decision_broker,
-    model_inputs,
+    bar_signals,
+    market_open,
+    model_view,
     preconditions,
+    predict_bar,
     read_health,
-    run_bar,
 )
 from tasks.health import health_pass, thresholds_pass
+from tasks.resources import warehouse
 from tasks.retrain import Champion, load_champions
-from tasks.writer import warehouse_writer
 from warehouse import backtest as wb
-from warehouse.db import LockPolicy, pinned
+from warehouse.db import Warehouse, pinned
 from warehouse.models import PREDICTION_COLUMNS
 
 # ------------------------------------------------------------------------------------------------- plan
@@ -130,8 +135,7 @@ def static_exits(settings: Settings) -> dict[str, float]:
 @task(name="load-backtest-history", cache_policy=NO_CACHE)
 def load_history(settings: Settings, interval: str, symbols: list[str] | None, end) -> wb.History:
     bars, feats = wb.load_history(
-        settings.warehouse, interval, FEATURE_SET_VERSION, symbols=symbols, end=end,
-        policy=LockPolicy.from_settings(settings),
+        warehouse(settings), interval, FEATURE_SET_VERSION, symbols=symbols, end=end,
     )  # fmt: skip
     if bars.empty:
         raise ValueError(f"no {interval} bars in {settings.warehouse}: run `qtrader ingest` first")
@@ -193,8 +197,11 @@ class Snapshot:
     """What the decision step reads of the model side at one bar."""
 
     champions: dict[str, Champion]
-    health: HealthView
-    model: ModelInputs
+    health: me.HealthView
+    model: me.ModelView | None  # None: no usable source champion (the bar is refused)
+    features: pd.DataFrame  # the bar's gated features with its close (what the live bar reads)
+    predictions: BarPredictions | None = None
+    signals: list[dm.Signal] = field(default_factory=list)
 
 
 @dataclass
@@ -302,8 +309,9 @@ def model_timeline(
             if _due(i, every["health"]):
                 health_pass(s, t, f"{run_id}-h{i}", tracked=False)
                 runs["health"] += 1
-            snapshots[t] = Snapshot(dict(champions), read_health(s), model_inputs(s, interval))
-            seen.append(wb.predictions_at(path, t))
+            asof = wb.predictions_at(path, t)
+            seen.append(asof)
+            snapshots[t] = snapshot(s, path, interval, t, champions, history, asof, run_id)
             report("backtest: models", i + 1, len(times))
     seconds = time.perf_counter() - started
     log.info(
@@ -312,6 +320,45 @@ def model_timeline(
     )  # fmt: skip
     as_of = pd.concat([f for f in seen if len(f)], ignore_index=True) if any(len(f) for f in seen) else None
     return Timeline(interval, times, path, folder, snapshots, over, as_of, runs, seconds)
+
+
+def snapshot(
+    s: Settings,
+    path: Path,
+    interval: str,
+    t: pd.Timestamp,
+    champions: dict[str, Champion],
+    history: wb.History,
+    asof: pd.DataFrame,
+    run_id: str,
+) -> Snapshot:
+    """The model side at bar ``t`` and the bar's signals, as the live decision bar would compute them."""
+    source = s.decision.source_module
+    health = read_health(Warehouse(path))
+    usable = source in champions and champions[source].artifact is not None
+    model = model_view(s, Warehouse(path), interval, champions[source]) if usable else None
+    features = bar_features(history, t)
+    if not usable or features.empty:
+        return Snapshot(dict(champions), health, model, features)
+    members = [m for m in s.signal.members if m in champions and champions[m].artifact is not None]
+    preds = predict_bar(champions, members, {"features": features, "predictions": asof}, interval, t, run_id,
+                        lambda: t)  # fmt: skip
+    return Snapshot(
+        dict(champions), health, model, features, preds, bar_signals(s, champions[source], preds, features)
+    )
+
+
+def bar_features(history: wb.History, t: pd.Timestamp) -> pd.DataFrame:
+    """The bar's features with its close, as ``warehouse.decisions.bar_frame`` reads them live."""
+    bars, feats = history.at(t)
+    if feats.empty:
+        return feats
+    drop = [c for c in ("feature_set_version", "run_id", "computed_at") if c in feats.columns]
+    out = feats.drop(columns=drop).merge(
+        bars[["symbol", "interval", "ts", "close"]].rename(columns={"close": "bar_close"}),
+        on=["symbol", "interval", "ts"],
+    )
+    return out.sort_values("symbol", kind="stable").reset_index(drop=True)
 
 
 @contextmanager
@@ -350,37 +397,55 @@ class ModeResult:
 def replay_mode(
     settings: Settings,
     timeline: Timeline,
+    history: wb.History,
     mode: str,
     overrides: dict[str, Any],
     run_id: str,
     signal_source: SignalSource | None = None,
 ) -> ModeResult:
-    """Pass 2 (module docstring): the live decision bar over the timeline with this mode's settings."""
+    """Pass 2 (module docstring): the live decision engine and trader over the timeline, with this mode's
+    settings, against a simulated broker in memory; the records go to the mode's results file at the end."""
     log = get_run_logger()
     started = time.perf_counter()
     interval = timeline.interval
-    path = wb.copy_scratch(timeline.scratch, timeline.folder / f"{mode}.duckdb", timeline.predictions)
-    s = load_settings(warehouse=path, **mb.deep_merge(timeline.overrides, overrides))
+    s = load_settings(
+        warehouse=timeline.folder / f"{mode}.duckdb", **mb.deep_merge(timeline.overrides, overrides)
+    )
     now = [timeline.times[0]]
-    broker = decision_broker(s, interval, clock=lambda: now[0].to_pydatetime())
+    p = s.paper
+    broker = SimulatedBroker.new(
+        p.starting_cash, FillCosts(p.slippage_bps, p.commission_per_share, p.commission_bps), interval=interval,
+        tick=s.orders.tick, clock=lambda: now[0].to_pydatetime(), feed=wb.HistoryFeed(history),
+    )  # fmt: skip
+    trader = Trader(broker, me.EngineConfig.from_settings(s, broker.name), order_gate)
+    records = ModeRecords(broker.name)
     refused, reasons = 0, {}
-    with pinned(path):
-        for i, t in enumerate(timeline.times):
-            now[0] = t
-            snap = timeline.snapshots[t]
-            problems = preconditions(s, interval, [t], snap.champions, snap.health, t)
-            if problems:
-                refused += 1
-                if refused == 1:
-                    log.warning("%s: bar %s refused: %s", mode, t, "; ".join(problems))
-                broker.advance_to(t)
-                continue
-            summary = run_bar(s, broker, interval, t, snap.champions, snap.health, run_id, clock=lambda t=t: t,
-                              model=snap.model, signal_source=signal_source)  # fmt: skip
-            for k, v in summary["reasons"].items():
-                reasons[k] = reasons.get(k, 0) + v
-            report(f"backtest: {mode}", i + 1, len(timeline.times))
-        res = wb.mode_results(path, broker.name)
+    for i, t in enumerate(timeline.times):
+        now[0] = t
+        snap = timeline.snapshots[t]
+        problems = preconditions(s, None, interval, [t], snap.champions, snap.health, t, check_data=False)
+        if snap.features.empty:
+            problems.append(f"bar {t:%Y-%m-%d %H:%M} {interval}: no gated feature rows")
+        if problems:
+            refused += 1
+            if refused == 1:
+                log.warning("%s: bar %s refused: %s", mode, t, "; ".join(problems))
+            records.fills(trader.advance(t)[1], trader, t)
+            continue
+        signals = signal_source(t, snap.features) if signal_source is not None else snap.signals
+        feats = snap.features
+        bar = BarMarket(
+            ts=t, interval=interval, market_open=market_open(t, interval, s.exchange), signals=signals,
+            prices=dict(zip(feats["symbol"].astype(str), feats["bar_close"].astype(float), strict=True)),
+            health=snap.health, model=snap.model,
+        )  # fmt: skip
+        outcome = trader.step(bar)
+        records.bar(outcome, trader, run_id)
+        for k, v in outcome.result.reasons().items():
+            reasons[k] = reasons.get(k, 0) + v
+        report(f"backtest: {mode}", i + 1, len(timeline.times))
+    path = records.write(timeline.folder / f"{mode}.duckdb", broker)
+    res = wb.mode_results(path, broker.name)
     seconds = time.perf_counter() - started
     log.info(
         "%s: %d closed trades, %d open, %d refused bars in %.1fs; candidates: %s", mode, len(res["trades"]),
@@ -388,6 +453,72 @@ def replay_mode(
     )  # fmt: skip
     return ModeResult(mode, overrides, path, res["trades"], res["equity"], res["notional"], res["commission"],
                       res["open_trades"], refused, seconds, reasons)  # fmt: skip
+
+
+def order_gate(frame: pd.DataFrame) -> GateVerdict:
+    """The orders suite's rules, checked in memory bar by bar (expectations/frame_gate.check_rules); the
+    whole run's batch goes through Great Expectations once at the end (``ModeRecords.write``)."""
+    failures = check_rules(frame, "orders", derive=dm.order_gate_view)
+    return GateVerdict(not any(failures.values()), failures)
+
+
+class ModeRecords:
+    """Everything a mode's replay produced, kept in memory and written to its results file once."""
+
+    def __init__(self, broker: str) -> None:
+        self.broker = broker
+        self.decisions: list[pd.DataFrame] = []
+        self.orders: list[dict] = []
+        self.fill_rows: list[dict] = []
+        self.stops: list[dict] = []
+        self.accounts: list[dict] = []
+        self.positions: list[dict] = []
+        self.sent: list = []
+
+    def fills(self, fills, trader: Trader, t: pd.Timestamp) -> None:
+        self.fill_rows += fill_rows(self.broker, fills, trader.state.entry_of, t)
+
+    def bar(self, outcome, trader: Trader, run_id: str) -> None:
+        t = outcome.ts
+        self.fills(outcome.fills, trader, t)
+        a = outcome.account
+        self.accounts.append({"broker": self.broker, "ts": t, "cash": a.cash, "equity": a.equity,
+                              "buying_power": a.buying_power, "recorded_at": t})  # fmt: skip
+        self.positions += [
+            {"broker": self.broker, "ts": t, "symbol": p.symbol, "qty": p.qty, "avg_entry_price": p.avg_entry_price,
+             "market_value": p.market_value, "recorded_at": t}
+            for p in outcome.positions
+        ]  # fmt: skip
+        self.stops += stop_move_rows(outcome, self.broker, t)
+        self.orders += decision_order_rows(outcome, self.broker, t)
+        self.sent += [(s, t) for s in outcome.sent]
+        self.decisions.append(outcome.result.frame().assign(run_id=run_id, decided_at=t))
+
+    def write(self, path: Path, broker) -> Path:
+        return wb.write_mode_records(
+            path,
+            decisions=pd.concat(self.decisions, ignore_index=True) if self.decisions else pd.DataFrame(),
+            orders=pd.DataFrame(self.orders),
+            fills=pd.DataFrame(self.fill_rows),
+            stops=pd.DataFrame(self.stops),
+            accounts=pd.DataFrame(self.accounts),
+            positions=pd.DataFrame(self.positions),
+            order_records=order_record_rows(self.sent, broker, self.broker),
+        )
+
+
+def order_record_rows(sent, broker, name: str) -> pd.DataFrame:
+    """``order_records`` of the brackets a mode sent, with their state at the end of the replay."""
+    rows = []
+    for s, t in sent:
+        o = broker.get_order_by_client_id(s.planned.bracket.client_order_id)
+        b = s.planned.bracket
+        rows.append({"client_order_id": b.client_order_id, "broker": name, "broker_order_id": o.id,
+                     "strategy": None, "symbol": b.symbol, "side": b.side.value, "qty": b.qty,
+                     "leg": f"tp{s.planned.leg}", "bar_ts": t, "take_profit": b.take_profit, "stop_price": b.stop,
+                     "status": bracket_state(o), "origin": "submitted", "note": None, "recorded_at": t,
+                     "updated_at": t})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------------ record
@@ -453,10 +584,7 @@ def record_backtest(
     finished_at = pd.Timestamp.now(tz="UTC")
     runs, trades, equity = result_frames(settings, run_id, timeline, results, started_at, finished_at)
     runs["symbols"] = n_symbols
-    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-        counts = wb.write_results(
-            settings.warehouse, runs, trades, equity, policy=LockPolicy.from_settings(settings)
-        )
+    counts = wb.write_results(warehouse(settings), runs, trades, equity)
     get_run_logger().info("recorded backtest %s in %s: %s", run_id, settings.warehouse, counts)
     return runs
 
@@ -530,8 +658,7 @@ def publish_backtest(runs: pd.DataFrame, run_id: str, report_paths: tuple[str, s
 
 @task(name="backtest-report", cache_policy=NO_CACHE)
 def backtest_report(settings: Settings, run_id: str, folder: Path, symbol: str | None) -> tuple[str, str]:
-    html, png = write_report(settings.warehouse, run_id, folder, symbol=symbol,
-                             policy=LockPolicy.from_settings(settings))  # fmt: skip
+    html, png = write_report(settings.warehouse, run_id, folder, symbol=symbol)  # fmt: skip
     get_run_logger().info("backtest report: %s and %s", html, png)
     return str(html), str(png)
 

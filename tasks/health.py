@@ -26,9 +26,8 @@ from models.health import (
 )
 from models.thresholds import METRICS, LearnedThreshold, default_threshold, learn_all
 from qtrader.settings import Settings
+from tasks.resources import warehouse
 from tasks.steps import step
-from tasks.writer import warehouse_writer
-from warehouse.db import LockPolicy
 from warehouse.health import (
     active_alerts,
     latest_thresholds,
@@ -44,10 +43,6 @@ from warehouse.health import (
 ENSEMBLE = "ensemble"
 
 
-def policy(settings: Settings) -> LockPolicy:
-    return LockPolicy.from_settings(settings)
-
-
 def monitored_modules(settings: Settings) -> list[str]:
     """The configured signal modules (and the ensemble when it is built); the registry may add more."""
     members = list(settings.signal.members)
@@ -60,8 +55,7 @@ def monitored_modules(settings: Settings) -> list[str]:
 @task(name="load-health-inputs", cache_policy=NO_CACHE)
 def load_health_inputs(settings: Settings, now: pd.Timestamp) -> HealthInputs:
     inputs = read_health_inputs(
-        settings.warehouse, monitored_modules(settings), list(settings.intervals), now, settings.health,
-        policy=policy(settings),
+        warehouse(settings), monitored_modules(settings), list(settings.intervals), now, settings.health,
     )  # fmt: skip
     get_run_logger().info(
         "health inputs: %d champions, newest bars %s, %d prediction runs, %d benchmarks",
@@ -83,9 +77,9 @@ class AlertContext:
 @task(name="load-alert-context", cache_policy=NO_CACHE)
 def load_alert_context(settings: Settings, now: pd.Timestamp) -> AlertContext:
     since = now - pd.Timedelta(hours=settings.alerts.lookback_hours)
-    history = read_metric_history(settings.warehouse, since, now, policy=policy(settings))
-    learned = thresholds_map(latest_thresholds(settings.warehouse, policy=policy(settings)))
-    opened = read_open_alerts(settings.warehouse, policy=policy(settings))
+    history = read_metric_history(warehouse(settings), since, now)
+    learned = thresholds_map(latest_thresholds(warehouse(settings)))
+    opened = read_open_alerts(warehouse(settings))
     open_map = {
         (str(m), str(x)): str(a)
         for m, x, a in zip(opened["module"], opened["metric"], opened["alert_id"], strict=True)
@@ -179,16 +173,14 @@ def evaluate_alerts(
 def record_health(
     settings: Settings, result: HealthResult, changes: AlertChanges, run_id: str, now: pd.Timestamp
 ) -> dict:
-    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-        counts = write_health(
-            settings.warehouse,
-            result.rows,
-            result.points,
-            changes,
-            now=now,
-            run_id=run_id,
-            policy=policy(settings),
-        )
+    counts = write_health(
+        warehouse(settings),
+        result.rows,
+        result.points,
+        changes,
+        now=now,
+        run_id=run_id,
+    )
     get_run_logger().info("recorded health run %s: %s", run_id, counts)
     return counts
 
@@ -197,7 +189,7 @@ def record_health(
 def publish_health(
     settings: Settings, result: HealthResult, thresholds: dict, now: pd.Timestamp, run_id: str
 ) -> str:
-    alerts = active_alerts(settings.warehouse, policy=policy(settings))
+    alerts = active_alerts(warehouse(settings))
     md = health_markdown(result, alerts, thresholds, now, run_id)
     create_markdown_artifact(key="health-summary", markdown=md, description="Module health and active alerts")
     return md
@@ -274,7 +266,7 @@ def health_markdown(
 @task(name="load-metric-history", cache_policy=NO_CACHE)
 def load_metric_history(settings: Settings, now: pd.Timestamp) -> pd.DataFrame:
     since = now - pd.Timedelta(days=settings.thresholds.history_days)
-    history = read_metric_history(settings.warehouse, since, now, policy=policy(settings))
+    history = read_metric_history(warehouse(settings), since, now)
     get_run_logger().info(
         "metric history: %d points of %d series",
         len(history),
@@ -306,10 +298,7 @@ def learn_thresholds(settings: Settings, history: pd.DataFrame) -> list[tuple[st
 def record_thresholds(
     settings: Settings, learned: list[tuple[str, LearnedThreshold]], now: pd.Timestamp, run_id: str
 ) -> int:
-    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-        n = write_thresholds(
-            settings.warehouse, threshold_rows(learned, now, run_id), policy=policy(settings)
-        )
+    n = write_thresholds(warehouse(settings), threshold_rows(learned, now, run_id))
     defaults = sum(t.is_default for _, t in learned)
     get_run_logger().info("recorded %d thresholds (%d defaults: history too short)", n, defaults)
     return n

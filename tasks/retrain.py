@@ -41,8 +41,7 @@ from models.training import (
 )
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
-from tasks.writer import warehouse_writer
-from warehouse.db import LockPolicy
+from tasks.resources import warehouse
 from warehouse.models import (
     artifact_path,
     champions,
@@ -106,10 +105,6 @@ def bars_needed(config: TrainingConfig) -> int:
     return config.train_window + gaps + config.n_splits * config.test_window + config.label_horizon
 
 
-def policy(settings: Settings) -> LockPolicy:
-    return LockPolicy.from_settings(settings)
-
-
 # -------------------------------------------------------------------------------------------------- load
 
 
@@ -119,9 +114,7 @@ def load_training_data(
 ) -> tuple[TrainingData, WalkForwardPlan]:
     log = get_run_logger()
     started = time.perf_counter()
-    frame = load_training_frame(
-        settings.warehouse, interval, FEATURE_SET_VERSION, bars_needed(config), policy=policy(settings)
-    )
+    frame = load_training_frame(warehouse(settings), interval, FEATURE_SET_VERSION, bars_needed(config))
     if frame.empty or not frame["has_features"].any():
         raise ValueError(
             f"no {interval} features in {settings.warehouse}: run `qtrader ingest` and the features flow first"
@@ -151,14 +144,14 @@ def load_champions(settings: Settings, interval: str) -> tuple[dict[str, Champio
     """Current champions with their artifacts (None, with the reason, when one cannot be loaded)."""
     log = get_run_logger()
     found: dict[str, Champion] = {}
-    for row in champions(settings.warehouse, interval, policy=policy(settings)).to_dict("records"):
+    for row in champions(warehouse(settings), interval).to_dict("records"):
         try:
             found[row["module"]] = Champion(row, load_artifact(row["artifact_path"]))
         # A missing, truncated or stale pickle: compare against nothing rather than fail the retrain.
         except (OSError, EOFError, AttributeError, ImportError, ValueError, pickle.UnpicklingError) as exc:
             log.warning("champion %s v%s: artifact unusable (%s)", row["module"], row["version"], exc)
             found[row["module"]] = Champion(row, None, f"artifact {row['artifact_path']} unusable: {exc}")
-    return found, latest_versions(settings.warehouse, interval, policy=policy(settings))
+    return found, latest_versions(warehouse(settings), interval)
 
 
 # ------------------------------------------------------------------------------------------------- train
@@ -477,17 +470,15 @@ def record_retrain(
 ) -> int:
     now = pd.Timestamp.now(tz="UTC")
     predictions = gated.passed.assign(run_id=run_id, predicted_at=now)
-    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-        write_retrain(
-            settings.warehouse,
-            record.registry,
-            record.retire,
-            predictions,
-            quarantine_rows(gated, run_id, now),
-            gated.dq_results,
-            expected_versions=expected_versions,
-            policy=policy(settings),
-        )
+    write_retrain(
+        warehouse(settings),
+        record.registry,
+        record.retire,
+        predictions,
+        quarantine_rows(gated, run_id, now),
+        gated.dq_results,
+        expected_versions=expected_versions,
+    )
     get_run_logger().info(
         "recorded %d model versions, %d retirements, %d predictions (%d quarantined) in %s",
         len(record.registry), len(record.retire), len(predictions), len(gated.quarantined), settings.warehouse,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 
@@ -17,7 +16,7 @@ from models.alerts import AlertChanges, Evaluation
 from models.health import HealthInputs
 from models.thresholds import METRICS, LearnedThreshold, MetricSpec, default_threshold, metric_spec
 from qtrader.calendar import is_daily
-from warehouse.db import LockPolicy, WarehouseMissing, connect, insert_frame, query_df, transaction
+from warehouse.db import WarehouseLike, WarehouseMissing, connect, insert_frame, query_df, transaction
 
 HEALTH_COLUMNS = ["ts", "module", "score", "components", "capped_by", "run_id", "recorded_at"]
 METRIC_COLUMNS = ["module", "metric", "ts", "value", "run_id", "recorded_at"]
@@ -123,13 +122,11 @@ def _feature_frames(con, interval: str, version: str, start, end, recent_bars: i
 
 
 def read_health_inputs(
-    path: str | Path,
+    wh: WarehouseLike,
     modules: list[str],
     default_intervals: list[str],
     now: pd.Timestamp,
     cfg,
-    *,
-    policy: LockPolicy | None = None,
 ) -> HealthInputs:
     """Everything the health scores need, read in one short connection (``cfg``: HealthSettings).
 
@@ -137,7 +134,7 @@ def read_health_inputs(
     ``now`` bounds the bars and feature rows read (their event time); runs, predictions batches and
     benchmarks are the newest stored (their write times come from other flows' clocks).
     """
-    with connect(path, policy=policy) as con:
+    with connect(wh) as con:
         champions = con.execute(_CHAMPIONS_SQL).df()
         newest = con.execute(_NEWEST_BARS_SQL, [now]).df()
         predictions = con.execute(_PREDICTIONS_SQL, [now]).df()
@@ -184,50 +181,46 @@ def read_health_inputs(
     )
 
 
-def read_metric_history(
-    path: str | Path, since: pd.Timestamp, until: pd.Timestamp, *, policy: LockPolicy | None = None
-) -> pd.DataFrame:
+def read_metric_history(wh: WarehouseLike, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
     """metric_history points with since < ts <= until, ordered by module, metric, ts."""
     return _read(
-        path,
+        wh,
         "SELECT module, metric, ts, value FROM metric_history WHERE ts > ? AND ts <= ? ORDER BY module, metric, ts",
         [since, until],
-        policy,
     )
 
 
-def read_open_alerts(path: str | Path, *, policy: LockPolicy | None = None) -> pd.DataFrame:
-    return _read(path, "SELECT * FROM alerts WHERE resolved_at IS NULL ORDER BY module, metric", [], policy)
+def read_open_alerts(wh: WarehouseLike) -> pd.DataFrame:
+    return _read(wh, "SELECT * FROM alerts WHERE resolved_at IS NULL ORDER BY module, metric", [])
 
 
-def latest_thresholds(path: str | Path, *, policy: LockPolicy | None = None) -> pd.DataFrame:
-    return _read(path, "SELECT * FROM v_latest_thresholds ORDER BY module, metric", [], policy)
+def latest_thresholds(wh: WarehouseLike) -> pd.DataFrame:
+    return _read(wh, "SELECT * FROM v_latest_thresholds ORDER BY module, metric", [])
 
 
-def latest_health(path: str | Path, *, policy: LockPolicy | None = None) -> pd.DataFrame:
+def latest_health(wh: WarehouseLike) -> pd.DataFrame:
     """The newest health run: the overall row first, then modules by score (worst first)."""
     return _read(
-        path,
+        wh,
         "SELECT * FROM v_latest_health ORDER BY module <> 'overall', score NULLS FIRST, module",
         [],
-        policy,
     )
 
 
-def active_alerts(path: str | Path, *, policy: LockPolicy | None = None) -> pd.DataFrame:
-    return _read(path, "SELECT * FROM v_active_alerts", [], policy)
+def active_alerts(wh: WarehouseLike) -> pd.DataFrame:
+    return _read(wh, "SELECT * FROM v_active_alerts", [])
 
 
-def _read(path, sql: str, params: list, policy) -> pd.DataFrame:
+def _read(wh: WarehouseLike, sql: str, params: list) -> pd.DataFrame:
     """A read-only query; a warehouse without the health tables yet is opened read-write once to migrate."""
     try:
-        return query_df(path, sql, params, policy=policy)
+        return query_df(wh, sql, params)
     except WarehouseMissing:
         raise
     except Exception as exc:  # duckdb.CatalogException: tables of a migration not applied yet
         if "does not exist" not in str(exc):
             raise
-        with connect(path, policy=policy) as con:
+        with connect(wh) as con:
             return con.execute(sql, params).df()
 
 
@@ -259,9 +252,7 @@ def threshold_from_row(row: pd.Series | dict) -> LearnedThreshold:
     )
 
 
-def learned_threshold(
-    module: str, metric: str, *, warehouse: str | Path, policy: LockPolicy | None = None
-) -> LearnedThreshold:
+def learned_threshold(module: str, metric: str, *, warehouse: WarehouseLike) -> LearnedThreshold:
     """The newest learned threshold of (module, metric), or the metric's default with the reason.
 
     What other stages call: the exit planner's ``stop_distance_atr``, the health flow's ``latency_ms``,
@@ -273,7 +264,6 @@ def learned_threshold(
             warehouse,
             "SELECT * FROM v_latest_thresholds WHERE module = ? AND metric = ?",
             [module, metric],
-            policy=policy,
         )
     except WarehouseMissing:
         return _fallback(spec, f"no warehouse at {warehouse}")
@@ -319,8 +309,8 @@ def threshold_rows(
     return pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
 
 
-def write_thresholds(path: str | Path, rows: pd.DataFrame, *, policy: LockPolicy | None = None) -> int:
-    with transaction(path, policy=policy) as con:
+def write_thresholds(wh: WarehouseLike, rows: pd.DataFrame) -> int:
+    with transaction(wh) as con:
         return insert_frame(con, "thresholds", rows.reindex(columns=THRESHOLD_COLUMNS), replace=True)
 
 
@@ -337,14 +327,13 @@ def _alert_values(ev: Evaluation) -> dict:
 
 
 def write_health(
-    path: str | Path,
+    wh: WarehouseLike,
     health: pd.DataFrame,
     metrics: pd.DataFrame,
     changes: AlertChanges,
     *,
     now: pd.Timestamp,
     run_id: str,
-    policy: LockPolicy | None = None,
 ) -> dict[str, int]:
     """Health rows, metric points and alert changes of one health run, in one transaction.
 
@@ -357,7 +346,7 @@ def write_health(
         recorded_at=recorded,
     )
     metrics = metrics.assign(run_id=run_id, recorded_at=recorded)
-    with transaction(path, policy=policy) as con:
+    with transaction(wh) as con:
         insert_frame(con, "health", health.reindex(columns=HEALTH_COLUMNS), replace=True)
         insert_frame(con, "metric_history", metrics.reindex(columns=METRIC_COLUMNS), replace=True)
         for ev in changes.opened:

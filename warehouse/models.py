@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from warehouse.db import LockPolicy, connect, insert_frame, query_df, transaction
+from warehouse.db import WarehouseLike, connect, insert_frame, query_df, transaction
 from warehouse.ingest import DQ_COLUMNS, QUARANTINE_COLUMNS
 
 REGISTRY_COLUMNS = [
@@ -67,12 +67,10 @@ ORDER BY r.symbol, r.ts
 
 
 def load_training_frame(
-    path: str | Path,
+    wh: WarehouseLike,
     interval: str,
     feature_set_version: str,
     n_bars: int,
-    *,
-    policy: LockPolicy | None = None,
 ) -> pd.DataFrame:
     """Bars of the newest ``n_bars`` timestamps with bar_number, has_features and the feature columns.
 
@@ -80,60 +78,50 @@ def load_training_frame(
     Opened read-write so a warehouse that predates the model tables gets them (migrations) before the
     retrain reads the registry.
     """
-    with connect(path, policy=policy) as con:
+    with connect(wh) as con:
         return con.execute(_TRAINING_FRAME_SQL, [interval, interval, n_bars, feature_set_version]).df()
 
 
-def registry(
-    path: str | Path, interval: str | None = None, *, policy: LockPolicy | None = None
-) -> pd.DataFrame:
+def registry(wh: WarehouseLike, interval: str | None = None) -> pd.DataFrame:
     return query_df(
-        path,
+        wh,
         "SELECT * FROM model_registry WHERE (? IS NULL OR interval = ?) ORDER BY module, interval, version",
         [interval, interval],
-        policy=policy,
     )
 
 
-def champions(path: str | Path, interval: str, *, policy: LockPolicy | None = None) -> pd.DataFrame:
+def champions(wh: WarehouseLike, interval: str) -> pd.DataFrame:
     """The champion row of each module for the interval (at most one per module)."""
     return query_df(
-        path,
+        wh,
         "SELECT * FROM model_registry WHERE interval = ? AND status = 'champion' ORDER BY module",
         [interval],
-        policy=policy,
     )
 
 
-def latest_versions(path: str | Path, interval: str, *, policy: LockPolicy | None = None) -> dict[str, int]:
+def latest_versions(wh: WarehouseLike, interval: str) -> dict[str, int]:
     df = query_df(
-        path,
+        wh,
         "SELECT module, max(version) AS v FROM model_registry WHERE interval = ? GROUP BY module",
         [interval],
-        policy=policy,
     )
     return {str(m): int(v) for m, v in zip(df["module"], df["v"], strict=True)}
 
 
-def load_predictions(
-    path: str | Path, interval: str, *, start: pd.Timestamp | None = None, policy: LockPolicy | None = None
-) -> pd.DataFrame:
+def load_predictions(wh: WarehouseLike, interval: str, *, start: pd.Timestamp | None = None) -> pd.DataFrame:
     return query_df(
-        path,
+        wh,
         "SELECT * FROM predictions WHERE interval = ? AND (? IS NULL OR ts > ?) ORDER BY module, symbol, ts",
         [interval, start, start],
-        policy=policy,
     )
 
 
 def load_bars_with_atr(
-    path: str | Path,
+    wh: WarehouseLike,
     interval: str,
     symbols: list[str],
     start: pd.Timestamp,
     feature_set_version: str,
-    *,
-    policy: LockPolicy | None = None,
 ) -> pd.DataFrame:
     """Bars from ``start`` on with the features' atr_14 (NaN without a feature row), for labels."""
     sql = """
@@ -144,19 +132,16 @@ def load_bars_with_atr(
         WHERE b.interval = ? AND list_contains(?, b.symbol) AND b.ts >= ?
         ORDER BY b.symbol, b.ts
     """
-    return query_df(path, sql, [feature_set_version, interval, symbols, start], policy=policy)
+    return query_df(wh, sql, [feature_set_version, interval, symbols, start])
 
 
-def scoreboard(
-    path: str | Path, interval: str, window: str, *, policy: LockPolicy | None = None
-) -> pd.DataFrame:
+def scoreboard(wh: WarehouseLike, interval: str, window: str) -> pd.DataFrame:
     """The latest benchmark of every module for one window, with exit statistics and the champion."""
     return query_df(
-        path,
+        wh,
         "SELECT * FROM v_scoreboard WHERE interval = ? AND window_name = ? "
         "ORDER BY performance_score DESC NULLS LAST, module",
         [interval, window],
-        policy=policy,
     )
 
 
@@ -171,7 +156,7 @@ def _insert(
 
 
 def write_retrain(
-    path: str | Path,
+    wh: WarehouseLike,
     registry_rows: pd.DataFrame,
     retire: list[dict[str, Any]],
     predictions: pd.DataFrame,
@@ -179,7 +164,6 @@ def write_retrain(
     dq_results: pd.DataFrame,
     *,
     expected_versions: dict[str, int],
-    policy: LockPolicy | None = None,
 ) -> None:
     """Register the new versions, retire the replaced champions, upsert predictions: one transaction.
 
@@ -187,7 +171,7 @@ def write_retrain(
     version of each module when the retrain started; if another retrain registered since, nothing is
     written (ConcurrentRetrain) rather than two champions or a version clash.
     """
-    with transaction(path, policy=policy) as con:
+    with transaction(wh) as con:
         if len(registry_rows):
             interval = str(registry_rows["interval"].iloc[0])
             now = dict(
@@ -215,10 +199,8 @@ def write_retrain(
         _insert(con, "dq_results", dq_results, DQ_COLUMNS)
 
 
-def write_benchmarks(
-    path: str | Path, benchmarks: pd.DataFrame, exit_stats: pd.DataFrame, *, policy: LockPolicy | None = None
-) -> None:
-    with transaction(path, policy=policy) as con:
+def write_benchmarks(wh: WarehouseLike, benchmarks: pd.DataFrame, exit_stats: pd.DataFrame) -> None:
+    with transaction(wh) as con:
         _insert(con, "benchmarks", benchmarks, BENCHMARK_TABLE_COLUMNS)
         _insert(con, "exit_stats", exit_stats, EXIT_TABLE_COLUMNS)
 

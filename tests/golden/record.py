@@ -81,7 +81,8 @@ def canonical(name: str, frame: pd.DataFrame) -> pd.DataFrame:
 def run(folder: Path) -> dict[str, pd.DataFrame]:
     """Run the fixed backtest in ``folder`` and return the canonical tables of every mode."""
     from flows.backtest import backtest
-    from models.backtest import MODES, SIGNALS as SIGNALS_MODE
+    from models.backtest import MODES
+    from models.backtest import SIGNALS as SIGNALS_MODE
     from tests.flows.conftest import data_dir
     from warehouse.db import query_df
 

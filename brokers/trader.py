@@ -1,0 +1,338 @@
+"""The trader: one decision bar against a broker, the same code live and in a backtest.
+
+Per bar: the broker sees the market up to the bar (``advance_to``: a simulated broker fills its working
+orders, a real one has moved by itself), the account and the working brackets are read, the decision
+engine (models/engine.py) decides on the inputs the caller built, the order gate checks the batch, stop
+moves and new brackets go to the broker. ``BarOutcome`` carries every record the bar produced; the caller
+stores them (live: one transaction per bar; backtest: once at the end).
+
+The trader keeps what it needs between bars in ``TraderState`` (which bracket belongs to which decision,
+the decisions whose TP1 took profit, each symbol's last exit, the equity at each bar for the start-of-day
+figure). Live, the state is loaded from the warehouse; in a backtest it starts empty.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from brokers.base import (
+    Account,
+    Broker,
+    Fill,
+    Order,
+    OrderRejected,
+    OrderRole,
+    OrderStatus,
+    Position,
+    submit_idempotent,
+)
+from models import decision as dm
+from models import engine as me
+from models.brackets import Side
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    ok: bool
+    failures: Mapping[str, int] = field(default_factory=dict)  # rule -> failing rows
+    dq_results: pd.DataFrame | None = None
+
+
+# The order gate: the batch frame (models.decision.order_batch_frame) -> verdict.
+OrderGate = Callable[[pd.DataFrame], GateVerdict]
+
+
+@dataclass
+class TraderState:
+    """What the trader carries from bar to bar."""
+
+    legs: dict[str, tuple[str, int]] = field(default_factory=dict)  # entry client order id -> (decision, leg)
+    entry_of: dict[str, str] = field(default_factory=dict)  # order id (entry or leg) -> entry client order id
+    tp1_filled: set[str] = field(default_factory=set)  # decision ids
+    last_exit: dict[str, datetime] = field(default_factory=dict)  # symbol -> newest exit fill
+    equity_ts: list[pd.Timestamp] = field(default_factory=list)  # account snapshots, oldest first
+    equity: list[float] = field(default_factory=list)
+
+    def learn_orders(self, orders: Iterable[Order]) -> None:
+        for o in orders:
+            self.entry_of[o.id] = o.client_order_id
+            for leg in o.legs:
+                self.entry_of[leg.id] = o.client_order_id
+
+    def learn_fills(self, fills: Iterable[Fill]) -> None:
+        for f in fills:
+            if f.role is not None and f.role is not OrderRole.entry:
+                prev = self.last_exit.get(f.symbol)
+                if prev is None or f.ts > prev:
+                    self.last_exit[f.symbol] = f.ts
+            if f.role is OrderRole.take_profit:
+                entry = self.entry_of.get(f.order_id)
+                known = self.legs.get(entry) if entry is not None else None
+                if known is not None and known[1] == 1:
+                    self.tp1_filled.add(known[0])
+
+    def snapshot(self, ts: pd.Timestamp, equity: float) -> None:
+        self.equity_ts.append(ts)
+        self.equity.append(equity)
+
+    def start_of_day_equity(self, ts: pd.Timestamp) -> float | None:
+        """The newest account snapshot before the bar's UTC day."""
+        day = ts.tz_convert("UTC").normalize()
+        i = bisect.bisect_left(self.equity_ts, day)
+        return self.equity[i - 1] if i else None
+
+    def last_exits(self, ts) -> dict[str, datetime]:
+        t = pd.Timestamp(ts)
+        return {s: x for s, x in self.last_exit.items() if pd.Timestamp(x) <= t}
+
+
+@dataclass(frozen=True)
+class BarMarket:
+    """The bar as the decision sees it (the caller's inputs, not the broker's)."""
+
+    ts: pd.Timestamp
+    interval: str
+    market_open: bool
+    signals: Sequence[dm.Signal]
+    prices: Mapping[str, float]
+    health: me.HealthView
+    model: me.ModelView
+
+
+@dataclass(frozen=True)
+class StopMoveDone:
+    move: dm.StopMove
+    new_order_id: str
+    new_stop: float
+
+
+@dataclass(frozen=True)
+class SentBracket:
+    planned: dm.PlannedBracket
+    order: Order
+    created: bool  # False: the broker already had this client order id
+
+
+@dataclass
+class BarOutcome:
+    ts: pd.Timestamp
+    result: me.BarResult
+    stepped: int
+    fills: list[Fill]
+    orders: list[Order]  # the working brackets after the broker saw the bar, before this bar's orders
+    positions: list[Position]
+    account: Account
+    stop_moves: list[StopMoveDone]
+    sent: list[SentBracket]
+    gate_failures: dict[str, int]
+    dq_results: list[pd.DataFrame]
+    planned: int = 0  # brackets the engine planned, before the order gate and the broker
+
+    @property
+    def submitted(self) -> int:
+        return sum(s.created for s in self.sent)
+
+    @property
+    def already(self) -> int:
+        return sum(not s.created for s in self.sent)
+
+
+def _f(x) -> float:
+    return float(x) if x is not None else 0.0
+
+
+def open_brackets(orders: Iterable[Order], legs: Mapping[str, tuple[str, int]]) -> list[dm.OpenBracket]:
+    """Filled entries whose stop leg still works (the ones whose stop the engine may move)."""
+    out = []
+    for o in orders:
+        if o.role is not OrderRole.entry or o.status is not OrderStatus.filled:
+            continue
+        sl = o.stop_loss
+        if sl is None or sl.status not in (OrderStatus.new, OrderStatus.held) or sl.stop_price is None:
+            continue
+        did, leg = legs.get(o.client_order_id, (None, None))
+        out.append(
+            dm.OpenBracket(o.client_order_id, did, leg, o.symbol, Side(o.side), float(o.filled_avg_price),
+                           sl.id, float(sl.stop_price))
+        )  # fmt: skip
+    return out
+
+
+class Trader:
+    """Runs the decision engine against one broker, bar after bar (module docstring)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        cfg: me.EngineConfig,
+        gate: OrderGate,
+        state: TraderState | None = None,
+        *,
+        sizing=None,
+    ) -> None:
+        self.broker = broker
+        self.cfg = cfg
+        self.gate = gate
+        self.state = state or TraderState()
+
+    def advance(self, ts: pd.Timestamp) -> tuple[int, list[Fill]]:
+        """The broker sees the market up to ``ts`` (also on bars the decision refuses to trade)."""
+        report = self.broker.advance_to(ts)
+        self.state.learn_fills(report.fills)
+        return report.bars, list(report.fills)
+
+    def step(self, bar: BarMarket) -> BarOutcome:
+        ts = bar.ts
+        stepped, fills = self.advance(ts)
+        orders = self.broker.get_orders("open")
+        positions, account = self.broker.positions(), self.broker.account()
+        self.state.learn_orders(orders)
+        equity = _f(account.equity)
+        sod = self.state.start_of_day_equity(ts)
+        self.state.snapshot(ts, equity)
+
+        view = me.AccountView(
+            equity=equity,
+            buying_power=_f(account.buying_power),
+            gross_exposure=sum(abs(_f(p.market_value)) for p in positions),
+            open_position_symbols=frozenset(p.symbol for p in positions if p.qty != 0),
+            pending_order_symbols=frozenset(
+                o.symbol for o in orders if o.role is OrderRole.entry and o.is_open
+            ),
+            start_of_day_equity=sod,
+            last_exit_ts=self.state.last_exits(ts),
+        )
+        inputs = me.BarInputs(
+            ts=ts.to_pydatetime(),
+            interval=bar.interval,
+            market_open=bar.market_open,
+            signals=bar.signals,
+            prices=bar.prices,
+            health=bar.health,
+            model=bar.model,
+            account=view,
+            open_brackets=open_brackets(orders, self.state.legs),
+            tp1_filled=self.state.tp1_filled,
+        )
+        result = me.decide(inputs, self.cfg)
+        moved = self._move_stops(result.stop_moves)
+
+        failures: dict[str, int] = {}
+        dq: list[pd.DataFrame] = []
+        sent: list[SentBracket] = []
+        planned = len(result.brackets)
+        if result.brackets:
+            frame = dm.order_batch_frame(result.batch(), result.context, self.cfg.sizing)
+            verdict = self.gate(frame)
+            if verdict.dq_results is not None:
+                dq.append(verdict.dq_results)
+            failures = {r: n for r, n in verdict.failures.items() if n}
+            if not verdict.ok:
+                result = me.block(result, dm.ORDER_GATE_FAILED, ", ".join(sorted(failures)))
+            else:
+                result, sent = self._submit(result)
+        return BarOutcome(
+            ts, result, stepped, fills, orders, positions, account, moved, sent, failures, dq, planned
+        )
+
+    def _move_stops(self, moves: Sequence[dm.StopMove]) -> list[StopMoveDone]:
+        done = []
+        for mv in moves:
+            try:
+                new = self.broker.replace_stop(mv.bracket.stop_order_id, mv.new_stop)
+            except OrderRejected as exc:
+                log.warning("stop move %s refused: %s", mv.bracket.entry_client_order_id, exc)
+                continue
+            self.state.entry_of[new.id] = mv.bracket.entry_client_order_id
+            done.append(StopMoveDone(mv, new.id, float(new.stop_price or mv.new_stop)))
+        return done
+
+    def _submit(self, result: me.BarResult) -> tuple[me.BarResult, list[SentBracket]]:
+        """Submit unless the broker already knows the client order id, leg by leg in the batch's order."""
+        refused: dict[str, str] = {}
+        created: set[str] = set()
+        sent: list[SentBracket] = []
+        for p in result.brackets:
+            if p.decision_id in refused:
+                continue
+            try:
+                res = submit_idempotent(self.broker, p.bracket)
+            except OrderRejected as exc:
+                refused[p.decision_id] = f"{exc.code}: {exc.message}"
+                continue
+            self.state.legs[p.bracket.client_order_id] = (p.decision_id, p.leg)
+            self.state.learn_orders([res.order])
+            if res.created:
+                created.add(p.decision_id)
+            sent.append(SentBracket(p, res.order, res.created))
+        for did, why in refused.items():
+            result = me.refuse(result, did, dm.BROKER_REJECTED, why)
+        if created:
+            result = me.mark_submitted(result, created)
+        return result, sent
+
+
+def decision_order_rows(outcome: BarOutcome, broker: str, recorded_at) -> list[dict[str, Any]]:
+    """``decision_orders`` rows of the brackets sent (or found at the broker) this bar."""
+    rows = []
+    for s in outcome.sent:
+        b, p = s.planned.bracket, s.planned
+        rows.append(
+            {"client_order_id": b.client_order_id, "decision_id": p.decision_id, "leg": p.leg, "symbol": b.symbol,
+             "side": b.side.value, "qty": b.qty, "entry_ref": b.entry_ref, "take_profit": b.take_profit,
+             "stop_price": b.stop, "broker": broker, "broker_order_id": s.order.id, "recorded_at": recorded_at}
+        )  # fmt: skip
+    return rows
+
+
+def fill_rows(
+    broker: str, fills: Iterable[Fill], entry_of: Mapping[str, str], recorded_at
+) -> list[dict[str, Any]]:
+    """``broker_fills`` rows, each tied to its bracket's entry."""
+    return [
+        {
+            "fill_key": f"{broker}|{f.order_id}|{pd.Timestamp(f.ts).isoformat()}|{f.qty}",
+            "broker": broker,
+            "order_id": f.order_id,
+            "client_order_id": f.client_order_id,
+            "entry_client_order_id": entry_of.get(f.order_id),
+            "symbol": f.symbol,
+            "side": f.side.value,
+            "role": f.role.value if f.role is not None else None,
+            "qty": int(f.qty),
+            "price": str(f.price),
+            "commission": str(f.commission),
+            "ts": pd.Timestamp(f.ts),
+            "recorded_at": recorded_at,
+        }
+        for f in fills
+    ]
+
+
+def stop_move_rows(outcome: BarOutcome, broker: str, recorded_at) -> list[dict[str, Any]]:
+    """``exit_adjustments`` rows of the stop moves made this bar."""
+    return [
+        {
+            "replaced_order_id": d.move.bracket.stop_order_id,
+            "new_order_id": d.new_order_id,
+            "ts": outcome.ts,
+            "broker": broker,
+            "symbol": d.move.bracket.symbol,
+            "client_order_id": d.move.bracket.entry_client_order_id,
+            "old_stop": d.move.bracket.stop_price,
+            "new_stop": d.new_stop,
+            "rule": d.move.rule,
+            "reason": d.move.reason,
+            "recorded_at": recorded_at,
+        }
+        for d in outcome.stop_moves
+    ]
