@@ -23,9 +23,9 @@ import bisect
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Protocol
 
 import numpy as np
 import pandas as pd

@@ -10,6 +10,7 @@ from prefect.states import Completed
 
 from qtrader.calendar import utc
 from qtrader.settings import load_settings
+from tasks import resources
 from tasks.decide import (
     check_preconditions,
     decide_bar,
@@ -20,7 +21,6 @@ from tasks.decide import (
     read_health,
 )
 from tasks.failures import publish_failure
-from tasks import resources
 from tasks.ingest import new_run_id
 from tasks.retrain import load_champions
 from warehouse.decisions import decision_bars, last_decided_bar
