@@ -16,7 +16,7 @@ POOL := qtrader-process
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check "uv==0.13.8"
-	@$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	@$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(PY) requirements.lock
 	@$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 

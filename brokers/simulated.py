@@ -81,6 +81,10 @@ CODE_UNPROCESSABLE = 42210000
 CODE_BUYING_POWER = 40310000
 
 
+def _holds(o: PaperOrder) -> bool:
+    return o.working and o.role == "entry" and o.reserve_price is not None
+
+
 def uid(*parts: str) -> str:
     """Deterministic ids (orders from their client order id, fills from their order): a re-run of the same
     bar rebuilds the same ids."""
@@ -96,8 +100,38 @@ def _py(ts) -> datetime | None:
     return None if ts is None else utc(ts).to_pydatetime()
 
 
+@dataclass(frozen=True)
+class BarBatch:
+    """Bars as arrays (what the broker steps on): a DataFrame converts once with ``of``."""
+
+    symbol: np.ndarray  # object
+    ts: np.ndarray  # int64 ns since the epoch, UTC
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+
+    @classmethod
+    def of(cls, bars: pd.DataFrame | BarBatch) -> BarBatch:
+        if isinstance(bars, BarBatch):
+            return bars
+        ts = pd.to_datetime(bars["ts"], utc=True)
+        return cls(
+            bars["symbol"].to_numpy(dtype=object),
+            ts.dt.as_unit("ns").array.asi8 if len(bars) else np.zeros(0, dtype=np.int64),
+            *(bars[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close")),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def take(self, rows: np.ndarray) -> BarBatch:
+        return BarBatch(self.symbol[rows], self.ts[rows], self.open[rows], self.high[rows], self.low[rows],
+                        self.close[rows])  # fmt: skip
+
+
 class BarFeed(Protocol):
-    def bars(self, symbols: list[str] | None, after, until) -> pd.DataFrame:
+    def bars(self, symbols: list[str] | None, after, until) -> pd.DataFrame | BarBatch:
         """Bars (symbol, ts, open, high, low, close) with after < ts <= until; ``after`` None: each
         symbol's newest bar at or before ``until``."""
         ...
@@ -229,10 +263,13 @@ class SimulatedBroker:
             if o.parent_id is not None:
                 self._legs.setdefault(o.parent_id, []).append(o.id)
         self._working = [o.id for o in state.orders.values() if o.working]
+        # Buying power held by working entries (qty x the price at submission), kept as orders come and go.
+        self._reserved = sum(
+            (o.qty * o.reserve_price for o in state.orders.values() if _holds(o)), Decimal(0)
+        )
         self._fill_ts = [f.fill.ts for f in state.fills]
-        self._mark_times: dict[
-            str, pd.Timestamp
-        ] = {}  # when each mark was set (for an account with no market time)
+        self._mark_times: dict[str, int] = {}  # ns of each mark's bar (an account with no market time)
+        self._views: dict[str, Order] = {}  # entry id -> its nested Order, until the bracket changes
         self.mark_saved()
 
     @classmethod
@@ -288,6 +325,7 @@ class SimulatedBroker:
     def _touch(self, o: PaperOrder, now: datetime) -> None:
         o.updated_at = now
         self._dirty_orders.add(o.id)
+        self._views.pop(o.parent_id or o.id, None)
 
     # -- reads -----------------------------------------------------------------------------------------------
 
@@ -317,6 +355,12 @@ class SimulatedBroker:
         """An entry with its current legs (take-profit first), or a leg alone as itself."""
         if o.parent_id is not None:
             return self._order(o)
+        view = self._views.get(o.id)
+        if view is None:
+            view = self._views[o.id] = self._build_nested(o)
+        return view
+
+    def _build_nested(self, o: PaperOrder) -> Order:
         kids = [
             self.state.orders[i]
             for i in self._legs.get(o.id, ())
@@ -383,14 +427,7 @@ class SimulatedBroker:
                 mark = self._mark(sym, pos)
                 equity += pos.qty * mark
                 gross += abs(pos.qty) * mark
-        reserved = sum(
-            (
-                o.qty * o.reserve_price
-                for o in self._working_orders()
-                if o.role == "entry" and o.reserve_price is not None
-            ),
-            Decimal(0),
-        )
+        reserved = self._reserved
         bp = max(Decimal(0), equity - gross - reserved)
         return Account(cash=money(self._cash), equity=money(equity), buying_power=money(bp))
 
@@ -409,6 +446,16 @@ class SimulatedBroker:
         return {self.state.orders[i].symbol for i in self._working} | {
             s for s, p in self.state.positions.items() if p.qty != 0
         }
+
+    def _unwork(self, ids, *, working_before: bool = False) -> None:
+        """Orders leave the working set (call before their status changes, or with ``working_before``
+        when it changed already): the entries among them release their reserved buying power."""
+        ids = set(ids)
+        for i in ids:
+            o = self.state.orders[i]
+            if o.role == "entry" and o.reserve_price is not None and (working_before or o.working):
+                self._reserved -= o.qty * o.reserve_price
+        self._working = [i for i in self._working if i not in ids]
 
     def _working_orders(self) -> Iterable[PaperOrder]:
         return (self.state.orders[i] for i in self._working)
@@ -463,7 +510,7 @@ class SimulatedBroker:
             if need > buying_power:
                 raise OrderRejected("insufficient buying power", code=CODE_BUYING_POWER)
             buying_power -= need
-            submitted = mts if mts is not None else self._mark_times.get(b.symbol)
+            submitted = mts if mts is not None else pd.Timestamp(self._mark_times[b.symbol], tz="UTC")
             tp, sl = b.edge_prices()
             entry_id = uid("order", b.client_order_id)
             kids = b.child_client_order_ids
@@ -483,12 +530,15 @@ class SimulatedBroker:
         return [self._nested(self.state.orders[uid("order", c)]) for c in coids]
 
     def _add(self, o: PaperOrder) -> None:
+        self._views.pop(o.parent_id or o.id, None)
         self.state.orders[o.id] = o
         self._by_coid[o.client_order_id] = o.id
         if o.parent_id is not None:
             self._legs.setdefault(o.parent_id, []).append(o.id)
         if o.working:
             self._working.append(o.id)
+            if _holds(o):
+                self._reserved += o.qty * o.reserve_price
 
     def replace_stop(self, order_id: str, new_stop: float | Decimal) -> Order:
         now = self.clock()
@@ -511,7 +561,7 @@ class SimulatedBroker:
         )  # fmt: skip
         old.status, old.replaced_by = "replaced", new.id
         self._touch(old, now)
-        self._working.remove(old.id)
+        self._unwork([old.id])
         self._add(new)
         return self._order(new)
 
@@ -528,29 +578,30 @@ class SimulatedBroker:
             targets = [self.state.orders[i] for i in self._legs.get(o.parent_id, ())]
         for t in targets:
             if t.working:
+                self._unwork([t.id])
                 t.status, t.canceled_at = "canceled", self.state.market_ts
                 self._touch(t, now)
-                self._working.remove(t.id)
 
     # -- the market ------------------------------------------------------------------------------------------
 
-    def on_bars(self, bars: pd.DataFrame, until=None) -> AdvanceReport:
+    def on_bars(self, bars: pd.DataFrame | BarBatch, until=None) -> AdvanceReport:
         """Show the broker the bars (symbol, ts, open, high, low, close) newer than its market time, then
         move market time to ``until`` (default: the newest bar). Working orders step bar time by bar time;
         every bar's close becomes its symbol's mark."""
+        batch = BarBatch.of(bars)
         mts = self.state.market_ts
         report = AdvanceReport(0, [], None)
-        if len(bars):
-            ts = pd.to_datetime(bars["ts"], utc=True)
-            bar_ns = ts.dt.as_unit("ns").array.asi8
-            keep = bar_ns > (mts.as_unit("ns").value if mts is not None else np.iinfo(np.int64).min)
-            if keep.any():
-                report = self._step(bars[keep], bar_ns[keep])
-                self._update_marks(bars[keep], ts[keep])
+        if len(batch):
+            keep = batch.ts > (mts.value if mts is not None else np.iinfo(np.int64).min)
+            if not keep.all():
+                batch = batch.take(keep)
+            if len(batch):
+                report = self._step(batch)
+                self._update_marks(batch)
         newest = (
             utc(until)
             if until is not None
-            else (utc(pd.to_datetime(bars["ts"], utc=True).max()) if len(bars) else None)
+            else (pd.Timestamp(int(batch.ts.max()), tz="UTC") if len(batch) else None)
         )
         if newest is not None and (mts is None or newest > mts):
             self.state.market_ts = newest
@@ -558,26 +609,29 @@ class SimulatedBroker:
         mts = self.state.market_ts
         return AdvanceReport(report.bars, report.fills, _py(mts))
 
-    def _update_marks(self, bars: pd.DataFrame, ts: pd.Series) -> None:
+    def _update_marks(self, batch: BarBatch) -> None:
         """Each symbol's newest close becomes its mark (kept as a float; money() where money is made)."""
-        symbols = bars["symbol"].tolist()
-        closes = bars["close"].to_numpy(dtype=np.float64)
-        times = ts.tolist()
-        if not ts.is_monotonic_increasing:
-            order = np.argsort(ts.to_numpy(), kind="stable")
-            symbols, closes, times = [symbols[i] for i in order], closes[order], [times[i] for i in order]
-        for sym, close, t in zip(symbols, closes.tolist(), times, strict=True):
+        order = np.argsort(batch.ts, kind="stable") if (np.diff(batch.ts) < 0).any() else slice(None)
+        marks, times = self.state.marks, self._mark_times
+        for sym, close, t in zip(batch.symbol[order].tolist(), batch.close[order].tolist(), batch.ts[order].tolist(),
+                                 strict=True):  # fmt: skip
             if close == close:  # not NaN
-                self.state.marks[sym] = close
-                self._mark_times[sym] = t
+                marks[sym] = close
+                times[sym] = t
 
-    def _step(self, bars: pd.DataFrame, bar_ns: np.ndarray) -> AdvanceReport:
+    def _step(self, bars: BarBatch) -> AdvanceReport:
         """Step the working orders through ``bars`` bar time by bar time (models/fills.py's rules)."""
         working = [self.state.orders[i] for i in self._working]
         if not working:
             return AdvanceReport(0, [], None)
-        bar_symbols = bars["symbol"].to_numpy(dtype=object)
-        o_all, h_all, l_all = (bars[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low"))
+        watched = {o.symbol for o in working}
+        rows = np.fromiter((s in watched for s in bars.symbol.tolist()), dtype=bool, count=len(bars))
+        bars = bars.take(rows)  # only the symbols with working orders can fill
+        if not len(bars):
+            return AdvanceReport(0, [], None)
+        bar_ns = bars.ts
+        bar_symbols = bars.symbol
+        o_all, h_all, l_all = bars.open, bars.high, bars.low
         order_symbols = np.array([o.symbol for o in working], dtype=object)
         symbols, codes = np.unique(np.concatenate([order_symbols, bar_symbols]), return_inverse=True)
         n = len(working)
@@ -592,7 +646,7 @@ class SimulatedBroker:
             [float(o.stop_price) if o.stop_price is not None else np.nan for o in working],
             np.unique(brackets, return_inverse=True)[1],
             [HELD if o.status == "held" else WORKING for o in working],
-            [o.submitted_at.value // 1000 * 1000 for o in working],  # DuckDB keeps microseconds,
+            [o.submitted_at.value // 1000 * 1000 for o in working],  # DuckDB keeps microseconds
         )
         bar_codes = codes[n:]
         index = {s: i for i, s in enumerate(symbols.tolist())}
@@ -649,7 +703,7 @@ class SimulatedBroker:
             if status in (FILLED, CANCELED):
                 done_ids.add(o.id)
         if done_ids:
-            self._working = [i for i in self._working if i not in done_ids]
+            self._unwork(done_ids, working_before=True)
 
     def _record_fills(self, fills: list[Fill], now: datetime) -> None:
         for f in fills:

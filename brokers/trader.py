@@ -47,8 +47,8 @@ class GateVerdict:
     dq_results: pd.DataFrame | None = None
 
 
-# The order gate: the batch frame (models.decision.order_batch_frame) -> verdict.
-OrderGate = Callable[[pd.DataFrame], GateVerdict]
+# The order gate: the batch as columns (models.decision.order_batch_columns) -> verdict.
+OrderGate = Callable[[Mapping[str, Any]], GateVerdict]
 
 
 @dataclass
@@ -231,8 +231,7 @@ class Trader:
         sent: list[SentBracket] = []
         planned = len(result.brackets)
         if result.brackets:
-            frame = dm.order_batch_frame(result.batch(), result.context, self.cfg.sizing)
-            verdict = self.gate(frame)
+            verdict = self.gate(dm.order_batch_columns(result.batch(), result.context, self.cfg.sizing))
             if verdict.dq_results is not None:
                 dq.append(verdict.dq_results)
             failures = {r: n for r, n in verdict.failures.items() if n}
@@ -336,3 +335,79 @@ def stop_move_rows(outcome: BarOutcome, broker: str, recorded_at) -> list[dict[s
         }
         for d in outcome.stop_moves
     ]
+
+
+class Recorder:
+    """Everything a run of bars produced, kept in memory: the rows of the warehouse's trading tables."""
+
+    def __init__(self, broker: str) -> None:
+        self.broker = broker
+        self.decisions: list[dict[str, Any]] = []
+        self.orders: list[dict[str, Any]] = []
+        self.fill_rows: list[dict[str, Any]] = []
+        self.stops: list[dict[str, Any]] = []
+        self.accounts: list[dict[str, Any]] = []
+        self.positions: list[dict[str, Any]] = []
+        self.sent: list[tuple[SentBracket, pd.Timestamp]] = []
+
+    def fills(self, fills: Iterable[Fill], trader: Trader, t: pd.Timestamp) -> None:
+        self.fill_rows += fill_rows(self.broker, fills, trader.state.entry_of, t)
+
+    def bar(self, outcome: BarOutcome, trader: Trader, run_id: str) -> None:
+        t = outcome.ts
+        self.fills(outcome.fills, trader, t)
+        a = outcome.account
+        self.accounts.append({"broker": self.broker, "ts": t, "cash": a.cash, "equity": a.equity,
+                              "buying_power": a.buying_power, "recorded_at": t})  # fmt: skip
+        self.positions += [
+            {"broker": self.broker, "ts": t, "symbol": p.symbol, "qty": p.qty, "avg_entry_price": p.avg_entry_price,
+             "market_value": p.market_value, "recorded_at": t}
+            for p in outcome.positions
+        ]  # fmt: skip
+        self.stops += stop_move_rows(outcome, self.broker, t)
+        self.orders += decision_order_rows(outcome, self.broker, t)
+        self.sent += [(s, t) for s in outcome.sent]
+        for d in outcome.result.decisions:
+            row = d.row()
+            row["run_id"], row["decided_at"] = run_id, t
+            self.decisions.append(row)
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {
+            "decisions": pd.DataFrame(self.decisions),
+            "orders": pd.DataFrame(self.orders),
+            "fills": pd.DataFrame(self.fill_rows),
+            "stops": pd.DataFrame(self.stops),
+            "accounts": pd.DataFrame(self.accounts),
+            "positions": pd.DataFrame(self.positions),
+        }
+
+
+# What a replay asks of each bar: the market the decision sees, or why the bar is refused.
+MarketAt = Callable[[pd.Timestamp], "BarMarket | list[str]"]
+
+
+def replay(
+    trader: Trader,
+    times: Sequence[pd.Timestamp],
+    market_at: MarketAt,
+    recorder: Recorder,
+    run_id: str,
+    *,
+    on_bar: Callable[[int, pd.Timestamp, BarOutcome | None], None] | None = None,
+) -> int:
+    """Bar after bar through the trader; a refused bar only moves the broker. Returns the refused bars."""
+    refused = 0
+    for i, t in enumerate(times):
+        market = market_at(t)
+        if isinstance(market, list):
+            refused += 1
+            recorder.fills(trader.advance(t)[1], trader, t)
+            if on_bar is not None:
+                on_bar(i, t, None)
+            continue
+        outcome = trader.step(market)
+        recorder.bar(outcome, trader, run_id)
+        if on_bar is not None:
+            on_bar(i, t, outcome)
+    return refused

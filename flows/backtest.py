@@ -6,9 +6,11 @@ from __future__ import annotations
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from models import backtest as mb
 from qtrader.calendar import utc
+from qtrader.runners import task_runner
 from qtrader.settings import load_settings
 from tasks.backtest import (
     backtest_report,
@@ -67,16 +69,29 @@ def backtest(
     log.info("backtest %s: %d %s bars from %s to %s, modes %s", run_id, len(times), interval, times[0],
              times[-1], ", ".join(chosen + (["signals"] if signals else [])))  # fmt: skip
 
-    timeline = model_timeline(settings, interval, history, times, folder, run_id, overrides)
-    results = [
-        replay_mode(settings, timeline, history, m, o, run_id)
-        for m, o in mode_settings(settings, chosen).items()
-    ]
+    timeline = model_timeline(settings, interval, quote(history), times, folder, run_id, overrides)
+    plans = [(m, o, None) for m, o in mode_settings(settings, chosen).items()]
     if entries is not None:
-        results.append(
-            replay_mode(settings, timeline, history, mb.SIGNALS, signals_overrides(settings), run_id,
-                        signal_source=external_signals(entries))
-        )  # fmt: skip
+        plans.append((mb.SIGNALS, signals_overrides(settings), external_signals(entries)))
+    # Modes are independent replays of one timeline: they fan out through the configured task runner
+    # (threads, or a Dask cluster); each writes only its own results file, the run record is written once.
+    with task_runner(settings) as runner:
+        futures = [
+            runner.submit(
+                replay_mode,
+                parameters={
+                    "settings": settings,
+                    "timeline": quote(timeline),
+                    "history": quote(history),
+                    "mode": m,
+                    "overrides": o,
+                    "run_id": run_id,
+                    "signal_source": src,
+                },
+            )  # fmt: skip
+            for m, o, src in plans
+        ]
+        results = [f.result() for f in futures]
     runs = record_backtest(
         settings, run_id, timeline, results, started_at, int(history.bars["symbol"].nunique())
     )

@@ -78,7 +78,7 @@ class BarInputs:
     ts: datetime
     interval: str
     market_open: bool
-    signals: Sequence[Signal]
+    signals: Sequence[Signal] | dm.SignalBatch
     prices: Mapping[str, float]  # the bar's close per symbol (stop management)
     health: HealthView
     model: ModelView

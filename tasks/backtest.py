@@ -39,7 +39,7 @@ from prefect.cache_policies import NO_CACHE
 
 from brokers.reconcile import bracket_state
 from brokers.simulated import SimulatedBroker
-from brokers.trader import BarMarket, GateVerdict, Trader, decision_order_rows, fill_rows, stop_move_rows
+from brokers.trader import BarMarket, GateVerdict, Recorder, Trader, replay
 from expectations.frame_gate import check_rules, gate_frame
 from models import backtest as mb
 from models import decision as dm
@@ -54,7 +54,6 @@ from qtrader.settings import Settings, load_settings
 from tasks.backtest_report import write_report
 from tasks.benchmark import benchmark_pass, benchmark_windows
 from tasks.decide import (
-    BarPredictions,
     SignalSource,
     bar_signals,
     market_open,
@@ -199,9 +198,10 @@ class Snapshot:
     champions: dict[str, Champion]
     health: me.HealthView
     model: me.ModelView | None  # None: no usable source champion (the bar is refused)
-    features: pd.DataFrame  # the bar's gated features with its close (what the live bar reads)
-    predictions: BarPredictions | None = None
-    signals: list[dm.Signal] = field(default_factory=list)
+    # What the modes read of the bar's gated features: the close, the ATR and the volatility-state inputs
+    # (prices for stop management; what a user's own entries are planned from).
+    features: pd.DataFrame
+    signals: dm.SignalBatch | list[dm.Signal] = field(default_factory=list)  # compact: many bars are kept
 
 
 @dataclass
@@ -338,14 +338,17 @@ def snapshot(
     usable = source in champions and champions[source].artifact is not None
     model = model_view(s, Warehouse(path), interval, champions[source]) if usable else None
     features = bar_features(history, t)
+    slim = features[[c for c in SNAPSHOT_FEATURES if c in features.columns]]
     if not usable or features.empty:
-        return Snapshot(dict(champions), health, model, features)
+        return Snapshot(dict(champions), health, model, slim)
     members = [m for m in s.signal.members if m in champions and champions[m].artifact is not None]
     preds = predict_bar(champions, members, {"features": features, "predictions": asof}, interval, t, run_id,
                         lambda: t)  # fmt: skip
-    return Snapshot(
-        dict(champions), health, model, features, preds, bar_signals(s, champions[source], preds, features)
-    )
+    signals = dm.SignalBatch.of(bar_signals(s, champions[source], preds, features))
+    return Snapshot(dict(champions), health, model, slim, signals)
+
+
+SNAPSHOT_FEATURES = ["symbol", "bar_close", "atr_14", "atr_pct_rank_252", "rv_ratio_5_20", "rv_ratio_20_60"]
 
 
 def bar_features(history: wb.History, t: pd.Timestamp) -> pd.DataFrame:
@@ -418,33 +421,37 @@ def replay_mode(
         tick=s.orders.tick, clock=lambda: now[0].to_pydatetime(), feed=wb.HistoryFeed(history),
     )  # fmt: skip
     trader = Trader(broker, me.EngineConfig.from_settings(s, broker.name), order_gate)
-    records = ModeRecords(broker.name)
-    refused, reasons = 0, {}
-    for i, t in enumerate(timeline.times):
+    records = Recorder(broker.name)
+    reasons: dict[str, int] = {}
+    warned: list[str] = []
+
+    def market_at(t: pd.Timestamp) -> BarMarket | list[str]:
         now[0] = t
         snap = timeline.snapshots[t]
         problems = preconditions(s, None, interval, [t], snap.champions, snap.health, t, check_data=False)
         if snap.features.empty:
             problems.append(f"bar {t:%Y-%m-%d %H:%M} {interval}: no gated feature rows")
         if problems:
-            refused += 1
-            if refused == 1:
+            if not warned:
+                warned.append(t)
                 log.warning("%s: bar %s refused: %s", mode, t, "; ".join(problems))
-            records.fills(trader.advance(t)[1], trader, t)
-            continue
-        signals = signal_source(t, snap.features) if signal_source is not None else snap.signals
+            return problems
         feats = snap.features
-        bar = BarMarket(
-            ts=t, interval=interval, market_open=market_open(t, interval, s.exchange), signals=signals,
+        return BarMarket(
+            ts=t, interval=interval, market_open=market_open(t, interval, s.exchange),
+            signals=signal_source(t, feats) if signal_source is not None else snap.signals,
             prices=dict(zip(feats["symbol"].astype(str), feats["bar_close"].astype(float), strict=True)),
             health=snap.health, model=snap.model,
         )  # fmt: skip
-        outcome = trader.step(bar)
-        records.bar(outcome, trader, run_id)
-        for k, v in outcome.result.reasons().items():
-            reasons[k] = reasons.get(k, 0) + v
+
+    def on_bar(i: int, t: pd.Timestamp, outcome) -> None:
+        if outcome is not None:
+            for k, v in outcome.result.reasons().items():
+                reasons[k] = reasons.get(k, 0) + v
         report(f"backtest: {mode}", i + 1, len(timeline.times))
-    path = records.write(timeline.folder / f"{mode}.duckdb", broker)
+
+    refused = replay(trader, timeline.times, market_at, records, run_id, on_bar=on_bar)
+    path = write_records(records, timeline.folder / f"{mode}.duckdb", broker)
     res = wb.mode_results(path, broker.name)
     seconds = time.perf_counter() - started
     log.info(
@@ -455,56 +462,18 @@ def replay_mode(
                       res["open_trades"], refused, seconds, reasons)  # fmt: skip
 
 
-def order_gate(frame: pd.DataFrame) -> GateVerdict:
-    """The orders suite's rules, checked in memory bar by bar (expectations/frame_gate.check_rules); the
-    whole run's batch goes through Great Expectations once at the end (``ModeRecords.write``)."""
-    failures = check_rules(frame, "orders", derive=dm.order_gate_view)
+def order_gate(columns) -> GateVerdict:
+    """The orders suite's rules checked on the batch's columns bar by bar (expectations.frame_gate.check_rules:
+    the suite's own rules without Great Expectations' cost per call)."""
+    failures = check_rules(columns, "orders", derive=dm.order_gate_derived)
     return GateVerdict(not any(failures.values()), failures)
 
 
-class ModeRecords:
-    """Everything a mode's replay produced, kept in memory and written to its results file once."""
-
-    def __init__(self, broker: str) -> None:
-        self.broker = broker
-        self.decisions: list[pd.DataFrame] = []
-        self.orders: list[dict] = []
-        self.fill_rows: list[dict] = []
-        self.stops: list[dict] = []
-        self.accounts: list[dict] = []
-        self.positions: list[dict] = []
-        self.sent: list = []
-
-    def fills(self, fills, trader: Trader, t: pd.Timestamp) -> None:
-        self.fill_rows += fill_rows(self.broker, fills, trader.state.entry_of, t)
-
-    def bar(self, outcome, trader: Trader, run_id: str) -> None:
-        t = outcome.ts
-        self.fills(outcome.fills, trader, t)
-        a = outcome.account
-        self.accounts.append({"broker": self.broker, "ts": t, "cash": a.cash, "equity": a.equity,
-                              "buying_power": a.buying_power, "recorded_at": t})  # fmt: skip
-        self.positions += [
-            {"broker": self.broker, "ts": t, "symbol": p.symbol, "qty": p.qty, "avg_entry_price": p.avg_entry_price,
-             "market_value": p.market_value, "recorded_at": t}
-            for p in outcome.positions
-        ]  # fmt: skip
-        self.stops += stop_move_rows(outcome, self.broker, t)
-        self.orders += decision_order_rows(outcome, self.broker, t)
-        self.sent += [(s, t) for s in outcome.sent]
-        self.decisions.append(outcome.result.frame().assign(run_id=run_id, decided_at=t))
-
-    def write(self, path: Path, broker) -> Path:
-        return wb.write_mode_records(
-            path,
-            decisions=pd.concat(self.decisions, ignore_index=True) if self.decisions else pd.DataFrame(),
-            orders=pd.DataFrame(self.orders),
-            fills=pd.DataFrame(self.fill_rows),
-            stops=pd.DataFrame(self.stops),
-            accounts=pd.DataFrame(self.accounts),
-            positions=pd.DataFrame(self.positions),
-            order_records=order_record_rows(self.sent, broker, self.broker),
-        )
+def write_records(records: Recorder, path: Path, broker) -> Path:
+    """A mode's results file (warehouse.backtest.write_mode_records) from what its replay recorded."""
+    return wb.write_mode_records(
+        path, **records.frames(), order_records=order_record_rows(records.sent, broker, records.broker)
+    )
 
 
 def order_record_rows(sent, broker, name: str) -> pd.DataFrame:

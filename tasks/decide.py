@@ -296,7 +296,8 @@ def view_of(
 def gx_order_gate(run_id: str) -> OrderGate:
     """The orders suite through Great Expectations: a failing rule blocks the whole batch."""
 
-    def gate(frame: pd.DataFrame) -> GateVerdict:
+    def gate(columns) -> GateVerdict:
+        frame = pd.DataFrame(columns, columns=dm.ORDER_BATCH_COLUMNS)
         gated = gate_frame(frame, suite="orders", run_id=run_id, stage="orders", derive=dm.order_gate_view)
         return GateVerdict(gated.ok, dict(gated.failures), gated.dq_results)
 

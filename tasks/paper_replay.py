@@ -20,12 +20,12 @@ from typing import Any
 import pandas as pd
 
 from brokers.simulated import SimulatedBroker
-from brokers.trader import BarMarket, Trader
+from brokers.trader import BarMarket, Recorder, Trader, replay
 from models import engine as me
 from models.features import FEATURE_SET_VERSION
 from models.fills import FillCosts
 from qtrader.settings import Settings
-from tasks.backtest import ModeRecords, order_gate
+from tasks.backtest import order_gate
 from tasks.decide import bar_signals, market_open, predict_bar
 from tasks.retrain import Champion
 from warehouse import decisions as wd
@@ -138,11 +138,12 @@ def replay_paper(settings: Settings, interval: str, overrides: dict[str, Any] | 
         feed=WarehouseBars(wh, interval),
     )  # fmt: skip
     trader = Trader(broker, me.EngineConfig.from_settings(s, name), order_gate)
-    records = ModeRecords(name)
+    records = Recorder(name)
     cache: dict[tuple, dict[str, Champion]] = {}
-    for ts, rows in decided.groupby("ts", sort=True):
-        t = pd.Timestamp(ts).tz_convert("UTC")
-        first = rows.iloc[0]
+    firsts = decided.groupby("ts", sort=True).head(1).set_index("ts")
+
+    def market_at(t: pd.Timestamp) -> BarMarket:
+        first = firsts.loc[t]
         versions = _versions(first, source)
         key = tuple(sorted(versions.items()))
         if key not in cache:
@@ -150,25 +151,25 @@ def replay_paper(settings: Settings, interval: str, overrides: dict[str, Any] | 
         champions = cache[key]
         members = [m for m in s.signal.members if m in champions and champions[m].artifact is not None]
         data = wd.bar_frame(wh, interval, t, FEATURE_SET_VERSION, members, name)
-        preds = predict_bar(champions, members, data, interval, t, "paper-replay", lambda t=t: t)
+        preds = predict_bar(champions, members, data, interval, t, "paper-replay", lambda: t)
         feats = data["features"]
         model = me.ModelView(
             source, int(first["model_version"]), first["calibration"], _opt(first["accuracy"]),
             _opt(first["performance_score"]), {k: _opt(first[f"{k}_rate"]) for k in ("tp1", "tp2", "tp3")},
             _opt(first["learned_stop_atr"]),
         )  # fmt: skip
-        bar = BarMarket(
+        return BarMarket(
             ts=t, interval=interval, market_open=market_open(t, interval, s.exchange),
             signals=bar_signals(s, champions[source], preds, feats),
             prices=dict(zip(feats["symbol"].astype(str), feats["bar_close"].astype(float), strict=True)),
             health=_health(wh, pd.Timestamp(first["health_ts"]).tz_convert("UTC")), model=model,
         )  # fmt: skip
-        records.bar(trader.step(bar), trader, "paper-replay")
-    replayed = {
-        "decisions": pd.concat(records.decisions, ignore_index=True),
-        "orders": pd.DataFrame(records.orders),
-        "fills": pd.DataFrame(records.fill_rows),
-    }
+
+    times = [pd.Timestamp(t).tz_convert("UTC") for t in firsts.index]
+    firsts.index = times
+    replay(trader, times, market_at, records, "paper-replay")
+    frames = records.frames()
+    replayed = {"decisions": frames["decisions"], "orders": frames["orders"], "fills": frames["fills"]}
     live = {
         "decisions": decided,
         "orders": wh.query_df("SELECT * FROM decision_orders WHERE broker = ?", [name]),

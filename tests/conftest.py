@@ -17,7 +17,7 @@ def prefect_harness():
     """One temporary Prefect server for every test that runs a real flow (costs ~8 s once)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):
         yield
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from brokers.simulated import BarBatch
 from warehouse.db import WarehouseLike, connect, insert_frame, query_df, transaction
 
 # What a decision replay writes: cleared when a mode starts from the shared model timeline.
@@ -60,6 +61,7 @@ class History:
         self.times = bar_times(self.bars)
         self._bars = dict(tuple(self.bars.groupby("ts", sort=True)))
         self._feats = dict(tuple(self.features.groupby("ts", sort=True)))
+        self._batches: dict[pd.Timestamp, BarBatch] = {}
 
     def upto(self, ts: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
         return self.bars[self.bars["ts"] <= ts], self.features[self.features["ts"] <= ts]
@@ -67,6 +69,13 @@ class History:
     def at(self, ts: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
         empty_b, empty_f = self.bars.iloc[:0], self.features.iloc[:0]
         return self._bars.get(ts, empty_b), self._feats.get(ts, empty_f)
+
+    def batch(self, ts: pd.Timestamp) -> BarBatch:
+        """The bars of one bar time as arrays, made once (every mode of a run replays the same bars)."""
+        batch = self._batches.get(ts)
+        if batch is None:
+            batch = self._batches[ts] = BarBatch.of(self._bars[ts])
+        return batch
 
     def bars_between(self, symbols: list[str] | None, after, until) -> pd.DataFrame:
         """A ``brokers.simulated.BarFeed``: the bars with after < ts <= until (``after`` None: each symbol's
@@ -88,13 +97,22 @@ class History:
 
 
 class HistoryFeed:
-    """The bar feed of a simulated broker replaying a ``History``."""
+    """The bar feed of a simulated broker replaying a ``History``: one bar time after another, as arrays
+    made once per bar time (every mode of a run replays the same bars)."""
 
     def __init__(self, history: History) -> None:
         self.history = history
 
-    def bars(self, symbols: list[str] | None, after, until) -> pd.DataFrame:
-        return self.history.bars_between(symbols, after, until)
+    def bars(self, symbols: list[str] | None, after, until) -> pd.DataFrame | BarBatch:
+        h = self.history
+        if symbols is None and after is not None:
+            lo, hi = (
+                h.times.searchsorted(pd.Timestamp(after), "right"),
+                h.times.searchsorted(pd.Timestamp(until), "right"),
+            )
+            if hi - lo == 1:
+                return h.batch(h.times[lo])
+        return h.bars_between(symbols, after, until)
 
 
 def seed_scratch(path: str | Path, bars: pd.DataFrame, features: pd.DataFrame) -> Path:

@@ -81,15 +81,15 @@ def test_overall_health_below_80_rejects(retrained, tmp_path):
 
 def test_order_gate_blocks_a_bad_batch(retrained, tmp_path, monkeypatch):
     db = _warehouse(retrained, tmp_path)
-    real = dm.order_batch_frame
+    real = dm.order_batch_columns
 
     def corrupted(batch, ctx, cfg=None):
-        frame = real(batch, ctx, cfg)
-        frame.loc[frame.index[0], "confidence_calibrated"] = 1.2  # a probability out of [0, 1]
-        frame.loc[frame.index[-1], "take_profit"] = frame["stop"].iloc[-1]  # bracket prices out of order
-        return frame
+        cols = real(batch, ctx, cfg)
+        cols["confidence_calibrated"][0] = 1.2  # a probability out of [0, 1]
+        cols["take_profit"][-1] = cols["stop"][-1]  # bracket prices out of order
+        return cols
 
-    monkeypatch.setattr(dm, "order_batch_frame", corrupted)
+    monkeypatch.setattr(dm, "order_batch_columns", corrupted)
     result = _data(decide(interval="1d", warehouse=str(db), now=NOW, overrides=OPEN_POLICY))
     bar = result["bars"][0]
     assert bar["brackets"] > 0
