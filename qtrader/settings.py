@@ -216,6 +216,8 @@ class AlpacaSettings(BaseModel):
 
     url_override: str | None = None
     timeout_s: float = 10.0
+    rate_limit_retries: int = 3  # a 429 (200 requests/min) retried this often by alpaca-py ...
+    rate_limit_wait_s: float = 3.0  # ... this far apart (alpaca-py's defaults), then BrokerUnavailable
     key_block: str = "alpaca-api-key-id"
     secret_block: str = "alpaca-api-secret-key"
 

@@ -61,9 +61,15 @@ class Market:
         else:
             self._bar(symbol, price, price, price, price)
 
+    def _moved(self) -> None:
+        """Alpaca filled by itself; the broker sees the market at the next bar (and places exits)."""
+        self.k += 1
+        self.broker.advance_to(T0 + STEP * self.k)
+
     def fill_entry(self, order: Order, price: float) -> None:
         if self.fake:
             self.fake.fill(order.id, price)
+            self._moved()
         else:
             self._bar(order.symbol, price, price, price, price)
 
@@ -71,6 +77,7 @@ class Market:
         tp = float(order.take_profit.limit_price)
         if self.fake:
             self.fake.fill(order.take_profit.id, tp)
+            self._moved()
         else:
             p = self.last[order.symbol]
             self._bar(order.symbol, p, max(p, tp), min(p, tp), tp)
@@ -79,6 +86,7 @@ class Market:
         sl = float(order.stop_loss.stop_price)
         if self.fake:
             self.fake.fill(order.stop_loss.id, sl)
+            self._moved()
         else:
             p = self.last[order.symbol]
             self._bar(order.symbol, p, max(p, sl), min(p, sl), sl)

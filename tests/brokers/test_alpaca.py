@@ -22,21 +22,37 @@ def fake(fake_alpaca):
     return fake_alpaca
 
 
-def test_bracket_request_shape_and_edge_rounding(fake):
+def test_requests_entry_then_oco_exit_and_edge_rounding(fake):
     broker = AlpacaPaperBroker(KEY, SECRET, fake.url, timeout_s=1.0)
-    broker.submit_bracket(Bracket("AAPL", "buy", 7, 190.0, 193.123, 187.456, "qt-AAPL-x"))
-    [body] = fake.posted_orders()
-    assert body == {
+    o = broker.submit_bracket(Bracket("AAPL", "buy", 7, 190.0, 193.123, 187.456, "qt-AAPL-x"))
+    [entry] = fake.posted_orders()
+    assert entry == {
         "symbol": "AAPL",
         "qty": 7,
         "side": "buy",
         "type": "market",
         "time_in_force": "day",
-        "order_class": "bracket",
-        "client_order_id": "qt-AAPL-x",
-        "take_profit": {"limit_price": 193.13},  # rounded away from the entry
+        # The bracket's id names the entry, followed by its exits (rounded away from the entry).
+        "client_order_id": "qt-AAPL-x.tp193.13.sl187.45",
+    }
+    fake.fill(o.id, 190.0)
+    broker.advance_to("2024-01-02T15:00:00Z")
+    [_, exit_] = fake.posted_orders()
+    assert exit_ == {
+        "symbol": "AAPL",
+        "qty": 7,
+        "side": "sell",
+        "type": "limit",
+        "time_in_force": "day",
+        "order_class": "oco",
+        "client_order_id": "qt-AAPL-x.tp193.13.sl187.45.x",
+        "take_profit": {"limit_price": 193.13},
         "stop_loss": {"stop_price": 187.45},
     }
+    view = broker.get_order(o.id)
+    assert view.client_order_id == "qt-AAPL-x"
+    assert view.take_profit.client_order_id == "qt-AAPL-x.tp193.13.sl187.45.x"
+    assert not view.stop_loss.client_order_id.startswith("qt-")  # a leg carries Alpaca's own id
 
 
 def test_limit_entry_request(fake):

@@ -25,9 +25,6 @@ from models.brackets import Bracket, EntryType
 from qtrader.settings import Settings
 from tests.brokers.fake_alpaca import FakeAlpaca
 
-# Red until the adapter sends entries and OCO exits instead of one bracket per leg (next commit).
-RED = pytest.mark.xfail(strict=True, reason="the adapter still sends one bracket per leg")
-
 T0 = pd.Timestamp("2024-01-02 14:30", tz="UTC")
 STEP = pd.Timedelta(minutes=5)
 HEALTH = me.HealthView(T0, 90.0, {"ensemble": 90.0, "regime": 90.0})
@@ -53,7 +50,6 @@ def _slice(fake: FakeAlpaca, coid: str) -> dict:
     return o
 
 
-@RED
 def test_three_legs_enter_take_profit_one_move_to_breakeven_and_exit(fake_alpaca):
     fake = fake_alpaca
     fake.set_price("AAA", 100.0)
@@ -129,7 +125,6 @@ def test_three_legs_enter_take_profit_one_move_to_breakeven_and_exit(fake_alpaca
     assert broker.account().cash == Decimal("100000") + 34 * Decimal("1.8") + 33 * Decimal("4.8")
 
 
-@RED
 def test_exits_wait_until_every_entry_of_the_symbol_is_done(fake_alpaca):
     # Limit entries fill at different times: an exit (a sell) placed while another entry (a buy) is open
     # would be a wash trade, so the adapter waits.
@@ -139,12 +134,11 @@ def test_exits_wait_until_every_entry_of_the_symbol_is_done(fake_alpaca):
                     entry_limit=100.0) for k in (1, 2)]  # fmt: skip
     first, second = (broker.submit_bracket(b) for b in legs)
     fake_alpaca.fill(first.id, 100.0)
-    broker.advance_to(T0)
+    assert [f.order_id for f in broker.advance_to(T0).fills] == [first.id]
     assert not [b for b in fake_alpaca.posted_orders() if b.get("order_class") == "oco"]
     assert broker.get_order(first.id).stop_loss.status is OrderStatus.held  # planned, not placed
     fake_alpaca.fill(second.id, 100.0)
-    report = broker.advance_to(T0 + STEP)
-    assert len(report.fills) == 2
+    assert [f.order_id for f in broker.advance_to(T0 + STEP).fills] == [second.id]
     assert len([b for b in fake_alpaca.posted_orders() if b.get("order_class") == "oco"]) == 2
     assert {o.take_profit.limit_price for o in broker.get_orders("open")} == {Decimal("101"), Decimal("102")}
 
@@ -164,7 +158,6 @@ def test_a_restarted_process_recovers_the_plan_from_alpacas_orders(fake_alpaca):
     )
 
 
-@RED
 def test_replace_stop_refused_while_pending_is_an_order_rejected(fake_alpaca):
     fake_alpaca.set_price("AAA", 100.0)
     broker = _broker(fake_alpaca)
@@ -180,7 +173,6 @@ def test_replace_stop_refused_while_pending_is_an_order_rejected(fake_alpaca):
     assert new.stop_price == Decimal("99") and new.replaces == stop.id and new.parent_id == o.id
 
 
-@RED
 def test_rate_limit_exhausted_is_a_clear_transient_error():
     with FakeAlpaca(rate_limit=2) as fake:
         broker = _broker(fake, rate_limit_retries=2, rate_limit_wait_s=0.01)
@@ -193,7 +185,6 @@ def test_rate_limit_exhausted_is_a_clear_transient_error():
         assert [p for m, p, _ in fake.requests].count("/v2/positions") == 3  # the first try and 2 retries
 
 
-@RED
 def test_pattern_day_trader_protection_is_a_clear_rejection_before_anything_is_sent():
     with FakeAlpaca(cash=Decimal("20000")) as fake:
         fake.set_price("AAA", 100.0)
@@ -207,7 +198,6 @@ def test_pattern_day_trader_protection_is_a_clear_rejection_before_anything_is_s
         assert fake.posted_orders() == []
 
 
-@RED
 def test_an_exit_alpaca_refuses_leaves_the_plan_visible_and_is_logged(caplog):
     with FakeAlpaca(cash=Decimal("20000")) as fake:
         fake.set_price("AAA", 100.0)
@@ -228,7 +218,6 @@ def test_an_exit_alpaca_refuses_leaves_the_plan_visible_and_is_logged(caplog):
         assert broker.get_order(o.id).take_profit.status is OrderStatus.new
 
 
-@RED
 def test_client_order_id_too_long_for_the_plan_is_refused_before_sending(fake_alpaca):
     fake_alpaca.set_price("AAA", 100.0)
     broker = _broker(fake_alpaca)

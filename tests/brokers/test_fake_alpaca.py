@@ -91,6 +91,13 @@ def test_a_bracket_on_a_symbol_already_held_is_refused(client, fake_alpaca):
     assert (err.status_code, err.code, err.message) == (422, 42210000, "bracket orders must be entry orders")
 
 
+def test_a_brackets_exits_must_be_a_tick_beyond_the_price(client):
+    err = refused(client.submit_order, bracket("low-tp", tp=100.0))
+    assert (err.code, err.message) == (42210000, "take_profit.limit_price must be >= base_price + 0.01")
+    err = refused(client.submit_order, bracket("high-sl", sl=99.995))
+    assert err.message == "stop_loss.stop_price must be <= base_price - 0.01"
+
+
 def test_bracket_legs_get_alpacas_ids_and_the_client_order_id_names_the_parent(client, fake_alpaca):
     o = client.submit_order(bracket("parent-1"))
     assert o.client_order_id == "parent-1"

@@ -33,6 +33,16 @@ def broker(warehouse_path):
     return b
 
 
+def test_exits_on_the_wrong_side_of_the_market_are_refused_with_alpacas_wording(broker):
+    # Valid against its own reference (90) but the market is at 100: the take-profit is below it.
+    with pytest.raises(OrderRejected, match="take_profit.limit_price must be >= base_price") as info:
+        broker.submit_bracket(_b(entry_ref=90.0, take_profit=95.0, stop=85.0))
+    assert info.value.code == 42210000
+    with pytest.raises(OrderRejected, match="stop_loss.stop_price must be <= base_price"):
+        broker.submit_bracket(_b(entry_ref=110.0, take_profit=115.0, stop=100.5))
+    assert broker.get_orders("all") == []
+
+
 def test_an_order_fills_at_the_next_bar_not_the_decision_bar(broker, warehouse_path):
     o = broker.submit_bracket(_b())
     assert o.submitted_at == T0
