@@ -7,7 +7,9 @@ against both.
 Conventions both follow (docs/trading.md):
 
 - ``submit_bracket`` sends one ``Bracket``: an entry with a take-profit leg and a stop-loss leg. Exit legs
-  are ``held`` until the entry fills, then ``new``.
+  are ``held`` until the entry fills, then work: the take-profit ``new``, the stop ``new`` (local) or
+  ``held`` (Alpaca holds a stop until it triggers). Alpaca's adapter sends the entry alone and places the
+  legs as an OCO exit at the next ``advance_to`` (brokers/alpaca.py).
 - A client order id the broker has seen before raises ``DuplicateOrder`` carrying the ``existing`` order
   (Alpaca answers 422 "client_order_id must be unique"; the local broker does the same). Callers that
   want "submit unless already there" use ``submit_idempotent``.
