@@ -327,6 +327,12 @@ class AlpacaPaperBroker:
             status=str(getattr(a.status, "value", a.status)),
         )
 
+    def commit(self, con=None) -> None:
+        """Alpaca keeps the books: nothing to save here."""
+
+    def reload(self) -> None:
+        """Nothing held in this process to forget."""
+
     def advance_to(self, ts) -> AdvanceReport:
         """The market moved by itself: the fills Alpaca made since the previous call (all on the first)."""
         fills = [f for f in self.fills(since=self._seen_fills) if (f.order_id, f.ts) not in self._seen_keys]

@@ -15,6 +15,7 @@ from tasks.decide import (
     check_preconditions,
     decide_bar,
     decision_broker,
+    finish_bar,
     new_trader,
     publish_decisions,
     publish_refusal,
@@ -23,7 +24,7 @@ from tasks.decide import (
 from tasks.failures import publish_failure
 from tasks.ingest import new_run_id
 from tasks.retrain import load_champions
-from warehouse.decisions import decision_bars, last_decided_bar
+from warehouse.decisions import decision_bars, last_decided_bar, unfinished_bars
 
 
 @flow(
@@ -69,6 +70,7 @@ def decide(
 
     broker = broker or decision_broker(settings, interval, wh)
     trader = new_trader(settings, wh, broker, run_id)
+    resumed = [finish_bar(settings, wh, trader, t) for t in unfinished_bars(wh, interval, broker.name)]
     done = last_decided_bar(wh, interval, settings.orders.strategy, broker.name)
     # One transaction per bar: a bar with decisions was decided whole, so it is never decided again (a
     # second pass could pick other candidates than the stored rows say).
@@ -88,6 +90,7 @@ def decide(
         "broker": broker.name,
         "refused": [],
         "skipped": [str(t) for t in skipped],
+        "resumed": resumed,
         "bars": summaries,
         "warehouse": str(settings.warehouse),
     }
