@@ -36,7 +36,7 @@ def tail(path: Path, n: int = 3000) -> str:
 
 class PrefectStack:
     """``with PrefectStack(tmp, extra_env) as stack:`` a server is up; ``stack.deploy()`` adds the pool,
-    the ``warehouse-writer`` limit, every deployment of prefect.yaml and a worker."""
+    every deployment of prefect.yaml and a worker."""
 
     def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
         self.tmp = Path(tmp)
@@ -49,6 +49,8 @@ class PrefectStack:
             "PREFECT_API_URL": self.url,
             "PREFECT_UI_API_URL": self.url,  # the UI asks port 4200 unless told
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # The scheduler visits deployments every 60 s by default; tests wait for it.
+            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
             "QTRADER_HOME": str(ROOT),
             **(extra_env or {}),
         }
@@ -99,10 +101,14 @@ class PrefectStack:
         if done.returncode != 0:
             raise RuntimeError(f"prefect {' '.join(args)}: {done.stdout[-3000:]}{done.stderr[-3000:]}")
 
-    def deploy(self) -> None:
+    def deploy(self, worker: bool = True) -> None:
+        """The work pool and every deployment of prefect.yaml, as `make deploy` does; then a worker."""
         self.prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
-        self.prefect("gcl", "create", "warehouse-writer", "--limit", "1")
         self.prefect("--no-prompt", "deploy", "--all")
+        if worker:
+            self.start_worker()
+
+    def start_worker(self) -> None:
         self._start("worker", "worker", "start", "--pool", POOL, "--prefetch-seconds", "5")
 
     def api(self, path: str, body: dict | None = None, *, retries: int = 9) -> Any:
@@ -136,6 +142,9 @@ class PrefectStack:
 
     def worker_log(self) -> str:
         return tail(self.logs / "worker.log", 4000)
+
+    def server_log(self) -> str:
+        return tail(self.logs / "server.log", 4000)
 
     def stop(self) -> None:
         for p in reversed(self._procs):

@@ -8,8 +8,12 @@ Everything started here is stopped, even on failure.
 from __future__ import annotations
 
 import shutil
+import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+from cronsim import CronSim
 
 from qtrader.orchestration import deployment_specs
 from qtrader.prefect_stack import POOL, PrefectStack
@@ -43,7 +47,7 @@ def stack(tmp_path_factory):
         "QTRADER_UNIVERSE": '["AAA", "BBB", "CCC", "DDD"]',
     }
     with PrefectStack(tmp, env) as stack:
-        stack.deploy()
+        stack.deploy(worker=False)
         yield stack
         shutil.rmtree(tmp / "prefect", ignore_errors=True)
 
@@ -58,11 +62,42 @@ def test_every_deployment_is_registered_with_its_schedule(stack):
         assert crons == sorted(c for c, _ in spec.crons)
         assert {s["schedule"]["timezone"] for s in d["schedules"]} == {"America/New_York"}
     assert set(ORDER) == set(by_name)
-    limits = stack.api("/v2/concurrency_limits/filter", {})
-    assert any(lim["name"] == "warehouse-writer" and lim["limit"] == 1 for lim in limits)
+
+
+def _scheduled_runs(stack, deployment_id: str) -> list[dict]:
+    return stack.api(
+        "/flow_runs/filter",
+        {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC",
+         "limit": 20},
+    )  # fmt: skip
+
+
+def test_the_scheduler_creates_runs_from_the_production_schedules(stack):
+    """Prefect's scheduler service itself (no manual trigger) fills every deployment's upcoming runs, on the
+    times of its crons in New York time, whatever day and hour the test runs."""
+    deployments = {d["name"]: d for d in stack.api("/deployments/filter", {})}
+    missing: list[str] = []
+    deadline = time.monotonic() + 120
+    while True:
+        runs = {name: _scheduled_runs(stack, d["id"]) for name, d in deployments.items()}
+        missing = [name for name, r in runs.items() if not r]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert not missing, f"the scheduler created no run for {missing}:\n" + stack.server_log()
+    ny = ZoneInfo("America/New_York")
+    for spec in deployment_specs():
+        for run in runs[spec.name]:
+            assert run["auto_scheduled"] and run["state"]["type"] == "SCHEDULED", run
+            when = datetime.fromisoformat(run["expected_start_time"]).astimezone(ny)
+            # Each run falls on one of the deployment's crons: the next fire time from just before it is it.
+            just_before = when.replace(second=0, microsecond=0) - timedelta(minutes=1)
+            fire_times = {next(iter(CronSim(cron, just_before))) for cron, _ in spec.crons}
+            assert when in fire_times, f"{spec.name}: run at {when} not on {spec.crons}"
 
 
 def test_each_deployment_runs_to_completion_through_the_worker(stack):
+    stack.start_worker()
     deployments = {d["name"]: d for d in stack.api("/deployments/filter", {})}
     for name in ORDER:
         run = stack.run_deployment(deployments[name]["id"], timeout=240, poll=1)
