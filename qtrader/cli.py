@@ -81,22 +81,39 @@ def _guard(fn: Callable[[], object]) -> object:
     except Exception as exc:  # noqa: BLE001 - the CLI's job is to say why in one line
         if os.environ.get("QTRADER_DEBUG"):
             raise
+        from qtrader.prefect_env import explain
+
+        if why := explain(exc):
+            _fail(why)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         _fail(f"{type(exc).__name__}: {first}  (set QTRADER_DEBUG=1 for the traceback)")
 
 
 def _quiet_third_parties() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
-    # The temporary Prefect server would try to send telemetry, which fails (and logs) offline.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     warnings.filterwarnings("ignore", module="yfinance")
     warnings.filterwarnings("ignore", message=".*inplace keyword.*")
     for name in ("great_expectations", "urllib3", "yfinance", "peewee"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# Commands that run flows: they need a Prefect API (docs/orchestration.md, "One Prefect home").
+FLOW_COMMANDS = {
+    "ingest",
+    "features",
+    "retrain",
+    "benchmark",
+    "health",
+    "decide",
+    "backtest",
+    "demo",
+    "serve",
+}
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="A qtrader.toml (default ./qtrader.toml, env QTRADER_CONFIG)."),
@@ -107,6 +124,19 @@ def main(
             _fail(f"config file {config} does not exist")
         os.environ["QTRADER_CONFIG"] = str(config)
     _quiet_third_parties()
+    if ctx.invoked_subcommand in FLOW_COMMANDS:
+        _use_prefect()
+
+
+def _use_prefect() -> None:
+    """One Prefect home and API for every command (qtrader/prefect_env.py), chosen before Prefect loads."""
+    from qtrader.prefect_env import PrefectUnavailable, resolve
+
+    try:
+        target = resolve()
+    except PrefectUnavailable as exc:
+        _fail(str(exc))
+    err.print(f"[dim]Prefect: {target.describe()}[/]", highlight=False)
 
 
 def _settings(**overrides):

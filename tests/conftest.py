@@ -8,6 +8,7 @@ _PREFECT_HOME = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "
 os.makedirs(_PREFECT_HOME, exist_ok=True)
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ.pop("PREFECT_API_URL", None)
+os.environ["QTRADER_PREFECT_UI_URL"] = ""  # never attach to a `make ui` server running on this machine
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 

@@ -2,7 +2,11 @@
 
 from pathlib import Path
 
+import pytest
+
 from qtrader.orchestration import PREFECT_YAML, deployment_specs, runner_deployments
+from tasks import writer
+from tasks.writer import WRITER_LIMIT, WriterLimitError, warehouse_writer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,3 +37,61 @@ def test_serve_builds_the_same_deployments_with_the_same_schedules():
         d = by_name[spec.name]
         assert d.parameters == spec.parameters
         assert [s.schedule.cron for s in d.schedules] == [c for c, _ in spec.crons]
+
+
+# ------------------------------------------------------------------------------ the warehouse-writer limit
+
+
+def _delete_writer_limit() -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_global_concurrency_limit_by_name(WRITER_LIMIT)
+        except ObjectNotFound:
+            pass
+
+
+def _writer_flow():
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    @flow(name="writer-probe")
+    def write_once(path: str) -> int:
+        """Takes the writer slot and reports how many slots are held meanwhile."""
+        with warehouse_writer(30, path), get_client(sync_client=True) as client:
+            return client.read_global_concurrency_limit_by_name(WRITER_LIMIT).active_slots
+
+    return write_once
+
+
+def test_the_writer_limit_is_created_on_first_use_and_its_slot_is_held(prefect_harness, tmp_path, caplog):
+    """A server where nobody ran `make deploy` (the demo's, the CLI's): the first write creates the limit
+    and really takes its slot; nothing is skipped or warned about."""
+    _delete_writer_limit()
+    writer._ensured.clear()
+    held = _writer_flow()(str(tmp_path / "w.duckdb"))
+    assert held == 1, "the write ran without holding a slot of the writer limit"
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(WRITER_LIMIT)
+    assert limit.limit == 1 and limit.active and limit.active_slots == 0
+    assert not [r for r in caplog.records if "do not exist" in r.getMessage()]
+
+
+def test_a_writer_limit_removed_under_a_running_process_is_an_error_not_a_skip(prefect_harness, tmp_path):
+    probe = _writer_flow()
+    probe(str(tmp_path / "w.duckdb"))  # the limit exists and this process knows it
+    _delete_writer_limit()
+    with pytest.raises(WriterLimitError, match="warehouse-writer.*removed or switched off"):
+        probe.fn(str(tmp_path / "w.duckdb"))
+    assert probe(str(tmp_path / "w.duckdb")) == 1  # the next write creates it again
+
+
+def test_a_pinned_warehouse_skips_the_limit(tmp_path):
+    from warehouse.db import pinned
+
+    with pinned(tmp_path / "w.duckdb"), warehouse_writer(1, tmp_path / "w.duckdb"):
+        pass  # no Prefect API at all: nothing was asked of one
