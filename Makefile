@@ -12,6 +12,8 @@ PREFECT_DB := $(PREFECT_HOME)/prefect.db
 PREFECT := $(VENV)/bin/prefect
 UI_URL := http://127.0.0.1:4200/api
 POOL := qtrader-process
+# `make deploy CADENCE=compressed`: the test profile of prefect.yaml (docs/orchestration.md).
+CADENCE ?= production
 
 .PHONY: demo test lint bench venv clean ui deploy worker serve prefect-db
 
@@ -68,7 +70,7 @@ ui: $(STAMP) $(PREFECT_DB)
 deploy: $(STAMP) | $(PREFECT_HOME)
 	PREFECT_API_URL=$(UI_URL) $(PREFECT) work-pool create $(POOL) --type process --overwrite
 	PREFECT_API_URL=$(UI_URL) $(PREFECT) --no-prompt deploy --all
-	$(if $(CADENCE),PREFECT_API_URL=$(UI_URL) $(PY) -m qtrader.orchestration --cadence $(CADENCE))
+	PREFECT_API_URL=$(UI_URL) $(PY) -m qtrader.orchestration --cadence $(CADENCE)
 
 # A process worker that runs the scheduled flows (each run a subprocess in this folder).
 worker: $(STAMP) | $(PREFECT_HOME)

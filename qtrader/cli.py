@@ -73,6 +73,9 @@ def _fail(message: str, code: int = 1) -> None:
 def _guard(fn: Callable[[], object]) -> object:
     """Run fn; turn any exception into a one-line reason and exit code 1."""
     try:
+        from qtrader.prefect_env import wait_ready
+
+        wait_ready()  # a temporary Prefect server started early must be up before a flow runs
         return fn()
     except typer.Exit:
         raise
@@ -130,13 +133,15 @@ def main(
 
 def _use_prefect() -> None:
     """One Prefect home and API for every command (qtrader/prefect_env.py), chosen before Prefect loads."""
-    from qtrader.prefect_env import PrefectUnavailable, resolve
+    from qtrader.prefect_env import PrefectUnavailable, resolve, start_temporary_server
 
     try:
         target = resolve()
     except PrefectUnavailable as exc:
         _fail(str(exc))
     err.print(f"[dim]Prefect: {target.describe()}[/]", highlight=False)
+    if target.api_url is None:
+        start_temporary_server()
 
 
 def _settings(**overrides):
@@ -372,8 +377,7 @@ def status(warehouse: WarehouseOpt = None) -> None:
 def serve() -> None:
     """Serve every deployment of prefect.yaml on its schedule in this process (no work pool or worker).
 
-    Needs a Prefect server to show the runs in the UI: start one with `make ui` and set
-    PREFECT_API_URL=http://127.0.0.1:4200/api.
+    With `make ui` running, the runs show in its UI (qtrader uses that server when it answers).
     """
     from prefect import serve as prefect_serve
 

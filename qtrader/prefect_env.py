@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -73,6 +75,12 @@ def resolve(environ: os._Environ | dict | None = None, *, check: bool = True) ->
     # A temporary server would try to send telemetry, which fails (and logs) offline.
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+    if environ is None and "prefect.settings" in sys.modules:
+        # Prefect already loaded with an API (a test harness, a caller's settings context): keep it.
+        from prefect.settings import get_current_settings
+
+        if url := get_current_settings().api.url:
+            return PrefectTarget(home, str(url), "this process's Prefect settings")
     if env.get("PREFECT_API_URL"):
         url = env["PREFECT_API_URL"]
         if check and not answers(url):
@@ -86,6 +94,48 @@ def resolve(environ: os._Environ | dict | None = None, *, check: bool = True) ->
         env["PREFECT_API_URL"] = ui_url
         return PrefectTarget(home, ui_url, "make ui")
     return PrefectTarget(home, None, "temporary")
+
+
+class _EarlyServer:
+    """Prefect's own temporary server, started on a thread as soon as the CLI knows it needs one, so its
+    start-up (a separate process) runs while this process imports pandas, Prefect and the flows. The
+    flow's client later finds the same (singleton) server already up."""
+
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+    @classmethod
+    def start(cls) -> None:
+        if cls.thread is not None:
+            return
+
+        def run() -> None:
+            try:
+                from prefect.server.api.server import SubprocessASGIServer
+
+                SubprocessASGIServer().start()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread by wait_ready
+                cls.error = exc
+
+        cls.thread = threading.Thread(target=run, name="prefect-temporary-server", daemon=True)
+        cls.thread.start()
+
+
+def start_temporary_server() -> None:
+    """Start the temporary server in the background (call after :func:`resolve` chose one)."""
+    _EarlyServer.start()
+
+
+def wait_ready() -> None:
+    """Block until a temporary server started by :func:`start_temporary_server` answers; raise its
+    start-up error, if any. No-op when none was started. Call before the first flow run."""
+    if _EarlyServer.thread is None:
+        return
+    _EarlyServer.thread.join()
+    if _EarlyServer.error is not None:
+        error, _EarlyServer.error = _EarlyServer.error, None
+        _EarlyServer.thread = None
+        raise error
 
 
 def explain(exc: BaseException) -> str | None:

@@ -140,18 +140,29 @@ class PrefectStack:
                 )
             time.sleep(poll)
 
-    def worker_log(self) -> str:
-        return tail(self.logs / "worker.log", 4000)
+    def worker_log(self, n: int = 4000) -> str:
+        return tail(self.logs / "worker.log", n)
+
+    def stop_worker(self) -> None:
+        """Stop the worker (and the flow runs it started) only; the server stays up."""
+        for p in [p for p in self._procs if p.args[1:3] == ["worker", "start"]]:
+            self._kill(p)
+            self._procs.remove(p)
 
     def server_log(self) -> str:
         return tail(self.logs / "server.log", 4000)
 
     def stop(self) -> None:
         for p in reversed(self._procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)  # the worker sometimes ignores SIGTERM
+            self._kill(p)
         self._procs.clear()
+
+    @staticmethod
+    def _kill(p: subprocess.Popen) -> None:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)  # the worker sometimes ignores SIGTERM
+                p.wait(timeout=20)

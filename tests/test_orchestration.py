@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from qtrader.orchestration import PREFECT_YAML, deployment_specs, runner_deployments
+from qtrader.orchestration import (
+    INTERVAL_CHOICES,
+    PREFECT_YAML,
+    TEST_ONLY,
+    cadences,
+    deployment_specs,
+    runner_deployments,
+)
 from tasks import writer
 from tasks.writer import WRITER_LIMIT, WriterLimitError, warehouse_writer
 
@@ -37,6 +44,62 @@ def test_serve_builds_the_same_deployments_with_the_same_schedules():
         d = by_name[spec.name]
         assert d.parameters == spec.parameters
         assert [s.schedule.cron for s in d.schedules] == [c for c, _ in spec.crons]
+        assert len(d.triggers) == len(spec.triggers) and d.tags == list(spec.tags)
+
+
+def test_every_deployment_says_its_time_zone_and_carries_a_stage_tag():
+    for s in deployment_specs():
+        assert "America/New_York" in s.description, s.name
+        assert any(t.startswith("stage:") for t in s.tags), s.name
+
+
+def test_features_and_decide_are_chained_by_completion_events():
+    by_name = {s.name: s for s in deployment_specs()}
+
+    def upstream(name: str) -> list[str]:
+        (trigger,) = by_name[name].triggers
+        assert trigger["expect"] == ["prefect.flow-run.Completed"]
+        assert trigger["match_related"]["prefect.resource.role"] == "deployment"
+        names = trigger["match_related"]["prefect.resource.name"]
+        return [names] if isinstance(names, str) else list(names)
+
+    assert upstream("features") == ["ingest-daily", "ingest-intraday"]
+    assert upstream("decide") == ["features"]
+    assert by_name["features"].crons and by_name["decide"].crons  # the fallback
+
+
+def test_the_compressed_cadence_covers_every_deployment_in_pipeline_order():
+    c = cadences()["compressed"]
+    names = [s.name for s in deployment_specs()]
+    assert set(c.every) == set(names)
+    order = ["ingest-daily", "ingest-intraday", "features", "retrain-daily", "retrain-intraday",
+             "benchmark-daily", "benchmark-intraday", "health", "thresholds", "decide"]  # fmt: skip
+    assert sorted(names, key=c.offset.__getitem__) == order
+    assert c.pool_concurrency == 1  # one run at a time: each stage starts after the one before
+
+
+def test_the_run_form_describes_every_parameter_and_leaves_out_test_hooks():
+    """The parameter schema `prefect deploy` stores (what the UI's run form shows)."""
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema
+
+    for spec in deployment_specs():
+        file, fn = spec.entrypoint.split(":")
+        flow = load_flow_from_entrypoint(f"{ROOT / file}:{fn}")
+        props = parameter_schema(flow).model_dump()["properties"]
+        assert not set(TEST_ONLY) & set(props), f"{spec.name}: test-only parameters on the form"
+        for name, prop in props.items():
+            assert prop.get("description"), f"{spec.name}: parameter {name} has no description"
+        if "interval" in props:
+            (choice, _null) = (
+                props["interval"]["anyOf"] if "anyOf" in props["interval"] else (props["interval"], 0)
+            )
+            assert choice["enum"] == INTERVAL_CHOICES
+        for key in spec.parameters:
+            assert key in props, f"{spec.name}: prefect.yaml sets {key}, which the form does not have"
+    ingest = load_flow_from_entrypoint(f"{ROOT}/flows/ingest.py:ingest")
+    source = parameter_schema(ingest).model_dump()["properties"]["source"]["anyOf"][0]
+    assert source["enum"] == ["synthetic", "yfinance", "files"]
 
 
 # ------------------------------------------------------------------------------ the warehouse-writer limit
