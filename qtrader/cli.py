@@ -66,7 +66,7 @@ FROM bars WHERE interval = '5m' GROUP BY 1 ORDER BY 1""",
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 

@@ -49,8 +49,9 @@ class PrefectTarget:
         return f"the Prefect server at {self.api_url} ({self.source})"
 
 
-def project_home() -> Path:
-    return Path(os.environ.get("QTRADER_HOME") or Path.cwd()).resolve()
+def project_home(environ: os._Environ | dict | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("QTRADER_HOME") or Path.cwd()).resolve()
 
 
 def answers(api_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -68,7 +69,7 @@ def resolve(environ: os._Environ | dict | None = None, *, check: bool = True) ->
     ``check``: a set ``PREFECT_API_URL`` must answer, else :class:`PrefectUnavailable` with one line.
     """
     env = os.environ if environ is None else environ
-    home = Path(env.get("PREFECT_HOME") or project_home() / "data" / "prefect").expanduser().resolve()
+    home = Path(env.get("PREFECT_HOME") or project_home(env) / "data" / "prefect").expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)  # Prefect makes only the leaf folder
     env["PREFECT_HOME"] = str(home)
     env.setdefault(STARTUP_TIMEOUT_VAR, str(STARTUP_TIMEOUT_S))

@@ -1,5 +1,8 @@
 """prefect.yaml is the one declaration of deployments: check it and that `qtrader serve` reads it."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from qtrader.orchestration import (
     deployment_specs,
     runner_deployments,
 )
+from qtrader.prefect_env import STARTUP_TIMEOUT_VAR, PrefectUnavailable, resolve
 from tasks import writer
 from tasks.writer import WRITER_LIMIT, WriterLimitError, warehouse_writer
 
@@ -158,3 +162,64 @@ def test_a_pinned_warehouse_skips_the_limit(tmp_path):
 
     with pinned(tmp_path / "w.duckdb"), warehouse_writer(1, tmp_path / "w.duckdb"):
         pass  # no Prefect API at all: nothing was asked of one
+
+
+# ------------------------------------------------------------------------------ one Prefect home and API
+
+
+@pytest.fixture
+def health_server():
+    """A stand-in for `make ui`'s server: answers Prefect's /api/health on a free port."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = b"true" if self.path == "/api/health" else b"null"
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/api"
+    server.shutdown()
+
+
+def test_prefect_home_defaults_to_the_project_data_folder_with_a_longer_start_up(tmp_path):
+    env = {"QTRADER_HOME": str(tmp_path), "QTRADER_PREFECT_UI_URL": ""}
+    target = resolve(env)
+    assert target.home == tmp_path / "data" / "prefect" and target.home.is_dir()
+    assert env["PREFECT_HOME"] == str(tmp_path / "data" / "prefect")
+    assert target.api_url is None and env[STARTUP_TIMEOUT_VAR] == "120"
+    assert "PREFECT_API_URL" not in env
+
+
+def test_a_running_ui_server_is_used_and_a_set_url_must_answer(tmp_path, health_server):
+    env = {"PREFECT_HOME": str(tmp_path / "home"), "QTRADER_PREFECT_UI_URL": health_server}
+    target = resolve(env)
+    assert target.api_url == health_server == env["PREFECT_API_URL"] and target.source == "make ui"
+    dead = health_server.replace(health_server.rsplit(":", 1)[1].split("/")[0], "1")  # port 1: nobody
+    with pytest.raises(PrefectUnavailable, match=r"PREFECT_API_URL=http://127.0.0.1:1/api does not answer"):
+        resolve({"PREFECT_HOME": str(tmp_path / "home"), "PREFECT_API_URL": dead})
+
+
+def test_a_temporary_server_that_cannot_start_is_one_clear_line(tmp_path):
+    """A new Prefect home (its database must migrate) and a 1 s start-up allowance: the command stops with
+    one line that says what happened and what to do, not Prefect's bare time-out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "QTRADER_"))}
+    env |= {"PREFECT_HOME": str(tmp_path / "new-home"), STARTUP_TIMEOUT_VAR: "1", "QTRADER_PREFECT_UI_URL": "",
+            "QTRADER_WAREHOUSE": str(tmp_path / "w.duckdb"), "QTRADER_DATA_DIR": str(tmp_path)}  # fmt: skip
+    qtrader = Path(sys.executable).parent / "qtrader"
+    done = subprocess.run([str(qtrader), "ingest", "--interval", "1d", "--symbols", "AAA"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: the temporary Prefect server did not start within 1 s (PREFECT_HOME={tmp_path / 'new-home'}): "
+        f"start one with `make ui` (qtrader then uses it), or raise {STARTUP_TIMEOUT_VAR}"
+    ], done.stderr
