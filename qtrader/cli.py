@@ -112,6 +112,7 @@ FLOW_COMMANDS = {
     "demo",
     "serve",
 }
+GATED_COMMANDS = {"ingest", "features", "retrain", "decide", "backtest", "demo"}  # they run a GX gate
 
 
 @app.callback()
@@ -128,10 +129,10 @@ def main(
         os.environ["QTRADER_CONFIG"] = str(config)
     _quiet_third_parties()
     if ctx.invoked_subcommand in FLOW_COMMANDS:
-        _use_prefect()
+        _use_prefect(ctx)
 
 
-def _use_prefect() -> None:
+def _use_prefect(ctx: typer.Context) -> None:
     """One Prefect home and API for every command (qtrader/prefect_env.py), chosen before Prefect loads."""
     from qtrader.prefect_env import PrefectUnavailable, resolve, start_temporary_server
 
@@ -142,6 +143,10 @@ def _use_prefect() -> None:
     err.print(f"[dim]Prefect: {target.describe()}[/]", highlight=False)
     if target.api_url is None:
         start_temporary_server()
+    if ctx.invoked_subcommand in GATED_COMMANDS:
+        from expectations.runtime import warm_up
+
+        warm_up()  # one GX context per process, made while the command imports and starts its flow
 
 
 def _settings(**overrides):
