@@ -141,7 +141,7 @@ def _use_prefect(ctx: typer.Context) -> None:
     except PrefectUnavailable as exc:
         _fail(str(exc))
     err.print(f"[dim]Prefect: {target.describe()}[/]", highlight=False)
-    if target.api_url is None:
+    if target.api_url is None and ctx.invoked_subcommand != "health":  # health runs a flow only with --run
         start_temporary_server()
     if ctx.invoked_subcommand in GATED_COMMANDS:
         from expectations.runtime import warm_up

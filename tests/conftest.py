@@ -15,10 +15,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """One temporary Prefect server for every test that runs a real flow (costs ~8 s once)."""
+    """One temporary Prefect server for every test that runs a real flow (costs ~8 s once; its new database
+    migrates first, which takes 30 s and more on two loaded cores: the same allowance as the CLI's)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    from qtrader.prefect_env import STARTUP_TIMEOUT_S
+
+    with prefect_test_harness(server_startup_timeout=STARTUP_TIMEOUT_S):
         yield
 
 

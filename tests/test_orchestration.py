@@ -223,3 +223,24 @@ def test_a_temporary_server_that_cannot_start_is_one_clear_line(tmp_path):
         f"error: the temporary Prefect server did not start within 1 s (PREFECT_HOME={tmp_path / 'new-home'}): "
         f"start one with `make ui` (qtrader then uses it), or raise {STARTUP_TIMEOUT_VAR}"
     ], done.stderr
+
+
+def test_a_cadence_needs_the_deployments_and_production_lifts_the_pool_limit(prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from qtrader.orchestration import POOL, apply_cadence
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+        except ObjectAlreadyExists:
+            pass
+        client.update_work_pool(POOL, WorkPoolUpdate(concurrency_limit=1))
+        with pytest.raises(ValueError, match="are not on .*: run `make deploy` first"):
+            apply_cadence("compressed")
+        with pytest.raises(ValueError, match="unknown cadence 'hourly'"):
+            apply_cadence("hourly")
+        assert apply_cadence("production")
+        assert client.read_work_pool(POOL).concurrency_limit is None
