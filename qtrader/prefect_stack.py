@@ -112,19 +112,23 @@ class PrefectStack:
         self._start("worker", "worker", "start", "--pool", POOL, "--prefetch-seconds", "5")
 
     def api(self, path: str, body: dict | None = None, *, retries: int = 9) -> Any:
-        # The server answers 503 while its SQLite database is busy (two cores, a worker starting flows).
+        # The server answers 503, or not in time, while its SQLite database is busy (two loaded cores, a worker
+        # starting flows): retried with a growing pause.
         for attempt in range(retries + 1):
             req = urllib.request.Request(
                 self.url + path, data=json.dumps(body).encode() if body is not None else None,
                 method="POST" if body is not None else "GET", headers={"Content-Type": "application/json"},
             )  # fmt: skip
             try:
-                with urllib.request.urlopen(req, timeout=30) as r:
+                with urllib.request.urlopen(req, timeout=60) as r:
                     return json.loads(r.read() or "null")
             except urllib.error.HTTPError as exc:
                 if exc.code < 500 or attempt == retries:
                     raise
-                time.sleep(1 + attempt)
+            except (urllib.error.URLError, TimeoutError, ConnectionError):
+                if attempt == retries:
+                    raise
+            time.sleep(1 + attempt)
 
     def run_deployment(self, deployment_id: str, timeout: float = 300, poll: float = 0.5) -> dict:
         """Trigger a deployment and wait for a final state; returns the flow run."""

@@ -153,6 +153,7 @@ def _created_by_automation(run: dict) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(DAY_TIMEOUT_S + 300)  # beyond the suite's 600 s: ten flow runs one after another
 def test_an_unattended_trading_day(stack):
     started = time.monotonic()
     deployments = _deployments(stack)
