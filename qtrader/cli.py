@@ -66,13 +66,16 @@ FROM bars WHERE interval = '5m' GROUP BY 1 ORDER BY 1""",
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 
 def _guard(fn: Callable[[], object]) -> object:
     """Run fn; turn any exception into a one-line reason and exit code 1."""
     try:
+        from qtrader.prefect_env import wait_ready
+
+        wait_ready()  # a temporary Prefect server started early must be up before a flow runs
         return fn()
     except typer.Exit:
         raise
@@ -81,22 +84,40 @@ def _guard(fn: Callable[[], object]) -> object:
     except Exception as exc:  # noqa: BLE001 - the CLI's job is to say why in one line
         if os.environ.get("QTRADER_DEBUG"):
             raise
+        from qtrader.prefect_env import explain
+
+        if why := explain(exc):
+            _fail(why)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         _fail(f"{type(exc).__name__}: {first}  (set QTRADER_DEBUG=1 for the traceback)")
 
 
 def _quiet_third_parties() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
-    # The temporary Prefect server would try to send telemetry, which fails (and logs) offline.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     warnings.filterwarnings("ignore", module="yfinance")
     warnings.filterwarnings("ignore", message=".*inplace keyword.*")
     for name in ("great_expectations", "urllib3", "yfinance", "peewee"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# Commands that run flows: they need a Prefect API (docs/orchestration.md, "One Prefect home").
+FLOW_COMMANDS = {
+    "ingest",
+    "features",
+    "retrain",
+    "benchmark",
+    "health",
+    "decide",
+    "backtest",
+    "demo",
+    "serve",
+}
+GATED_COMMANDS = {"ingest", "features", "retrain", "decide", "backtest", "demo"}  # they run a GX gate
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="A qtrader.toml (default ./qtrader.toml, env QTRADER_CONFIG)."),
@@ -107,6 +128,25 @@ def main(
             _fail(f"config file {config} does not exist")
         os.environ["QTRADER_CONFIG"] = str(config)
     _quiet_third_parties()
+    if ctx.invoked_subcommand in FLOW_COMMANDS:
+        _use_prefect(ctx)
+
+
+def _use_prefect(ctx: typer.Context) -> None:
+    """One Prefect home and API for every command (qtrader/prefect_env.py), chosen before Prefect loads."""
+    from qtrader.prefect_env import PrefectUnavailable, resolve, start_temporary_server
+
+    try:
+        target = resolve()
+    except PrefectUnavailable as exc:
+        _fail(str(exc))
+    err.print(f"[dim]Prefect: {target.describe()}[/]", highlight=False)
+    if target.api_url is None and ctx.invoked_subcommand != "health":  # health runs a flow only with --run
+        start_temporary_server()
+    if ctx.invoked_subcommand in GATED_COMMANDS:
+        from expectations.runtime import warm_up
+
+        warm_up()  # one GX context per process, made while the command imports and starts its flow
 
 
 def _settings(**overrides):
@@ -342,8 +382,7 @@ def status(warehouse: WarehouseOpt = None) -> None:
 def serve() -> None:
     """Serve every deployment of prefect.yaml on its schedule in this process (no work pool or worker).
 
-    Needs a Prefect server to show the runs in the UI: start one with `make ui` and set
-    PREFECT_API_URL=http://127.0.0.1:4200/api.
+    With `make ui` running, the runs show in its UI (qtrader uses that server when it answers).
     """
     from prefect import serve as prefect_serve
 
