@@ -91,6 +91,10 @@ class SyntheticSettings(BaseSettings):
     seed: int = 7
     # Strength of the planted predictable component (see docs/synthetic.md); 0 gives pure noise.
     signal_strength: float = 0.12
+    # Annual log drift added to every symbol (0.69 = prices double in about a year, before the regimes).
+    trend: float = 0.0
+    # One market-wide regime path shared by every symbol, as in an index, instead of one per symbol.
+    market_regime: bool = False
 
 
 # Signal modules trained and benchmarked by default (models.signals.DEFAULT_MEMBERS; the ensemble is extra).
