@@ -109,7 +109,10 @@ def severity_for(hours: float | None, critical_hours: float, warning_hours: floa
 def _hours(ts: Sequence | pd.Series | pd.DatetimeIndex, now: pd.Timestamp) -> np.ndarray:
     if len(ts) == 0:
         return np.empty(0)
-    ns = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).asi8
+    if isinstance(ts, np.ndarray) and ts.dtype.kind == "i":  # nanoseconds since the epoch, UTC
+        ns = ts
+    else:
+        ns = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).asi8
     return (ns - utc(now).value) / 3.6e12
 
 
@@ -294,6 +297,27 @@ def reconcile(
     return AlertChanges(opened, updated, resolved)
 
 
+def evaluate_series(
+    series: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    thresholds: Mapping[tuple[str, str], LearnedThreshold],
+    open_alerts: Mapping[tuple[str, str], str],
+    now: pd.Timestamp,
+    cfg,
+    specs: Mapping[str, MetricSpec],
+) -> tuple[list[Evaluation], AlertChanges]:
+    """``evaluate_all`` on series already split: {(module, metric): (ts as UTC nanoseconds, values)}."""
+    keys = set(open_alerts) | {k for k in series if k[1] in set(cfg.metrics)}
+    empty = (np.empty(0, dtype=np.int64), np.empty(0))
+    evaluations = []
+    for module, metric in sorted(keys):
+        if metric not in specs:
+            continue
+        t = thresholds.get((module, metric)) or default_threshold(specs[metric])
+        ts, values = series.get((module, metric), empty)
+        evaluations.append(evaluate(module, metric, ts, values, t.value, t.bound, now, cfg))
+    return evaluations, reconcile(open_alerts, evaluations, resolve_hours=cfg.resolve_hours)
+
+
 def evaluate_all(
     points: pd.DataFrame,
     thresholds: Mapping[tuple[str, str], LearnedThreshold],
@@ -307,18 +331,11 @@ def evaluate_all(
 
     A pair without a learned threshold uses its metric's default threshold (``specs``: metric_specs).
     """
-    keys = set(open_alerts)
+    series = {}
     if len(points):
-        watched = points[points["metric"].isin(list(cfg.metrics))]
-        keys |= set(zip(watched["module"].astype(str), watched["metric"].astype(str), strict=True))
-    evaluations = []
-    groups = dict(tuple(points.groupby(["module", "metric"], sort=False))) if len(points) else {}
-    for module, metric in sorted(keys):
-        if metric not in specs:
-            continue
-        t = thresholds.get((module, metric)) or default_threshold(specs[metric])
-        g = groups.get((module, metric))
-        ts = g["ts"] if g is not None else []
-        values = g["value"] if g is not None else []
-        evaluations.append(evaluate(module, metric, ts, values, t.value, t.bound, now, cfg))
-    return evaluations, reconcile(open_alerts, evaluations, resolve_hours=cfg.resolve_hours)
+        frame = points.assign(ts=pd.to_datetime(points["ts"], utc=True))
+        for (m, x), g in frame.groupby(["module", "metric"], sort=False):
+            series[(str(m), str(x))] = (
+                pd.DatetimeIndex(g["ts"]).asi8, g["value"].to_numpy(dtype="float64")
+            )
+    return evaluate_series(series, thresholds, open_alerts, now, cfg, specs)

@@ -425,14 +425,14 @@ class DriftReference:
     """Per input feature of a training window: the central range [lo, hi] (``tail`` cut off each side)
     and the share of the window's own values outside it (about 2 x tail; more for a discrete feature)."""
 
-    lo: pd.Series
-    hi: pd.Series
-    outside: pd.Series
-    rows: pd.Series
+    columns: tuple[str, ...]
+    lo: np.ndarray
+    hi: np.ndarray
+    outside: np.ndarray
 
     @classmethod
     def from_frame(cls, train: pd.DataFrame, columns: Iterable[str], tail: float, min_rows: int) -> DriftReference:
-        lo, hi, outside, rows = {}, {}, {}, {}
+        cols, lo, hi, outside = [], [], [], []
         for c in columns:
             if c not in train.columns:
                 continue
@@ -441,33 +441,34 @@ class DriftReference:
             if len(x) < min_rows:
                 continue
             a, b = np.quantile(x, [tail, 1.0 - tail])
-            lo[c], hi[c] = float(a), float(b)
-            outside[c] = float(((x < a) | (x > b)).mean())
-            rows[c] = len(x)
-        return cls(*(pd.Series(d, dtype="float64") for d in (lo, hi, outside, rows)))
+            cols.append(c)
+            lo.append(a)
+            hi.append(b)
+            outside.append(((x < a) | (x > b)).mean())
+        return cls(tuple(cols), *(np.asarray(v, dtype="float64") for v in (lo, hi, outside)))
 
 
-def out_of_range_shares(ref: DriftReference, recent: pd.DataFrame, columns: Iterable[str], min_rows: int) -> pd.Series:
-    """Per feature: the share of ``recent`` values outside the reference's central range, minus the share
-    the training window itself has there (floored at 0), largest first. Features with fewer than
-    ``min_rows`` finite recent values are left out.
+def out_of_range_shares(ref: DriftReference, recent: pd.DataFrame, min_rows: int) -> pd.Series:
+    """Per feature of ``ref``: the share of ``recent`` values outside the reference's central range, minus
+    the share the training window itself has there (floored at 0), largest first. Features with fewer
+    than ``min_rows`` finite recent values are left out.
 
     A quantile range is unchanged by any increasing transform of a feature, so this measures where the
     values sit relative to what the module was trained on, in the feature's own units; features in price
     units are left out (``LEVEL_FEATURES``). Shifts *within* the training range (a regime the training
     window also saw) do not count: the module has seen such inputs.
     """
-    cols = [c for c in columns if c in ref.lo.index and c in recent.columns]
-    if not cols or recent.empty:
+    keep = [i for i, c in enumerate(ref.columns) if c in recent.columns]
+    if not keep or recent.empty:
         return pd.Series(dtype="float64")
+    cols = [ref.columns[i] for i in keep]
     x = recent[cols].to_numpy(dtype="float64", na_value=np.nan)
     finite = np.isfinite(x)
-    lo, hi = ref.lo[cols].to_numpy(), ref.hi[cols].to_numpy()
     with np.errstate(invalid="ignore"):
-        outside = ((x < lo) | (x > hi)) & finite
+        outside = ((x < ref.lo[keep]) | (x > ref.hi[keep])) & finite
     n = finite.sum(axis=0)
     share = np.divide(outside.sum(axis=0), n, out=np.zeros(len(cols)), where=n > 0)
-    excess = np.maximum(share - ref.outside[cols].to_numpy(), 0.0)
+    excess = np.maximum(share - ref.outside[keep], 0.0)
     out = pd.Series(excess, index=cols, dtype="float64")[n >= min_rows]
     return out.sort_values(ascending=False)
 
@@ -796,10 +797,10 @@ def _measure_one(
         if frames is not None:
             train, recent = frames
             cols = drift_columns(module, [c for c in train.columns if c not in ("symbol", "interval", "ts")])
-            ref_key = (*key, tuple(cols))
+            ref_key = (*key, tuple(cols), id(train))
             if ref_key not in refs:
                 refs[ref_key] = DriftReference.from_frame(train, cols, cfg.drift_tail, cfg.drift_min_rows)
-            shares = out_of_range_shares(refs[ref_key], recent, cols, cfg.drift_min_rows)
+            shares = out_of_range_shares(refs[ref_key], recent, cfg.drift_min_rows)
             if len(shares):
                 drift_share = float(shares.mean())
                 drift_max, drift_feature = float(shares.iloc[0]), str(shares.index[0])

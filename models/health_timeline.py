@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from models.alerts import AlertChanges, Evaluation, evaluate_all
+from models.alerts import AlertChanges, Evaluation, evaluate_series
 from models.health import (
     HEALTH_METRIC,
     OVERALL,
@@ -43,7 +43,7 @@ from models.health import (
     measure,
     overall_score,
 )
-from models.thresholds import LearnedThreshold, MetricSpec, default_threshold, learn_all, metric_specs
+from models.thresholds import LearnedThreshold, MetricSpec, default_threshold, learn_threshold, metric_specs
 from qtrader.calendar import is_daily, utc
 
 _EMPTY_PRED = ["module", "interval", "newest_ts", "run_id", "predicted_at", "rows", "bad", "quarantined",
@@ -108,11 +108,14 @@ class _Index:
     """Sorted arrays of the large frames, built once per MarketFrames, so a run reads slices."""
 
     def __init__(self, frames: MarketFrames) -> None:
+        self.registry_memo: dict = {}
         self.features: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
         for interval, f in frames.features.groupby("interval", sort=False):
             f = f.sort_values("ts", kind="stable").reset_index(drop=True)
             ts = _ns(f["ts"])
-            self.features[str(interval)] = (f, ts, np.unique(ts))
+            # one float64 block: slices and column picks are cheap (the key columns are not compared)
+            values = f.drop(columns=[c for c in ("symbol", "interval", "ts") if c in f.columns]).astype("float64")
+            self.features[str(interval)] = (values, ts, np.unique(ts))
         self.bars = {str(iv): np.sort(_ns(g["ts"])) for iv, g in frames.bars.groupby("interval", sort=False)}
         self.predictions = {}
         for (module, interval), g in frames.predictions.groupby(["module", "interval"], sort=True):
@@ -185,8 +188,11 @@ def _recent_features(idx: _Index, interval: str, now: pd.Timestamp, bars: int) -
     return f.iloc[lo:hi]
 
 
-def _train_sample(features: pd.DataFrame, interval: str, start, end, max_rows: int) -> pd.DataFrame:
-    f = features[(features["interval"] == interval) & (features["ts"] >= start) & (features["ts"] <= end)]
+def _train_sample(idx: _Index, interval: str, start, end, max_rows: int) -> pd.DataFrame:
+    if interval not in idx.features:
+        return pd.DataFrame()
+    f, ts, _ = idx.features[interval]
+    f = f.iloc[int(np.searchsorted(ts, start.value, "left")) : int(np.searchsorted(ts, end.value, "right"))]
     return f.sample(max_rows, random_state=7) if len(f) > max_rows else f
 
 
@@ -206,7 +212,14 @@ def inputs_at(
     """
     now = utc(now)
     idx = _index(frames)
-    champions = champions_at(frames.registry, frames.confirmations, now)
+    k_reg = int((frames.registry["trained_at"] <= now).sum()) if len(frames.registry) else 0
+    k_conf = int((frames.confirmations["confirmed_at"] <= now).sum()) if len(frames.confirmations) else 0
+    memo = idx.registry_memo.get((k_reg, k_conf))
+    if memo is None:
+        memo = (champions_at(frames.registry, frames.confirmations, now),
+                _failed_runs(frames.registry, now, cfg.error_recent_runs))  # fmt: skip
+        idx.registry_memo = {(k_reg, k_conf): memo}
+    champions, failed_runs = memo
     newest = {}
     for interval, ts in idx.bars.items():
         k = int(np.searchsorted(ts, now.value, side="right"))
@@ -219,7 +232,7 @@ def inputs_at(
         if key in features:
             continue
         if key not in cache:
-            cache[key] = _train_sample(frames.features, *key, cfg.drift_max_rows)
+            cache[key] = _train_sample(idx, *key, cfg.drift_max_rows)
         recent_bars = cfg.drift_recent_bars_daily if is_daily(row.interval) else cfg.drift_recent_bars_intraday
         features[key] = (cache[key], _recent_features(idx, row.interval, now, recent_bars))
     dq: dict[str, tuple[float, float]] = {}
@@ -233,7 +246,7 @@ def inputs_at(
         champions=champions.reset_index(drop=True),
         newest_bars={str(k): utc(v) for k, v in newest.items()},
         predictions=_predictions_at(idx, now),
-        failed_runs=_failed_runs(frames.registry, now, cfg.error_recent_runs),
+        failed_runs=failed_runs,
         benchmarks=_benchmarks_at(frames.benchmarks, now, cfg).reset_index(drop=True),
         features=features,
         dq=dq,
@@ -312,7 +325,9 @@ def trade_gates(settings, modules, thresholds: Mapping[tuple[str, str], LearnedT
 class HealthTimeline:
     """The thresholds and health flows at successive clocks, with their state kept in memory.
 
-    ``settings``: a Settings (its health, thresholds, alerts and trade_filter sections are used).
+    ``settings``: a Settings (its health, thresholds, alerts and trade_filter sections are used). The
+    metric history is kept per (module, metric) as arrays of (event time in ns, value); a point with the
+    same event time replaces the earlier one, as in ``metric_history``.
     """
 
     def __init__(self, settings, modules: Sequence[str], intervals: Sequence[str]) -> None:
@@ -321,32 +336,62 @@ class HealthTimeline:
         self.modules = list(modules)
         self.intervals = list(intervals)
         self.combined = combined_modules(settings)
-        self.history = pd.DataFrame(columns=["module", "metric", "ts", "value"])
+        self.series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self.thresholds: dict[tuple[str, str], LearnedThreshold] = {}
         self.open_alerts: dict[tuple[str, str], str] = {}
         self._train_cache: dict = {}
         self._references: dict = {}
-        self._chunks: list[pd.DataFrame] = []
 
-    def _history(self) -> pd.DataFrame:
-        if self._chunks:
-            parts = [p for p in [self.history, *self._chunks] if len(p)]
-            self.history = pd.concat(parts, ignore_index=True) if parts else self.history
-            self.history["ts"] = pd.to_datetime(self.history["ts"], utc=True)
-            self.history = self.history.drop_duplicates(["module", "metric", "ts"], keep="last")
-            self._chunks = []
-        return self.history
+    def history(self) -> pd.DataFrame:
+        """The metric history so far (module, metric, ts, value)."""
+        frames = [
+            pd.DataFrame({"module": m, "metric": x, "ts": pd.to_datetime(ts, utc=True), "value": v})
+            for (m, x), (ts, v) in self.series.items()
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["module", "metric", "ts", "value"])
+
+    def _append(self, points: pd.DataFrame) -> None:
+        if points.empty:
+            return
+        ns = pd.DatetimeIndex(pd.to_datetime(points["ts"], utc=True)).asi8
+        for (m, x), at, v in zip(zip(points["module"], points["metric"], strict=True), ns,
+                                 points["value"].to_numpy(dtype="float64"), strict=True):  # fmt: skip
+            ts, vals = self.series.get((m, x), (np.empty(0, dtype=np.int64), np.empty(0)))
+            if len(ts) and ts[-1] == at:
+                vals = vals.copy()
+                vals[-1] = v
+            elif len(ts) and ts[-1] > at:  # an older fact read again: replace it in place, or insert
+                pos = int(np.searchsorted(ts, at))
+                if pos < len(ts) and ts[pos] == at:
+                    vals = vals.copy()
+                    vals[pos] = v
+                else:
+                    ts, vals = np.insert(ts, pos, at), np.insert(vals, pos, v)
+            else:
+                ts, vals = np.append(ts, at), np.append(vals, v)
+            self.series[(m, x)] = (ts, vals)
+
+    def _window(self, since_ns: int, until_ns: int) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+        out = {}
+        for key, (ts, v) in self.series.items():
+            lo, hi = np.searchsorted(ts, since_ns, side="right"), np.searchsorted(ts, until_ns, side="right")
+            if hi > lo:
+                out[key] = (ts[lo:hi], v[lo:hi])
+        return out
 
     def learn(self, now: pd.Timestamp) -> None:
         """The thresholds flow at ``now``: learn from the trailing points of the metric history."""
         t = self.settings.thresholds
-        hist = self._history()
-        since = utc(now) - pd.Timedelta(days=t.history_days)
-        hist = hist[(hist["ts"] > since) & (hist["ts"] <= utc(now))]
+        now = utc(now)
+        window = self._window((now - pd.Timedelta(days=t.history_days)).value, now.value)
         watched = sorted(set(self.settings.alerts.metrics) | {"latency_ms"})
-        pairs = [(m, x) for m in self.modules for x in watched]
-        learned = learn_all(hist, pairs, self.specs, t)
-        self.thresholds = {(m, lt.metric): lt for m, lt in learned}
+        keys = set(window) | {(m, x) for m in self.modules for x in watched}
+        empty = np.empty(0)
+        self.thresholds = {
+            (m, x): learn_threshold(window.get((m, x), (None, empty))[1], self.specs[x], t)
+            for m, x in sorted(keys)
+            if x in self.specs
+        }
 
     def step(self, frames: MarketFrames, now: pd.Timestamp, *, learn: bool = True) -> HealthSnapshot:
         """One health run at ``now`` (after the thresholds flow when ``learn``)."""
@@ -356,23 +401,15 @@ class HealthTimeline:
         cfg = self.settings.health
         inputs = inputs_at(frames, now, self.modules, self.intervals, cfg, self._train_cache, self.combined)
         assessments, overall, points = score_inputs(inputs, now, self.settings, self.thresholds, self._references)
-        hist = self._history()
+        self._append(points)
         since = now - pd.Timedelta(hours=self.settings.alerts.lookback_hours)
-        recent = hist[(hist["ts"] > since) & (hist["ts"] <= now)]
-        merged = pd.concat([p for p in (recent, points) if len(p)], ignore_index=True) if len(points) else recent
-        if len(merged):
-            merged["ts"] = pd.to_datetime(merged["ts"], utc=True)
-            merged = merged.drop_duplicates(["module", "metric", "ts"], keep="last").sort_values(
-                ["module", "metric", "ts"]
-            )
-        evaluations, changes = evaluate_all(
-            merged, self.thresholds, self.open_alerts, now, self.settings.alerts, self.specs
-        )
+        evaluations, changes = evaluate_series(
+            self._window(since.value, now.value), self.thresholds, self.open_alerts, now, self.settings.alerts,
+            self.specs,
+        )  # fmt: skip
         for ev in changes.opened:
             self.open_alerts[(ev.module, ev.metric)] = f"alert-{ev.module}-{ev.metric}-{now:%Y%m%dT%H%M%S}"
         closed = {aid for aid, _ in changes.resolved}
         self.open_alerts = {k: v for k, v in self.open_alerts.items() if v not in closed}
-        if len(points):
-            self._chunks.append(points)
         gates = trade_gates(self.settings, list(assessments), self.thresholds)
         return HealthSnapshot(now, assessments, overall, gates, points, evaluations, changes, dict(self.thresholds))

@@ -146,13 +146,16 @@ def learn_threshold(values: Sequence[float] | pd.Series, spec: MetricSpec, cfg) 
     window, min_history = cfg.window, cfg.min_history
     if k <= 0 or not 0.5 < quantile < 1 or window < 1 or min_history < 1:
         raise ValueError("need k > 0, 0.5 < quantile < 1, window >= 1, min_history >= 1")
-    series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype="float64"))
-    series = series.astype("float64")
-    series = series[np.isfinite(series.to_numpy())].iloc[-window:]
-    n = len(series)
+    if isinstance(values, pd.Series):
+        x_all = values.to_numpy(dtype="float64")
+        stamps = values.index if isinstance(values.index, pd.DatetimeIndex) else None
+    else:
+        x_all, stamps = np.asarray(values, dtype="float64"), None
+    keep = np.flatnonzero(np.isfinite(x_all))[-window:]
+    x = x_all[keep]
+    n = len(x)
     if n < min_history:
         return default_threshold(spec, n, min_history, window)
-    x = series.to_numpy()
     center = float(np.median(x))
     floor = max(spec.min_spread, spec.rel_min_spread * abs(center))
     sign = 1.0 if spec.bound == Bound.upper else -1.0
@@ -169,8 +172,6 @@ def learn_threshold(values: Sequence[float] | pd.Series, spec: MetricSpec, cfg) 
         how = f"q{q:.3g} of the window, >= {floor:.4g} from the median {center:.4g}"
         k_used, q_used = None, quantile
     value = float(min(max(value, spec.lo), spec.hi))
-    ts = series.index
-    is_time = isinstance(ts, pd.DatetimeIndex)
     return LearnedThreshold(
         spec.name,
         spec.bound,
@@ -184,8 +185,8 @@ def learn_threshold(values: Sequence[float] | pd.Series, spec: MetricSpec, cfg) 
         q_used,
         False,
         f"learned from {n} points: {how}",
-        ts[0] if is_time else None,
-        ts[-1] if is_time else None,
+        stamps[keep[0]] if stamps is not None else None,
+        stamps[keep[-1]] if stamps is not None else None,
     )
 
 

@@ -27,7 +27,8 @@ from expectations.frame_gate import gate_frame
 from models import decision as dm
 from models.brackets import Side
 from models.features import FEATURE_SET_VERSION
-from models.thresholds import LearnedThreshold
+from models.health import gate_value
+from models.thresholds import LearnedThreshold, metric_specs
 from models.training import live_predictions
 from qtrader.calendar import in_session, is_daily
 from qtrader.settings import Settings
@@ -64,6 +65,10 @@ class HealthView:
     overall: float | None
     modules: dict[str, float | None]
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    # Learned health baselines and what drove each score down ({module or "overall": ...}), see
+    # models/health.gate_value; empty before the health flow records them.
+    baselines: dict[str, float | None] = field(default_factory=dict)
+    drivers: dict[str, Any] = field(default_factory=dict)
 
 
 def read_health(settings: Settings) -> HealthView:
@@ -83,15 +88,37 @@ def read_health(settings: Settings) -> HealthView:
     }
     overall = mods.pop("overall", None)
     keep = ["module", "metric", "time_to_threshold_hours", "reason", "severity"]
+    baselines = {
+        str(m): (None if b is None or pd.isna(b) else float(b))
+        for m, b in zip(scores["module"], scores.get("baseline", pd.Series([None] * len(scores))), strict=True)
+    }
+    drivers = {
+        str(m): (json.loads(d) if isinstance(d, str) else None)
+        for m, d in zip(scores["module"], scores.get("drivers", pd.Series([None] * len(scores))), strict=True)
+    }
     return HealthView(
         pd.Timestamp(scores["ts"].iloc[0]).tz_convert("UTC"),
         overall,
         mods,
         alerts.reindex(columns=keep).to_dict("records") if len(alerts) else [],
+        baselines,
+        drivers,
     )
 
 
 # ----------------------------------------------------------------------------------------- preconditions
+
+
+def exit_health_gates(settings: Settings, health: HealthView) -> dict[str, float]:
+    """The exit planner's health gates (seed 1.2's 70 overall, 60 ensemble) against the learned baselines."""
+    x, floor = settings.exits, settings.health.kill_floor
+    learned = settings.trade_filter.learned_gates
+    return {
+        "overall_gate": gate_value(x.min_overall_health, health.baselines.get("overall"), floor, learned=learned).value,
+        "ensemble_gate": gate_value(
+            x.ensemble_degraded_health, health.baselines.get(x.ensemble_module), floor, learned=learned
+        ).value,
+    }
 
 
 def health_max_age(settings: Settings, interval: str) -> pd.Timedelta:
@@ -257,7 +284,8 @@ def model_inputs(settings: Settings, interval: str) -> ModelInputs:
     pol = policy(settings)
     stats = wd.latest_module_stats(settings.warehouse, d.source_module, interval, window, policy=pol)
     cap = learned_threshold(
-        d.stop_threshold_module, "stop_distance_atr", warehouse=settings.warehouse, policy=pol
+        d.stop_threshold_module, "stop_distance_atr", warehouse=settings.warehouse, policy=pol,
+        specs=metric_specs(settings),
     )
     return ModelInputs(stats, cap)
 
@@ -366,10 +394,11 @@ def run_bar(
     dorders = wd.decision_orders(path, name, policy=pol)
     brackets, tp1 = open_brackets(orders, dorders)
     current = dict(zip(features["symbol"].astype(str), features["bar_close"].astype(float), strict=True))
+    exit_gates = exit_health_gates(settings, health)
     moves = dm.plan_stop_moves(
         brackets, tp1_filled=tp1, current=current, overall_health=health.overall,
         ensemble_health=health.modules.get(settings.exits.ensemble_module), alerts=health.alerts,
-        cfg=settings.exits, tick=settings.orders.tick,
+        cfg=settings.exits, tick=settings.orders.tick, **exit_gates,
     )  # fmt: skip
     moved = []
     for mv in moves:
@@ -424,6 +453,9 @@ def run_bar(
         tp_weights=tuple(settings.orders.tp_weights),
         time_in_force=settings.orders.time_in_force,
         use_calibration=settings.decision.calibrated_confidence,
+        health_baselines=health.baselines,
+        health_floor=settings.health.kill_floor,
+        health_drivers=health.drivers,
     )
     batch = dm.assemble(signals, ctx, settings.trade_filter, settings.sizing, settings.exits)
     lap("assemble")
