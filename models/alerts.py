@@ -112,7 +112,7 @@ def _hours(ts: Sequence | pd.Series | pd.DatetimeIndex, now: pd.Timestamp) -> np
     if isinstance(ts, np.ndarray) and ts.dtype.kind == "i":  # nanoseconds since the epoch, UTC
         ns = ts
     else:
-        ns = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).asi8
+        ns = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).as_unit("ns").asi8
     return (ns - utc(now).value) / 3.6e12
 
 
@@ -336,6 +336,6 @@ def evaluate_all(
         frame = points.assign(ts=pd.to_datetime(points["ts"], utc=True))
         for (m, x), g in frame.groupby(["module", "metric"], sort=False):
             series[(str(m), str(x))] = (
-                pd.DatetimeIndex(g["ts"]).asi8, g["value"].to_numpy(dtype="float64")
+                pd.DatetimeIndex(g["ts"]).as_unit("ns").asi8, g["value"].to_numpy(dtype="float64")
             )
     return evaluate_series(series, thresholds, open_alerts, now, cfg, specs)

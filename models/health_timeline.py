@@ -101,7 +101,7 @@ def _failed_runs(registry: pd.DataFrame, now: pd.Timestamp, recent_runs: int) ->
 
 
 def _ns(values) -> np.ndarray:
-    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).asi8
+    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
 
 
 class _Index:
@@ -353,7 +353,7 @@ class HealthTimeline:
     def _append(self, points: pd.DataFrame) -> None:
         if points.empty:
             return
-        ns = pd.DatetimeIndex(pd.to_datetime(points["ts"], utc=True)).asi8
+        ns = pd.DatetimeIndex(pd.to_datetime(points["ts"], utc=True)).as_unit("ns").asi8
         for (m, x), at, v in zip(zip(points["module"], points["metric"], strict=True), ns,
                                  points["value"].to_numpy(dtype="float64"), strict=True):  # fmt: skip
             ts, vals = self.series.get((m, x), (np.empty(0, dtype=np.int64), np.empty(0)))
