@@ -863,3 +863,10 @@ def health_gates(
     gates = {m: gate_value(module_seed, baseline(m), floor, learned=learned) for m in modules if m != OVERALL}
     gates[OVERALL] = gate_value(overall_seed, baseline(OVERALL), floor, learned=learned)
     return gates
+
+
+def schedule_hours(every_bars: int, interval: str) -> float:
+    """Calendar hours between runs scheduled every ``every_bars`` bars of ``interval``: a session (a
+    daily bar, or 390 minutes of intraday bars) spans 24 x 7/5 calendar hours on average (weekends)."""
+    sessions = every_bars if is_daily(interval) else every_bars * interval_minutes(interval) / 390.0
+    return sessions * 24.0 * 7.0 / 5.0

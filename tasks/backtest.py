@@ -41,6 +41,7 @@ from expectations.frame_gate import gate_frame
 from models import backtest as mb
 from models import decision as dm
 from models.features import FEATURE_SET_VERSION
+from models.health import schedule_hours
 from models.signals.volatility import vol_state
 from models.training import live_predictions
 from qtrader.calendar import interval_minutes, is_daily
@@ -105,7 +106,11 @@ def scratch_overrides(
     """Settings of every scratch warehouse: the run's own overrides (``user``), its own data dir (model
     artifacts), one interval, the local paper broker with the backtest's costs."""
     b = settings.backtest
+    every = cadence(settings, interval)["retrain"]
+    family = "daily" if is_daily(interval) else "intraday"
     return mb.deep_merge(user or {}, {
+        # model staleness is measured against the retrain schedule the backtest keeps, not the live one
+        "health": {f"retrain_schedule_hours_{family}": schedule_hours(every, interval)},
         "data_dir": folder,
         "intervals": [interval],
         "broker": "local",

@@ -21,6 +21,7 @@ REGISTRY_COLUMNS = [
     "module", "interval", "version", "trained_at", "train_start", "train_end", "valid_start", "valid_end",
     "train_rows", "valid_rows", "label_horizon", "feature_set_version", "params", "config_hash", "data_hash",
     "metrics", "calibration", "status", "status_reason", "promoted_at", "retired_at", "artifact_path", "run_id",
+    "confirmed_at", "confirmed_by",
 ]  # fmt: skip
 PREDICTION_COLUMNS = [
     "symbol", "interval", "ts", "module", "model_version", "kind", "label_horizon", "p_up", "p_up_calibrated",

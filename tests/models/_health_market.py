@@ -43,11 +43,12 @@ PROFILE = {
     "selector": (0.10, 0.04, 1.5), "imbalance": (0.05, 0.03, 2.0), "direction": (0.12, 0.05, 6.0),
 }  # fmt: skip
 ABSTAIN_EDGE = 0.02
+CREEP_BARS = 156  # latency_creep: two sessions of 5-minute bars from 1x to 5x
 
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # data_stops | raises | nan | latency_x5 | coin_flip | shift
+    kind: str  # data_stops | raises | nan | latency_x5 | latency_creep | coin_flip | shift
     module: str | None = None  # None: the whole market
     at: int = 0  # bar index (in the bar times) from which the fault holds
 
@@ -178,6 +179,8 @@ def build(
             p = np.where(bar_i >= f.at, np.nan, p)
         if (f := fault_for("latency_x5", m)) is not None:
             lat = np.where(bar_i >= f.at, 5 * lat, lat)
+        if (f := fault_for("latency_creep", m)) is not None:  # 1x to 5x over CREEP_BARS bars, then 5x
+            lat = lat * (1 + 4 * np.clip((bar_i - f.at) / CREEP_BARS, 0, 1))
         if (f := fault_for("raises", m)) is not None:
             keep &= bar_i < f.at
         p_up[m] = np.where(keep, p, np.nan) if fault_for("raises", m) else p
