@@ -341,6 +341,7 @@ class SyntheticSource:
         now: pd.Timestamp | None = None,
         trend: float = 0.0,
         market_regime: bool = False,
+        trend_start: pd.Timestamp | str | None = None,
     ) -> None:
         if signal_strength < 0:
             raise ValueError(f"signal_strength must be >= 0, got {signal_strength}")
@@ -348,8 +349,10 @@ class SyntheticSource:
             raise ValueError(f"trend must be finite, got {trend}")
         self.seed = int(seed) % 2**63
         self.signal_strength = float(signal_strength)
-        # Annual log drift added to every symbol (ln 2 = prices double in a year, on top of the regimes).
+        # Annual log drift added to every symbol (ln 2 = prices double in a year, on top of the regimes),
+        # from the session ``trend_start`` on (default: the epoch).
         self.trend = float(trend)
+        self.trend_start = pd.Timestamp(trend_start).tz_localize(None).normalize() if trend_start is not None else None
         # One regime path for the whole market (as an index's constituents share a market regime) instead
         # of one per symbol.
         self.market_regime = bool(market_regime)
@@ -492,7 +495,10 @@ class SyntheticSource:
         del following
 
         sigma = base_vol * _VOL[regimes]
-        drift = base_vol * _DRIFT[regimes] + self.trend / TRADING_DAYS
+        drift = base_vol * _DRIFT[regimes]
+        if self.trend:
+            first = 0 if self.trend_start is None else int(self._sessions.searchsorted(self.trend_start))
+            drift = drift + np.where(np.arange(n) >= first, self.trend / TRADING_DAYS, 0.0)[:, None]
         reversion = _REVERSION[regimes]
         kick = sigma * shocks
         tilt_scale = self.signal_strength * sigma

@@ -68,12 +68,12 @@ def synthetic(
     trend: float = 0.0, market_regime: bool = False, signal_strength: float = 0.12,
 ) -> pd.DataFrame:  # fmt: skip
     symbols = [f"S{i:03d}" for i in range(n_symbols)]
-    src = SyntheticSource(seed=seed, signal_strength=signal_strength, trend=trend, market_regime=market_regime,
-                          now=END + pd.Timedelta(days=1))  # fmt: skip
     if is_daily(interval):
         start = END - pd.Timedelta(days=int(365.25 * years))
     else:
         start = END - pd.Timedelta(days=int(sessions * 7 / 5) + 3)
+    src = SyntheticSource(seed=seed, signal_strength=signal_strength, trend=trend, market_regime=market_regime,
+                          trend_start=start.tz_localize(None), now=END + pd.Timedelta(days=1))  # fmt: skip
     bars = src.fetch(FetchRequest(symbols, interval, start, END)).bars
     return bars.sort_values(["symbol", "ts"]).reset_index(drop=True)
 
