@@ -45,13 +45,13 @@ WITH valid AS (
     SELECT module, interval, max(ts) AS newest_ts FROM predictions WHERE ts <= $now GROUP BY module, interval
 ),
 runs AS (
-    SELECT module, interval, run_id, max(predicted_at) AS at FROM predictions WHERE ts <= $now GROUP BY ALL
+    SELECT module, interval, run_id, max(predicted_at) AS run_at FROM predictions WHERE ts <= $now GROUP BY ALL
     UNION ALL
-    SELECT split_part(detail, ' ', 1) AS module, interval, run_id, max(quarantined_at) AS at
+    SELECT split_part(detail, ' ', 1) AS module, interval, run_id, max(quarantined_at) AS run_at
     FROM quarantine WHERE stage = 'predictions' AND ts <= $now GROUP BY ALL
 ),
 newest AS (
-    SELECT module, interval, arg_max(run_id, at) AS run_id, max(at) AS predicted_at
+    SELECT module, interval, arg_max(run_id, run_at) AS run_id, max(run_at) AS predicted_at
     FROM runs GROUP BY module, interval
 ),
 run_rows AS (

@@ -172,6 +172,18 @@ def _intraday_dq_failures(con):
     insert_frame(con, "dq_results", _dq("ingest-5m-bad", "raw_bars", 800, failing=120))
 
 
+def _selector_returns_nan(con):
+    # the newest predict run of selector: every row NaN, so the predictions gate quarantined them all and
+    # nothing of that run reached the predictions table
+    newest = con.execute("SELECT max(ts) AS t FROM predictions WHERE module = 'selector'").df()["t"].iloc[0]
+    rows = pd.DataFrame({
+        "run_id": "decide-nan", "stage": "predictions", "rule": "p_up_in_unit_interval", "severity": "critical",
+        "symbol": SYMBOLS, "interval": "1d", "ts": newest, "source": "decide",
+        "detail": "selector v1: p_up NaN (p_up=nan, p_up_calibrated=nan)", "quarantined_at": NOW,
+    })  # fmt: skip
+    insert_frame(con, "quarantine", rows)
+
+
 DEGRADATIONS = [
     # (injection, module whose score must drop, component that explains it, modules allowed to move)
     (_stale_intraday, INTRADAY_MODULE, "data_freshness", {INTRADAY_MODULE}),
@@ -180,6 +192,8 @@ DEGRADATIONS = [
     # direction and ensemble read these 9 features among ~50: their share moves too, less
     (_volatility_feature_shift, "volatility", "feature_drift", {"volatility", "direction", "ensemble"}),
     (_intraday_dq_failures, INTRADAY_MODULE, "dq_failure_rate", {INTRADAY_MODULE}),
+    # a run whose every prediction failed is the newest run (it used to be invisible: no stored rows)
+    (_selector_returns_nan, "selector", "error_rate", {"selector"}),
 ]
 
 
