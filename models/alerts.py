@@ -336,6 +336,7 @@ def evaluate_all(
         frame = points.assign(ts=pd.to_datetime(points["ts"], utc=True))
         for (m, x), g in frame.groupby(["module", "metric"], sort=False):
             series[(str(m), str(x))] = (
-                pd.DatetimeIndex(g["ts"]).as_unit("ns").asi8, g["value"].to_numpy(dtype="float64")
+                pd.DatetimeIndex(g["ts"]).as_unit("ns").asi8,
+                g["value"].to_numpy(dtype="float64"),
             )
     return evaluate_series(series, thresholds, open_alerts, now, cfg, specs)

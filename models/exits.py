@@ -328,8 +328,17 @@ def next_stop(
     cfg = cfg or ExitSettings()
     cands = [
         breakeven_after_tp1(entry, active_stop, side, cfg) if tp1_filled else None,
-        health_gated_adjustment(overall_health, ensemble_health, entry, current, active_stop, side, cfg,
-                                overall_gate, ensemble_gate)  # fmt: skip
+        health_gated_adjustment(
+            overall_health,
+            ensemble_health,
+            entry,
+            current,
+            active_stop,
+            side,
+            cfg,
+            overall_gate,
+            ensemble_gate,
+        )  # fmt: skip
         if cfg.adaptive
         else None,
         predictive_tightening(alerts, entry, active_stop, side, cfg, overall_health, overall_gate)

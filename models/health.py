@@ -119,7 +119,9 @@ def prediction_freshness_score(
     return _scored(name, lag_bars, ok, bad, detail or f"predictions {lag_bars:g} bars behind the newest bar")
 
 
-def error_rate_score(errors: float | None, attempted: float | None, *, ok: float, bad: float) -> ComponentScore:
+def error_rate_score(
+    errors: float | None, attempted: float | None, *, ok: float, bad: float
+) -> ComponentScore:
     """Share of recent predictions that raised or came out non-finite. Nothing attempted: not measured."""
     name = Component.error_rate
     if not _finite(attempted) or attempted <= 0 or not _finite(errors):
@@ -212,7 +214,9 @@ def model_staleness_score(
     return _scored(name, ratio, ok, bad, f"{detail}, retrain every {schedule_hours / 24:g} d")
 
 
-def dq_failure_score(failing: float | None, checked: float | None, *, ok: float, bad: float) -> ComponentScore:
+def dq_failure_score(
+    failing: float | None, checked: float | None, *, ok: float, bad: float
+) -> ComponentScore:
     """Failing rows over checked rows in the recent data-quality verdicts of the module's input gates."""
     name = Component.dq_failure_rate
     if not _finite(checked) or checked <= 0 or not _finite(failing):
@@ -322,7 +326,9 @@ def overall_drivers(
         share = module_weights.get(m, 1.0) / total
         details = {c.name: c.detail for c in h.components}
         for comp, pts in h.lost.items():
-            rows.append({"module": m, "component": comp, "lost": round(share * pts, 2), "detail": details[comp]})
+            rows.append(
+                {"module": m, "component": comp, "lost": round(share * pts, 2), "detail": details[comp]}
+            )
     rows.sort(key=lambda r: -r["lost"])
     return [r for r in rows if r["lost"] >= 0.05][:n]
 
@@ -359,10 +365,14 @@ def gate_value(seed: float, baseline: float | None, floor: float, *, learned: bo
         why = "learned gates off" if not learned else "no learned baseline yet"
         return Gate(float(seed), "fallback", f"seed gate {seed:g} ({why})")
     if baseline >= seed:
-        return Gate(float(seed), "ceiling", f"seed gate {seed:g} (learned baseline {baseline:.1f} is above it)")
+        return Gate(
+            float(seed), "ceiling", f"seed gate {seed:g} (learned baseline {baseline:.1f} is above it)"
+        )
     if baseline <= floor:
         return Gate(float(floor), "floor", f"kill-switch floor {floor:g} (learned baseline {baseline:.1f})")
-    return Gate(float(baseline), "learned", f"learned baseline {baseline:.1f} (seed {seed:g}, floor {floor:g})")
+    return Gate(
+        float(baseline), "learned", f"learned baseline {baseline:.1f} (seed {seed:g}, floor {floor:g})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- measurements
@@ -431,7 +441,9 @@ class DriftReference:
     outside: np.ndarray
 
     @classmethod
-    def from_frame(cls, train: pd.DataFrame, columns: Iterable[str], tail: float, min_rows: int) -> DriftReference:
+    def from_frame(
+        cls, train: pd.DataFrame, columns: Iterable[str], tail: float, min_rows: int
+    ) -> DriftReference:
         cols, lo, hi, outside = [], [], [], []
         for c in columns:
             if c not in train.columns:
@@ -576,7 +588,9 @@ def interval_components(
     schedule = cfg.retrain_schedule_hours_daily if daily else cfg.retrain_schedule_hours_intraday
     return [
         data_freshness_score(m.data_lag_bars, ok=data_ok, bad=data_bad),
-        prediction_freshness_score(m.prediction_lag_bars, ok=pred_ok, bad=pred_bad, detail=m.prediction_detail),
+        prediction_freshness_score(
+            m.prediction_lag_bars, ok=pred_ok, bad=pred_bad, detail=m.prediction_detail
+        ),
         error_rate_score(
             m.prediction_errors, m.predictions_attempted, ok=cfg.error_rate_ok, bad=cfg.error_rate_bad
         ),
@@ -592,10 +606,18 @@ def interval_components(
             n_baseline=m.accuracy_baseline_n,
         ),
         feature_drift_score(
-            m.drift_share, m.drift_feature, m.drift_max, ok=cfg.drift_ok, bad=cfg.drift_bad, tail=cfg.drift_tail
+            m.drift_share,
+            m.drift_feature,
+            m.drift_max,
+            ok=cfg.drift_ok,
+            bad=cfg.drift_bad,
+            tail=cfg.drift_tail,
         ),
         model_staleness_score(
-            m.model_age_hours, schedule, ok=cfg.staleness_ratio_ok, bad=cfg.staleness_ratio_bad,
+            m.model_age_hours,
+            schedule,
+            ok=cfg.staleness_ratio_ok,
+            bad=cfg.staleness_ratio_bad,
             detail=m.staleness_detail,
         ),
         dq_failure_score(m.dq_failing, m.dq_checked, ok=cfg.dq_failure_ok, bad=cfg.dq_failure_bad),
@@ -718,7 +740,10 @@ def measure(
     """
     now = utc(now)
     refs = references if references is not None else {}
-    keyed = {name: _by_key(getattr(inputs, name)) for name in ("champions", "predictions", "benchmarks", "failed_runs")}
+    keyed = {
+        name: _by_key(getattr(inputs, name))
+        for name in ("champions", "predictions", "benchmarks", "failed_runs")
+    }
     out: dict[str, list[IntervalMeasurements]] = {}
     for module in inputs.modules:
         champ_rows = (
@@ -757,7 +782,10 @@ def _prediction_lag(inputs, module, interval, pred, newest_bar, exchange) -> tup
     lag = lag_bars(interval, newest, newest_bar, exchange)
     if combined is not None and (own is None or combined > own):
         members, min_voters = inputs.combined[module]
-        return lag, f"combined output {lag:g} bars behind the newest bar (>= {min_voters} of its members predicted)"
+        return (
+            lag,
+            f"combined output {lag:g} bars behind the newest bar (>= {min_voters} of its members predicted)",
+        )
     return lag, ""
 
 

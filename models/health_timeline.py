@@ -114,7 +114,9 @@ class _Index:
             f = f.sort_values("ts", kind="stable").reset_index(drop=True)
             ts = _ns(f["ts"])
             # one float64 block: slices and column picks are cheap (the key columns are not compared)
-            values = f.drop(columns=[c for c in ("symbol", "interval", "ts") if c in f.columns]).astype("float64")
+            values = f.drop(columns=[c for c in ("symbol", "interval", "ts") if c in f.columns]).astype(
+                "float64"
+            )
             self.features[str(interval)] = (values, ts, np.unique(ts))
         self.bars = {str(iv): np.sort(_ns(g["ts"])) for iv, g in frames.bars.groupby("interval", sort=False)}
         self.predictions = {}
@@ -233,7 +235,9 @@ def inputs_at(
             continue
         if key not in cache:
             cache[key] = _train_sample(idx, *key, cfg.drift_max_rows)
-        recent_bars = cfg.drift_recent_bars_daily if is_daily(row.interval) else cfg.drift_recent_bars_intraday
+        recent_bars = (
+            cfg.drift_recent_bars_daily if is_daily(row.interval) else cfg.drift_recent_bars_intraday
+        )
         features[key] = (cache[key], _recent_features(idx, row.interval, now, recent_bars))
     dq: dict[str, tuple[float, float]] = {}
     if frames.dq is not None and len(frames.dq):
@@ -276,7 +280,10 @@ class HealthSnapshot:
 
 
 def threshold_for(
-    thresholds: Mapping[tuple[str, str], LearnedThreshold], specs: Mapping[str, MetricSpec], module: str, metric: str
+    thresholds: Mapping[tuple[str, str], LearnedThreshold],
+    specs: Mapping[str, MetricSpec],
+    module: str,
+    metric: str,
 ) -> LearnedThreshold:
     return thresholds.get((module, metric)) or default_threshold(specs[metric])
 
@@ -298,7 +305,9 @@ def score_inputs(
     cfg, specs = settings.health, metric_specs(settings)
     measured = measure(inputs, now, cfg, exchange=settings.exchange, references=references)
     assessments = {
-        module: assess_module(module, per_interval, cfg, threshold_for(thresholds, specs, module, "latency_ms").value)
+        module: assess_module(
+            module, per_interval, cfg, threshold_for(thresholds, specs, module, "latency_ms").value
+        )
         for module, per_interval in measured.items()
     }
     overall = overall_score({m: a.health.score for m, a in assessments.items()}, cfg.module_weights)
@@ -348,7 +357,11 @@ class HealthTimeline:
             pd.DataFrame({"module": m, "metric": x, "ts": pd.to_datetime(ts, utc=True), "value": v})
             for (m, x), (ts, v) in self.series.items()
         ]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["module", "metric", "ts", "value"])
+        return (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(columns=["module", "metric", "ts", "value"])
+        )
 
     def _append(self, points: pd.DataFrame) -> None:
         if points.empty:
@@ -400,7 +413,9 @@ class HealthTimeline:
             self.learn(now)
         cfg = self.settings.health
         inputs = inputs_at(frames, now, self.modules, self.intervals, cfg, self._train_cache, self.combined)
-        assessments, overall, points = score_inputs(inputs, now, self.settings, self.thresholds, self._references)
+        assessments, overall, points = score_inputs(
+            inputs, now, self.settings, self.thresholds, self._references
+        )
         self._append(points)
         since = now - pd.Timedelta(hours=self.settings.alerts.lookback_hours)
         evaluations, changes = evaluate_series(
@@ -412,4 +427,6 @@ class HealthTimeline:
         closed = {aid for aid, _ in changes.resolved}
         self.open_alerts = {k: v for k, v in self.open_alerts.items() if v not in closed}
         gates = trade_gates(self.settings, list(assessments), self.thresholds)
-        return HealthSnapshot(now, assessments, overall, gates, points, evaluations, changes, dict(self.thresholds))
+        return HealthSnapshot(
+            now, assessments, overall, gates, points, evaluations, changes, dict(self.thresholds)
+        )

@@ -92,7 +92,14 @@ def metric_specs(settings) -> dict[str, MetricSpec]:
     }
     return {
         name: MetricSpec(
-            name, bound, float(defaults[name]), float(t.min_spread[name]), lo, hi, unit, description,
+            name,
+            bound,
+            float(defaults[name]),
+            float(t.min_spread[name]),
+            lo,
+            hi,
+            unit,
+            description,
             t.latency_rel_min_spread if name == "latency_ms" else 0.0,
         )
         for name, (bound, lo, hi, unit, description) in METRICS.items()
@@ -128,7 +135,9 @@ class LearnedThreshold:
         return out
 
 
-def default_threshold(spec: MetricSpec, n: int = 0, min_history: int = 0, window: int = 0) -> LearnedThreshold:
+def default_threshold(
+    spec: MetricSpec, n: int = 0, min_history: int = 0, window: int = 0
+) -> LearnedThreshold:
     """The metric's documented default, flagged as such."""
     reason = f"default {spec.default:g}: history too short ({n} < {min_history} points)"
     return LearnedThreshold(

@@ -26,12 +26,15 @@ that drove the score down (``details["health_gate"]``).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+import pandas as pd
 
 from models.brackets import Side
 from models.health import OVERALL, gate_value
@@ -192,16 +195,12 @@ def health_driver_text(details: Mapping[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
-def gate_block_counts(decisions) -> "pd.DataFrame":
+def gate_block_counts(decisions: pd.DataFrame) -> pd.DataFrame:
     """How many candidates each health-gate rule blocked, from ``decisions`` rows (reason_code, failed,
     details): per rule, ``first`` (the rule was the candidate's reason code), ``any`` (the rule failed,
     first or not) and ``only`` (it was the only failed rule: the gate alone kept the candidate out), and
     the component that drove the blocked scores down most often (``top_driver``).
     """
-    import json
-
-    import pandas as pd
-
     rows = {rule: {"rule": rule, "first": 0, "any": 0, "only": 0, "drivers": {}} for rule in HEALTH_RULES}
     for r in decisions.to_dict("records") if len(decisions) else []:
         failed = [f.strip() for f in str(r.get("failed") or "").split(",") if f.strip()]

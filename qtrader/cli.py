@@ -977,7 +977,9 @@ def _explain_rejections(db: str, since) -> None:
     low_conf = int(rows["failed"].fillna("").str.contains("low_confidence").sum())
     console.print(
         f"{int(rows['accepted'].sum())} of {len(rows)} candidates accepted; the health gate blocked "
-        + ", ".join(f"{r.rule} {r.any} ({r.only} on its own; most often {r.top_driver})" for r in blocks.itertuples())
+        + ", ".join(
+            f"{r.rule} {r.any} ({r.only} on its own; most often {r.top_driver})" for r in blocks.itertuples()
+        )
         + f"; low_confidence rejected {low_conf}."
     )
     if low_conf and low_conf >= 0.9 * (len(rows) - int(rows["accepted"].sum())):

@@ -352,7 +352,9 @@ class SyntheticSource:
         # Annual log drift added to every symbol (ln 2 = prices double in a year, on top of the regimes),
         # from the session ``trend_start`` on (default: the epoch).
         self.trend = float(trend)
-        self.trend_start = pd.Timestamp(trend_start).tz_localize(None).normalize() if trend_start is not None else None
+        self.trend_start = (
+            pd.Timestamp(trend_start).tz_localize(None).normalize() if trend_start is not None else None
+        )
         # One regime path for the whole market (as an index's constituents share a market regime) instead
         # of one per symbol.
         self.market_regime = bool(market_regime)

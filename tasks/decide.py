@@ -90,7 +90,9 @@ def read_health(settings: Settings) -> HealthView:
     keep = ["module", "metric", "time_to_threshold_hours", "reason", "severity"]
     baselines = {
         str(m): (None if b is None or pd.isna(b) else float(b))
-        for m, b in zip(scores["module"], scores.get("baseline", pd.Series([None] * len(scores))), strict=True)
+        for m, b in zip(
+            scores["module"], scores.get("baseline", pd.Series([None] * len(scores))), strict=True
+        )
     }
     drivers = {
         str(m): (json.loads(d) if isinstance(d, str) else None)
@@ -114,7 +116,9 @@ def exit_health_gates(settings: Settings, health: HealthView) -> dict[str, float
     x, floor = settings.exits, settings.health.kill_floor
     learned = settings.trade_filter.learned_gates
     return {
-        "overall_gate": gate_value(x.min_overall_health, health.baselines.get("overall"), floor, learned=learned).value,
+        "overall_gate": gate_value(
+            x.min_overall_health, health.baselines.get("overall"), floor, learned=learned
+        ).value,
         "ensemble_gate": gate_value(
             x.ensemble_degraded_health, health.baselines.get(x.ensemble_module), floor, learned=learned
         ).value,
@@ -284,7 +288,10 @@ def model_inputs(settings: Settings, interval: str) -> ModelInputs:
     pol = policy(settings)
     stats = wd.latest_module_stats(settings.warehouse, d.source_module, interval, window, policy=pol)
     cap = learned_threshold(
-        d.stop_threshold_module, "stop_distance_atr", warehouse=settings.warehouse, policy=pol,
+        d.stop_threshold_module,
+        "stop_distance_atr",
+        warehouse=settings.warehouse,
+        policy=pol,
         specs=metric_specs(settings),
     )
     return ModelInputs(stats, cap)

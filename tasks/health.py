@@ -78,7 +78,9 @@ class AlertContext:
 def load_alert_context(settings: Settings, now: pd.Timestamp) -> AlertContext:
     since = now - pd.Timedelta(hours=settings.alerts.lookback_hours)
     history = read_metric_history(settings.warehouse, since, now, policy=policy(settings))
-    learned = thresholds_map(latest_thresholds(settings.warehouse, policy=policy(settings)), metric_specs(settings))
+    learned = thresholds_map(
+        latest_thresholds(settings.warehouse, policy=policy(settings)), metric_specs(settings)
+    )
     opened = read_open_alerts(settings.warehouse, policy=policy(settings))
     open_map = {
         (str(m), str(x)): str(a)
@@ -144,7 +146,9 @@ def score_health(
         movers = ", ".join(f"{name} -{pts:.0f}" for name, pts, _ in a.health.movers()[:3])
         log.info("health %s: %s (gate %s)%s", m, _fmt(a.health.score), _fmt(gates[m].value),
                  f" ({movers})" if movers else "")  # fmt: skip
-    log.info("overall health: %s (gate %s, %s)", _fmt(overall), _fmt(gates[OVERALL].value), gates[OVERALL].source)
+    log.info(
+        "overall health: %s (gate %s, %s)", _fmt(overall), _fmt(gates[OVERALL].value), gates[OVERALL].source
+    )
     return HealthResult(assessments, overall, rows, points, gates)
 
 
@@ -276,7 +280,9 @@ def health_markdown(
 @task(name="load-metric-history", cache_policy=NO_CACHE)
 def load_metric_history(settings: Settings, now: pd.Timestamp) -> pd.DataFrame:
     since = now - pd.Timedelta(days=settings.thresholds.history_days)
-    history = read_metric_window(settings.warehouse, since, now, settings.thresholds.window, policy=policy(settings))
+    history = read_metric_window(
+        settings.warehouse, since, now, settings.thresholds.window, policy=policy(settings)
+    )
     get_run_logger().info(
         "metric history: %d points of %d series",
         len(history),

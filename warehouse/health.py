@@ -204,7 +204,12 @@ def read_health_inputs(
 
 
 def read_metric_window(
-    path: str | Path, since: pd.Timestamp, until: pd.Timestamp, points: int, *, policy: LockPolicy | None = None
+    path: str | Path,
+    since: pd.Timestamp,
+    until: pd.Timestamp,
+    points: int,
+    *,
+    policy: LockPolicy | None = None,
 ) -> pd.DataFrame:
     """The newest ``points`` metric_history points of each (module, metric) with since < ts <= until."""
     return _read(
@@ -332,7 +337,9 @@ def _fallback(spec: MetricSpec, why: str) -> LearnedThreshold:
     return replace(default_threshold(spec), reason=f"default {spec.default:g}: {why}")
 
 
-def thresholds_map(frame: pd.DataFrame, specs: dict[str, MetricSpec]) -> dict[tuple[str, str], LearnedThreshold]:
+def thresholds_map(
+    frame: pd.DataFrame, specs: dict[str, MetricSpec]
+) -> dict[tuple[str, str], LearnedThreshold]:
     """{(module, metric): LearnedThreshold} from rows of v_latest_thresholds (unknown metrics skipped)."""
     out = {}
     for _, row in frame.iterrows():

@@ -142,11 +142,16 @@ def test_a_healthy_warehouse_scores_every_module_high(baseline):
     comps = json.loads(rows.set_index("module").loc["direction", "components"])
     assert set(comps) >= {"data_freshness", "latency", "feature_drift", "dq_failure_rate"}
     points = query_df(db, "SELECT DISTINCT metric FROM metric_history WHERE module = 'direction' ORDER BY 1")
-    assert {"latency_ms", "accuracy", "out_of_range", "health_score", "data_lag_bars"} <= set(points["metric"])
+    assert {"latency_ms", "accuracy", "out_of_range", "health_score", "data_lag_bars"} <= set(
+        points["metric"]
+    )
     # every row carries the trade filter's gate: the seed's before any learned baseline
     gates = query_df(db, "SELECT module, gate, gate_source, drivers FROM v_latest_health ORDER BY module")
     assert set(gates["gate_source"]) == {"fallback"}
-    assert gates.set_index("module").loc["overall", "gate"] == 80.0 and gates.set_index("module").loc["direction", "gate"] == 70.0
+    assert (
+        gates.set_index("module").loc["overall", "gate"] == 80.0
+        and gates.set_index("module").loc["direction", "gate"] == 70.0
+    )
 
 
 def _stale_intraday(con):

@@ -142,7 +142,9 @@ def build(
     for f in faults:
         if f.kind == "shift":
             bars = shifted(bars, times[f.at])
-    features = compute_features_many(bars[["symbol", "interval", "ts", "open", "high", "low", "close", "volume"]])
+    features = compute_features_many(
+        bars[["symbol", "interval", "ts", "open", "high", "low", "close", "volume"]]
+    )
     if not daily:  # the daily context of each intraday row, from the same market's daily bars
         from models.features import add_daily_context
 
@@ -251,11 +253,15 @@ def build(
             bench.append({"module": m, "interval": interval, "window_name": "30d" if daily else "24h",
                           "accuracy": acc, "n": n, "coverage": cov, "computed_at": times[j]})  # fmt: skip
     frames = MarketFrames(
-        bars=bars[["symbol", "interval", "ts", "close"]].sort_values("ts", kind="stable").reset_index(drop=True),
+        bars=bars[["symbol", "interval", "ts", "close"]]
+        .sort_values("ts", kind="stable")
+        .reset_index(drop=True),
         features=features,
         predictions=predictions.reset_index(drop=True),
         registry=pd.DataFrame(registry),
-        confirmations=pd.DataFrame(confirmations, columns=["module", "interval", "version", "confirmed_at", "run_id"]),
+        confirmations=pd.DataFrame(
+            confirmations, columns=["module", "interval", "version", "confirmed_at", "run_id"]
+        ),
         benchmarks=pd.DataFrame(bench),
     )
     if (f := fault_for("data_stops", None)) is not None:

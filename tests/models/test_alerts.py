@@ -107,7 +107,8 @@ def test_flat_or_away_trends_do_not_alert_and_breach_is_critical():
     high = np.array([160.0, 170.0, 165.0])
     assert evaluate("m", "latency_ms", _series(h[-3:], high), high, 150.0, "upper", NOW, CFG).breached
     assert (
-        evaluate("m", "latency_ms", _series(h[-2:], high[:2]), high[:2], 150.0, "upper", NOW, CFG).severity is None
+        evaluate("m", "latency_ms", _series(h[-2:], high[:2]), high[:2], 150.0, "upper", NOW, CFG).severity
+        is None
     )
     assert evaluate("m", "x", [], [], 1.0, "upper", NOW, CFG).reason == "no recent points"
 
@@ -140,7 +141,10 @@ def test_severity_levels():
     assert severity_for(3.9, CFG.critical_hours, CFG.warning_hours) == AlertSeverity.critical
     assert severity_for(4.0, CFG.critical_hours, CFG.warning_hours) == AlertSeverity.warning
     assert severity_for(23.9, CFG.critical_hours, CFG.warning_hours) == AlertSeverity.warning
-    assert severity_for(24.0, CFG.critical_hours, CFG.warning_hours) is None and severity_for(None, CFG.critical_hours, CFG.warning_hours) is None
+    assert (
+        severity_for(24.0, CFG.critical_hours, CFG.warning_hours) is None
+        and severity_for(None, CFG.critical_hours, CFG.warning_hours) is None
+    )
 
 
 def test_reconcile_opens_updates_and_resolves_with_hysteresis():
@@ -156,7 +160,9 @@ def test_reconcile_opens_updates_and_resolves_with_hysteresis():
     slow = 100 - (20 / 30) * h
     ev = evaluate("m", "latency_ms", _series(h, slow), slow, 120.0, "upper", NOW, CFG)
     assert ev.severity is None and ev.time_to_threshold_hours == pytest.approx(30.0)
-    assert reconcile({("m", "latency_ms"): "a1"}, [ev], resolve_hours=CFG.resolve_hours).updated == [("a1", ev)]
+    assert reconcile({("m", "latency_ms"): "a1"}, [ev], resolve_hours=CFG.resolve_hours).updated == [
+        ("a1", ev)
+    ]
     # flat again -> resolved
     flat = np.full(24, 100.0)
     ev = evaluate("m", "latency_ms", _series(h, flat), flat, 120.0, "upper", NOW, CFG)
@@ -164,4 +170,6 @@ def test_reconcile_opens_updates_and_resolves_with_hysteresis():
     assert changes.resolved[0][0] == "a1" and changes.resolved[0][1].startswith("cleared")
     # no data: left alone
     empty = evaluate("m", "latency_ms", [], [], 120.0, "upper", NOW, CFG)
-    assert reconcile({("m", "latency_ms"): "a1"}, [empty], resolve_hours=CFG.resolve_hours) == reconcile({}, [], resolve_hours=CFG.resolve_hours)
+    assert reconcile({("m", "latency_ms"): "a1"}, [empty], resolve_hours=CFG.resolve_hours) == reconcile(
+        {}, [], resolve_hours=CFG.resolve_hours
+    )

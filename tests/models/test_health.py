@@ -48,7 +48,9 @@ def _healthy() -> dict[str, dict]:
 def _components(m: dict[str, dict]) -> dict[str, h.ComponentScore]:
     comps = [
         h.data_freshness_score(**m["data"], ok=CFG.data_lag_ok_daily, bad=CFG.data_lag_bad_daily),
-        h.prediction_freshness_score(**m["pred"], ok=CFG.prediction_lag_ok_daily, bad=CFG.prediction_lag_bad_daily),
+        h.prediction_freshness_score(
+            **m["pred"], ok=CFG.prediction_lag_ok_daily, bad=CFG.prediction_lag_bad_daily
+        ),
         h.error_rate_score(**m["err"], **ok_bad("error_rate")),
         h.latency_score(**m["lat"], **ok_bad("latency_ratio")),
         h.accuracy_drift_score(**m["acc"], **ok_bad("accuracy_drop_z")),
@@ -227,7 +229,9 @@ def test_freshness_thresholds_by_interval_family():
         h.freshness_thresholds("1d", "other", CFG)
 
 
-@pytest.mark.parametrize("module", ["models.health", "models.thresholds", "models.alerts", "models.trade_filter"])
+@pytest.mark.parametrize(
+    "module", ["models.health", "models.thresholds", "models.alerts", "models.trade_filter"]
+)
 def test_settings_are_the_only_home_of_the_numbers(module):
     """No tuned number is duplicated as a module constant: every threshold, weight, horizon and default
     is a Settings field (MAD_TO_SIGMA, a mathematical constant, is the one number allowed)."""
@@ -253,9 +257,14 @@ def test_gate_is_the_learned_baseline_between_the_kill_floor_and_the_seed():
     assert h.gate_value(70, 30.0, floor).value == floor  # never below the kill switch
     assert h.gate_value(80, 71.5, floor, learned=False).value == 80
     # a component at 0 caps its module at cap_margin: below every possible gate
-    dead = [h.ComponentScore("latency", 0.0, 9.0, 1, 2), h.ComponentScore("error_rate", 100.0, 0.0, 0.01, 0.1)]
+    dead = [
+        h.ComponentScore("latency", 0.0, 9.0, 1, 2),
+        h.ComponentScore("error_rate", 100.0, 0.0, 0.01, 0.1),
+    ]
     score = h.module_score("m", dead, W, cap_margin=CFG.cap_margin).score
-    assert all(h.gate_value(seed, b, floor).blocks(score) for seed in (70, 80) for b in (None, 30.0, 60.0, 99.0))
+    assert all(
+        h.gate_value(seed, b, floor).blocks(score) for seed in (70, 80) for b in (None, 30.0, 60.0, 99.0)
+    )
 
 
 def test_assess_module_takes_each_component_from_its_worst_interval():

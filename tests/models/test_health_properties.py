@@ -85,7 +85,11 @@ def test_daily_faults_take_the_module_below_its_gate():
     market = hm.build(bars, **DAILY, faults=faults)
     market.times = market.times[: at + 12]
     df = hm.run(market, cfg)
-    assert not (df[df["i"] < at][hm.MODULES].lt(df[df["i"] < at][[f"{m}.gate" for m in hm.MODULES]].values)).any().any()
+    assert (
+        not (df[df["i"] < at][hm.MODULES].lt(df[df["i"] < at][[f"{m}.gate" for m in hm.MODULES]].values))
+        .any()
+        .any()
+    )
     assert first_below(df, "volatility", at) == 0  # NaN: at once
     assert first_below(df, "regime", at) == 0  # latency x5: at once
     assert first_below(df, "patterns", at) <= cfg.health.prediction_lag_bad_daily  # raising: 4 bars
