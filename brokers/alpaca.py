@@ -568,6 +568,12 @@ class AlpacaPaperBroker:
             status=str(getattr(a.status, "value", a.status)),
         )
 
+    def commit(self, con=None) -> None:
+        """Alpaca keeps the books: nothing to save here."""
+
+    def reload(self) -> None:
+        """Nothing held in this process to forget."""
+
     def advance_to(self, ts) -> AdvanceReport:
         """The market moved by itself: place the exits of the entries that filled, and report the fills
         Alpaca made since the previous call (all on the first)."""

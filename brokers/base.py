@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from models.brackets import Bracket, Side
 
@@ -229,6 +229,15 @@ class Broker(Protocol):
     def advance_to(self, ts) -> AdvanceReport:
         """The market up to ``ts``: a simulated broker fills its working orders on the bars until then; a
         real one has moved by itself. Either way the report lists the fills since the previous call."""
+        ...
+
+    def commit(self, con: Any = None) -> Any:
+        """Save what the broker keeps in this process (the local paper account: inside ``con``'s
+        transaction when given). A broker whose books live elsewhere (Alpaca) has nothing to save."""
+        ...
+
+    def reload(self) -> None:
+        """Forget what was not saved (a bar that did not land). Nothing to forget for a remote broker."""
         ...
 
 

@@ -307,6 +307,16 @@ class SimulatedBroker:
         self._dirty_positions: set[str] = set()
         self._saved_market_ts = self.state.market_ts
 
+    def commit(self, con=None) -> PaperChanges:
+        """A simulated broker with no repository (a backtest) keeps everything in memory: the changes are
+        marked saved and returned."""
+        changes = self.changes()
+        self.mark_saved()
+        return changes
+
+    def reload(self) -> None:
+        """Nothing was saved anywhere to go back to: the state in memory is all there is."""
+
     def changes(self) -> PaperChanges:
         orders = list(self.state.orders.values())
         new = orders[self._saved_orders :]

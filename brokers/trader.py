@@ -123,6 +123,22 @@ class SentBracket:
 
 
 @dataclass
+class BarPlan:
+    """A decided bar before anything was sent: the decisions, their brackets and the stop moves."""
+
+    ts: pd.Timestamp
+    result: me.BarResult
+    stepped: int
+    fills: list[Fill]
+    orders: list[Order]  # the working brackets after the broker saw the bar
+    positions: list[Position]
+    account: Account
+    gate_failures: dict[str, int]
+    dq_results: list[pd.DataFrame]
+    planned: int  # brackets the engine planned, before the order gate
+
+
+@dataclass
 class BarOutcome:
     ts: pd.Timestamp
     result: me.BarResult
@@ -136,6 +152,8 @@ class BarOutcome:
     gate_failures: dict[str, int]
     dq_results: list[pd.DataFrame]
     planned: int = 0  # brackets the engine planned, before the order gate and the broker
+    refused: dict[str, str] = field(default_factory=dict)  # decision id -> why the broker refused it
+    created: set[str] = field(default_factory=set)  # decisions with a bracket sent now
 
     @property
     def submitted(self) -> int:
@@ -191,6 +209,12 @@ class Trader:
         return report.bars, list(report.fills)
 
     def step(self, bar: BarMarket) -> BarOutcome:
+        """One bar: plan it, then carry the plan to the broker."""
+        return self.execute(self.plan(bar))
+
+    def plan(self, bar: BarMarket) -> BarPlan:
+        """The broker sees the bar; the engine decides; the order gate checks the batch. Nothing is sent:
+        the live flow stores the plan before the first order leaves (docs/trading.md, "Crash recovery")."""
         ts = bar.ts
         stepped, fills = self.advance(ts)
         orders = self.broker.get_orders("open")
@@ -224,11 +248,8 @@ class Trader:
             tp1_filled=self.state.tp1_filled,
         )
         result = me.decide(inputs, self.cfg)
-        moved = self._move_stops(result.stop_moves)
-
         failures: dict[str, int] = {}
         dq: list[pd.DataFrame] = []
-        sent: list[SentBracket] = []
         planned = len(result.brackets)
         if result.brackets:
             verdict = self.gate(dm.order_batch_columns(result.batch(), result.context, self.cfg.sizing))
@@ -237,30 +258,64 @@ class Trader:
             failures = {r: n for r, n in verdict.failures.items() if n}
             if not verdict.ok:
                 result = me.block(result, dm.ORDER_GATE_FAILED, ", ".join(sorted(failures)))
-            else:
-                result, sent = self._submit(result)
-        return BarOutcome(
-            ts, result, stepped, fills, orders, positions, account, moved, sent, failures, dq, planned
-        )
+        return BarPlan(ts, result, stepped, fills, orders, positions, account, failures, dq, planned)
 
-    def _move_stops(self, moves: Sequence[dm.StopMove]) -> list[StopMoveDone]:
+    def execute(self, plan: BarPlan, *, after_order: Callable[[int], None] | None = None) -> BarOutcome:
+        """The plan's stop moves, then its brackets, to the broker (each bracket unless the broker already
+        has its client order id: safe to run again after a crash). ``after_order(n)``: called after the
+        n-th order reached the broker (the fault hook of the crash tests)."""
+        moved = self._move_stops(plan.result.stop_moves, after_order)
+        sent, refused, created = self._submit(plan.result.brackets, after_order, len(moved))
+        result = plan.result
+        for did, why in refused.items():
+            result = me.refuse(result, did, dm.BROKER_REJECTED, why)
+        if created:
+            result = me.mark_submitted(result, created)
+        return BarOutcome(
+            plan.ts, result, plan.stepped, plan.fills, plan.orders, plan.positions, plan.account, moved, sent,
+            plan.gate_failures, plan.dq_results, plan.planned, refused, created,
+        )  # fmt: skip
+
+    def _move_stops(
+        self, moves: Sequence[dm.StopMove], after_order: Callable[[int], None] | None = None
+    ) -> list[StopMoveDone]:
         done = []
         for mv in moves:
             try:
                 new = self.broker.replace_stop(mv.bracket.stop_order_id, mv.new_stop)
             except OrderRejected as exc:
-                log.warning("stop move %s refused: %s", mv.bracket.entry_client_order_id, exc)
-                continue
+                new = self._replaced_already(mv)
+                if new is None:
+                    log.warning("stop move %s refused: %s", mv.bracket.entry_client_order_id, exc)
+                    continue
             self.state.entry_of[new.id] = mv.bracket.entry_client_order_id
             done.append(StopMoveDone(mv, new.id, float(new.stop_price or mv.new_stop)))
+            if after_order is not None:
+                after_order(len(done))
         return done
 
-    def _submit(self, result: me.BarResult) -> tuple[me.BarResult, list[SentBracket]]:
-        """Submit unless the broker already knows the client order id, leg by leg in the batch's order."""
+    def _replaced_already(self, mv: dm.StopMove) -> Order | None:
+        """A stop the broker replaced before (a run that crashed after moving it): its replacement, when
+        that is the planned stop."""
+        old = self.broker.get_order(mv.bracket.stop_order_id)
+        if old.status is not OrderStatus.replaced or not old.replaced_by:
+            return None
+        new = self.broker.get_order(old.replaced_by)
+        return new if new.stop_price is not None and float(new.stop_price) == float(mv.new_stop) else None
+
+    def _submit(
+        self,
+        brackets: Sequence[dm.PlannedBracket],
+        after_order: Callable[[int], None] | None = None,
+        done: int = 0,
+    ) -> tuple[list[SentBracket], dict[str, str], set[str]]:
+        """Submit unless the broker already knows the client order id, leg by leg in the batch's order.
+        Returns what went (or was found), the decisions the broker refused (with why), and the decisions
+        with at least one bracket sent now."""
         refused: dict[str, str] = {}
         created: set[str] = set()
         sent: list[SentBracket] = []
-        for p in result.brackets:
+        for p in brackets:
             if p.decision_id in refused:
                 continue
             try:
@@ -273,11 +328,9 @@ class Trader:
             if res.created:
                 created.add(p.decision_id)
             sent.append(SentBracket(p, res.order, res.created))
-        for did, why in refused.items():
-            result = me.refuse(result, did, dm.BROKER_REJECTED, why)
-        if created:
-            result = me.mark_submitted(result, created)
-        return result, sent
+            if after_order is not None:
+                after_order(done + len(sent))
+        return sent, refused, created
 
 
 def decision_order_rows(outcome: BarOutcome, broker: str, recorded_at) -> list[dict[str, Any]]:

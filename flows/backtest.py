@@ -10,6 +10,7 @@ from prefect.utilities.annotations import quote
 
 from models import backtest as mb
 from qtrader.calendar import utc
+from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.runners import task_runner
 from qtrader.settings import load_settings
 from tasks.backtest import (
@@ -32,6 +33,7 @@ from tasks.ingest import new_run_id
 @flow(
     name="backtest",
     description="Replay history through the live decision code: static vs adaptive and the ablations.",
+    flow_run_name=run_name("backtest", "interval", "modes"),
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
@@ -49,9 +51,18 @@ def backtest(
 ) -> dict:
     """Backtest ``modes`` (default ``backtest.modes``) on ``interval`` bars from ``start`` to ``end``.
 
-    ``signals``: a CSV/Parquet file of the user's entries (symbol, ts, side), replayed as mode
-    ``signals`` through qtrader's exits and fills (alone unless ``modes`` is given). ``overrides``:
-    settings to override, e.g. ``{"backtest": {"retrain_every_bars_daily": 63}}``.
+    Args:
+        interval: Bar interval; empty: backtest.interval (1d).
+        start: First replayed bar; empty: after backtest.warmup_bars of history.
+        end: Last replayed bar; empty: the newest stored.
+        symbols: Symbols to replay; empty: every stored symbol.
+        modes: Modes to compare; empty: backtest.modes.
+        signals: A CSV/Parquet file of your own entries (symbol, ts, side), replayed as mode "signals"
+            through qtrader's exits and fills (alone unless modes are given).
+        warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
+        overrides: Settings to override, e.g. {"backtest": {"retrain_every_bars_daily": 63}}.
+        report: Write the HTML and PNG report.
+        report_symbol: Symbol whose price shows the trade markers; empty: backtest.report_symbol.
     """
     log = get_run_logger()
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
@@ -114,3 +125,6 @@ def backtest(
         "scratch": str(folder),
         "warehouse": str(settings.warehouse),
     }
+
+
+run_form(backtest, choices={"interval": INTERVAL_CHOICES, "modes": mb.MODES})

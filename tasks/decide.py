@@ -27,21 +27,24 @@ from brokers.reconcile import reconcile
 from brokers.trader import (
     BarMarket,
     BarOutcome,
+    BarPlan,
     GateVerdict,
     OrderGate,
     Trader,
     TraderState,
-    decision_order_rows,
     fill_rows,
     stop_move_rows,
 )
 from expectations.frame_gate import gate_frame
 from models import decision as dm
 from models import engine as me
+from models.brackets import Bracket, Side
 from models.engine import HealthView, ModelView
 from models.features import FEATURE_SET_VERSION
+from models.thresholds import metric_specs
 from models.training import live_predictions
 from qtrader.calendar import in_session, is_daily
+from qtrader.faults import fault_point
 from qtrader.settings import Settings
 from tasks.resources import make_broker
 from tasks.retrain import Champion
@@ -70,10 +73,12 @@ def decision_broker(
     return make_broker(settings, wh, clock=clock, autocommit=False)
 
 
-def read_health(wh: Warehouse) -> HealthView:
+def read_health(wh: Warehouse, at: pd.Timestamp | None = None) -> HealthView:
+    """The newest health run and the active alerts (the run at ``at`` and the alerts as they stood then,
+    when given: a replay of a past decision)."""
     try:
-        scores = latest_health(wh)
-        alerts = active_alerts(wh)
+        scores = latest_health(wh, at)
+        alerts = active_alerts(wh, at)
     except Exception as exc:  # noqa: BLE001 - no health tables yet: reported as "no health run"
         if "does not exist" not in str(exc):
             raise
@@ -86,11 +91,23 @@ def read_health(wh: Warehouse) -> HealthView:
     }
     overall = mods.pop("overall", None)
     keep = ["module", "metric", "time_to_threshold_hours", "reason", "severity"]
+    baselines = {
+        str(m): (None if b is None or pd.isna(b) else float(b))
+        for m, b in zip(
+            scores["module"], scores.get("baseline", pd.Series([None] * len(scores))), strict=True
+        )
+    }
+    drivers = {
+        str(m): (json.loads(d) if isinstance(d, str) else None)
+        for m, d in zip(scores["module"], scores.get("drivers", pd.Series([None] * len(scores))), strict=True)
+    }
     return HealthView(
         pd.Timestamp(scores["ts"].iloc[0]).tz_convert("UTC"),
         overall,
         mods,
         tuple(alerts.reindex(columns=keep).to_dict("records")) if len(alerts) else (),
+        baselines,
+        drivers,
     )
 
 
@@ -274,7 +291,9 @@ def model_view(settings: Settings, wh: Warehouse, interval: str, champion: Champ
     d = settings.decision
     window = d.benchmark_window_daily if is_daily(interval) else d.benchmark_window_intraday
     stats = wd.latest_module_stats(wh, d.source_module, interval, window)
-    cap = learned_threshold(d.stop_threshold_module, "stop_distance_atr", warehouse=wh)
+    cap = learned_threshold(
+        d.stop_threshold_module, "stop_distance_atr", warehouse=wh, specs=metric_specs(settings)
+    )
     return view_of(d.source_module, champion, stats, cap.value)
 
 
@@ -362,7 +381,8 @@ def run_bar(
     *,
     model: ModelView | None = None,
 ) -> dict[str, Any]:
-    """One live decision bar: load its inputs, decide and trade (the trader), store it all at once."""
+    """One live decision bar: load its inputs, plan it and store the plan, send it and store what the
+    broker did (two transactions: a crash between them is finished by the next run, ``resume_bar``)."""
     clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
     lap = Laps()
     broker = trader.broker
@@ -383,47 +403,114 @@ def run_bar(
         model=model or model_view(settings, wh, interval, champions[source]),
     )
     try:
-        outcome = trader.step(bar)
+        plan = trader.plan(bar)
+        fault_point("decide:decided")
         lap("decide")
-        written = store_bar(wh, trader, outcome, run_id, clock(), preds)
+        written = store_plan(wh, trader, plan, run_id, clock(), preds)
+        fault_point("decide:planned")
+        lap("store")
+        outcome = trader.execute(plan, after_order=lambda n: fault_point(f"decide:order{n}"))
+        fault_point("decide:sent")
+        lap("send")
+        store_outcome(wh, trader, outcome, clock())
+        fault_point("decide:stored")
         lap("store")
     except BaseException:
-        reload = getattr(broker, "reload", None)
-        if reload is not None:  # the bar did not land: forget what the local account did in memory
-            reload()
+        broker.reload()  # what this process did not save is forgotten: the warehouse is the truth
         raise
     return summary(outcome, preds, written) | {"timings_s": lap.timings}
 
 
-def store_bar(
-    wh: Warehouse, trader: Trader, outcome: BarOutcome, run_id: str, now: pd.Timestamp, preds: BarPredictions
+def resume_bar(
+    settings: Settings, wh: Warehouse, trader: Trader, ts: pd.Timestamp, clock=None
+) -> dict[str, Any]:
+    """Finish a bar whose plan was stored but whose orders or stop moves were not all recorded (a run
+    that died in between): send what is missing (idempotent: client order ids, stops found replaced) and
+    store what the broker did."""
+    clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
+    legs, stops = wd.unfinished_plan(wh, trader.broker.name, ts)
+    o = settings.orders
+    brackets = tuple(
+        dm.PlannedBracket(
+            str(r.decision_id), int(r.leg),
+            Bracket(str(r.symbol), Side(r.side), int(r.qty), float(r.entry_ref), float(r.take_profit),
+                    float(r.stop_price), str(r.client_order_id), time_in_force=o.time_in_force, tick=o.tick),
+        )
+        for r in legs.itertuples(index=False)
+    )  # fmt: skip
+    moves = tuple(
+        dm.StopMove(
+            dm.OpenBracket(r.client_order_id, r.decision_id, None if pd.isna(r.leg) else int(r.leg), str(r.symbol),
+                           Side(r.side), float(r.entry_price), str(r.replaced_order_id), float(r.old_stop)),
+            float(r.new_stop), str(r.rule), str(r.reason),
+        )
+        for r in stops.itertuples(index=False)
+    )  # fmt: skip
+    trader.state.learn_orders(trader.broker.get_orders("all"))
+    for p in brackets:
+        trader.state.legs[p.bracket.client_order_id] = (p.decision_id, p.leg)
+    plan = BarPlan(ts, me.BarResult((), brackets, moves, None), 0, [], [], [], trader.broker.account(), {}, [],
+                   len(brackets))  # fmt: skip
+    outcome = trader.execute(plan)
+    store_outcome(wh, trader, outcome, clock())
+    return {"ts": str(ts), "resumed": True, "submitted": outcome.submitted, "already_at_broker": outcome.already,
+            "stop_moves": len(outcome.stop_moves), "refused": outcome.refused}  # fmt: skip
+
+
+def store_plan(
+    wh: Warehouse, trader: Trader, plan: BarPlan, run_id: str, now: pd.Timestamp, preds: BarPredictions
 ) -> int:
-    """Everything the bar produced, in one transaction (the local account's books included)."""
+    """The decided bar before any order leaves, in one transaction: the local account as the bar found it
+    (fills), the reconciliation, the decisions, the brackets they will send (decision_orders rows without a
+    broker order id yet), the stop moves, new predictions and gate verdicts."""
     broker = trader.broker
     name = broker.name
-    sent = {s.planned.bracket.client_order_id for s in outcome.sent}
-    # Reconciliation: the broker's brackets as they stood before this bar's orders, against the records.
-    before = [o for o in broker.get_orders("all") if o.client_order_id not in sent]
-    plan = reconcile(before, load_order_records(wh, name), outcome.positions, outcome.account)
-    rows = outcome.result.frame().assign(run_id=run_id, decided_at=now)
-    dq = [*preds.dq, *outcome.dq_results]
+    recon = reconcile(broker.get_orders("all"), load_order_records(wh, name), plan.positions, plan.account)
+    rows = plan.result.frame().assign(run_id=run_id, decided_at=now)
+    legs = [
+        {"client_order_id": p.bracket.client_order_id, "decision_id": p.decision_id, "leg": p.leg,
+         "symbol": p.bracket.symbol, "side": p.bracket.side.value, "qty": p.bracket.qty,
+         "entry_ref": p.bracket.entry_ref, "take_profit": p.bracket.take_profit, "stop_price": p.bracket.stop,
+         "broker": name, "broker_order_id": None, "recorded_at": now}
+        for p in plan.result.brackets
+    ]  # fmt: skip
+    stops = [
+        {"replaced_order_id": m.bracket.stop_order_id, "ts": plan.ts, "broker": name, "symbol": m.bracket.symbol,
+         "client_order_id": m.bracket.entry_client_order_id, "decision_id": m.bracket.decision_id,
+         "leg": m.bracket.leg, "side": m.bracket.side.value, "entry_price": m.bracket.entry_price,
+         "old_stop": m.bracket.stop_price, "new_stop": m.new_stop, "rule": m.rule, "reason": m.reason,
+         "planned_at": now}
+        for m in plan.result.stop_moves
+    ]  # fmt: skip
+    dq = [*preds.dq, *plan.dq_results]
     with wh.transaction() as con:
-        commit = getattr(broker, "commit", None)
-        if commit is not None:
-            commit(con)
-        apply_reconciliation(con, name, plan, ts=outcome.ts.to_pydatetime(), recorded_at=now)
+        broker.commit(con)
+        apply_reconciliation(con, name, recon, ts=plan.ts.to_pydatetime(), recorded_at=now)
         wd.write_fills(
             con,
-            pd.DataFrame(fill_rows(name, outcome.fills, trader.state.entry_of, now), columns=wd.FILL_COLUMNS),
+            pd.DataFrame(fill_rows(name, plan.fills, trader.state.entry_of, now), columns=wd.FILL_COLUMNS),
         )
+        wd.write_stop_plans(con, stops)
+        return wd.write_decisions(
+            con, rows, pd.DataFrame(legs), preds.new, pd.concat(dq, ignore_index=True) if dq else None,
+            prediction_columns=PREDICTION_COLUMNS,
+        )  # fmt: skip
+
+
+def store_outcome(wh: Warehouse, trader: Trader, outcome: BarOutcome, now: pd.Timestamp) -> None:
+    """What the broker did with the plan, in one transaction: the local account's new orders and moved
+    stops, the orders sent (order_records, the broker's ids on decision_orders), the stop moves, and the
+    decisions the broker refused."""
+    broker = trader.broker
+    name = broker.name
+    with wh.transaction() as con:
+        broker.commit(con)
         for s in outcome.sent:
             record_submission(con, name, s.order, strategy=trader.cfg.strategy, leg=f"tp{s.planned.leg}",
                               bar_ts=outcome.ts.to_pydatetime(), recorded_at=now)  # fmt: skip
+        wd.record_sent(con, [(s.planned.bracket.client_order_id, s.order.id) for s in outcome.sent])
+        wd.record_refusals(con, outcome.refused, outcome.created)
         record_exit_adjustments(con, stop_move_rows(outcome, name, now))
-        return wd.write_decisions(
-            con, rows, pd.DataFrame(decision_order_rows(outcome, name, now)), preds.new,
-            pd.concat(dq, ignore_index=True) if dq else None, prediction_columns=PREDICTION_COLUMNS,
-        )  # fmt: skip
 
 
 def summary(outcome: BarOutcome, preds: BarPredictions, written: int) -> dict[str, Any]:
@@ -480,6 +567,17 @@ def decide_bar(
         "%s: %d candidates, %d accepted, %d brackets sent (%d already there), %d stop moves; %s",
         s["ts"], s["candidates"], s["accepted"], s["submitted"], s["already_at_broker"], len(s["stop_moves"]),
         ", ".join(f"{k} {v}" for k, v in s["reasons"].items()),
+    )  # fmt: skip
+    return s
+
+
+@task(name="resume-bar", cache_policy=NO_CACHE, retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_RETRY_DELAYS_S,
+      retry_jitter_factor=NETWORK_RETRY_JITTER, retry_condition_fn=retry_on(BrokerUnavailable))  # fmt: skip
+def finish_bar(settings: Settings, wh: Warehouse, trader: Trader, ts: pd.Timestamp) -> dict[str, Any]:
+    s = resume_bar(settings, wh, trader, ts)
+    get_run_logger().warning(
+        "%s: a run died after storing this bar's plan: %d brackets sent now, %d found at the broker, %d stop "
+        "moves, %d refused", s["ts"], s["submitted"], s["already_at_broker"], s["stop_moves"], len(s["refused"]),
     )  # fmt: skip
     return s
 

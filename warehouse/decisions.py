@@ -18,7 +18,7 @@ DECISION_COLUMNS = [
     "health_ts", "accuracy", "performance_score", "size_multiplier", "size_reason", "capped_by", "atr",
     "vol_state", "tp1_rate", "tp2_rate", "tp3_rate", "learned_stop_atr", "exit_profile", "entry_ref",
     "stop_price", "tp1_price", "tp2_price", "tp3_price", "qty", "accepted", "submitted", "reason_code",
-    "failed", "details", "client_order_ids", "run_id", "decided_at",
+    "failed", "details", "health_drivers", "client_order_ids", "run_id", "decided_at",
 ]  # fmt: skip
 DECISION_ORDER_COLUMNS = [
     "client_order_id", "decision_id", "leg", "symbol", "side", "qty", "entry_ref", "take_profit",
@@ -250,6 +250,95 @@ def write_decisions(
         if dq_results is not None and len(dq_results):
             insert_frame(con, "dq_results", dq_results)
     return n
+
+
+STOP_PLAN_COLUMNS = [
+    "replaced_order_id", "ts", "broker", "symbol", "client_order_id", "decision_id", "leg", "side", "entry_price",
+    "old_stop", "new_stop", "rule", "reason", "planned_at",
+]  # fmt: skip
+
+
+def write_stop_plans(wh, rows: list[dict]) -> int:
+    """The stop moves a bar planned (before the broker is asked); a stop planned before is kept."""
+    if not rows:
+        return 0
+    frame = pd.DataFrame(rows, columns=STOP_PLAN_COLUMNS)
+    for c in ("entry_price", "old_stop", "new_stop"):
+        frame[c] = [str(v) for v in frame[c]]
+    with within(wh) as con:
+        con.register("incoming_stop_plans", frame)
+        try:
+            con.execute("INSERT OR IGNORE INTO stop_move_plans BY NAME SELECT * FROM incoming_stop_plans")
+        finally:
+            con.unregister("incoming_stop_plans")
+    return len(frame)
+
+
+def record_sent(wh, sent: list[tuple[str, str]]) -> None:
+    """The broker's order id of each bracket sent (or found at the broker): (client order id, order id)."""
+    if not sent:
+        return
+    frame = pd.DataFrame(sent, columns=["client_order_id", "broker_order_id"])
+    with within(wh) as con:
+        con.register("sent_orders", frame)
+        try:
+            con.execute(
+                "UPDATE decision_orders SET broker_order_id = s.broker_order_id FROM sent_orders s "
+                "WHERE decision_orders.client_order_id = s.client_order_id"
+            )
+        finally:
+            con.unregister("sent_orders")
+
+
+def record_refusals(wh, refused: dict[str, str], created: Iterable[str]) -> None:
+    """Decisions the broker refused (not accepted any more; their unsent brackets dropped) and those that
+    sent a bracket now."""
+    with within(wh) as con:
+        for did, why in refused.items():
+            con.execute(
+                "UPDATE decisions SET accepted = false, reason_code = 'broker_rejected', failed = ? "
+                "WHERE decision_id = ?",
+                [why, did],
+            )
+            con.execute(
+                "DELETE FROM decision_orders WHERE decision_id = ? AND broker_order_id IS NULL", [did]
+            )
+        ids = sorted(created)
+        if ids:
+            con.execute("UPDATE decisions SET submitted = true WHERE list_contains(?, decision_id)", [ids])
+
+
+_UNSENT = (
+    "SELECT o.*, o.rowid AS seq, d.ts FROM decision_orders o JOIN decisions d USING (decision_id) "
+    "WHERE o.broker = ? AND o.broker_order_id IS NULL"
+)
+_UNMOVED = (
+    "SELECT p.* FROM stop_move_plans p WHERE p.broker = ? "
+    "AND NOT EXISTS (SELECT 1 FROM exit_adjustments a WHERE a.replaced_order_id = p.replaced_order_id)"
+)
+
+
+def unfinished_bars(wh: WarehouseLike, interval: str, broker: str) -> list[pd.Timestamp]:
+    """Bars whose plan was stored but not all of it reached the broker's records (a run that died)."""
+    with connect(wh, read_only=True) as con:
+        rows = con.execute(
+            f"SELECT DISTINCT ts FROM ({_UNSENT} AND d.interval = ?) UNION "
+            f"SELECT DISTINCT p.ts FROM ({_UNMOVED}) p JOIN decisions d ON d.ts = p.ts AND d.interval = ? "
+            "ORDER BY ts",
+            [broker, interval, broker, interval],
+        ).fetchall()
+    return [pd.Timestamp(r[0]).tz_convert("UTC") for r in rows]
+
+
+def unfinished_plan(wh: WarehouseLike, broker: str, ts: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(brackets planned at ``ts`` without a broker order id, stop moves planned at ``ts`` not recorded)."""
+    with connect(wh, read_only=True) as con:
+        # In the order they were planned (the order the broker sees them matters for buying power).
+        legs = con.execute(f"{_UNSENT} AND d.ts = ? ORDER BY seq", [broker, ts]).df()
+        stops = con.execute(
+            f"{_UNMOVED} AND p.ts = ? ORDER BY p.planned_at, p.replaced_order_id", [broker, ts]
+        ).df()
+    return legs, stops
 
 
 # ------------------------------------------------------------------------------------------ account review

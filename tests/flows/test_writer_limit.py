@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import prefect.concurrency.sync
 import pytest
 
-import tasks.writer
 import warehouse.db
 from flows.decide import decide
 from tests.flows.test_decide_flow import NOW, OPEN_POLICY, _warehouse
@@ -43,7 +43,7 @@ def test_every_decide_write_holds_the_writer_limit(retrained, tmp_path, monkeypa
             opens.append((read_only, held["depth"]))
         return real_open(path, read_only, policy)
 
-    monkeypatch.setattr(tasks.writer, "concurrency", recording_limit)
+    monkeypatch.setattr(prefect.concurrency.sync, "concurrency", recording_limit)
     monkeypatch.setattr(warehouse.db, "_open_with_retry", recording_open)
     result = decide(interval="1d", bars=3, warehouse=str(db), now=NOW, overrides=OPEN_POLICY)
     assert len(result["bars"]) == 3 and sum(b["submitted"] for b in result["bars"]) > 0
