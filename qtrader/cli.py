@@ -13,7 +13,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from qtrader.validation import EXIT_FAILURE, EXIT_USAGE, BadInput, non_negative_int
 
 app = typer.Typer(
     help="qtrader: Prefect flows that ingest, gate and trade market data into a DuckDB warehouse.",
@@ -65,19 +68,39 @@ FROM bars WHERE interval = '5m' GROUP BY 1 ORDER BY 1""",
 ]
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+def _fail(message: str, code: int = EXIT_FAILURE) -> None:
+    # soft_wrap: the reason stays one line however long (a terminal may still fold it visually).
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
+def _usage(problem: BadInput | str) -> None:
+    """Bad usage: one line, exit 2 (nothing has been started)."""
+    _fail(str(problem), EXIT_USAGE)
+
+
+def _checked(fn: Callable[[], object]) -> object:
+    """Run an argument check; BadInput becomes one line and exit 2."""
+    try:
+        return fn()
+    except BadInput as exc:
+        _usage(exc)
+
+
 def _guard(fn: Callable[[], object]) -> object:
-    """Run fn; turn any exception into a one-line reason and exit code 1."""
+    """Run fn; turn any exception into a one-line reason: exit 2 for bad input, else 1."""
+    from warehouse.console import QueryRefused
+
     try:
         return fn()
     except typer.Exit:
         raise
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except BadInput as exc:  # a setting, an argument or the query itself: the user fixes it
+        _usage(exc)
+    except QueryRefused as exc:
+        _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI's job is to say why in one line
         if os.environ.get("QTRADER_DEBUG"):
             raise
@@ -279,9 +302,13 @@ def demo(warehouse: WarehouseOpt = None) -> None:
 
 
 def _print_sql(db: str | Path, sql: str, max_rows: int = 50) -> None:
+    """Print one of qtrader's own queries (the user's go through ``qtrader sql``'s locked connection)."""
     from warehouse.db import query_df
 
-    df = _guard(lambda: query_df(db, sql))
+    _print_frame(_guard(lambda: query_df(db, sql)), max_rows)
+
+
+def _print_frame(df, max_rows: int = 50) -> None:
     table = Table(show_edge=False)
     for c in df.columns:
         table.add_column(str(c), justify="right" if df[c].dtype.kind in "iuf" else "left")
@@ -299,15 +326,17 @@ def sql(
     max_rows: Annotated[int, typer.Option(help="Rows to print.")] = 50,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
 ) -> None:
-    """Run SQL against the warehouse on a read-only connection and print a table."""
-    settings = _guard(lambda: _settings(warehouse=warehouse))
-    if csv:
-        from warehouse.db import query_df
+    """Run SQL on a locked-down read-only connection (no writes, files, ATTACH or extensions); print a table."""
+    from warehouse.console import check_not_empty, run_query
 
-        df = _guard(lambda: query_df(settings.warehouse, query))
+    _checked(lambda: check_not_empty(query))
+    _checked(lambda: non_negative_int(max_rows, "--max-rows"))
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    df = _guard(lambda: run_query(settings.warehouse, query))
+    if csv:
         sys.stdout.write(df.to_csv(index=False))
         return
-    _print_sql(settings.warehouse, query, max_rows=max_rows)
+    _print_frame(df, max_rows)
 
 
 @app.command()
