@@ -126,8 +126,8 @@ def main(
     ] = None,
 ) -> None:
     if config is not None:
-        if not config.exists():
-            _fail(f"config file {config} does not exist")
+        if not config.is_file():
+            _usage(f"--config {config}: no such file")
         os.environ["QTRADER_CONFIG"] = str(config)
     _quiet_third_parties()
 
