@@ -576,10 +576,11 @@ class FilesSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # strptime format of every file's dates, e.g. "%d/%m/%Y". None: detected per file, and a file whose
-    # day/month order is ambiguous (every date fits both dd/mm and mm/dd) is refused, not guessed.
+    # strptime format of dates that are not ISO (2024-12-31...), yyyymmdd or epoch numbers, e.g. "%d/%m/%Y".
+    # None: the day/month order is detected per file, and a file where every date fits both dd/mm and
+    # mm/dd is refused, not guessed.
     date_format: DateFormat | None = None
-    # Per file name, over date_format: {"vod.csv" = "%d/%m/%Y"}.
+    # Per file name, every date of that file: {"vod.csv" = "%d/%m/%Y"}.
     date_formats: dict[str, DateFormat] = Field(default_factory=dict)
 
 

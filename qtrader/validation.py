@@ -53,9 +53,10 @@ def csv_items(text: str, what: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- symbols
 
-# Tickers as exchanges and Yahoo write them: AAPL, BRK-B, BRK.B, ^GSPC, EURUSD=X, ES=F, 0700.HK.
-DEFAULT_SYMBOL_PATTERN = r"^\^?[A-Z0-9][A-Z0-9.=-]*$"
-DEFAULT_SYMBOL_MAX_LENGTH = 15
+# Tickers as exchanges, Yahoo and Alpaca write them: AAPL, BRK-B, BRK.B, ^GSPC, EURUSD=X, ES=F, 0700.HK,
+# BTC/USD. No spaces, quotes or other punctuation: a symbol ends up in file names, SQL results and order ids.
+DEFAULT_SYMBOL_PATTERN = r"^\^?[A-Z0-9][A-Z0-9.^=_/-]*$"
+DEFAULT_SYMBOL_MAX_LENGTH = 20
 
 
 def symbol_problem(
@@ -68,8 +69,8 @@ def symbol_problem(
         return f"symbol {symbol!r} is longer than {max_length} characters"
     if not re.fullmatch(pattern, symbol):
         return (
-            f"symbol {symbol!r} has characters a ticker cannot have: letters, digits and . - = ^ only "
-            f"(pattern {pattern})"
+            f"symbol {symbol!r} is not a ticker: letters, digits and . - = ^ _ / only, starting with a "
+            f"letter or digit (pattern {pattern})"
         )
     return None
 
