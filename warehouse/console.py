@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -120,3 +121,57 @@ def run_query(path: str | Path, sql: str, *, policy: LockPolicy | None = None) -
                 raise refused from None
             raise
         return result.df()
+
+
+# ------------------------------------------------------------------------------- look-ups for arguments
+
+
+def stored_symbols(path: str | Path, interval: str, *, policy: LockPolicy | None = None) -> list[str] | None:
+    """The symbols with bars of ``interval`` (None when there is no warehouse to ask yet)."""
+    if not Path(path).exists():
+        return None
+    with locked_connection(path, policy=policy) as con:
+        rows = con.execute(
+            "SELECT DISTINCT symbol FROM bars WHERE interval = ? ORDER BY symbol", [interval]
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+@dataclass(frozen=True)
+class ReplayWindow:
+    """The bars a decide run would replay, and how they sit against the champions' training window."""
+
+    first: pd.Timestamp | None  # the oldest bar of the replay (None: no bars)
+    bars: int  # bars the replay would decide
+    train_end: pd.Timestamp | None  # newest train_end of the interval's champions (None: no champion)
+    after_training: int  # bars up to ``at`` that come after train_end
+
+
+def replay_window(
+    path: str | Path, interval: str, at: pd.Timestamp | None, n: int, *, policy: LockPolicy | None = None
+) -> ReplayWindow | None:
+    """What ``decide --at at --bars n`` would replay (None when there is no warehouse or registry yet)."""
+    if not Path(path).exists():
+        return None
+    with locked_connection(path, policy=policy) as con:
+        try:
+            (train_end,) = con.execute(
+                "SELECT max(train_end) FROM model_registry WHERE interval = ? AND status = 'champion'",
+                [interval],
+            ).fetchone()
+            first, bars = con.execute(
+                "SELECT min(ts), count(*) FROM (SELECT DISTINCT ts FROM bars WHERE interval = ? "
+                "AND (? IS NULL OR ts <= ?) ORDER BY ts DESC LIMIT ?)",
+                [interval, at, at, int(n)],
+            ).fetchone()
+            (after,) = con.execute(
+                "SELECT count(DISTINCT ts) FROM bars WHERE interval = ? AND ts > ? AND (? IS NULL OR ts <= ?)",
+                [interval, train_end, at, at],
+            ).fetchone()
+        except duckdb.CatalogException:  # a warehouse from before the model tables: the flow says what to do
+            return None
+    return ReplayWindow(_utc(first), int(bars), _utc(train_end), int(after or 0))
+
+
+def _utc(value) -> pd.Timestamp | None:
+    return None if value is None else pd.Timestamp(value).tz_convert("UTC")
