@@ -85,7 +85,7 @@ def main() -> None:
     from tasks.decide import decision_broker, read_health, run_bar
     from tasks.retrain import Champion
     from warehouse.decisions import decision_bars
-    from warehouse.models import champions, load_artifact
+    from warehouse.models import load_champion_artifacts
 
     retrain(interval="1d", warehouse=str(db))  # starts the temporary Prefect server too
     write_market(db, symbols[args.trained :], args.years, "bench-b")
@@ -104,8 +104,7 @@ def main() -> None:
     settings = load_settings(warehouse=str(db), **POLICY)
     broker = decision_broker(settings, "1d")
     champs = {
-        r["module"]: Champion(r, load_artifact(r["artifact_path"]))
-        for r in champions(db, "1d").to_dict("records")
+        c.row["module"]: Champion(c.row, c.artifact, c.problem) for c in load_champion_artifacts(db, "1d")
     }
     health = read_health(settings)
     t = time.perf_counter()
