@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from qtrader import validation as checks
-from qtrader.validation import EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, BadInput
+from qtrader.validation import EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, BadInput, Refused
 
 app = typer.Typer(
     help="qtrader: Prefect flows that ingest, gate and trade market data into a DuckDB warehouse.",
@@ -82,8 +82,6 @@ def _usage(problem: BadInput | str) -> None:
 
 def _guard(fn: Callable[[], object]) -> object:
     """Run fn; turn any exception into a one-line reason: exit 2 for bad input, else 1."""
-    from warehouse.console import QueryRefused
-
     try:
         return fn()
     except typer.Exit:
@@ -92,7 +90,7 @@ def _guard(fn: Callable[[], object]) -> object:
         _fail("interrupted", 130)
     except BadInput as exc:  # a setting, an argument or the query itself: the user fixes it
         _usage(exc)
-    except QueryRefused as exc:
+    except Refused as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI's job is to say why in one line
         if os.environ.get("QTRADER_DEBUG"):

@@ -22,6 +22,10 @@ class BadInput(ValueError):
     """An argument, a setting or an input file the user must fix; the message is one line."""
 
 
+class Refused(PermissionError):
+    """A request qtrader will not carry out (e.g. a write through ``qtrader sql``); one line, exit 1."""
+
+
 def _shown(values: Iterable[str], limit: int = 12) -> str:
     values = list(values)
     head = ", ".join(values[:limit])

@@ -132,7 +132,7 @@ def _warehouse(path: Path, symbols=("AAA", "BBB"), sessions=30, train_end_index=
     with transaction(path) as con:
         con.register("b", bars)
         con.execute("INSERT INTO bars BY NAME SELECT * FROM b")
-        con.register("m", pd.DataFrame([row])[REGISTRY_COLUMNS])
+        con.register("m", pd.DataFrame([row]).reindex(columns=REGISTRY_COLUMNS))
         con.execute("INSERT INTO model_registry BY NAME SELECT * FROM m")
     return list(days)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from qtrader.validation import BadInput
+from qtrader.validation import BadInput, Refused
 from warehouse.db import LockPolicy, WarehouseBusy, WarehouseMissing, is_lock_error
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class EmptyQuery(BadInput):
     """The query has no statement (empty, blank, only comments or semicolons)."""
 
 
-class QueryRefused(PermissionError):
+class QueryRefused(Refused):
     """The statement would write, or reach outside the warehouse."""
 
 
