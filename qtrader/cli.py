@@ -247,21 +247,17 @@ def _exit_if_partial(result: dict) -> None:
     runs = result["runs"]
     if all(r["status"] == "success" for r in runs):
         return
-    failed = sorted({s for r in runs for s in r["symbols_failed"]})
-    blocked = sorted({s for r in runs for s in r["symbols_blocked"]})
-    parts = []
-    if failed:
-        parts.append(f"{len(failed)} failed ({', '.join(failed[:8])}{', ...' if len(failed) > 8 else ''})")
-    if blocked:
-        parts.append(
-            f"{len(blocked)} blocked by the gate ({', '.join(blocked[:8])}{', ...' if len(blocked) > 8 else ''})"
-        )
-    if any(r["status"] == "failed" for r in runs):
-        parts.append(
-            "interval(s) "
-            + ", ".join(r["interval"] for r in runs if r["status"] == "failed")
-            + " wrote nothing"
-        )
+
+    def few(names: set[str]) -> str:
+        names = sorted(names)
+        return f"{len(names)} ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+
+    failed = {s for r in runs for s in r["symbols_failed"]}
+    blocked = {s for r in runs for s in r["symbols_blocked"]}
+    empty = [r["interval"] for r in runs if r["status"] == "failed"]
+    parts = [f"{few(failed)} failed"] if failed else []
+    parts += [f"{few(blocked)} blocked by the gate"] if blocked else []
+    parts += [f"interval {', '.join(empty)} wrote nothing"] if empty else []
     err.print(f"partial: {'; '.join(parts)}; the rest was written (exit 3)", soft_wrap=True, highlight=False)
     raise typer.Exit(EXIT_PARTIAL)
 

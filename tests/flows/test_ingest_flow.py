@@ -211,7 +211,7 @@ def test_history_files_ending_in_different_years_load_whole(warehouse_path, tmp_
     )
     assert out.exit_code == 3, out.output
     assert "OLD: BLOCKED by stale_last_bar" in out.output and "before 2012-12-31" in out.output
-    assert "partial: 1 blocked by the gate (OLD)" in out.output
+    assert "partial: 1 (OLD) blocked by the gate" in out.output
 
 
 def test_a_partial_ingest_exits_3_and_keeps_the_good_files(warehouse_path, tmp_path):
@@ -224,7 +224,7 @@ def test_a_partial_ingest_exits_3_and_keeps_the_good_files(warehouse_path, tmp_p
     )
     out = _cli("ingest", "--path", str(folder), "--warehouse", str(warehouse_path))
     assert out.exit_code == 3, out.output
-    assert "partial: 1 failed (BAD)" in out.output and "bad.csv line 3" in out.output
+    assert "partial: 1 (BAD) failed" in out.output and "bad.csv line 3" in out.output
     assert query_df(warehouse_path, "SELECT count(*) AS n FROM bars")["n"].item() == 2 * n
     assert query_df(warehouse_path, "SELECT status FROM ingest_runs")["status"].tolist() == ["partial"]
 
