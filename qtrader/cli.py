@@ -374,7 +374,7 @@ def _print_frame(df, max_rows: int = 50) -> None:
     for c in df.columns:
         table.add_column(str(c), justify="right" if df[c].dtype.kind in "iuf" else "left")
     for row in df.head(max_rows).itertuples(index=False):
-        table.add_row(*["" if v is None else str(v) for v in row])
+        table.add_row(*["" if v is None or v != v else str(v) for v in row])  # NULL, NaN, NaT: blank
     console.print(table)
     if len(df) > max_rows:
         console.print(f"... {len(df) - max_rows} more rows")
