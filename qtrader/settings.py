@@ -82,7 +82,8 @@ PromotionMetric = Literal[
     "auc", "accuracy", "precision", "recall", "performance_score", "log_loss", "brier", "ece"
 ]  # models.walkforward HIGHER_IS_BETTER + LOWER_IS_BETTER
 CalibrationMethod = Literal["seed", "isotonic", "sigmoid"]  # models.calibration.METHODS
-Consensus = Literal["UNANIMOUS", "STRONG", "WEAK", "SPLIT", "NONE"]  # models.signals.ensemble.ConsensusType
+# models.signals.ensemble.ConsensusType, and EXTERNAL: a user's own entry (backtest --signals).
+Consensus = Literal["UNANIMOUS", "STRONG", "WEAK", "SPLIT", "NONE", "EXTERNAL"]
 
 DEFAULT_UNIVERSE = [
     "AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "XOM", "UNH",

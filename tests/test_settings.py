@@ -134,6 +134,7 @@ def test_valid_configuration_still_loads(tmp_path):
 def test_the_allowed_names_mirror_the_code_that_uses_them():
     from typing import get_args
 
+    from models.backtest import EXTERNAL, SIGNALS_POLICY
     from models.calibration import METHODS
     from models.signals import DEFAULT_MEMBERS, MODULES
     from models.signals.ensemble import ConsensusType
@@ -144,4 +145,5 @@ def test_the_allowed_names_mirror_the_code_that_uses_them():
     assert set(MODULES) == {*settings.DEFAULT_SIGNAL_MEMBERS, "ensemble"}
     assert set(get_args(settings.PromotionMetric)) == set(HIGHER_IS_BETTER) | set(LOWER_IS_BETTER)
     assert set(get_args(settings.CalibrationMethod)) == set(METHODS)
-    assert set(get_args(settings.Consensus)) == {c.value for c in ConsensusType}
+    settings.FilterSettings(**SIGNALS_POLICY["trade_filter"])  # the backtest's signals mode is valid
+    assert set(get_args(settings.Consensus)) == {c.value for c in ConsensusType} | {EXTERNAL}
