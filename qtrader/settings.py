@@ -753,7 +753,8 @@ def describe_errors(
         field = "".join(
             f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc)
         )
-        lines.append(f"{_origin(loc, given, toml, file_data, env)}: {field}: {_reason(e, loc)}")
+        where = _origin(loc, given, toml, file_data, env)
+        lines.append(f"{where}: {field}: {_reason(e, loc)}" if field else f"{where}: {_reason(e, loc)}")
     return "; ".join(lines)
 
 
