@@ -4,19 +4,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synced
 export PYTHONUNBUFFERED := 1
-# Keep Prefect's state (the temporary server's database) inside the project.
+# One Prefect home for the CLI, the demo, the UI, the worker and `prefect` commands (qtrader/prefect_env.py).
 export PREFECT_HOME ?= $(CURDIR)/data/prefect
+export QTRADER_HOME ?= $(CURDIR)
+PREFECT_DB := $(PREFECT_HOME)/prefect.db
 
 PREFECT := $(VENV)/bin/prefect
 UI_URL := http://127.0.0.1:4200/api
 POOL := qtrader-process
+# `make deploy CADENCE=compressed`: the test profile of prefect.yaml (docs/orchestration.md).
+CADENCE ?= production
 
-.PHONY: demo test lint bench venv clean ui deploy worker serve
+.PHONY: demo test lint bench venv clean ui deploy worker serve prefect-db
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check "uv==0.13.8"
-	@$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	@$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(PY) requirements.lock
 	@$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
@@ -26,7 +30,15 @@ venv: $(STAMP)
 $(PREFECT_HOME):
 	@mkdir -p $@
 
-demo: $(STAMP) | $(PREFECT_HOME)
+# Migrate Prefect's database once, up front: a new database takes 10-35 s to migrate on two loaded cores,
+# which a temporary server's start-up (qtrader's first run) would otherwise spend inside its time-out.
+$(PREFECT_DB): | $(STAMP) $(PREFECT_HOME)
+	@echo "preparing Prefect's database $(PREFECT_DB) (once)"
+	@$(PREFECT) --no-prompt server database upgrade -y >/dev/null
+
+prefect-db: $(PREFECT_DB)
+
+demo: $(STAMP) $(PREFECT_DB)
 	$(VENV)/bin/qtrader demo
 
 test: $(STAMP)
@@ -37,28 +49,32 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 # Each benchmark prints its figures, the targets and the machine; a missed target does not stop the rest.
-bench: $(STAMP) | $(PREFECT_HOME)
+bench: $(STAMP) $(PREFECT_DB)
 	-$(PY) benchmarks/ingest.py
 	-$(PY) benchmarks/features.py
 	-$(PY) benchmarks/retrain.py
 	-$(PY) benchmarks/broker_step.py
 	-$(PY) benchmarks/decide.py
 	-$(PY) benchmarks/orchestration.py
+	-$(PY) benchmarks/startup.py
 	-$(PY) benchmarks/backtest.py
 
-# The Prefect UI (offline) on 127.0.0.1:4200, state kept in data/prefect.
-ui: $(STAMP) | $(PREFECT_HOME)
+# The Prefect UI (offline) on 127.0.0.1:4200, state kept in data/prefect. While it runs, qtrader commands
+# run their flows on it (so they show in the UI) instead of on a temporary server.
+ui: $(STAMP) $(PREFECT_DB)
 	$(PREFECT) server start --host 127.0.0.1 --port 4200 --analytics-off
 
-# Work pool, the warehouse-writer concurrency limit, and every deployment of prefect.yaml (needs `make ui`).
+# Work pool and every deployment of prefect.yaml, with their schedules and triggers (needs `make ui`).
+# CADENCE=compressed then swaps the schedules for the test profile (docs/orchestration.md).
+# The warehouse-writer concurrency limit is created by the first write (tasks/writer.py).
 deploy: $(STAMP) | $(PREFECT_HOME)
 	PREFECT_API_URL=$(UI_URL) $(PREFECT) work-pool create $(POOL) --type process --overwrite
-	PREFECT_API_URL=$(UI_URL) $(PREFECT) gcl create warehouse-writer --limit 1 2>/dev/null || true
-	PREFECT_API_URL=$(UI_URL) QTRADER_HOME=$(CURDIR) $(PREFECT) --no-prompt deploy --all
+	PREFECT_API_URL=$(UI_URL) $(PREFECT) --no-prompt deploy --all
+	PREFECT_API_URL=$(UI_URL) $(PY) -m qtrader.orchestration --cadence $(CADENCE)
 
 # A process worker that runs the scheduled flows (each run a subprocess in this folder).
 worker: $(STAMP) | $(PREFECT_HOME)
-	PREFECT_API_URL=$(UI_URL) QTRADER_HOME=$(CURDIR) $(PREFECT) worker start --pool $(POOL)
+	PREFECT_API_URL=$(UI_URL) $(PREFECT) worker start --pool $(POOL)
 
 # Every deployment on its schedule in one process, without a pool or worker.
 serve: $(STAMP) | $(PREFECT_HOME)

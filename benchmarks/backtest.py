@@ -47,6 +47,8 @@ from models.fixed_brackets import (
 )
 
 TARGET_RATIO = 3.0
+REPLAY_TARGET = 20_000  # symbol-bars per second, one mode's decision replay
+REPLAY_TARGET_RSS_MIB = 2048
 BARS_PER_YEAR = 252
 PRICE_TOL = 1e-4
 START = pd.Timestamp("2015-01-02", tz="UTC")
@@ -220,7 +222,96 @@ def full_adaptive(args) -> dict:
     return {"ok": ok, "wall_s": wall, "peak_rss_mib": rss, "bars": result["bars"]}
 
 
-PARTS = {"a": fill_engine_vs_vectorbt, "b": full_adaptive}
+def synthetic_signals(bars: WideBars, seed: int):
+    """Per bar, every symbol's candidate as the timeline keeps it (a SignalBatch): a seeded mix of
+    consensus kinds and calibrated confidences around the trade filter's threshold."""
+    from models.decision import SignalBatch
+
+    rng = np.random.default_rng(seed)
+    t_n, n = bars.close.shape
+    kinds = np.array(["UNANIMOUS", "STRONG", "WEAK", "SPLIT", "NONE"], dtype=object)
+    tr = np.maximum(bars.high - bars.low, np.abs(bars.high - np.vstack([bars.close[:1], bars.close[:-1]])))
+    atr = pd.DataFrame(tr).rolling(14, min_periods=1).mean().to_numpy()
+    states = np.array(["NORMAL", "HIGH_VOLATILITY", "LOW_VOLATILITY"], dtype=object)
+    votes = '{"direction": {"p_up": 0.55, "p_up_calibrated": 0.56, "version": 3}, "regime": null}'
+    out = []
+    for t in range(t_n):
+        kind = kinds[rng.choice(5, n, p=[0.06, 0.12, 0.3, 0.3, 0.22])]
+        direction = np.where(kind == "NONE", 0, rng.choice([-1, 1], n))
+        conf = np.where(direction == 0, np.nan, rng.uniform(0.45, 0.7, n))
+        out.append(
+            SignalBatch(
+                list(bars.symbols), direction, list(kind), np.full(n, 6), rng.integers(3, 7, n),
+                ["direction,regime"] * n, conf, conf, conf, bars.close[t].copy(), atr[t].copy(),
+                list(states[rng.choice(3, n, p=[0.8, 0.1, 0.1])]), [votes] * n,
+            )
+        )  # fmt: skip
+    return out
+
+
+def decision_replay(args) -> dict:
+    """(c) one mode's decision replay: the engine, the trader and the simulated broker over every bar."""
+    from brokers.simulated import SimulatedBroker
+    from brokers.trader import BarMarket, Recorder, Trader, replay
+    from models import engine as me
+    from qtrader.settings import Settings
+    from tasks.backtest import order_gate
+    from warehouse.backtest import History, HistoryFeed
+
+    n_bars = args.years * BARS_PER_YEAR
+    t0 = time.perf_counter()
+    wide = synthetic_bars(args.symbols, n_bars, args.seed)
+    long = pd.DataFrame(
+        {
+            "symbol": np.tile(wide.symbols, len(wide.ts)),
+            "interval": "1d",
+            "ts": np.repeat(wide.ts, len(wide.symbols)),
+            **{c: getattr(wide, c).ravel() for c in ("open", "high", "low", "close")},
+        }
+    )
+    history = History(long, long[["symbol", "interval", "ts"]])
+    signals = synthetic_signals(wide, args.seed)
+    settings = Settings(
+        trade_filter={"max_open_positions": 50, "allowed_consensus": ["UNANIMOUS", "STRONG", "WEAK"]}
+    )
+    health = me.HealthView(wide.ts[0], 90.0, {"ensemble": 90.0})
+    model = me.ModelView("ensemble", 1, "isotonic", 0.6, 60.0, {"tp1": 0.75, "tp2": 0.45, "tp3": 0.2}, 1.9)
+    closes = [
+        dict(zip(wide.symbols.tolist(), wide.close[t].tolist(), strict=True)) for t in range(len(wide.ts))
+    ]
+    at = {t: i for i, t in enumerate(wide.ts)}
+    print(
+        f"(c) setup: {args.symbols} symbols x {n_bars} daily bars in {time.perf_counter() - t0:.1f}s (not timed)"
+    )
+
+    def market_at(t):
+        i = at[t]
+        return BarMarket(t, "1d", True, signals[i], closes[i], health, model)
+
+    broker = SimulatedBroker.new(
+        settings.backtest.starting_cash, FillCosts(5.0, 0.005, 0.0), interval="1d", feed=HistoryFeed(history)
+    )
+    trader = Trader(broker, me.EngineConfig.from_settings(settings, broker.name), order_gate)
+    recorder = Recorder(broker.name)
+    t0, c0 = time.perf_counter(), time.process_time()
+    replay(trader, list(wide.ts), market_at, recorder, "bench")
+    frames = recorder.frames()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rate, cpu_rate = args.symbols * n_bars / wall, args.symbols * n_bars / cpu
+    rss = peak_rss_mib()
+    print(
+        f"(c) decision replay, one mode: {args.symbols * n_bars:,} symbol-bars in {wall:.1f}s wall "
+        f"({rate:,.0f}/s), {cpu:.1f}s CPU ({cpu_rate:,.0f}/s); {len(frames['decisions']):,} decisions, "
+        f"{len(frames['orders']):,} brackets, {len(frames['fills']):,} fills; peak RSS {rss:,.0f} MiB"
+    )
+    ok = rate >= REPLAY_TARGET and rss <= REPLAY_TARGET_RSS_MIB
+    print(
+        f"    target >= {REPLAY_TARGET:,} symbol-bars/s, <= {REPLAY_TARGET_RSS_MIB:,} MiB: {'OK' if ok else 'MISSED'}"
+    )
+    return {"ok": ok, "rate": rate, "cpu_rate": cpu_rate, "peak_rss_mib": rss}
+
+
+PARTS = {"a": fill_engine_vs_vectorbt, "b": full_adaptive, "c": decision_replay}
 
 
 def main() -> int:

@@ -4,9 +4,9 @@ Two measurements on the same book (500 symbols x 3 brackets x 3 orders = 4,500 o
 every take-profit and stop is working; the bars trigger a share of them):
 
 - ``engine``: ``models.fills.PaperBook.advance`` (vectorised trigger rules + exact settlement), in memory;
-- ``broker``: ``LocalPaperBroker.advance`` on a DuckDB warehouse: one transaction that loads the working
-  orders, steps them, and writes order updates, fills, the cash ledger and positions (open and close of
-  the file included, ~15 ms of it on this machine).
+- ``broker``: the local paper broker as the decision flow runs it: the simulated broker steps its
+  in-memory book (``on_bars``), then the repository saves what changed in one warehouse transaction
+  (order updates, fills, the cash ledger, positions, market time; open and close of the file included).
 
 Run: ``.venv/bin/python benchmarks/broker_step.py [--symbols 500] [--repeats 15]``.
 """
@@ -28,7 +28,6 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe, peak_rss_mib  # noqa: E402
-from brokers.local import LocalPaperBroker  # noqa: E402
 from models.brackets import Bracket, client_order_id  # noqa: E402
 from models.fills import (  # noqa: E402
     ENTRY,
@@ -44,6 +43,7 @@ from models.fills import (  # noqa: E402
     PaperBook,
 )
 from warehouse.db import insert_frame, transaction  # noqa: E402
+from warehouse.paper import paper_broker  # noqa: E402
 
 TARGET_MS = 50.0
 T0 = pd.Timestamp("2024-01-02 14:30", tz="UTC")
@@ -100,7 +100,7 @@ def bench_broker(n_sym: int, repeats: int, rng: np.random.Generator):
         frame = bars.assign(interval="5m", volume=1e4, source="bench", run_id="bench", ingested_at=T0)
         with transaction(path) as con:
             insert_frame(con, "bars", frame)
-        broker = LocalPaperBroker(path, Decimal("10000000"), 5.0, 0.005, interval="5m")
+        broker = paper_broker(path, Decimal("10000000"), 5.0, 0.005, interval="5m", autocommit=False)
         broker.advance_to(T0)
         t = time.perf_counter()
         broker.submit_brackets(
@@ -110,13 +110,16 @@ def bench_broker(n_sym: int, repeats: int, rng: np.random.Generator):
                 for leg, off in ((1, 1.0), (2, 2.5), (3, 4.0))
             ]
         )
+        broker.commit()
         submit_s = time.perf_counter() - t
         broker.advance_to(T0 + STEP)  # the entries fill: 4,500 orders, take-profits and stops working
+        broker.commit()
         times, cpu, fills, floor = [], [], [], []
         for k in range(2, repeats + 2):
             one_bar = bars[bars["ts"] == T0 + STEP * k]
             t, c = time.perf_counter(), time.process_time()
-            rep = broker.advance(one_bar)
+            rep = broker.on_bars(one_bar)
+            broker.commit()
             times.append((time.perf_counter() - t) * 1000)
             cpu.append((time.process_time() - c) * 1000)
             fills.append(len(rep.fills))
@@ -141,9 +144,9 @@ def main() -> int:
     )
     brk, cpu, fills, floor, submit_s = bench_broker(args.symbols, args.repeats, rng)
     med = statistics.median(brk)
-    print(f"setup   submit_brackets of {args.symbols * 3} brackets in one transaction: {submit_s:.1f} s")
+    print(f"setup   submit_brackets of {args.symbols * 3} brackets and their save: {submit_s:.1f} s")
     print(
-        f"broker  {args.symbols} symbols, {args.symbols * 9:,} working orders, one bar (DuckDB, one transaction): "
+        f"broker  {args.symbols} symbols, {args.symbols * 9:,} working orders, one bar (in memory, then saved in one DuckDB transaction): "
         f"median {med:.1f} ms (min {min(brk):.1f}, max {max(brk):.1f}; CPU median {statistics.median(cpu):.1f} ms), "
         f"fills per bar median {int(statistics.median(fills))}"
     )

@@ -82,7 +82,8 @@ def main() -> None:
     from flows.decide import decide
     from flows.retrain import retrain
     from qtrader.settings import load_settings
-    from tasks.decide import decision_broker, read_health, run_bar
+    from tasks.decide import decision_broker, new_trader, read_health, run_bar
+    from tasks.resources import warehouse
     from tasks.retrain import Champion
     from warehouse.decisions import decision_bars
     from warehouse.models import load_champion_artifacts
@@ -102,13 +103,15 @@ def main() -> None:
     )
 
     settings = load_settings(warehouse=str(db), **POLICY)
-    broker = decision_broker(settings, "1d")
+    wh = warehouse(settings)
+    broker = decision_broker(settings, "1d", wh)
+    trader = new_trader(settings, wh, broker, "bench-run")
     champs = {
         c.row["module"]: Champion(c.row, c.artifact, c.problem) for c in load_champion_artifacts(db, "1d")
     }
-    health = read_health(settings)
+    health = read_health(wh)
     t = time.perf_counter()
-    summary = run_bar(settings, broker, "1d", times[1], champs, health, "bench-run")
+    summary = run_bar(settings, wh, trader, "1d", times[1], champs, health, "bench-run")
     plain = time.perf_counter() - t
     print(
         f"run_bar (plain functions): {plain:.2f}s wall; {summary['candidates']} candidates, "

@@ -1,14 +1,3 @@
-"""Brokers behind one protocol (brokers/base.py): the local paper broker and Alpaca paper."""
-
-from __future__ import annotations
-
-
-def make_broker(settings, *, clock=None):
-    """The configured broker (``settings.broker``: local | alpaca)."""
-    if str(settings.broker) == "alpaca":
-        from brokers.alpaca import AlpacaPaperBroker
-
-        return AlpacaPaperBroker.from_settings(settings)
-    from brokers.local import LocalPaperBroker
-
-    return LocalPaperBroker.from_settings(settings, clock=clock)
+"""Brokers behind one protocol (brokers/base.py): the local paper broker (brokers/local.py, the simulated
+broker of brokers/simulated.py persisted by warehouse/paper.py) and Alpaca paper (brokers/alpaca.py).
+``tasks.resources.make_broker`` builds the configured one."""

@@ -43,6 +43,7 @@ from requests.adapters import HTTPAdapter
 
 from brokers.base import (
     Account,
+    AdvanceReport,
     BrokerError,
     BrokerUnavailable,
     DuplicateOrder,
@@ -195,6 +196,8 @@ class AlpacaPaperBroker:
         self._client._session.mount("https://", adapter)
         self._url = url_override or "alpaca paper"
         self.tick = tick
+        self._seen_fills: datetime | None = None  # advance_to reports the fills from this time on
+        self._seen_keys: set[tuple[str, datetime]] = set()  # ... except these, reported already
 
     @classmethod
     def from_settings(cls, settings, keys: AlpacaKeys | None = None) -> AlpacaPaperBroker:
@@ -323,6 +326,20 @@ class AlpacaPaperBroker:
             currency=a.currency or "USD",
             status=str(getattr(a.status, "value", a.status)),
         )
+
+    def commit(self, con=None) -> None:
+        """Alpaca keeps the books: nothing to save here."""
+
+    def reload(self) -> None:
+        """Nothing held in this process to forget."""
+
+    def advance_to(self, ts) -> AdvanceReport:
+        """The market moved by itself: the fills Alpaca made since the previous call (all on the first)."""
+        fills = [f for f in self.fills(since=self._seen_fills) if (f.order_id, f.ts) not in self._seen_keys]
+        if fills:
+            self._seen_fills = max(f.ts for f in fills)
+            self._seen_keys = {(f.order_id, f.ts) for f in fills if f.ts == self._seen_fills}
+        return AdvanceReport(0, fills, None)
 
     def fills(self, since: datetime | None = None) -> list[Fill]:
         req = GetOrdersRequest(status=QueryOrderStatus.ALL, nested=True, limit=500)

@@ -13,6 +13,7 @@ Conventions both follow (docs/trading.md):
   want "submit unless already there" use ``submit_idempotent``.
 - ``replace_stop`` returns the *new* stop order (a new id, ``replaces`` = the old one); the old one is
   ``replaced``. Cancelling an entry cancels its legs; cancelling a leg cancels its OCO sibling.
+- ``advance_to(ts)`` brings the broker to the bar (see the protocol).
 - ``get_orders`` lists bracket entries with their current legs nested; ``open`` means some part of the
   bracket is still working.
 - Prices on orders and money on accounts, positions and fills are ``Decimal``.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from models.brackets import Bracket, Side
 
@@ -164,6 +165,15 @@ class Fill:
     role: OrderRole | None = None
 
 
+@dataclass(frozen=True)
+class AdvanceReport:
+    """What ``advance_to`` saw: bar times stepped (a simulated broker) and the fills since the last call."""
+
+    bars: int
+    fills: list[Fill]
+    market_ts: datetime | None
+
+
 class BrokerError(Exception):
     """Anything a broker refused or could not do. Messages never contain credentials."""
 
@@ -213,6 +223,20 @@ class Broker(Protocol):
     def account(self) -> Account: ...
 
     def fills(self, since: datetime | None = None) -> list[Fill]: ...
+
+    def advance_to(self, ts) -> AdvanceReport:
+        """The market up to ``ts``: a simulated broker fills its working orders on the bars until then; a
+        real one has moved by itself. Either way the report lists the fills since the previous call."""
+        ...
+
+    def commit(self, con: Any = None) -> Any:
+        """Save what the broker keeps in this process (the local paper account: inside ``con``'s
+        transaction when given). A broker whose books live elsewhere (Alpaca) has nothing to save."""
+        ...
+
+    def reload(self) -> None:
+        """Forget what was not saved (a bar that did not land). Nothing to forget for a remote broker."""
+        ...
 
 
 class Submitted(NamedTuple):

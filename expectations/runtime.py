@@ -29,6 +29,7 @@ BULKY_RESULT_KEYS = ("unexpected_list", "unexpected_index_list", "unexpected_ind
 # GX contexts are not thread-safe: one lock around creating and using the process's context.
 LOCK = threading.RLock()
 _context: Any = None
+_warming: threading.Thread | None = None
 _batch_definitions: dict[str, Any] = {}
 
 
@@ -51,6 +52,25 @@ def context() -> Any:
             _context = ctx
             log.info("Great Expectations context ready in %.1fs", time.perf_counter() - started)
         return _context
+
+
+def warm_up() -> None:
+    """Make the context on a background thread (GX's import included: 3-25 s, most of it scipy and
+    altair pulled in by GX itself), so a command that will gate data pays for it while it waits on the
+    Prefect server or fetches bars. ``context()`` then finds it made, or waits for it under the lock."""
+    global _warming
+    with LOCK:
+        if _context is not None or _warming is not None:
+            return
+
+        def run() -> None:
+            try:
+                context()
+            except Exception:  # noqa: BLE001 - the gate's own context() call raises it where it matters
+                log.debug("GX warm-up failed", exc_info=True)
+
+        _warming = threading.Thread(target=run, name="gx-warm-up", daemon=True)
+        _warming.start()
 
 
 def batch_definition(asset: str) -> Any:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from models import backtest as mb
 from qtrader.calendar import utc
+from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
+from qtrader.runners import task_runner
 from qtrader.settings import load_settings
 from tasks.backtest import (
     backtest_report,
@@ -30,6 +33,7 @@ from tasks.ingest import new_run_id
 @flow(
     name="backtest",
     description="Replay history through the live decision code: static vs adaptive and the ablations.",
+    flow_run_name=run_name("backtest", "interval", "modes"),
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
@@ -47,9 +51,18 @@ def backtest(
 ) -> dict:
     """Backtest ``modes`` (default ``backtest.modes``) on ``interval`` bars from ``start`` to ``end``.
 
-    ``signals``: a CSV/Parquet file of the user's entries (symbol, ts, side), replayed as mode
-    ``signals`` through qtrader's exits and fills (alone unless ``modes`` is given). ``overrides``:
-    settings to override, e.g. ``{"backtest": {"retrain_every_bars_daily": 63}}``.
+    Args:
+        interval: Bar interval; empty: backtest.interval (1d).
+        start: First replayed bar; empty: after backtest.warmup_bars of history.
+        end: Last replayed bar; empty: the newest stored.
+        symbols: Symbols to replay; empty: every stored symbol.
+        modes: Modes to compare; empty: backtest.modes.
+        signals: A CSV/Parquet file of your own entries (symbol, ts, side), replayed as mode "signals"
+            through qtrader's exits and fills (alone unless modes are given).
+        warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
+        overrides: Settings to override, e.g. {"backtest": {"retrain_every_bars_daily": 63}}.
+        report: Write the HTML and PNG report.
+        report_symbol: Symbol whose price shows the trade markers; empty: backtest.report_symbol.
     """
     log = get_run_logger()
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
@@ -67,15 +80,29 @@ def backtest(
     log.info("backtest %s: %d %s bars from %s to %s, modes %s", run_id, len(times), interval, times[0],
              times[-1], ", ".join(chosen + (["signals"] if signals else [])))  # fmt: skip
 
-    timeline = model_timeline(settings, interval, history, times, folder, run_id, overrides)
-    results = [
-        replay_mode(settings, timeline, m, o, run_id) for m, o in mode_settings(settings, chosen).items()
-    ]
+    timeline = model_timeline(settings, interval, quote(history), times, folder, run_id, overrides)
+    plans = [(m, o, None) for m, o in mode_settings(settings, chosen).items()]
     if entries is not None:
-        results.append(
-            replay_mode(settings, timeline, mb.SIGNALS, signals_overrides(settings), run_id,
-                        signal_source=external_signals(entries))
-        )  # fmt: skip
+        plans.append((mb.SIGNALS, signals_overrides(settings), external_signals(entries)))
+    # Modes are independent replays of one timeline: they fan out through the configured task runner
+    # (threads, or a Dask cluster); each writes only its own results file, the run record is written once.
+    with task_runner(settings) as runner:
+        futures = [
+            runner.submit(
+                replay_mode,
+                parameters={
+                    "settings": settings,
+                    "timeline": quote(timeline),
+                    "history": quote(history),
+                    "mode": m,
+                    "overrides": o,
+                    "run_id": run_id,
+                    "signal_source": src,
+                },
+            )  # fmt: skip
+            for m, o, src in plans
+        ]
+        results = [f.result() for f in futures]
     runs = record_backtest(
         settings, run_id, timeline, results, started_at, int(history.bars["symbol"].nunique())
     )
@@ -98,3 +125,6 @@ def backtest(
         "scratch": str(folder),
         "warehouse": str(settings.warehouse),
     }
+
+
+run_form(backtest, choices={"interval": INTERVAL_CHOICES, "modes": mb.MODES})

@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from qtrader.calendar import utc
+from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.settings import load_settings
 from tasks.benchmark import benchmark_pass, benchmark_windows, publish_benchmark_table
 from tasks.failures import publish_failure
@@ -17,6 +18,7 @@ from tasks.ingest import new_run_id
 @flow(
     name="benchmark",
     description="Score every signal module's stored predictions per window.",
+    flow_run_name=run_name("benchmark", "interval"),
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
@@ -27,9 +29,15 @@ def benchmark(
     now: str | None = None,
     overrides: dict | None = None,
 ) -> dict:
-    """Benchmark every module with predictions on ``interval`` over ``windows`` (default: configured).
+    """Benchmark every module with predictions on ``interval`` over ``windows``; windows end at the
+    newest labelled bar.
 
-    Windows end at the newest labelled bar; ``now`` pins ``computed_at`` (tests, backfills).
+    Args:
+        interval: Bar interval whose modules are benchmarked.
+        windows: Windows such as 30d, 90d, all; empty: the configured windows.
+        warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
+        now: Tests and backfills: pins computed_at; empty: the current time.
+        overrides: Settings to override for this run, e.g. {"trade_filter": {"min_confidence": 0.52}}.
     """
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
@@ -54,3 +62,6 @@ def benchmark(
         "rows": table,
         "warehouse": str(settings.warehouse),
     }
+
+
+run_form(benchmark, choices={"interval": INTERVAL_CHOICES})

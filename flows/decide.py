@@ -9,12 +9,15 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from qtrader.calendar import utc
+from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.settings import load_settings
+from tasks import resources
 from tasks.decide import (
     check_preconditions,
     decide_bar,
     decision_broker,
-    policy,
+    finish_bar,
+    new_trader,
     publish_decisions,
     publish_refusal,
     read_health,
@@ -22,12 +25,15 @@ from tasks.decide import (
 from tasks.failures import publish_failure
 from tasks.ingest import new_run_id
 from tasks.retrain import load_champions
-from warehouse.decisions import decision_bars, last_decided_bar
+from warehouse.decisions import decision_bars, last_decided_bar, unfinished_bars
 
 
 @flow(
     name="decide",
     description="Decide and trade at the newest bar(s): filter, size, plan exits, send brackets.",
+    flow_run_name=run_name(
+        "decide", "interval", defaults=lambda: {"interval": load_settings().decision.interval}
+    ),
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
@@ -42,23 +48,28 @@ def decide(
 ):
     """Decide at bar ``at`` (default: the newest stored bar) or replay the ``bars`` newest bars up to it.
 
-    ``broker``: a Broker to use (default ``make_broker`` from the settings). ``now`` pins the clock the
-    health freshness is measured against (tests, backfills). ``overrides``: settings sections to override
-    for this run, e.g. ``{"trade_filter": {"min_overall_health": 60}}`` (the demo's policy).
+    Args:
+        at: Decision bar, e.g. 2026-11-20 15:55 (UTC if no zone); empty: the newest stored bar.
+        interval: Bar interval decided on; empty: the configured decision interval (5m).
+        bars: Replay the newest N bars up to the decision bar in one run.
+        warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
+        broker: Tests: a Broker object; empty: the configured broker (local paper or Alpaca paper).
+        now: Tests and backfills: the clock the health freshness is measured against.
+        overrides: Settings to override for this run, e.g. {"trade_filter": {"min_overall_health": 60}}
+            (the demo's policy).
     """
     log = get_run_logger()
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
     interval = interval or settings.decision.interval
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     run_id = new_run_id("decide")
-    broker = broker or decision_broker(settings, interval)
+    wh = resources.warehouse(settings)
+    wh.ensure_schema()
 
-    times = decision_bars(
-        settings.warehouse, interval, utc(at) if at else None, bars, policy=policy(settings)
-    )
+    times = decision_bars(wh, interval, utc(at) if at else None, bars)
     champions, _ = load_champions(settings, interval)
-    health = read_health(settings)
-    problems = check_preconditions(settings, interval, times, champions, health, clock)
+    health = read_health(wh)
+    problems = check_preconditions(settings, wh, interval, times, champions, health, clock)
     if problems:
         publish_refusal(interval, problems)
         return Completed(
@@ -67,15 +78,20 @@ def decide(
             data={"run_id": run_id, "refused": problems, "bars": [], "interval": interval},
         )
 
-    done = last_decided_bar(settings.warehouse, interval, settings.orders.strategy, broker.name)
-    skipped = [t for t in times if done is not None and t < done]
+    broker = broker or decision_broker(settings, interval, wh)
+    trader = new_trader(settings, wh, broker, run_id)
+    resumed = [finish_bar(settings, wh, trader, t) for t in unfinished_bars(wh, interval, broker.name)]
+    done = last_decided_bar(wh, interval, settings.orders.strategy, broker.name)
+    # One transaction per bar: a bar with decisions was decided whole, so it is never decided again (a
+    # second pass could pick other candidates than the stored rows say).
+    skipped = [t for t in times if done is not None and t <= done]
     summaries = [
-        decide_bar(settings, broker, interval, t, champions, health, run_id)
+        decide_bar(settings, wh, trader, interval, t, champions, health, run_id)
         for t in times
         if t not in skipped
     ]
     if skipped:
-        log.info("%d bar(s) before the newest decided bar %s skipped (already decided)", len(skipped), done)
+        log.info("%d bar(s) up to the newest decided bar %s skipped (already decided)", len(skipped), done)
     publish_decisions(interval, run_id, summaries, health)
     return {
         "run_id": run_id,
@@ -84,6 +100,10 @@ def decide(
         "broker": broker.name,
         "refused": [],
         "skipped": [str(t) for t in skipped],
+        "resumed": resumed,
         "bars": summaries,
         "warehouse": str(settings.warehouse),
     }
+
+
+run_form(decide, choices={"interval": INTERVAL_CHOICES})

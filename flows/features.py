@@ -16,6 +16,7 @@ from expectations.frame_gate import build_frame_docs
 from models.features import FEATURE_SET_VERSION
 from qtrader import progress
 from qtrader.calendar import is_daily
+from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.runners import symbol_batches, task_runner
 from qtrader.settings import Settings, load_settings
 from tasks.failures import publish_failure
@@ -51,6 +52,9 @@ def _compute(
 @flow(
     name="features",
     description="Compute point-in-time features for new gated bars (incremental).",
+    flow_run_name=run_name(
+        "features", "intervals", defaults=lambda: {"intervals": load_settings().intervals}
+    ),
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
@@ -60,7 +64,15 @@ def features(
     full: bool = False,
     warehouse: str | None = None,
 ) -> dict:
-    """Daily first: intraday bars get daily regime context joined point in time from the daily features."""
+    """Features for the bars stored since the last run, daily first: intraday bars get daily regime
+    context joined point in time from the daily features.
+
+    Args:
+        intervals: Bar intervals to compute; empty: every configured interval.
+        symbols: Symbols to compute; empty: every stored symbol.
+        full: Recompute every stored bar, not only the new ones.
+        warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
+    """
     settings = load_settings(warehouse=warehouse)
     ordered = sorted(intervals or settings.intervals, key=lambda iv: not is_daily(iv))
     run_id = new_run_id("features")
@@ -104,3 +116,6 @@ def features(
         "findings": findings,
         "dq_docs": docs,
     }
+
+
+run_form(features, choices={"intervals": INTERVAL_CHOICES})

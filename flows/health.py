@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from qtrader.calendar import utc
+from qtrader.orchestration import run_form, run_name
 from qtrader.settings import load_settings
 from tasks.failures import publish_failure
 from tasks.health import health_pass, publish_health
@@ -17,12 +18,19 @@ from tasks.ingest import new_run_id
 @flow(
     name="health",
     description="Score module health, update predictive alerts.",
+    flow_run_name=run_name("health"),
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
 def health(warehouse: str | None = None, now: str | None = None, overrides: dict | None = None) -> dict:
-    """``now`` pins the clock (tests, backfills): lags and ages are measured against it, and bars and
-    features after it are not read."""
+    """Score every module's health and update the predictive alerts.
+
+    Args:
+        warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
+        now: Tests and backfills: pins the clock; lags and ages are measured against it, and bars and
+            features after it are not read.
+        overrides: Settings to override for this run, e.g. {"trade_filter": {"min_confidence": 0.52}}.
+    """
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     run_id = new_run_id("health")
@@ -44,3 +52,6 @@ def health(warehouse: str | None = None, now: str | None = None, overrides: dict
         "counts": counts,
         "warehouse": str(settings.warehouse),
     }
+
+
+run_form(health)

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from qtrader.calendar import ingest_window, utc
+from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.settings import Settings, SourceName, load_settings
 from sources import make_source
 from sources.base import AUTO_INTERVAL, FetchRequest, SourceError
@@ -29,6 +30,7 @@ from warehouse.ingest import IngestRun
 @flow(
     name="ingest",
     description="Fetch market bars, gate them with Great Expectations, upsert into DuckDB.",
+    flow_run_name=run_name("ingest", "interval", "source", defaults=lambda: _named_defaults()),
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
@@ -47,10 +49,19 @@ def ingest(
 ) -> dict:
     """Ingest bars for each configured interval (or the one given). Returns the runs and findings.
 
-    ``faults`` (synthetic only) injects data faults such as ``"nan_price:MSFT"`` to exercise the gate.
-    ``now`` pins the clock (tests, backfills); by default it is the current time. ``as_of``: the time the
-    data was meant to reach, for the stale-last-bar rule (default: the window end; files: each file's own
-    last bar). ``date_format``: the files' dates format (over ``[files] date_format``).
+    Args:
+        source: Where bars come from; empty: the configured source (synthetic unless set).
+        symbols: Tickers to ingest; empty: the configured universe (files: every file in the folder).
+        interval: Bar interval; empty: every configured interval (files: inferred from the timestamps).
+        start: Window start, e.g. 2024-01-01 (UTC if no zone); empty: the configured history.
+        end: Window end; empty: now.
+        path: Folder of CSV/Parquet files, one per symbol (source files only).
+        warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
+        faults: Synthetic only, tests and the demo: data faults such as "nan_price:MSFT" to exercise the gate.
+        now: Tests and backfills: the clock the window is measured from; empty: the current time.
+        as_of: The time the data was meant to reach, for the stale-last-bar rule; empty: the window end
+            (files: each file's own last bar).
+        date_format: The files' date format, e.g. %d/%m/%Y (over [files] date_format); empty: detected per file.
     """
     log = get_run_logger()
     files = {"date_format": date_format} if date_format else None
@@ -132,6 +143,15 @@ def ingest(
         "warehouse": str(settings.warehouse),
         "flow_run_id": flow_run.id,
     }
+
+
+run_form(ingest, choices={"source": [s.value for s in SourceName], "interval": INTERVAL_CHOICES})
+
+
+def _named_defaults() -> dict:
+    """What an empty source or interval means, for the run name."""
+    settings = load_settings()
+    return {"source": settings.source.value, "interval": list(settings.intervals)}
 
 
 def _request(settings: Settings, universe, iv, start, end, clock, is_files) -> FetchRequest:

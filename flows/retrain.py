@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 
 from models.training import ENSEMBLE
 from qtrader.calendar import utc
+from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.settings import Settings, load_settings
 from tasks.failures import publish_failure
 from tasks.ingest import new_run_id
@@ -30,6 +31,7 @@ from tasks.retrain import (
 @flow(
     name="retrain",
     description="Walk-forward retrain of the signal modules with champion/challenger promotion.",
+    flow_run_name=run_name("retrain", "interval"),
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
@@ -42,7 +44,12 @@ def retrain(
 ) -> dict:
     """Retrain ``modules`` (default: the configured members and the ensemble) on ``interval`` bars.
 
-    ``now`` pins the registry's clock (tests, backfills); the data window is always the newest stored bars.
+    Args:
+        interval: Bar interval whose modules are retrained.
+        modules: Modules to retrain; empty: the configured members and the ensemble.
+        warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
+        now: Tests and backfills: the registry's clock; the data window is always the newest stored bars.
+        overrides: Settings to override for this run, e.g. {"trade_filter": {"min_confidence": 0.52}}.
     """
     log = get_run_logger()
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
@@ -104,6 +111,9 @@ def retrain(
         "dq_docs": docs,
         "warehouse": str(settings.warehouse),
     }
+
+
+run_form(retrain, choices={"interval": INTERVAL_CHOICES})
 
 
 def _modules(settings: Settings, modules: list[str] | None) -> tuple[list[str], bool]:

@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from qtrader.calendar import utc
+from qtrader.orchestration import run_form, run_name
 from qtrader.settings import load_settings
 from tasks.failures import publish_failure
 from tasks.health import publish_thresholds, thresholds_pass
@@ -17,11 +18,18 @@ from tasks.ingest import new_run_id
 @flow(
     name="thresholds",
     description="Learn per-module metric thresholds from their history.",
+    flow_run_name=run_name("thresholds"),
     on_failure=[publish_failure],
     on_crashed=[publish_failure],
 )
 def thresholds(warehouse: str | None = None, now: str | None = None, overrides: dict | None = None) -> dict:
-    """``now`` pins the clock: the history read ends there and the rows are stamped with it."""
+    """Learn every module's metric thresholds from the metric history.
+
+    Args:
+        warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
+        now: Tests and backfills: pins the clock; the history read ends there and rows are stamped with it.
+        overrides: Settings to override for this run, e.g. {"trade_filter": {"min_confidence": 0.52}}.
+    """
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     run_id = new_run_id("thresholds")
@@ -47,3 +55,6 @@ def thresholds(warehouse: str | None = None, now: str | None = None, overrides: 
         ],  # fmt: skip
         "warehouse": str(settings.warehouse),
     }
+
+
+run_form(thresholds)

@@ -40,7 +40,7 @@ from models.exits import adaptive_profile, is_tighter, next_stop, plan_levels
 from models.signals.ensemble import combine, ensemble_p_up
 from models.signals.volatility import vol_state
 from models.sizing import SizeCaps, performance_multiplier, position_size
-from models.trade_filter import Candidate, FilterContext, Reason, filter_candidate
+from models.trade_filter import Candidate, FilterContext, Reason, filter_candidate, health_driver_text
 from models.training import side_values
 from qtrader.settings import ExitSettings, FilterSettings, SizingSettings
 
@@ -54,7 +54,7 @@ ORDER_GATE_FAILED = "order_gate_failed"
 BROKER_REJECTED = "broker_rejected"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Signal:
     """One symbol's ensemble view at the decision bar, with the bar's price, ATR and volatility state."""
 
@@ -71,6 +71,68 @@ class Signal:
     atr: float | None
     vol_state: str | None
     module_p_up: Mapping[str, Any] = field(default_factory=dict)
+    module_p_up_json: str | None = None  # module_p_up serialised once (a backtest reuses a signal per mode)
+
+
+def _opt(x: float) -> float | None:
+    return None if x != x else x  # NaN -> None
+
+
+@dataclass(frozen=True)
+class SignalBatch:
+    """A bar's candidates as columns: how a backtest's timeline keeps the signals of thousands of bars
+    (a ``Signal`` object per symbol and bar would not fit in memory at 500 symbols x 10 years); the
+    engine takes either form. Missing floats are NaN here, None on a ``Signal``."""
+
+    symbol: list[str]
+    direction: np.ndarray  # int
+    consensus: list[str]
+    voters: np.ndarray
+    agree: np.ndarray
+    contributors: list[str]
+    confidence_raw: np.ndarray
+    confidence_seed: np.ndarray
+    confidence_calibrated: np.ndarray
+    close: np.ndarray
+    atr: np.ndarray
+    vol_state: list[str | None]
+    module_p_up_json: list[str]
+
+    def __len__(self) -> int:
+        return len(self.symbol)
+
+    @classmethod
+    def of(cls, signals: Sequence[Signal]) -> SignalBatch:
+        def f(x: float | None) -> float:
+            return np.nan if x is None else float(x)
+
+        return cls(
+            [s.symbol for s in signals],
+            np.array([s.direction for s in signals], dtype=np.int64),
+            [s.consensus for s in signals],
+            np.array([s.voters for s in signals], dtype=np.int64),
+            np.array([s.agree for s in signals], dtype=np.int64),
+            [s.contributors for s in signals],
+            np.array([f(s.confidence_raw) for s in signals]),
+            np.array([f(s.confidence_seed) for s in signals]),
+            np.array([f(s.confidence_calibrated) for s in signals]),
+            np.array([float(s.close) for s in signals]),
+            np.array([f(s.atr) for s in signals]),
+            [s.vol_state for s in signals],
+            [s.module_p_up_json or p_up_json(s.module_p_up) for s in signals],
+        )
+
+    def signals(self) -> list[Signal]:
+        cols = zip(
+            self.symbol, self.direction.tolist(), self.consensus, self.voters.tolist(), self.agree.tolist(),
+            self.contributors, self.confidence_raw.tolist(), self.confidence_seed.tolist(),
+            self.confidence_calibrated.tolist(), self.close.tolist(), self.atr.tolist(), self.vol_state,
+            self.module_p_up_json, strict=True,
+        )  # fmt: skip
+        return [
+            Signal(sym, d, c, v, a, con, _opt(raw), _opt(seed), _opt(cal), close, _opt(atr), vs, {}, js)
+            for sym, d, c, v, a, con, raw, seed, cal, close, atr, vs, js in cols
+        ]
 
 
 @dataclass(frozen=True)
@@ -106,6 +168,11 @@ class DecisionContext:
     tp_weights: Sequence[float] = (1 / 3, 1 / 3, 1 / 3)
     time_in_force: str = "day"
     use_calibration: bool = True  # False: filter and rank on the raw ensemble confidence
+    # The learned health baselines ({module or "overall": value}), the kill-switch floor and what drove
+    # each score down, from the newest health run (models/trade_filter.py, docs/health.md).
+    health_baselines: Mapping[str, float | None] = field(default_factory=dict)
+    health_floor: float | None = None
+    health_drivers: Mapping[str, Any] = field(default_factory=dict)
 
     def confidence(self, sig: Signal) -> float | None:
         return _num(sig.confidence_calibrated if self.use_calibration else sig.confidence_raw)
@@ -130,6 +197,15 @@ class DecisionBatch:
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+# One encoder for every row: json.dumps with arguments builds a new encoder per call.
+_JSON = json.JSONEncoder(sort_keys=True, default=str)
+_BUY, _SELL = Side.buy.value, Side.sell.value
+
+
+def p_up_json(module_p_up: Mapping[str, Any]) -> str:
+    return _JSON.encode(dict(module_p_up))
+
+
 def decision_id(strategy: str, interval: str, symbol: str, ts: datetime) -> str:
     return f"{strategy}|{interval}|{symbol}|{_iso(ts)}"
 
@@ -146,28 +222,16 @@ def _num(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _base_row(sig: Signal, ctx: DecisionContext) -> dict[str, Any]:
-    side = Side.buy.value if sig.direction > 0 else Side.sell.value if sig.direction < 0 else None
+def _context_row(ctx: DecisionContext) -> dict[str, Any]:
+    """The columns of a decisions row that are the same for every candidate of the bar (made once)."""
     return {
-        "decision_id": decision_id(ctx.strategy, ctx.interval, sig.symbol, ctx.ts),
         "ts": ctx.ts,
         "interval": ctx.interval,
-        "symbol": sig.symbol,
         "strategy": ctx.strategy,
         "broker": ctx.broker,
-        "side": side,
-        "direction": int(sig.direction),
-        "consensus": str(sig.consensus),
-        "voters": int(sig.voters),
-        "agree": int(sig.agree),
-        "contributors": sig.contributors or None,
-        "module_p_up": json.dumps(dict(sig.module_p_up), default=str, sort_keys=True),
         "source_module": ctx.source_module,
         "model_version": ctx.model_version,
         "calibration": ctx.calibration,
-        "confidence_raw": _num(sig.confidence_raw),
-        "confidence_seed": _num(sig.confidence_seed),
-        "confidence_calibrated": _num(sig.confidence_calibrated),
         "overall_health": _num(ctx.overall_health),
         "module_health": _num(ctx.module_health.get(ctx.source_module)),
         "health_ts": ctx.health_ts,
@@ -176,14 +240,11 @@ def _base_row(sig: Signal, ctx: DecisionContext) -> dict[str, Any]:
         "size_multiplier": None,
         "size_reason": None,
         "capped_by": None,
-        "atr": _num(sig.atr),
-        "vol_state": sig.vol_state,
         "tp1_rate": _num(ctx.hit_rates.get("tp1")),
         "tp2_rate": _num(ctx.hit_rates.get("tp2")),
         "tp3_rate": _num(ctx.hit_rates.get("tp3")),
         "learned_stop_atr": _num(ctx.learned_stop_atr),
         "exit_profile": None,
-        "entry_ref": _num(sig.close),
         "stop_price": None,
         "tp1_price": None,
         "tp2_price": None,
@@ -194,19 +255,47 @@ def _base_row(sig: Signal, ctx: DecisionContext) -> dict[str, Any]:
         "reason_code": "",
         "failed": None,
         "details": None,
-        "client_order_ids": [],
+        "health_drivers": None,
     }
+
+
+def _base_row(
+    sig: Signal, ctx: DecisionContext, common: dict[str, Any] | None = None, ts_iso: str | None = None
+) -> dict[str, Any]:
+    """A candidate's row before the verdict: ``common`` is ``_context_row(ctx)`` and ``ts_iso`` the bar's
+    time as text, both made once per bar."""
+    side = _BUY if sig.direction > 0 else _SELL if sig.direction < 0 else None
+    row = dict(common) if common is not None else _context_row(ctx)
+    row.update(
+        decision_id=f"{ctx.strategy}|{ctx.interval}|{sig.symbol}|{ts_iso or _iso(ctx.ts)}",
+        symbol=sig.symbol,
+        side=side,
+        direction=int(sig.direction),
+        consensus=str(sig.consensus),
+        voters=int(sig.voters),
+        agree=int(sig.agree),
+        contributors=sig.contributors or None,
+        module_p_up=sig.module_p_up_json or p_up_json(sig.module_p_up),
+        confidence_raw=_num(sig.confidence_raw),
+        confidence_seed=_num(sig.confidence_seed),
+        confidence_calibrated=_num(sig.confidence_calibrated),
+        atr=_num(sig.atr),
+        vol_state=sig.vol_state,
+        entry_ref=_num(sig.close),
+        client_order_ids=[],
+    )
+    return row
 
 
 def _reject(row: dict[str, Any], code: str, failed: Iterable[str] = (), **details: Any) -> dict[str, Any]:
     row["reason_code"] = code
     row["failed"] = ", ".join(failed) or code
-    row["details"] = json.dumps(details, default=str, sort_keys=True)
+    row["details"] = _JSON.encode(details)
     return row
 
 
 def assemble(
-    signals: Iterable[Signal],
+    signals: Iterable[Signal] | SignalBatch,
     ctx: DecisionContext,
     filter_cfg: FilterSettings | None = None,
     sizing_cfg: SizingSettings | None = None,
@@ -216,6 +305,8 @@ def assemble(
     filter_cfg = filter_cfg or FilterSettings()
     sizing_cfg = sizing_cfg or SizingSettings()
     exit_cfg = exit_cfg or ExitSettings()
+    if isinstance(signals, SignalBatch):
+        signals = signals.signals()
     ordered = sorted(signals, key=lambda s: (-(ctx.confidence(s) or -1.0), s.symbol))
     multiplier, mult_reason = performance_multiplier(ctx.accuracy, ctx.performance_score, sizing_cfg)
     open_positions = ctx.open_positions
@@ -225,8 +316,9 @@ def assemble(
     rows: list[dict[str, Any]] = []
     brackets: list[PlannedBracket] = []
 
+    common, ts_iso = _context_row(ctx), _iso(ctx.ts)
     for sig in ordered:
-        row = _base_row(sig, ctx)
+        row = _base_row(sig, ctx, common, ts_iso)
         rows.append(row)
         side = Side.buy if sig.direction > 0 else Side.sell
         if sig.direction < 0 and not ctx.allow_short:
@@ -244,8 +336,12 @@ def assemble(
             day_pnl=ctx.day_pnl,
             last_exit_ts=ctx.last_exit_ts,
             now=ctx.ts,
+            health_baselines=ctx.health_baselines,
+            health_floor=ctx.health_floor,
+            health_drivers=ctx.health_drivers,
         )
         verdict = filter_candidate(candidate, fctx, filter_cfg)
+        row["health_drivers"] = health_driver_text(verdict.details)
         if sig.direction == 0 and verdict.accepted:  # defensive: no side means nothing to trade
             _reject(row, Reason.weak_consensus.value, details=verdict.details)
             continue
@@ -310,7 +406,7 @@ def assemble(
             qty=size.shares,
             accepted=True,
             reason_code=ACCEPTED,
-            details=json.dumps(verdict.details, default=str, sort_keys=True),
+            details=_JSON.encode(verdict.details),
             client_order_ids=[p.bracket.client_order_id for p in planned],
         )
         brackets.extend(planned)
@@ -322,49 +418,68 @@ def assemble(
     return DecisionBatch(rows, brackets)
 
 
-def order_batch_frame(batch: DecisionBatch, ctx: DecisionContext, sizing_cfg: SizingSettings | None = None):
-    """The batch the order gate validates: one row per bracket, with the limits it is checked against."""
+ORDER_BATCH_COLUMNS = [
+    "decision_id", "client_order_id", "symbol", "side", "leg", "qty", "decision_qty", "entry_ref",
+    "take_profit", "stop", "confidence_raw", "confidence_calibrated", "max_notional",
+]  # fmt: skip
+
+
+def order_batch_columns(
+    batch: DecisionBatch, ctx: DecisionContext, sizing_cfg: SizingSettings | None = None
+) -> dict[str, np.ndarray]:
+    """The batch the order gate validates, as columns: one row per bracket, with the limits it is
+    checked against."""
     sizing_cfg = sizing_cfg or SizingSettings()
     by_id = {r["decision_id"]: r for r in batch.rows}
-    rows = []
-    for p in batch.brackets:
-        b, d = p.bracket, by_id[p.decision_id]
-        rows.append(
-            {
-                "decision_id": p.decision_id,
-                "client_order_id": b.client_order_id,
-                "symbol": b.symbol,
-                "side": b.side.value,
-                "leg": p.leg,
-                "qty": b.qty,
-                "decision_qty": d["qty"],
-                "entry_ref": b.entry_ref,
-                "take_profit": b.take_profit,
-                "stop": b.stop,
-                "confidence_raw": d["confidence_raw"],
-                "confidence_calibrated": d["confidence_calibrated"],
-                "max_notional": ctx.equity * sizing_cfg.max_position_pct,
-            }
-        )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "decision_id", "client_order_id", "symbol", "side", "leg", "qty", "decision_qty", "entry_ref",
-            "take_profit", "stop", "confidence_raw", "confidence_calibrated", "max_notional",
-        ],
-    )  # fmt: skip
+    rows = [(p, p.bracket, by_id[p.decision_id]) for p in batch.brackets]
+
+    def col(values, dtype=object) -> np.ndarray:
+        return np.array(list(values), dtype=dtype)
+
+    def num(x) -> float:
+        return np.nan if x is None else float(x)
+
+    return {
+        "decision_id": col(p.decision_id for p, _, _ in rows),
+        "client_order_id": col(b.client_order_id for _, b, _ in rows),
+        "symbol": col(b.symbol for _, b, _ in rows),
+        "side": col(b.side.value for _, b, _ in rows),
+        "leg": col((p.leg for p, _, _ in rows), np.int64),
+        "qty": col((b.qty for _, b, _ in rows), np.int64),
+        "decision_qty": col((d["qty"] for _, _, d in rows), np.int64),
+        "entry_ref": col((b.entry_ref for _, b, _ in rows), np.float64),
+        "take_profit": col((b.take_profit for _, b, _ in rows), np.float64),
+        "stop": col((b.stop for _, b, _ in rows), np.float64),
+        "confidence_raw": col((num(d["confidence_raw"]) for _, _, d in rows), np.float64),
+        "confidence_calibrated": col((num(d["confidence_calibrated"]) for _, _, d in rows), np.float64),
+        "max_notional": np.full(len(rows), ctx.equity * sizing_cfg.max_position_pct, dtype=np.float64),
+    }
+
+
+def order_batch_frame(batch: DecisionBatch, ctx: DecisionContext, sizing_cfg: SizingSettings | None = None):
+    """``order_batch_columns`` as the frame the Great Expectations order gate validates."""
+    return pd.DataFrame(order_batch_columns(batch, ctx, sizing_cfg), columns=ORDER_BATCH_COLUMNS)
+
+
+def order_gate_derived(cols) -> dict[str, np.ndarray]:
+    """Derived columns the orders suite checks: each bracket's price order for its side, notional vs cap."""
+    side = np.asarray(cols["side"])
+    sign = np.where(side == "sell", -1.0, 1.0)
+    entry = np.asarray(cols["entry_ref"], dtype=np.float64)
+    cap = np.asarray(cols["max_notional"], dtype=np.float64)
+    notional = np.asarray(cols["decision_qty"], dtype=np.float64) * entry
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_cap = np.where(cap > 0, notional / np.where(cap > 0, cap, 1.0), np.inf)
+    return {
+        "tp_gap": sign * (np.asarray(cols["take_profit"], dtype=np.float64) - entry),
+        "stop_gap": sign * (entry - np.asarray(cols["stop"], dtype=np.float64)),
+        "notional_to_cap": to_cap,
+    }
 
 
 def order_gate_view(frame):
-    """Derived columns the orders suite checks: each bracket's price order for its side, notional vs cap."""
-    out = frame.copy()
-    sign = np.where(out["side"] == "sell", -1.0, 1.0)
-    out["tp_gap"] = sign * (out["take_profit"].astype(float) - out["entry_ref"].astype(float))
-    out["stop_gap"] = sign * (out["entry_ref"].astype(float) - out["stop"].astype(float))
-    cap = out["max_notional"].astype(float)
-    notional = out["decision_qty"].astype(float) * out["entry_ref"].astype(float)
-    out["notional_to_cap"] = np.where(cap > 0, notional / cap, np.inf)
-    return out
+    """``order_gate_derived`` added to a frame (the Great Expectations path)."""
+    return frame.assign(**order_gate_derived({c: frame[c].to_numpy() for c in frame.columns}))
 
 
 # ------------------------------------------------------------------------------------------ open brackets
@@ -402,6 +517,8 @@ def plan_stop_moves(
     alerts: Iterable[Any] = (),
     cfg: ExitSettings | None = None,
     tick: float = 0.01,
+    overall_gate: float | None = None,
+    ensemble_gate: float | None = None,
 ) -> list[StopMove]:
     """The stop moves for working stop legs (``tp1_filled``: decision ids whose TP1 bracket took profit).
 
@@ -431,6 +548,8 @@ def plan_stop_moves(
             ensemble_health=ensemble_health,
             alerts=alerts,
             cfg=cfg,
+            overall_gate=overall_gate,
+            ensemble_gate=ensemble_gate,
         )
         if upd is None:
             continue
@@ -475,24 +594,34 @@ def ensemble_signals(
     fitted = np.where(no_call, np.nan, fitted)
     states = vol_state(feats.reset_index()).to_numpy()
     detail = module_detail or {}
+    direction = combined["direction"].to_numpy().astype(int).tolist()
+    consensus = combined["consensus"].astype(str).tolist()
+    voters = combined["voters"].to_numpy().astype(int).tolist()
+    agree = combined["agree"].to_numpy().astype(int).tolist()
+    contributors = combined["contributors"].astype(str).tolist()
+    confidence = combined["confidence"].to_numpy(dtype="float64").tolist()
+    close = feats["bar_close"].to_numpy(dtype="float64").tolist()
+    atr = feats["atr_14"].to_numpy(dtype="float64", na_value=np.nan).tolist()
+    members = list(probas.columns)
     out = []
-    for i, sym in enumerate(feats.index):
-        c = combined.iloc[i]
+    for i, sym in enumerate(map(str, feats.index)):
+        votes = {m: detail.get(sym, {}).get(m) for m in members}
         out.append(
             Signal(
-                symbol=str(sym),
-                direction=int(c["direction"]),
-                consensus=str(c["consensus"]),
-                voters=int(c["voters"]),
-                agree=int(c["agree"]),
-                contributors=str(c["contributors"]),
-                confidence_raw=float(c["confidence"]) if int(c["direction"]) != 0 else None,
+                symbol=sym,
+                direction=direction[i],
+                consensus=consensus[i],
+                voters=voters[i],
+                agree=agree[i],
+                contributors=contributors[i],
+                confidence_raw=confidence[i] if direction[i] != 0 else None,
                 confidence_seed=_num(seed[i]),
                 confidence_calibrated=_num(fitted[i]),
-                close=float(feats["bar_close"].iloc[i]),
-                atr=_num(feats["atr_14"].iloc[i]),
+                close=close[i],
+                atr=_num(atr[i]),
                 vol_state=str(states[i]),
-                module_p_up={m: detail.get(str(sym), {}).get(m) for m in probas.columns},
+                module_p_up=votes,
+                module_p_up_json=p_up_json(votes),
             )
         )
     return out

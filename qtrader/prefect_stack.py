@@ -36,7 +36,7 @@ def tail(path: Path, n: int = 3000) -> str:
 
 class PrefectStack:
     """``with PrefectStack(tmp, extra_env) as stack:`` a server is up; ``stack.deploy()`` adds the pool,
-    the ``warehouse-writer`` limit, every deployment of prefect.yaml and a worker."""
+    every deployment of prefect.yaml and a worker."""
 
     def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
         self.tmp = Path(tmp)
@@ -49,6 +49,8 @@ class PrefectStack:
             "PREFECT_API_URL": self.url,
             "PREFECT_UI_API_URL": self.url,  # the UI asks port 4200 unless told
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # The scheduler visits deployments every 60 s by default; tests wait for it.
+            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
             "QTRADER_HOME": str(ROOT),
             **(extra_env or {}),
         }
@@ -99,26 +101,34 @@ class PrefectStack:
         if done.returncode != 0:
             raise RuntimeError(f"prefect {' '.join(args)}: {done.stdout[-3000:]}{done.stderr[-3000:]}")
 
-    def deploy(self) -> None:
+    def deploy(self, worker: bool = True) -> None:
+        """The work pool and every deployment of prefect.yaml, as `make deploy` does; then a worker."""
         self.prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
-        self.prefect("gcl", "create", "warehouse-writer", "--limit", "1")
         self.prefect("--no-prompt", "deploy", "--all")
+        if worker:
+            self.start_worker()
+
+    def start_worker(self) -> None:
         self._start("worker", "worker", "start", "--pool", POOL, "--prefetch-seconds", "5")
 
     def api(self, path: str, body: dict | None = None, *, retries: int = 9) -> Any:
-        # The server answers 503 while its SQLite database is busy (two cores, a worker starting flows).
+        # The server answers 503, or not in time, while its SQLite database is busy (two loaded cores, a worker
+        # starting flows): retried with a growing pause.
         for attempt in range(retries + 1):
             req = urllib.request.Request(
                 self.url + path, data=json.dumps(body).encode() if body is not None else None,
                 method="POST" if body is not None else "GET", headers={"Content-Type": "application/json"},
             )  # fmt: skip
             try:
-                with urllib.request.urlopen(req, timeout=30) as r:
+                with urllib.request.urlopen(req, timeout=60) as r:
                     return json.loads(r.read() or "null")
             except urllib.error.HTTPError as exc:
                 if exc.code < 500 or attempt == retries:
                     raise
-                time.sleep(1 + attempt)
+            except (urllib.error.URLError, TimeoutError, ConnectionError):
+                if attempt == retries:
+                    raise
+            time.sleep(1 + attempt)
 
     def run_deployment(self, deployment_id: str, timeout: float = 300, poll: float = 0.5) -> dict:
         """Trigger a deployment and wait for a final state; returns the flow run."""
@@ -134,15 +144,29 @@ class PrefectStack:
                 )
             time.sleep(poll)
 
-    def worker_log(self) -> str:
-        return tail(self.logs / "worker.log", 4000)
+    def worker_log(self, n: int = 4000) -> str:
+        return tail(self.logs / "worker.log", n)
+
+    def stop_worker(self) -> None:
+        """Stop the worker (and the flow runs it started) only; the server stays up."""
+        for p in [p for p in self._procs if p.args[1:3] == ["worker", "start"]]:
+            self._kill(p)
+            self._procs.remove(p)
+
+    def server_log(self) -> str:
+        return tail(self.logs / "server.log", 4000)
 
     def stop(self) -> None:
         for p in reversed(self._procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)  # the worker sometimes ignores SIGTERM
+            self._kill(p)
         self._procs.clear()
+
+    @staticmethod
+    def _kill(p: subprocess.Popen) -> None:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)  # the worker sometimes ignores SIGTERM
+                p.wait(timeout=20)

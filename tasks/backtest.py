@@ -37,10 +37,16 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from expectations.frame_gate import gate_frame
+from brokers.reconcile import bracket_state
+from brokers.simulated import SimulatedBroker
+from brokers.trader import BarMarket, GateVerdict, Recorder, Trader, replay
+from expectations.frame_gate import check_rules, gate_frame
 from models import backtest as mb
 from models import decision as dm
+from models import engine as me
 from models.features import FEATURE_SET_VERSION
+from models.fills import FillCosts
+from models.health import schedule_hours
 from models.signals.volatility import vol_state
 from models.training import live_predictions
 from qtrader.calendar import interval_minutes, is_daily
@@ -49,20 +55,19 @@ from qtrader.settings import Settings, load_settings
 from tasks.backtest_report import write_report
 from tasks.benchmark import benchmark_pass, benchmark_windows
 from tasks.decide import (
-    HealthView,
-    ModelInputs,
     SignalSource,
-    decision_broker,
-    model_inputs,
+    bar_signals,
+    market_open,
+    model_view,
     preconditions,
+    predict_bar,
     read_health,
-    run_bar,
 )
 from tasks.health import health_pass, thresholds_pass
+from tasks.resources import warehouse
 from tasks.retrain import Champion, load_champions
-from tasks.writer import warehouse_writer
 from warehouse import backtest as wb
-from warehouse.db import LockPolicy, pinned
+from warehouse.db import Warehouse, pinned
 from warehouse.models import PREDICTION_COLUMNS
 
 # ------------------------------------------------------------------------------------------------- plan
@@ -105,7 +110,11 @@ def scratch_overrides(
     """Settings of every scratch warehouse: the run's own overrides (``user``), its own data dir (model
     artifacts), one interval, the local paper broker with the backtest's costs."""
     b = settings.backtest
+    every = cadence(settings, interval)["retrain"]
+    family = "daily" if is_daily(interval) else "intraday"
     return mb.deep_merge(user or {}, {
+        # model staleness is measured against the retrain schedule the backtest keeps, not the live one
+        "health": {f"retrain_schedule_hours_{family}": schedule_hours(every, interval)},
         "data_dir": folder,
         "intervals": [interval],
         "broker": "local",
@@ -130,8 +139,7 @@ def static_exits(settings: Settings) -> dict[str, float]:
 @task(name="load-backtest-history", cache_policy=NO_CACHE)
 def load_history(settings: Settings, interval: str, symbols: list[str] | None, end) -> wb.History:
     bars, feats = wb.load_history(
-        settings.warehouse, interval, FEATURE_SET_VERSION, symbols=symbols, end=end,
-        policy=LockPolicy.from_settings(settings),
+        warehouse(settings), interval, FEATURE_SET_VERSION, symbols=symbols, end=end,
     )  # fmt: skip
     if bars.empty:
         raise ValueError(f"no {interval} bars in {settings.warehouse}: run `qtrader ingest` first")
@@ -193,8 +201,12 @@ class Snapshot:
     """What the decision step reads of the model side at one bar."""
 
     champions: dict[str, Champion]
-    health: HealthView
-    model: ModelInputs
+    health: me.HealthView
+    model: me.ModelView | None  # None: no usable source champion (the bar is refused)
+    # What the modes read of the bar's gated features: the close, the ATR and the volatility-state inputs
+    # (prices for stop management; what a user's own entries are planned from).
+    features: pd.DataFrame
+    signals: dm.SignalBatch | list[dm.Signal] = field(default_factory=list)  # compact: many bars are kept
 
 
 @dataclass
@@ -302,8 +314,9 @@ def model_timeline(
             if _due(i, every["health"]):
                 health_pass(s, t, f"{run_id}-h{i}", tracked=False)
                 runs["health"] += 1
-            snapshots[t] = Snapshot(dict(champions), read_health(s), model_inputs(s, interval))
-            seen.append(wb.predictions_at(path, t))
+            asof = wb.predictions_at(path, t)
+            seen.append(asof)
+            snapshots[t] = snapshot(s, path, interval, t, champions, history, asof, run_id)
             report("backtest: models", i + 1, len(times))
     seconds = time.perf_counter() - started
     log.info(
@@ -312,6 +325,48 @@ def model_timeline(
     )  # fmt: skip
     as_of = pd.concat([f for f in seen if len(f)], ignore_index=True) if any(len(f) for f in seen) else None
     return Timeline(interval, times, path, folder, snapshots, over, as_of, runs, seconds)
+
+
+def snapshot(
+    s: Settings,
+    path: Path,
+    interval: str,
+    t: pd.Timestamp,
+    champions: dict[str, Champion],
+    history: wb.History,
+    asof: pd.DataFrame,
+    run_id: str,
+) -> Snapshot:
+    """The model side at bar ``t`` and the bar's signals, as the live decision bar would compute them."""
+    source = s.decision.source_module
+    health = read_health(Warehouse(path))
+    usable = source in champions and champions[source].artifact is not None
+    model = model_view(s, Warehouse(path), interval, champions[source]) if usable else None
+    features = bar_features(history, t)
+    slim = features[[c for c in SNAPSHOT_FEATURES if c in features.columns]]
+    if not usable or features.empty:
+        return Snapshot(dict(champions), health, model, slim)
+    members = [m for m in s.signal.members if m in champions and champions[m].artifact is not None]
+    preds = predict_bar(champions, members, {"features": features, "predictions": asof}, interval, t, run_id,
+                        lambda: t)  # fmt: skip
+    signals = dm.SignalBatch.of(bar_signals(s, champions[source], preds, features))
+    return Snapshot(dict(champions), health, model, slim, signals)
+
+
+SNAPSHOT_FEATURES = ["symbol", "bar_close", "atr_14", "atr_pct_rank_252", "rv_ratio_5_20", "rv_ratio_20_60"]
+
+
+def bar_features(history: wb.History, t: pd.Timestamp) -> pd.DataFrame:
+    """The bar's features with its close, as ``warehouse.decisions.bar_frame`` reads them live."""
+    bars, feats = history.at(t)
+    if feats.empty:
+        return feats
+    drop = [c for c in ("feature_set_version", "run_id", "computed_at") if c in feats.columns]
+    out = feats.drop(columns=drop).merge(
+        bars[["symbol", "interval", "ts", "close"]].rename(columns={"close": "bar_close"}),
+        on=["symbol", "interval", "ts"],
+    )
+    return out.sort_values("symbol", kind="stable").reset_index(drop=True)
 
 
 @contextmanager
@@ -350,37 +405,59 @@ class ModeResult:
 def replay_mode(
     settings: Settings,
     timeline: Timeline,
+    history: wb.History,
     mode: str,
     overrides: dict[str, Any],
     run_id: str,
     signal_source: SignalSource | None = None,
 ) -> ModeResult:
-    """Pass 2 (module docstring): the live decision bar over the timeline with this mode's settings."""
+    """Pass 2 (module docstring): the live decision engine and trader over the timeline, with this mode's
+    settings, against a simulated broker in memory; the records go to the mode's results file at the end."""
     log = get_run_logger()
     started = time.perf_counter()
     interval = timeline.interval
-    path = wb.copy_scratch(timeline.scratch, timeline.folder / f"{mode}.duckdb", timeline.predictions)
-    s = load_settings(warehouse=path, **mb.deep_merge(timeline.overrides, overrides))
+    s = load_settings(
+        warehouse=timeline.folder / f"{mode}.duckdb", **mb.deep_merge(timeline.overrides, overrides)
+    )
     now = [timeline.times[0]]
-    broker = decision_broker(s, interval, clock=lambda: now[0].to_pydatetime())
-    refused, reasons = 0, {}
-    with pinned(path):
-        for i, t in enumerate(timeline.times):
-            now[0] = t
-            snap = timeline.snapshots[t]
-            problems = preconditions(s, interval, [t], snap.champions, snap.health, t)
-            if problems:
-                refused += 1
-                if refused == 1:
-                    log.warning("%s: bar %s refused: %s", mode, t, "; ".join(problems))
-                broker.advance_to(t)
-                continue
-            summary = run_bar(s, broker, interval, t, snap.champions, snap.health, run_id, clock=lambda t=t: t,
-                              model=snap.model, signal_source=signal_source)  # fmt: skip
-            for k, v in summary["reasons"].items():
+    p = s.paper
+    broker = SimulatedBroker.new(
+        p.starting_cash, FillCosts(p.slippage_bps, p.commission_per_share, p.commission_bps), interval=interval,
+        tick=s.orders.tick, clock=lambda: now[0].to_pydatetime(), feed=wb.HistoryFeed(history),
+    )  # fmt: skip
+    trader = Trader(broker, me.EngineConfig.from_settings(s, broker.name), order_gate)
+    records = Recorder(broker.name)
+    reasons: dict[str, int] = {}
+    warned: list[str] = []
+
+    def market_at(t: pd.Timestamp) -> BarMarket | list[str]:
+        now[0] = t
+        snap = timeline.snapshots[t]
+        problems = preconditions(s, None, interval, [t], snap.champions, snap.health, t, check_data=False)
+        if snap.features.empty:
+            problems.append(f"bar {t:%Y-%m-%d %H:%M} {interval}: no gated feature rows")
+        if problems:
+            if not warned:
+                warned.append(t)
+                log.warning("%s: bar %s refused: %s", mode, t, "; ".join(problems))
+            return problems
+        feats = snap.features
+        return BarMarket(
+            ts=t, interval=interval, market_open=market_open(t, interval, s.exchange),
+            signals=signal_source(t, feats) if signal_source is not None else snap.signals,
+            prices=dict(zip(feats["symbol"].astype(str), feats["bar_close"].astype(float), strict=True)),
+            health=snap.health, model=snap.model,
+        )  # fmt: skip
+
+    def on_bar(i: int, t: pd.Timestamp, outcome) -> None:
+        if outcome is not None:
+            for k, v in outcome.result.reasons().items():
                 reasons[k] = reasons.get(k, 0) + v
-            report(f"backtest: {mode}", i + 1, len(timeline.times))
-        res = wb.mode_results(path, broker.name)
+        report(f"backtest: {mode}", i + 1, len(timeline.times))
+
+    refused = replay(trader, timeline.times, market_at, records, run_id, on_bar=on_bar)
+    path = write_records(records, timeline.folder / f"{mode}.duckdb", broker)
+    res = wb.mode_results(path, broker.name)
     seconds = time.perf_counter() - started
     log.info(
         "%s: %d closed trades, %d open, %d refused bars in %.1fs; candidates: %s", mode, len(res["trades"]),
@@ -388,6 +465,34 @@ def replay_mode(
     )  # fmt: skip
     return ModeResult(mode, overrides, path, res["trades"], res["equity"], res["notional"], res["commission"],
                       res["open_trades"], refused, seconds, reasons)  # fmt: skip
+
+
+def order_gate(columns) -> GateVerdict:
+    """The orders suite's rules checked on the batch's columns bar by bar (expectations.frame_gate.check_rules:
+    the suite's own rules without Great Expectations' cost per call)."""
+    failures = check_rules(columns, "orders", derive=dm.order_gate_derived)
+    return GateVerdict(not any(failures.values()), failures)
+
+
+def write_records(records: Recorder, path: Path, broker) -> Path:
+    """A mode's results file (warehouse.backtest.write_mode_records) from what its replay recorded."""
+    return wb.write_mode_records(
+        path, **records.frames(), order_records=order_record_rows(records.sent, broker, records.broker)
+    )
+
+
+def order_record_rows(sent, broker, name: str) -> pd.DataFrame:
+    """``order_records`` of the brackets a mode sent, with their state at the end of the replay."""
+    rows = []
+    for s, t in sent:
+        o = broker.get_order_by_client_id(s.planned.bracket.client_order_id)
+        b = s.planned.bracket
+        rows.append({"client_order_id": b.client_order_id, "broker": name, "broker_order_id": o.id,
+                     "strategy": None, "symbol": b.symbol, "side": b.side.value, "qty": b.qty,
+                     "leg": f"tp{s.planned.leg}", "bar_ts": t, "take_profit": b.take_profit, "stop_price": b.stop,
+                     "status": bracket_state(o), "origin": "submitted", "note": None, "recorded_at": t,
+                     "updated_at": t})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------------ record
@@ -453,10 +558,7 @@ def record_backtest(
     finished_at = pd.Timestamp.now(tz="UTC")
     runs, trades, equity = result_frames(settings, run_id, timeline, results, started_at, finished_at)
     runs["symbols"] = n_symbols
-    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-        counts = wb.write_results(
-            settings.warehouse, runs, trades, equity, policy=LockPolicy.from_settings(settings)
-        )
+    counts = wb.write_results(warehouse(settings), runs, trades, equity)
     get_run_logger().info("recorded backtest %s in %s: %s", run_id, settings.warehouse, counts)
     return runs
 
@@ -530,8 +632,7 @@ def publish_backtest(runs: pd.DataFrame, run_id: str, report_paths: tuple[str, s
 
 @task(name="backtest-report", cache_policy=NO_CACHE)
 def backtest_report(settings: Settings, run_id: str, folder: Path, symbol: str | None) -> tuple[str, str]:
-    html, png = write_report(settings.warehouse, run_id, folder, symbol=symbol,
-                             policy=LockPolicy.from_settings(settings))  # fmt: skip
+    html, png = write_report(settings.warehouse, run_id, folder, symbol=symbol)  # fmt: skip
     get_run_logger().info("backtest report: %s and %s", html, png)
     return str(html), str(png)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from warehouse.db import LockPolicy, connect
+from warehouse.db import connect
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +136,13 @@ def report_data(
     *,
     symbol: str | None = None,
     interval: str | None = None,
-    policy: LockPolicy | None = None,
 ) -> ReportData:
     """Read one backtest run (and the chosen symbol's bars over its span) with one read-only connection.
 
     ``interval`` defaults to the run's; ``symbol`` to the one with the most trades in the adaptive mode,
     else in any mode, else the first symbol with bars. Raises ``ValueError`` for an unknown run or symbol.
     """
-    with connect(warehouse, read_only=True, policy=policy) as con:
+    with connect(warehouse, read_only=True) as con:
         # A read-only open applies no migrations: a warehouse from before backtests lacks the tables.
         if not con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'backtest_runs'"
@@ -218,11 +217,10 @@ def write_report(
     *,
     symbol: str | None = None,
     interval: str | None = None,
-    policy: LockPolicy | None = None,
 ) -> tuple[Path, Path]:
     """Write ``out_dir/report.html`` (self-contained Plotly, works offline) and ``out_dir/report.png``
     (matplotlib, 2x2 at 150 dpi) for one backtest run; returns their paths."""
-    data = report_data(warehouse, run_id, symbol=symbol, interval=interval, policy=policy)
+    data = report_data(warehouse, run_id, symbol=symbol, interval=interval)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, png_path = out / "report.html", out / "report.png"

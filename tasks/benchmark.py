@@ -22,9 +22,9 @@ from models.features import FEATURE_SET_VERSION
 from models.labels import BarrierProfile
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
-from tasks.retrain import policy, score_params
+from tasks.resources import warehouse
+from tasks.retrain import score_params
 from tasks.steps import step
-from tasks.writer import warehouse_writer
 from warehouse.models import load_bars_with_atr, load_predictions, write_benchmarks
 
 
@@ -51,16 +51,15 @@ def load_labelled_predictions(settings: Settings, interval: str) -> pd.DataFrame
     """Every stored prediction of the interval with label_up and the predicted side's barrier outcome."""
     log = get_run_logger()
     started = time.perf_counter()
-    predictions = load_predictions(settings.warehouse, interval, policy=policy(settings))
+    predictions = load_predictions(warehouse(settings), interval)
     if predictions.empty:
         raise ValueError(f"no {interval} predictions in {settings.warehouse}: run the retrain flow first")
     bars = load_bars_with_atr(
-        settings.warehouse,
+        warehouse(settings),
         interval,
         sorted(predictions["symbol"].unique()),
         predictions["ts"].min(),
         FEATURE_SET_VERSION,
-        policy=policy(settings),
     )
     labelled = attach_labels(predictions, bars, exit_profile(settings))
     log.info(
@@ -91,8 +90,7 @@ def record_benchmarks(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     b = benchmarks.assign(run_id=run_id, computed_at=now, interval=interval)
     e = exits.assign(run_id=run_id, computed_at=now, interval=interval)
-    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-        write_benchmarks(settings.warehouse, b, e, policy=policy(settings))
+    write_benchmarks(warehouse(settings), b, e)
     get_run_logger().info("wrote %d benchmark rows and %d exit_stats rows", len(b), len(e))
     return b, e
 

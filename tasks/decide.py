@@ -1,8 +1,10 @@
-"""Prefect tasks of the decision flow: preconditions, one bar's decision (one task per bar), the summary.
+"""Prefect tasks of the decision flow: preconditions, one bar (load, decide, store), the summary.
 
-The bar's work is plain functions (``run_bar`` and its helpers) so the benchmark and tests can call them
-without Prefect: advance the local broker, reconcile, sync fills, predict, manage open stops, assemble
-decisions (models/decision.py), gate the order batch, submit idempotently, record.
+The deciding is ``models/engine.py`` and the broker work ``brokers/trader.py`` (the same code the backtest
+runs); this module only loads a bar's inputs from the warehouse, calls them, and stores everything the bar
+produced in **one transaction**: the paper account's books (local broker), the reconciliation, fills,
+decisions, the brackets they sent, stop moves, new predictions and gate verdicts. A crash anywhere in a bar
+leaves the warehouse as it was before the bar; the local account with it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,74 +22,92 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from brokers import make_broker
-from brokers.base import Broker, BrokerUnavailable, OrderRejected, OrderRole, OrderStatus, submit_idempotent
+from brokers.base import Broker, BrokerUnavailable
 from brokers.reconcile import reconcile
+from brokers.trader import (
+    BarMarket,
+    BarOutcome,
+    BarPlan,
+    GateVerdict,
+    OrderGate,
+    Trader,
+    TraderState,
+    fill_rows,
+    stop_move_rows,
+)
 from expectations.frame_gate import gate_frame
 from models import decision as dm
-from models.brackets import Side
+from models import engine as me
+from models.brackets import Bracket, Side
+from models.engine import HealthView, ModelView
 from models.features import FEATURE_SET_VERSION
-from models.thresholds import LearnedThreshold
+from models.thresholds import metric_specs
 from models.training import live_predictions
 from qtrader.calendar import in_session, is_daily
+from qtrader.faults import fault_point
 from qtrader.settings import Settings
+from tasks.resources import make_broker
 from tasks.retrain import Champion
 from tasks.retry import NETWORK_RETRIES, NETWORK_RETRY_DELAYS_S, NETWORK_RETRY_JITTER, retry_on
 from warehouse import decisions as wd
-from warehouse.db import LockPolicy
+from warehouse.db import Warehouse
 from warehouse.health import active_alerts, latest_health, learned_threshold
 from warehouse.models import PREDICTION_COLUMNS
 from warehouse.trading import (
     apply_reconciliation,
     load_order_records,
-    record_exit_adjustment,
+    record_exit_adjustments,
     record_submission,
 )
 
 
-def policy(settings: Settings) -> LockPolicy:
-    return LockPolicy.from_settings(settings)
-
-
-def decision_broker(settings: Settings, interval: str, *, clock: Callable | None = None) -> Broker:
-    """The configured broker; the local paper broker fills against the decision interval's bars."""
+def decision_broker(
+    settings: Settings, interval: str, wh: Warehouse, *, clock: Callable | None = None
+) -> Broker:
+    """The configured broker for a decision run; the local paper account fills against the decision
+    interval's bars and is saved once per bar (with the bar's records)."""
     if str(settings.broker) == "local" and settings.paper.interval != interval:
         settings = settings.model_copy(
             update={"paper": settings.paper.model_copy(update={"interval": interval})}
         )
-    return make_broker(settings, clock=clock)
+    return make_broker(settings, wh, clock=clock, autocommit=False)
 
 
-@dataclass
-class HealthView:
-    ts: pd.Timestamp | None
-    overall: float | None
-    modules: dict[str, float | None]
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-
-
-def read_health(settings: Settings) -> HealthView:
-    pol = policy(settings)
+def read_health(wh: Warehouse, at: pd.Timestamp | None = None) -> HealthView:
+    """The newest health run and the active alerts (the run at ``at`` and the alerts as they stood then,
+    when given: a replay of a past decision)."""
     try:
-        scores = latest_health(settings.warehouse, policy=pol)
-        alerts = active_alerts(settings.warehouse, policy=pol)
+        scores = latest_health(wh, at)
+        alerts = active_alerts(wh, at)
     except Exception as exc:  # noqa: BLE001 - no health tables yet: reported as "no health run"
         if "does not exist" not in str(exc):
             raise
         return HealthView(None, None, {})
     if scores.empty:
-        return HealthView(None, None, {}, [])
+        return HealthView(None, None, {}, ())
     mods = {
         str(m): (None if s is None or pd.isna(s) else float(s))
         for m, s in zip(scores["module"], scores["score"], strict=True)
     }
     overall = mods.pop("overall", None)
     keep = ["module", "metric", "time_to_threshold_hours", "reason", "severity"]
+    baselines = {
+        str(m): (None if b is None or pd.isna(b) else float(b))
+        for m, b in zip(
+            scores["module"], scores.get("baseline", pd.Series([None] * len(scores))), strict=True
+        )
+    }
+    drivers = {
+        str(m): (json.loads(d) if isinstance(d, str) else None)
+        for m, d in zip(scores["module"], scores.get("drivers", pd.Series([None] * len(scores))), strict=True)
+    }
     return HealthView(
         pd.Timestamp(scores["ts"].iloc[0]).tz_convert("UTC"),
         overall,
         mods,
-        alerts.reindex(columns=keep).to_dict("records") if len(alerts) else [],
+        tuple(alerts.reindex(columns=keep).to_dict("records")) if len(alerts) else (),
+        baselines,
+        drivers,
     )
 
 
@@ -102,24 +122,28 @@ def health_max_age(settings: Settings, interval: str) -> pd.Timedelta:
 
 def preconditions(
     settings: Settings,
+    wh: Warehouse,
     interval: str,
     bars: list[pd.Timestamp],
     champions: dict[str, Champion],
     health: HealthView,
     now: pd.Timestamp,
+    *,
+    check_data: bool = True,
 ) -> list[str]:
-    """Why the flow must not trade (empty: it may). Data gated for every bar, champions, fresh health."""
+    """Why the flow must not trade (empty: it may). Data gated for every bar, champions, fresh health.
+    ``check_data`` False: the caller knows the bars and features are there (a backtest's history)."""
     problems = []
-    pol = policy(settings)
     if not bars:
-        return [f"no {interval} bars in {settings.warehouse}: run `qtrader ingest` first"]
-    ready = wd.readiness(settings.warehouse, interval, bars, FEATURE_SET_VERSION, policy=pol)
-    for r in ready.itertuples(index=False):
-        if r.bars == 0 or r.features == 0:
-            problems.append(
-                f"bar {pd.Timestamp(r.ts):%Y-%m-%d %H:%M} {interval}: {r.bars} gated bars, {r.features} gated "
-                "feature rows (run ingest and the features flow)"
-            )
+        return [f"no {interval} bars in {wh}: run `qtrader ingest` first"]
+    if check_data:
+        ready = wd.readiness(wh, interval, bars, FEATURE_SET_VERSION)
+        for r in ready.itertuples(index=False):
+            if r.bars == 0 or r.features == 0:
+                problems.append(
+                    f"bar {pd.Timestamp(r.ts):%Y-%m-%d %H:%M} {interval}: {r.bars} gated bars, {r.features} gated "
+                    "feature rows (run ingest and the features flow)"
+                )
     source = settings.decision.source_module
     usable = {m for m, c in champions.items() if c.artifact is not None}
     members = [m for m in settings.signal.members if m in usable]
@@ -141,8 +165,8 @@ def preconditions(
                 f"health is stale: newest run {health.ts:%Y-%m-%d %H:%M} UTC is {age} old "
                 f"(max {health_max_age(settings, interval)}); run the health flow"
             )
-    if str(settings.broker) == "local":
-        acct = wd.paper_account_interval(settings.warehouse, policy=pol)
+    if check_data and str(settings.broker) == "local":
+        acct = wd.paper_account_interval(wh)
         if acct is not None and acct != interval:
             problems.append(
                 f"the local paper account trades {acct} bars; decide with --interval {acct} "
@@ -154,13 +178,14 @@ def preconditions(
 @task(name="check-preconditions", cache_policy=NO_CACHE)
 def check_preconditions(
     settings: Settings,
+    wh: Warehouse,
     interval: str,
     bars: list[pd.Timestamp],
     champions: dict[str, Champion],
     health: HealthView,
     now: pd.Timestamp,
 ) -> list[str]:
-    problems = preconditions(settings, interval, bars, champions, health, now)
+    problems = preconditions(settings, wh, interval, bars, champions, health, now)
     for p in problems:
         get_run_logger().warning("refusing to trade: %s", p)
     return problems
@@ -192,11 +217,14 @@ def member_predictions(
         have = stored[stored["module"] == m].set_index("symbol")
         have = have[have.index.isin(symbols)]
         p.loc[have.index, m] = have["p_up"].astype(float)
-        for sym, r in have.iterrows():
+        for sym, pu, pc, v in zip(
+            have.index, have["p_up"], have["p_up_calibrated"], have["model_version"], strict=True
+        ):
             detail[str(sym)][m] = {
-                "p_up": round(float(r["p_up"]), 4), "p_up_calibrated": round(float(r["p_up_calibrated"]), 4),
-                "version": int(r["model_version"]),
-            }  # fmt: skip
+                "p_up": round(float(pu), 4),
+                "p_up_calibrated": round(float(pc), 4),
+                "version": int(v),
+            }
         missing = features[~features["symbol"].isin(have.index)]
         if missing.empty:
             continue
@@ -210,56 +238,6 @@ def member_predictions(
                                    "version": int(art.version)}  # fmt: skip
     new = pd.concat(new_rows, ignore_index=True) if new_rows else pd.DataFrame(columns=PREDICTION_COLUMNS)
     return p, new, detail
-
-
-# ------------------------------------------------------------------------------------------------ the bar
-
-
-def _f(x) -> float:
-    return float(x) if x is not None else 0.0
-
-
-def open_brackets(orders, decision_orders: pd.DataFrame) -> tuple[list[dm.OpenBracket], set[str]]:
-    """Filled entries with a working stop leg, and the decisions whose TP1 bracket took profit."""
-    by_coid = decision_orders.set_index("client_order_id") if len(decision_orders) else pd.DataFrame()
-    out, tp1 = [], set()
-    for o in orders:
-        if o.role is not OrderRole.entry or o.status is not OrderStatus.filled:
-            continue
-        info = by_coid.loc[o.client_order_id] if o.client_order_id in by_coid.index else None
-        did = None if info is None else str(info["decision_id"])
-        leg = None if info is None else int(info["leg"])
-        tp = o.take_profit
-        if leg == 1 and tp is not None and tp.status is OrderStatus.filled:
-            tp1.add(did)
-        sl = o.stop_loss
-        if sl is None or sl.status not in (OrderStatus.new, OrderStatus.held) or sl.stop_price is None:
-            continue
-        out.append(
-            dm.OpenBracket(o.client_order_id, did, leg, o.symbol, Side(o.side), float(o.filled_avg_price),
-                           sl.id, float(sl.stop_price))
-        )  # fmt: skip
-    return out, tp1
-
-
-@dataclass(frozen=True)
-class ModelInputs:
-    """What the decision reads of the benchmarks and thresholds: the source module's accuracy,
-    performance score and TP hit rates, and the learned stop cap."""
-
-    stats: dict[str, float | None]
-    stop_cap: LearnedThreshold
-
-
-def model_inputs(settings: Settings, interval: str) -> ModelInputs:
-    d = settings.decision
-    window = d.benchmark_window_daily if is_daily(interval) else d.benchmark_window_intraday
-    pol = policy(settings)
-    stats = wd.latest_module_stats(settings.warehouse, d.source_module, interval, window, policy=pol)
-    cap = learned_threshold(
-        d.stop_threshold_module, "stop_distance_atr", warehouse=settings.warehouse, policy=pol
-    )
-    return ModelInputs(stats, cap)
 
 
 @dataclass
@@ -296,13 +274,104 @@ def predict_bar(
     return BarPredictions(p_up, new_preds, detail, quarantined, dq)
 
 
+def bar_signals(
+    settings: Settings, champion: Champion, preds: BarPredictions, features: pd.DataFrame
+) -> list[dm.Signal]:
+    ens = champion.artifact
+    sig = settings.signal
+    return dm.ensemble_signals(
+        preds.p_up, features, weights=getattr(ens, "weights", None), calibrator=ens.calibrator,
+        seed_accuracy=ens.seed_accuracy, min_edge=sig.ensemble_min_edge, strong=sig.ensemble_strong,
+        weak=sig.ensemble_weak, min_voters=sig.ensemble_min_voters, module_detail=preds.detail,
+    )  # fmt: skip
+
+
+def model_view(settings: Settings, wh: Warehouse, interval: str, champion: Champion) -> ModelView:
+    """The source module's champion, newest benchmark and exit hit rates, and the learned stop cap."""
+    d = settings.decision
+    window = d.benchmark_window_daily if is_daily(interval) else d.benchmark_window_intraday
+    stats = wd.latest_module_stats(wh, d.source_module, interval, window)
+    cap = learned_threshold(
+        d.stop_threshold_module, "stop_distance_atr", warehouse=wh, specs=metric_specs(settings)
+    )
+    return view_of(d.source_module, champion, stats, cap.value)
+
+
+def view_of(
+    source: str, champion: Champion, stats: dict[str, float | None], stop_cap: float | None
+) -> ModelView:
+    art = champion.artifact
+    return ModelView(
+        source_module=source,
+        model_version=int(art.version),
+        calibration=art.calibrator.method if art.calibrator is not None else "none",
+        accuracy=stats.get("accuracy"),
+        performance_score=stats.get("performance_score"),
+        hit_rates={k: stats.get(k) for k in ("tp1", "tp2", "tp3")},
+        learned_stop_atr=stop_cap,
+    )
+
+
+def gx_order_gate(run_id: str) -> OrderGate:
+    """The orders suite through Great Expectations: a failing rule blocks the whole batch."""
+
+    def gate(columns) -> GateVerdict:
+        frame = pd.DataFrame(columns, columns=dm.ORDER_BATCH_COLUMNS)
+        gated = gate_frame(frame, suite="orders", run_id=run_id, stage="orders", derive=dm.order_gate_view)
+        return GateVerdict(gated.ok, dict(gated.failures), gated.dq_results)
+
+    return gate
+
+
+# ------------------------------------------------------------------------------------------------ the bar
+
+
+def trader_state(wh: Warehouse, broker: Broker) -> TraderState:
+    """The trader's memory, as stored: bracket legs, TP1s taken, last exits, the equity snapshots."""
+    h = wd.trader_history(wh, broker.name)
+    state = TraderState()
+    state.legs = {
+        str(c): (str(d), int(leg))
+        for c, d, leg in zip(
+            h["legs"]["client_order_id"], h["legs"]["decision_id"], h["legs"]["leg"], strict=True
+        )
+    }
+    state.tp1_filled = set(h["tp1"]["decision_id"].astype(str))
+    state.last_exit = {
+        str(s): pd.Timestamp(t).tz_convert("UTC").to_pydatetime()
+        for s, t in zip(h["exits"]["symbol"], h["exits"]["ts"], strict=True)
+    }
+    state.equity_ts = [pd.Timestamp(t).tz_convert("UTC") for t in h["equity"]["ts"]]
+    state.equity = [float(x) for x in h["equity"]["equity"]]
+    state.learn_orders(broker.get_orders("all"))
+    return state
+
+
+class Laps:
+    """Seconds per stage: ``lap("name")`` closes the stage that began at the previous lap."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(self.timings.get(name, 0.0) + now - self._t, 4)
+        self._t = now
+
+
+def market_open(ts: pd.Timestamp, interval: str, exchange: str) -> bool:
+    return bool(in_session(pd.DatetimeIndex([ts]), interval, exchange)[0])
+
+
 # Replaces the ensemble's signals at a bar (the backtest's --signals): (bar time, features) -> signals.
 SignalSource = Callable[[pd.Timestamp, pd.DataFrame], list[dm.Signal]]
 
 
 def run_bar(
     settings: Settings,
-    broker: Broker,
+    wh: Warehouse,
+    trader: Trader,
     interval: str,
     ts: pd.Timestamp,
     champions: dict[str, Champion],
@@ -310,216 +379,171 @@ def run_bar(
     run_id: str,
     clock: Callable[[], pd.Timestamp] | None = None,
     *,
-    model: ModelInputs | None = None,
-    signal_source: SignalSource | None = None,
+    model: ModelView | None = None,
 ) -> dict[str, Any]:
-    """One decision bar, end to end (module docstring). Returns a summary for the artifact.
-
-    ``model``: the benchmarks and thresholds in force (default: the newest stored; a backtest passes the
-    ones of the simulated time). ``signal_source``: entries from elsewhere instead of the ensemble's.
-    """
+    """One live decision bar: load its inputs, plan it and store the plan, send it and store what the
+    broker did (two transactions: a crash between them is finished by the next run, ``resume_bar``)."""
     clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
-    path, pol, name = settings.warehouse, policy(settings), broker.name
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-
-    def lap(key: str) -> None:
-        nonlocal t0
-        now_ = time.perf_counter()
-        timings[key] = round(now_ - t0, 4)
-        t0 = now_
-
-    # 1. The market moves to the bar (local paper broker), then the broker's state is the truth.
-    stepped = broker.advance_to(ts).bars if hasattr(broker, "advance_to") else 0
-    orders = broker.get_orders("all")
-    positions, account = broker.positions(), broker.account()
-    plan = reconcile(orders, load_order_records(path, name, policy=pol), positions, account)
-    recon = apply_reconciliation(path, name, plan, ts=ts.to_pydatetime(), recorded_at=clock(), policy=pol)
-    since = wd.last_fill_ts(path, name, policy=pol)
-    fills = broker.fills(since=None if since is None else since.to_pydatetime())
-    n_fills = wd.write_fills(path, wd.fill_rows(name, fills, orders, clock()), policy=pol)
-    lap("broker")
-
-    # 2. Inputs at the bar.
+    lap = Laps()
+    broker = trader.broker
     source = settings.decision.source_module
     members = [m for m in settings.signal.members if m in champions and champions[m].artifact is not None]
-    data = wd.bar_frame(path, interval, ts, FEATURE_SET_VERSION, members, name, policy=pol)
+    data = wd.bar_frame(wh, interval, ts, FEATURE_SET_VERSION, members, broker.name)
     features = data["features"]
-    ens = champions[source].artifact
-    if signal_source is not None:
-        preds = BarPredictions(pd.DataFrame(), pd.DataFrame(columns=PREDICTION_COLUMNS), {}, 0, [])
-        signals = signal_source(ts, features)
-    else:
-        preds = predict_bar(champions, members, data, interval, ts, run_id, clock)
-        sig = settings.signal
-        signals = dm.ensemble_signals(
-            preds.p_up, features, weights=getattr(ens, "weights", None), calibrator=ens.calibrator,
-            seed_accuracy=ens.seed_accuracy, min_edge=sig.ensemble_min_edge, strong=sig.ensemble_strong,
-            weak=sig.ensemble_weak, min_voters=sig.ensemble_min_voters, module_detail=preds.detail,
-        )  # fmt: skip
-    new_preds, quarantined_preds, dq_frames = preds.new, preds.quarantined, list(preds.dq)
-    model = model or model_inputs(settings, interval)
-    stats, stop_cap = model.stats, model.stop_cap
-    lap("inputs")
-
-    # 3. Exits of open positions: breakeven after TP1, health-gated tightening, predictive tightening.
-    dorders = wd.decision_orders(path, name, policy=pol)
-    brackets, tp1 = open_brackets(orders, dorders)
-    current = dict(zip(features["symbol"].astype(str), features["bar_close"].astype(float), strict=True))
-    moves = dm.plan_stop_moves(
-        brackets, tp1_filled=tp1, current=current, overall_health=health.overall,
-        ensemble_health=health.modules.get(settings.exits.ensemble_module), alerts=health.alerts,
-        cfg=settings.exits, tick=settings.orders.tick,
-    )  # fmt: skip
-    moved = []
-    for mv in moves:
-        try:
-            new = broker.replace_stop(mv.bracket.stop_order_id, mv.new_stop)
-        except OrderRejected as exc:
-            get_run_logger().warning("stop move %s refused: %s", mv.bracket.entry_client_order_id, exc)
-            continue
-        record_exit_adjustment(
-            path, broker=name, ts=ts.to_pydatetime(), symbol=mv.bracket.symbol,
-            client_order_id=mv.bracket.entry_client_order_id, replaced_order_id=mv.bracket.stop_order_id,
-            new_order_id=new.id, old_stop=mv.bracket.stop_price, new_stop=new.stop_price or mv.new_stop,
-            rule=mv.rule, reason=mv.reason, recorded_at=clock(), policy=pol,
-        )  # fmt: skip
-        moved.append({"symbol": mv.bracket.symbol, "rule": mv.rule, "old": mv.bracket.stop_price,
-                      "new": float(new.stop_price or mv.new_stop)})  # fmt: skip
-    lap("exits")
-
-    # 4. Decisions for new entries.
-    exits = data["exits"]
-    sod = data["sod_equity"]
-    equity = _f(account.equity)
-    ctx = dm.DecisionContext(
-        ts=ts.to_pydatetime(),
+    lap("load")
+    preds = predict_bar(champions, members, data, interval, ts, run_id, clock)
+    lap("predict")
+    bar = BarMarket(
+        ts=ts,
         interval=interval,
-        strategy=settings.orders.strategy,
-        broker=name,
-        source_module=source,
-        market_open=bool(in_session(pd.DatetimeIndex([ts]), interval, settings.exchange)[0]),
-        overall_health=health.overall,
-        module_health=health.modules,
-        health_ts=None if health.ts is None else health.ts.to_pydatetime(),
-        model_version=int(ens.version),
-        calibration=ens.calibrator.method if ens.calibrator is not None else "none",
-        accuracy=stats["accuracy"],
-        performance_score=stats["performance_score"],
-        hit_rates={k: stats[k] for k in ("tp1", "tp2", "tp3")},
-        learned_stop_atr=stop_cap.value,
-        equity=equity,
-        buying_power=_f(account.buying_power),
-        gross_exposure=sum(abs(_f(p.market_value)) for p in positions),
-        open_position_symbols={p.symbol for p in positions if p.qty != 0},
-        pending_order_symbols={o.symbol for o in orders if o.role is OrderRole.entry and o.is_open},
-        open_positions=sum(1 for p in positions if p.qty != 0),
-        start_of_day_equity=None if sod is None else float(sod),
-        day_pnl=equity - float(sod) if sod is not None else 0.0,
-        last_exit_ts={
-            str(s): pd.Timestamp(t).to_pydatetime() for s, t in zip(exits["symbol"], exits["ts"], strict=True)
-        },
-        allow_short=settings.decision.allow_short,
-        tick=settings.orders.tick,
-        tp_weights=tuple(settings.orders.tp_weights),
-        time_in_force=settings.orders.time_in_force,
-        use_calibration=settings.decision.calibrated_confidence,
+        market_open=market_open(ts, interval, settings.exchange),
+        signals=bar_signals(settings, champions[source], preds, features),
+        prices=dict(zip(features["symbol"].astype(str), features["bar_close"].astype(float), strict=True)),
+        health=health,
+        model=model or model_view(settings, wh, interval, champions[source]),
     )
-    batch = dm.assemble(signals, ctx, settings.trade_filter, settings.sizing, settings.exits)
-    lap("assemble")
+    try:
+        plan = trader.plan(bar)
+        fault_point("decide:decided")
+        lap("decide")
+        written = store_plan(wh, trader, plan, run_id, clock(), preds)
+        fault_point("decide:planned")
+        lap("store")
+        outcome = trader.execute(plan, after_order=lambda n: fault_point(f"decide:order{n}"))
+        fault_point("decide:sent")
+        lap("send")
+        store_outcome(wh, trader, outcome, clock())
+        fault_point("decide:stored")
+        lap("store")
+    except BaseException:
+        broker.reload()  # what this process did not save is forgotten: the warehouse is the truth
+        raise
+    return summary(outcome, preds, written) | {"timings_s": lap.timings}
 
-    # 5. The order gate, then the broker.
-    gate_failures: dict[str, int] = {}
-    planned = len(batch.brackets)
-    submitted, already, order_rows = 0, 0, []
-    if batch.brackets:
-        frame = dm.order_batch_frame(batch, ctx, settings.sizing)
-        gated = gate_order_batch(frame, run_id)
-        dq_frames.append(gated.dq_results)
-        gate_failures = {r: n for r, n in gated.failures.items() if n}
-        if not gated.ok:
-            block_batch(batch, gate_failures)
-        else:
-            submitted, already, order_rows = submit_batch(settings, broker, batch, ts, clock)
-    lap("orders")
 
-    now = clock()
-    rows = pd.DataFrame(batch.rows).assign(run_id=run_id, decided_at=now)
-    if len(rows):
-        rows["client_order_ids"] = [",".join(c) if c else None for c in rows["client_order_ids"]]
-    written = wd.write_decisions(
-        path, rows, pd.DataFrame(order_rows), new_preds,
-        pd.concat(dq_frames, ignore_index=True) if dq_frames else None,
-        prediction_columns=PREDICTION_COLUMNS, policy=pol,
+def resume_bar(
+    settings: Settings, wh: Warehouse, trader: Trader, ts: pd.Timestamp, clock=None
+) -> dict[str, Any]:
+    """Finish a bar whose plan was stored but whose orders or stop moves were not all recorded (a run
+    that died in between): send what is missing (idempotent: client order ids, stops found replaced) and
+    store what the broker did."""
+    clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
+    legs, stops = wd.unfinished_plan(wh, trader.broker.name, ts)
+    o = settings.orders
+    brackets = tuple(
+        dm.PlannedBracket(
+            str(r.decision_id), int(r.leg),
+            Bracket(str(r.symbol), Side(r.side), int(r.qty), float(r.entry_ref), float(r.take_profit),
+                    float(r.stop_price), str(r.client_order_id), time_in_force=o.time_in_force, tick=o.tick),
+        )
+        for r in legs.itertuples(index=False)
     )  # fmt: skip
-    lap("record")
-    accepted = [r for r in batch.rows if r["accepted"]]
+    moves = tuple(
+        dm.StopMove(
+            dm.OpenBracket(r.client_order_id, r.decision_id, None if pd.isna(r.leg) else int(r.leg), str(r.symbol),
+                           Side(r.side), float(r.entry_price), str(r.replaced_order_id), float(r.old_stop)),
+            float(r.new_stop), str(r.rule), str(r.reason),
+        )
+        for r in stops.itertuples(index=False)
+    )  # fmt: skip
+    trader.state.learn_orders(trader.broker.get_orders("all"))
+    for p in brackets:
+        trader.state.legs[p.bracket.client_order_id] = (p.decision_id, p.leg)
+    plan = BarPlan(ts, me.BarResult((), brackets, moves, None), 0, [], [], [], trader.broker.account(), {}, [],
+                   len(brackets))  # fmt: skip
+    outcome = trader.execute(plan)
+    store_outcome(wh, trader, outcome, clock())
+    return {"ts": str(ts), "resumed": True, "submitted": outcome.submitted, "already_at_broker": outcome.already,
+            "stop_moves": len(outcome.stop_moves), "refused": outcome.refused}  # fmt: skip
+
+
+def store_plan(
+    wh: Warehouse, trader: Trader, plan: BarPlan, run_id: str, now: pd.Timestamp, preds: BarPredictions
+) -> int:
+    """The decided bar before any order leaves, in one transaction: the local account as the bar found it
+    (fills), the reconciliation, the decisions, the brackets they will send (decision_orders rows without a
+    broker order id yet), the stop moves, new predictions and gate verdicts."""
+    broker = trader.broker
+    name = broker.name
+    recon = reconcile(broker.get_orders("all"), load_order_records(wh, name), plan.positions, plan.account)
+    rows = plan.result.frame().assign(run_id=run_id, decided_at=now)
+    legs = [
+        {"client_order_id": p.bracket.client_order_id, "decision_id": p.decision_id, "leg": p.leg,
+         "symbol": p.bracket.symbol, "side": p.bracket.side.value, "qty": p.bracket.qty,
+         "entry_ref": p.bracket.entry_ref, "take_profit": p.bracket.take_profit, "stop_price": p.bracket.stop,
+         "broker": name, "broker_order_id": None, "recorded_at": now}
+        for p in plan.result.brackets
+    ]  # fmt: skip
+    stops = [
+        {"replaced_order_id": m.bracket.stop_order_id, "ts": plan.ts, "broker": name, "symbol": m.bracket.symbol,
+         "client_order_id": m.bracket.entry_client_order_id, "decision_id": m.bracket.decision_id,
+         "leg": m.bracket.leg, "side": m.bracket.side.value, "entry_price": m.bracket.entry_price,
+         "old_stop": m.bracket.stop_price, "new_stop": m.new_stop, "rule": m.rule, "reason": m.reason,
+         "planned_at": now}
+        for m in plan.result.stop_moves
+    ]  # fmt: skip
+    dq = [*preds.dq, *plan.dq_results]
+    with wh.transaction() as con:
+        broker.commit(con)
+        apply_reconciliation(con, name, recon, ts=plan.ts.to_pydatetime(), recorded_at=now)
+        wd.write_fills(
+            con,
+            pd.DataFrame(fill_rows(name, plan.fills, trader.state.entry_of, now), columns=wd.FILL_COLUMNS),
+        )
+        wd.write_stop_plans(con, stops)
+        return wd.write_decisions(
+            con, rows, pd.DataFrame(legs), preds.new, pd.concat(dq, ignore_index=True) if dq else None,
+            prediction_columns=PREDICTION_COLUMNS,
+        )  # fmt: skip
+
+
+def store_outcome(wh: Warehouse, trader: Trader, outcome: BarOutcome, now: pd.Timestamp) -> None:
+    """What the broker did with the plan, in one transaction: the local account's new orders and moved
+    stops, the orders sent (order_records, the broker's ids on decision_orders), the stop moves, and the
+    decisions the broker refused."""
+    broker = trader.broker
+    name = broker.name
+    with wh.transaction() as con:
+        broker.commit(con)
+        for s in outcome.sent:
+            record_submission(con, name, s.order, strategy=trader.cfg.strategy, leg=f"tp{s.planned.leg}",
+                              bar_ts=outcome.ts.to_pydatetime(), recorded_at=now)  # fmt: skip
+        wd.record_sent(con, [(s.planned.bracket.client_order_id, s.order.id) for s in outcome.sent])
+        wd.record_refusals(con, outcome.refused, outcome.created)
+        record_exit_adjustments(con, stop_move_rows(outcome, name, now))
+
+
+def summary(outcome: BarOutcome, preds: BarPredictions, written: int) -> dict[str, Any]:
+    r = outcome.result
     return {
-        "ts": str(ts),
-        "bars_stepped": stepped,
-        "fills": n_fills,
-        "reconciled": recon,
-        "candidates": len(batch.rows),
-        "accepted": len(accepted),
-        "brackets": planned,
-        "submitted": submitted,
-        "already_at_broker": already,
-        "stop_moves": moved,
-        "reasons": batch.reasons(),
-        "order_gate_failures": gate_failures,
-        "predictions_made": len(new_preds),
-        "predictions_quarantined": quarantined_preds,
+        "ts": str(outcome.ts),
+        "bars_stepped": outcome.stepped,
+        "fills": len(outcome.fills),
+        "candidates": len(r.decisions),
+        "accepted": len(r.accepted),
+        "brackets": outcome.planned,
+        "submitted": outcome.submitted,
+        "already_at_broker": outcome.already,
+        "stop_moves": [
+            {
+                "symbol": d.move.bracket.symbol,
+                "rule": d.move.rule,
+                "old": d.move.bracket.stop_price,
+                "new": d.new_stop,
+            }
+            for d in outcome.stop_moves
+        ],
+        "reasons": r.reasons(),
+        "order_gate_failures": outcome.gate_failures,
+        "predictions_made": len(preds.new),
+        "predictions_quarantined": preds.quarantined,
         "decisions_written": written,
-        "equity": equity,
-        "timings_s": timings,
+        "equity": float(outcome.account.equity),
     }
 
 
-def gate_order_batch(frame: pd.DataFrame, run_id: str):
-    return gate_frame(frame, suite="orders", run_id=run_id, stage="orders", derive=dm.order_gate_view)
-
-
-def block_batch(batch: dm.DecisionBatch, failures: dict[str, int]) -> None:
-    """A failing order gate sends nothing: every accepted decision of the bar says which rules failed."""
-    rules = ", ".join(sorted(failures))
-    for r in batch.rows:
-        if r["accepted"]:
-            r.update(accepted=False, reason_code=dm.ORDER_GATE_FAILED, failed=rules, client_order_ids=[])
-    batch.brackets.clear()
-
-
-def submit_batch(settings: Settings, broker: Broker, batch: dm.DecisionBatch, ts: pd.Timestamp, clock):
-    """Submit unless the broker already knows the client order id; record what was sent."""
-    pol = policy(settings)
-    rows = {r["decision_id"]: r for r in batch.rows}
-    created, known, order_rows = 0, 0, []
-    for p in batch.brackets:
-        row = rows[p.decision_id]
-        if not row["accepted"]:
-            continue
-        try:
-            sent = submit_idempotent(broker, p.bracket)
-        except OrderRejected as exc:
-            row.update(accepted=False, reason_code=dm.BROKER_REJECTED, failed=f"{exc.code}: {exc.message}")
-            continue
-        record_submission(
-            settings.warehouse, broker.name, sent.order, strategy=settings.orders.strategy, leg=f"tp{p.leg}",
-            bar_ts=ts.to_pydatetime(), recorded_at=clock(), policy=pol,
-        )  # fmt: skip
-        created += int(sent.created)
-        known += int(not sent.created)
-        row["submitted"] = row["submitted"] or sent.created
-        b = p.bracket
-        order_rows.append(
-            {"client_order_id": b.client_order_id, "decision_id": p.decision_id, "leg": p.leg, "symbol": b.symbol,
-             "side": b.side.value, "qty": b.qty, "entry_ref": b.entry_ref, "take_profit": b.take_profit,
-             "stop_price": b.stop, "broker": broker.name, "broker_order_id": sent.order.id, "recorded_at": clock()}
-        )  # fmt: skip
-    return created, known, order_rows
-
-
-# A broker that is briefly down (Alpaca 5xx, timeout) retries the whole bar: safe, because reconciliation
-# runs first and client order ids make every submission idempotent.
+# A broker that is briefly down (Alpaca 5xx, timeout) retries the whole bar: safe, because nothing of the
+# bar was stored, reconciliation runs first and client order ids make every submission idempotent.
 @task(
     name="decide-bar",
     cache_policy=NO_CACHE,
@@ -530,21 +554,41 @@ def submit_batch(settings: Settings, broker: Broker, batch: dm.DecisionBatch, ts
 )
 def decide_bar(
     settings: Settings,
-    broker: Broker,
+    wh: Warehouse,
+    trader: Trader,
     interval: str,
     ts: pd.Timestamp,
     champions: dict[str, Champion],
     health: HealthView,
     run_id: str,
 ) -> dict[str, Any]:
-    summary = run_bar(settings, broker, interval, ts, champions, health, run_id)
+    s = run_bar(settings, wh, trader, interval, ts, champions, health, run_id)
     get_run_logger().info(
         "%s: %d candidates, %d accepted, %d brackets sent (%d already there), %d stop moves; %s",
-        summary["ts"], summary["candidates"], summary["accepted"], summary["submitted"],
-        summary["already_at_broker"], len(summary["stop_moves"]),
-        ", ".join(f"{k} {v}" for k, v in summary["reasons"].items()),
+        s["ts"], s["candidates"], s["accepted"], s["submitted"], s["already_at_broker"], len(s["stop_moves"]),
+        ", ".join(f"{k} {v}" for k, v in s["reasons"].items()),
     )  # fmt: skip
-    return summary
+    return s
+
+
+@task(name="resume-bar", cache_policy=NO_CACHE, retries=NETWORK_RETRIES, retry_delay_seconds=NETWORK_RETRY_DELAYS_S,
+      retry_jitter_factor=NETWORK_RETRY_JITTER, retry_condition_fn=retry_on(BrokerUnavailable))  # fmt: skip
+def finish_bar(settings: Settings, wh: Warehouse, trader: Trader, ts: pd.Timestamp) -> dict[str, Any]:
+    s = resume_bar(settings, wh, trader, ts)
+    get_run_logger().warning(
+        "%s: a run died after storing this bar's plan: %d brackets sent now, %d found at the broker, %d stop "
+        "moves, %d refused", s["ts"], s["submitted"], s["already_at_broker"], s["stop_moves"], len(s["refused"]),
+    )  # fmt: skip
+    return s
+
+
+def new_trader(settings: Settings, wh: Warehouse, broker: Broker, run_id: str) -> Trader:
+    return Trader(
+        broker,
+        me.EngineConfig.from_settings(settings, broker.name),
+        gx_order_gate(run_id),
+        trader_state(wh, broker),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ summary

@@ -24,21 +24,19 @@ from models.features import (
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
 from sources.base import BAR_COLUMNS
-from tasks.writer import warehouse_writer
-from warehouse.db import LockPolicy
+from tasks.resources import warehouse
 from warehouse.features import bars_for_features, load_features, write_features
 
 
 @task(name="load-bars-for-features", cache_policy=NO_CACHE)
 def load_bars(settings: Settings, interval: str, symbols: list[str] | None, full: bool) -> pd.DataFrame:
     bars = bars_for_features(
-        settings.warehouse,
+        warehouse(settings),
         interval,
         FEATURE_SET_VERSION,
         WARMUP_BARS,
         symbols=symbols,
         full=full,
-        policy=LockPolicy.from_settings(settings),
     )
     get_run_logger().info(
         "%s: %d bars of %d symbols to read (new bars plus %d warm-up bars per symbol)",
@@ -68,13 +66,12 @@ def load_daily_context(settings: Settings, bars: pd.DataFrame, interval: str) ->
     if not new.any():
         return None
     return load_features(
-        settings.warehouse,
+        warehouse(settings),
         "1d",
         FEATURE_SET_VERSION,
         symbols=sorted(bars.loc[new, "symbol"].unique()),
         start=pd.to_datetime(bars.loc[new, "ts"], utc=True).min() - pd.Timedelta(days=10),
         columns=DAILY_CONTEXT_SOURCES,
-        policy=LockPolicy.from_settings(settings),
     )
 
 
@@ -129,10 +126,7 @@ def write(settings: Settings, gated: FrameGateResult, run_id: str) -> int:
     quarantine = gated.quarantined[["symbol", "interval", "ts", "rule", "severity", "detail"]].assign(
         run_id=run_id, stage="features", quarantined_at=now
     )
-    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-        n = write_features(
-            settings.warehouse, rows, quarantine, gated.dq_results, policy=LockPolicy.from_settings(settings)
-        )
+    n = write_features(warehouse(settings), rows, quarantine, gated.dq_results)
     get_run_logger().info(
         "wrote %d feature rows (%d quarantined) to %s", n, len(quarantine), settings.warehouse
     )

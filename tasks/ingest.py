@@ -15,9 +15,8 @@ from expectations.gate import GateResult, build_data_docs, gate_bars
 from qtrader import progress
 from qtrader.settings import Settings
 from sources.base import FetchRequest, FetchResult, MarketDataSource, TransientSourceError
+from tasks.resources import warehouse
 from tasks.retry import NETWORK_RETRIES, NETWORK_RETRY_DELAYS_S, NETWORK_RETRY_JITTER, retry_on
-from tasks.writer import warehouse_writer
-from warehouse.db import LockPolicy
 from warehouse.ingest import IngestRun, record_failed_run, write_ingest
 
 
@@ -112,22 +111,20 @@ def write_gated(settings: Settings, run: IngestRun, gated: GateResult, source_na
     run.rows_written = len(bars)
     run.finished_at = pd.Timestamp.now(tz="UTC")
     run.write_s = None
-    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-        write_ingest(
-            settings.warehouse,
-            run,
-            bars,
-            quarantine,
-            gated.dq_results,
-            policy=LockPolicy.from_settings(settings),
-        )
+    write_ingest(
+        warehouse(settings),
+        run,
+        bars,
+        quarantine,
+        gated.dq_results,
+    )
     run.write_s = time.perf_counter() - started
     progress.report(f"write {run.interval}", 1, 1)
     log.info(
         "wrote %d %s bars to %s in %.2fs (run %s)",
         run.rows_written,
         run.interval,
-        settings.warehouse,
+        warehouse(settings),
         run.write_s,
         run.run_id,
     )
@@ -136,8 +133,7 @@ def write_gated(settings: Settings, run: IngestRun, gated: GateResult, source_na
 
 @task(name="record-failed-run", cache_policy=NO_CACHE)
 def record_failure(settings: Settings, run: IngestRun) -> None:
-    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-        record_failed_run(settings.warehouse, run, policy=LockPolicy.from_settings(settings))
+    record_failed_run(warehouse(settings), run)
 
 
 @task(name="build-dq-docs", cache_policy=NO_CACHE)

@@ -40,8 +40,7 @@ from models.training import (
 )
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
-from tasks.writer import warehouse_writer
-from warehouse.db import LockPolicy
+from tasks.resources import warehouse
 from warehouse.models import (
     artifact_check_changes,
     artifact_dir,
@@ -106,10 +105,6 @@ def bars_needed(config: TrainingConfig) -> int:
     return config.train_window + gaps + config.n_splits * config.test_window + config.label_horizon
 
 
-def policy(settings: Settings) -> LockPolicy:
-    return LockPolicy.from_settings(settings)
-
-
 # -------------------------------------------------------------------------------------------------- load
 
 
@@ -119,9 +114,7 @@ def load_training_data(
 ) -> tuple[TrainingData, WalkForwardPlan]:
     log = get_run_logger()
     started = time.perf_counter()
-    frame = load_training_frame(
-        settings.warehouse, interval, FEATURE_SET_VERSION, bars_needed(config), policy=policy(settings)
-    )
+    frame = load_training_frame(warehouse(settings), interval, FEATURE_SET_VERSION, bars_needed(config))
     if frame.empty or not frame["has_features"].any():
         raise ValueError(
             f"no {interval} features in {settings.warehouse}: run `qtrader ingest` and the features flow first"
@@ -155,17 +148,16 @@ def load_champions(
     with artifact None and the reason, and the registry row is marked unusable with that reason (health
     reads it; the retrain compares against nothing, the decide flow cannot use the module)."""
     log = get_run_logger()
-    pol = policy(settings)
-    checks = load_champion_artifacts(settings.warehouse, interval, policy=pol)
+    wh = warehouse(settings)
+    checks = load_champion_artifacts(wh, interval)
     for c in checks:
         if c.problem:
             log.warning("champion %s v%s refused: %s", c.row["module"], c.row["version"], c.problem)
     changed = artifact_check_changes(checks)
     if changed:
-        with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-            record_artifact_checks(settings.warehouse, changed, now or pd.Timestamp.now(tz="UTC"), policy=pol)
+        record_artifact_checks(wh, changed, now or pd.Timestamp.now(tz="UTC"))
     found = {c.row["module"]: Champion(c.row, c.artifact, c.problem) for c in checks}
-    return found, latest_versions(settings.warehouse, interval, policy=pol)
+    return found, latest_versions(wh, interval)
 
 
 # ------------------------------------------------------------------------------------------------- train
@@ -279,6 +271,7 @@ def train_ensemble(
 class RetrainRecord:
     registry: pd.DataFrame
     retire: list[dict[str, Any]]
+    confirm: list[dict[str, Any]]  # champions this retrain evaluated and kept (module, interval, version)
     predictions: pd.DataFrame
     changes: pd.DataFrame  # one row per module: what happened and why (the artifact table)
 
@@ -332,7 +325,7 @@ def register_models(
     ts = data.keys["ts"]
     train_ts, valid_ts = ts.iloc[plan.final_train_rows], ts.iloc[plan.validation_rows]
     data_hash = data.data_hash()
-    rows, retire, frames, changes = [], [], [], []
+    rows, retire, confirm, frames, changes = [], [], [], [], []
     for name, t in trained.items():
         run, cal = t.candidate.run, t.candidate.calibration
         folder = artifact_dir(settings.data_dir, settings.warehouse, name, interval)
@@ -359,6 +352,8 @@ def register_models(
         path, digest = save_artifact(artifact, folder, t.version)
         status = "champion" if t.decision.promoted else "challenger"
         old = t.champion.row if t.champion else None
+        if not t.decision.promoted and old is not None:  # evaluated against its challenger and kept
+            confirm.append({"module": name, "interval": interval, "version": old["version"]})
         if t.decision.promoted and old is not None:
             retire.append(
                 {
@@ -424,7 +419,7 @@ def register_models(
         )
         log.info("%s v%d registered as %s (%s)", name, t.version, status, path)
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return RetrainRecord(pd.DataFrame(rows), retire, predictions, pd.DataFrame(changes))
+    return RetrainRecord(pd.DataFrame(rows), retire, confirm, predictions, pd.DataFrame(changes))
 
 
 def _champion_now(t: Trained, old: dict[str, Any] | None) -> str:
@@ -485,17 +480,17 @@ def record_retrain(
 ) -> int:
     now = pd.Timestamp.now(tz="UTC")
     predictions = gated.passed.assign(run_id=run_id, predicted_at=now)
-    with warehouse_writer(settings.lock_timeout_s, settings.warehouse):
-        write_retrain(
-            settings.warehouse,
-            record.registry,
-            record.retire,
-            predictions,
-            quarantine_rows(gated, run_id, now),
-            gated.dq_results,
-            expected_versions=expected_versions,
-            policy=policy(settings),
-        )
+    write_retrain(
+        warehouse(settings),
+        record.registry,
+        record.retire,
+        predictions,
+        quarantine_rows(gated, run_id, now),
+        gated.dq_results,
+        expected_versions=expected_versions,
+        confirm=record.confirm,
+        run_id=run_id,
+    )
     get_run_logger().info(
         "recorded %d model versions, %d retirements, %d predictions (%d quarantined) in %s",
         len(record.registry), len(record.retire), len(predictions), len(gated.quarantined), settings.warehouse,

@@ -352,8 +352,8 @@ def test_vectorised_settlement_equals_settle():
 
 def test_replay_equals_the_local_paper_broker(warehouse_path):
     """The same signals through ``LocalPaperBroker`` (DuckDB, bar by bar) give the same fills."""
-    from brokers.local import LocalPaperBroker
     from tests.brokers.conftest import write_bars
+    from warehouse.paper import paper_broker
 
     bars = gbm_bars(40, 2, seed=21)
     sig = random_signals((40, 2), 0.15, seed=22)
@@ -365,7 +365,7 @@ def test_replay_equals_the_local_paper_broker(warehouse_path):
         for s in range(2)
     ]
     write_bars(warehouse_path, rows, interval="1d")
-    broker = LocalPaperBroker(warehouse_path, Decimal("1e7"), 5.0, 0.005, 1.0, interval="1d")
+    broker = paper_broker(warehouse_path, Decimal("1e7"), 5.0, 0.005, 1.0, interval="1d")
     busy: dict[str, str] = {}
     for t, ts in enumerate(bars.ts):
         for f in broker.advance_to(ts).fills:

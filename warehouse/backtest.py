@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from warehouse.db import LockPolicy, connect, insert_frame, query_df, transaction
+from brokers.simulated import BarBatch
+from warehouse.db import WarehouseLike, connect, insert_frame, query_df, transaction
 
 # What a decision replay writes: cleared when a mode starts from the shared model timeline.
 TRADING_TABLES = (
@@ -24,13 +25,12 @@ TRADING_TABLES = (
 
 
 def load_history(
-    path: str | Path,
+    wh: WarehouseLike,
     interval: str,
     feature_set_version: str,
     *,
     symbols: list[str] | None = None,
     end: pd.Timestamp | None = None,
-    policy: LockPolicy | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(bars, features) of ``interval`` up to ``end`` (all stored symbols unless ``symbols``), by ts."""
     where = (
@@ -39,7 +39,7 @@ def load_history(
         + (" AND ts <= ?" if end else "")
     )
     params: list = [interval] + ([symbols] if symbols else []) + ([end] if end is not None else [])
-    with connect(path, read_only=True, policy=policy) as con:
+    with connect(wh, read_only=True) as con:
         bars = con.execute(f"SELECT * FROM bars WHERE {where} ORDER BY ts, symbol", params).df()
         feats = con.execute(
             f"SELECT * FROM features WHERE {where} AND feature_set_version = ? ORDER BY ts, symbol",
@@ -61,6 +61,7 @@ class History:
         self.times = bar_times(self.bars)
         self._bars = dict(tuple(self.bars.groupby("ts", sort=True)))
         self._feats = dict(tuple(self.features.groupby("ts", sort=True)))
+        self._batches: dict[pd.Timestamp, BarBatch] = {}
 
     def upto(self, ts: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
         return self.bars[self.bars["ts"] <= ts], self.features[self.features["ts"] <= ts]
@@ -68,6 +69,50 @@ class History:
     def at(self, ts: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
         empty_b, empty_f = self.bars.iloc[:0], self.features.iloc[:0]
         return self._bars.get(ts, empty_b), self._feats.get(ts, empty_f)
+
+    def batch(self, ts: pd.Timestamp) -> BarBatch:
+        """The bars of one bar time as arrays, made once (every mode of a run replays the same bars)."""
+        batch = self._batches.get(ts)
+        if batch is None:
+            batch = self._batches[ts] = BarBatch.of(self._bars[ts])
+        return batch
+
+    def bars_between(self, symbols: list[str] | None, after, until) -> pd.DataFrame:
+        """A ``brokers.simulated.BarFeed``: the bars with after < ts <= until (``after`` None: each symbol's
+        newest bar at or before ``until``), oldest first."""
+        until = pd.Timestamp(until)
+        if after is None:
+            upto = self.bars[self.bars["ts"] <= until]
+            out = upto.sort_values("ts", kind="stable").drop_duplicates("symbol", keep="last")
+        else:
+            lo, hi = (
+                self.times.searchsorted(pd.Timestamp(after), "right"),
+                self.times.searchsorted(until, "right"),
+            )
+            groups = [self._bars[t] for t in self.times[lo:hi]]
+            out = groups[0] if len(groups) == 1 else (pd.concat(groups) if groups else self.bars.iloc[:0])
+        if symbols is not None:
+            out = out[out["symbol"].isin(symbols)]
+        return out
+
+
+class HistoryFeed:
+    """The bar feed of a simulated broker replaying a ``History``: one bar time after another, as arrays
+    made once per bar time (every mode of a run replays the same bars)."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+
+    def bars(self, symbols: list[str] | None, after, until) -> pd.DataFrame | BarBatch:
+        h = self.history
+        if symbols is None and after is not None:
+            lo, hi = (
+                h.times.searchsorted(pd.Timestamp(after), "right"),
+                h.times.searchsorted(pd.Timestamp(until), "right"),
+            )
+            if hi - lo == 1:
+                return h.batch(h.times[lo])
+        return h.bars_between(symbols, after, until)
 
 
 def seed_scratch(path: str | Path, bars: pd.DataFrame, features: pd.DataFrame) -> Path:
@@ -136,6 +181,47 @@ def copy_scratch(
     return target
 
 
+def write_mode_records(
+    path: str | Path,
+    *,
+    decisions: pd.DataFrame,
+    orders: pd.DataFrame,
+    fills: pd.DataFrame,
+    stops: pd.DataFrame,
+    accounts: pd.DataFrame,
+    positions: pd.DataFrame,
+    order_records: pd.DataFrame,
+) -> Path:
+    """A mode's results file: the trading tables of a warehouse holding what its replay did (the review
+    views work on it as on the live warehouse). Replaces an older file of the same name."""
+    path = Path(path)
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+    from warehouse.decisions import DECISION_COLUMNS, DECISION_ORDER_COLUMNS, FILL_COLUMNS
+
+    with transaction(path) as con:
+        _insert(con, "decisions", decisions, DECISION_COLUMNS)
+        _insert(con, "decision_orders", orders, DECISION_ORDER_COLUMNS)
+        _insert(con, "broker_fills", fills, FILL_COLUMNS, money=("price", "commission"))
+        _insert(con, "exit_adjustments", stops, None, money=("old_stop", "new_stop"))
+        _insert(con, "account_snapshots", accounts, None, money=("cash", "equity", "buying_power"))
+        _insert(con, "position_snapshots", positions, None, money=("avg_entry_price", "market_value"))
+        _insert(con, "order_records", order_records, None, money=("take_profit", "stop_price"))
+    return path
+
+
+def _insert(
+    con, table: str, frame: pd.DataFrame, columns: list[str] | None, money: tuple[str, ...] = ()
+) -> None:
+    if frame is None or not len(frame):
+        return
+    frame = frame if columns is None else frame.reindex(columns=columns)
+    frame = frame.copy()
+    for c in money:  # exact: as text, cast by the table's DECIMAL column
+        frame[c] = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in frame[c]]
+    insert_frame(con, table, frame)
+
+
 def mode_results(path: str | Path, broker: str) -> dict[str, pd.DataFrame]:
     """A mode's closed trades (v_trades), equity per bar, open trades and traded notional."""
     with connect(path, read_only=True) as con:
@@ -169,15 +255,13 @@ def mode_results(path: str | Path, broker: str) -> dict[str, pd.DataFrame]:
 
 
 def write_results(
-    path: str | Path,
+    wh: WarehouseLike,
     runs: pd.DataFrame,
     trades: pd.DataFrame,
     equity: pd.DataFrame,
-    *,
-    policy: LockPolicy | None = None,
 ) -> dict[str, int]:
     """One transaction: a failed write leaves earlier backtests untouched."""
-    with transaction(path, policy=policy) as con:
+    with transaction(wh) as con:
         counts = {
             "backtest_runs": insert_frame(con, "backtest_runs", runs, replace=True),
             "backtest_trades": insert_frame(con, "backtest_trades", trades, replace=True),
@@ -186,12 +270,11 @@ def write_results(
     return counts
 
 
-def latest_table(path: str | Path, run_id: str | None = None, *, policy: LockPolicy | None = None):
+def latest_table(wh: WarehouseLike, run_id: str | None = None):
     if run_id:
         return query_df(
-            path,
+            wh,
             "SELECT * FROM backtest_runs WHERE run_id = ? ORDER BY mode <> 'static', mode <> 'adaptive', mode",
             [run_id],
-            policy=policy,
         )
-    return query_df(path, "SELECT * FROM v_backtest_latest", policy=policy)
+    return query_df(wh, "SELECT * FROM v_backtest_latest")

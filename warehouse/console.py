@@ -19,13 +19,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from qtrader.validation import BadInput, Refused
-from warehouse.db import LockPolicy, WarehouseBusy, WarehouseMissing, is_lock_error
+from warehouse.db import Warehouse, WarehouseBusy, WarehouseLike, WarehouseMissing, is_lock_error
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +48,12 @@ class QueryRefused(Refused):
 
 
 @contextmanager
-def locked_connection(
-    path: str | Path, *, policy: LockPolicy | None = None
-) -> Iterator[duckdb.DuckDBPyConnection]:
+def locked_connection(wh: WarehouseLike) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection that cannot reach files, other databases, extensions or its own settings."""
-    path = Path(path)
+    wh = Warehouse.of(wh)
+    path, policy = wh.path, wh.policy
     if not path.exists():
         raise WarehouseMissing(f"no warehouse at {path}: run `qtrader init` or `qtrader ingest` first")
-    policy = policy or LockPolicy()
     deadline = time.monotonic() + policy.timeout_s
     delay = policy.backoff_initial_s
     while True:
@@ -109,10 +106,10 @@ def check_not_empty(sql: str) -> None:
         )
 
 
-def run_query(path: str | Path, sql: str, *, policy: LockPolicy | None = None) -> pd.DataFrame:
+def run_query(wh: WarehouseLike, sql: str) -> pd.DataFrame:
     """Run the user's SQL on a locked-down connection; the last statement's result as a DataFrame."""
     check_not_empty(sql)
-    with locked_connection(path, policy=policy) as con:
+    with locked_connection(wh) as con:
         try:
             result = con.execute(sql)
         except duckdb.Error as exc:
@@ -126,11 +123,11 @@ def run_query(path: str | Path, sql: str, *, policy: LockPolicy | None = None) -
 # ------------------------------------------------------------------------------- look-ups for arguments
 
 
-def stored_symbols(path: str | Path, interval: str, *, policy: LockPolicy | None = None) -> list[str] | None:
+def stored_symbols(wh: WarehouseLike, interval: str) -> list[str] | None:
     """The symbols with bars of ``interval`` (None when there is no warehouse to ask yet)."""
-    if not Path(path).exists():
+    if not Warehouse.of(wh).exists():
         return None
-    with locked_connection(path, policy=policy) as con:
+    with locked_connection(wh) as con:
         rows = con.execute(
             "SELECT DISTINCT symbol FROM bars WHERE interval = ? ORDER BY symbol", [interval]
         ).fetchall()
@@ -147,13 +144,11 @@ class ReplayWindow:
     after_training: int  # bars up to ``at`` that come after train_end
 
 
-def replay_window(
-    path: str | Path, interval: str, at: pd.Timestamp | None, n: int, *, policy: LockPolicy | None = None
-) -> ReplayWindow | None:
+def replay_window(wh: WarehouseLike, interval: str, at: pd.Timestamp | None, n: int) -> ReplayWindow | None:
     """What ``decide --at at --bars n`` would replay (None when there is no warehouse or registry yet)."""
-    if not Path(path).exists():
+    if not Warehouse.of(wh).exists():
         return None
-    with locked_connection(path, policy=policy) as con:
+    with locked_connection(wh) as con:
         try:
             (train_end,) = con.execute(
                 "SELECT max(train_end) FROM model_registry WHERE interval = ? AND status = 'champion'",

@@ -6,6 +6,13 @@ The policy, applied to every open here:
 - an open that meets a held lock is retried with exponential backoff and jitter until a deadline,
   then fails with ``WarehouseBusy`` naming the file;
 - pending migrations are applied on every read-write open (a few ms when none are pending).
+
+``Warehouse`` is the one object the rest of the system is handed: the file, its lock policy and the
+cross-process writer guard (the ``warehouse-writer`` limit, injected by ``tasks.resources``) travel
+together, so no caller threads a path and a policy by hand. Every write is ``wh.transaction()``, which
+takes the writer guard first; ``wh.writing()`` holds it across several transactions (one decision bar).
+The module-level ``connect`` / ``transaction`` / ``query_df`` take a Warehouse or a plain path (tests,
+scripts) and mean the same.
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import duckdb
 
@@ -122,81 +131,183 @@ def _configure(con: duckdb.DuckDBPyConnection) -> None:
 
 # Warehouses this process holds open for a while (``pinned``): resolved path -> its one connection.
 _PINNED: dict[Path, duckdb.DuckDBPyConnection] = {}
+# Writer guards this thread holds (re-entrant: a write inside ``writing()`` does not ask again).
+_HELD = threading.local()
+
+# A context manager factory taking the warehouse: the cross-process writer limit.
+WriterGuard = Callable[["Warehouse"], AbstractContextManager[None]]
 
 
 def is_pinned(path: str | Path) -> bool:
     return bool(_PINNED) and Path(path).resolve() in _PINNED
 
 
-@contextmanager
-def pinned(path: str | Path, *, policy: LockPolicy | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Hold one read-write connection to ``path`` for the block; every ``connect`` / ``transaction`` /
-    ``query_df`` of that file in this process gets a cursor of it instead of opening the file.
+@dataclass(frozen=True)
+class Warehouse:
+    """The DuckDB warehouse a process works with: its file, lock policy and writer guard."""
 
-    Only for a warehouse this process owns alone (a backtest's scratch warehouse): the short-connection
-    rule exists for files other processes share, and a replay would otherwise open its file thousands of
-    times. Transactions still begin and commit per unit of work.
-    """
-    key = Path(path).resolve()
-    if key in _PINNED:
-        yield _PINNED[key]
-        return
-    with connect(path, policy=policy) as con:
-        _PINNED[key] = con
-        try:
-            yield con
-        finally:
-            _PINNED.pop(key, None)
+    path: Path
+    policy: LockPolicy = field(default_factory=LockPolicy)
+    writer: WriterGuard | None = field(default=None, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
 
-@contextmanager
-def connect(
-    path: str | Path, *, read_only: bool = False, policy: LockPolicy | None = None
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection (a cursor of the pinned one, see ``pinned``). Read-write opens create the
-    file and apply pending migrations."""
-    path = Path(path)
-    held = _PINNED.get(path.resolve()) if _PINNED else None
-    if held is not None:
-        cur = held.cursor()
-        try:
-            _configure(cur)
-            yield cur
-        finally:
-            cur.close()
-        return
-    policy = policy or LockPolicy()
-    if read_only and not path.exists():
-        raise WarehouseMissing(f"no warehouse at {path}: run `qtrader init` or `qtrader ingest` first")
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    con = _open_with_retry(path, read_only, policy)
-    try:
-        _configure(con)
+    @classmethod
+    def of(cls, target: WarehouseLike) -> Warehouse:
+        """``target`` itself, or a Warehouse with the default policy for a plain path."""
+        return target if isinstance(target, Warehouse) else cls(Path(target))
+
+    @classmethod
+    def from_settings(cls, settings, writer: WriterGuard | None = None) -> Warehouse:
+        return cls(Path(settings.warehouse), LockPolicy.from_settings(settings), writer)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def private(self) -> bool:
+        """Held ``pinned`` by this process (a backtest's scratch file): no other process writes it."""
+        return is_pinned(self.path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    # -- connections ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection (a cursor of the pinned one, see ``pinned``). Read-write opens create
+        the file and apply pending migrations."""
+        held = _PINNED.get(self.path.resolve()) if _PINNED else None
+        if held is not None:
+            cur = held.cursor()
+            try:
+                _configure(cur)
+                yield cur
+            finally:
+                cur.close()
+            return
+        if read_only and not self.path.exists():
+            raise WarehouseMissing(
+                f"no warehouse at {self.path}: run `qtrader init` or `qtrader ingest` first"
+            )
         if not read_only:
-            apply_migrations(con)  # a few ms when nothing is pending
-        yield con
-    finally:
-        con.close()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = _open_with_retry(self.path, read_only, self.policy)
+        try:
+            _configure(con)
+            if not read_only:
+                apply_migrations(con)  # a few ms when nothing is pending
+            yield con
+        finally:
+            con.close()
+
+    def read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        return self.connect(read_only=True)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the writer guard for the block (several transactions, one wait)."""
+        depth = getattr(_HELD, "depth", 0)
+        guard = (
+            self.writer(self)
+            if self.writer is not None and depth == 0 and not self.private
+            else nullcontext()
+        )
+        with guard:
+            _HELD.depth = depth + 1
+            try:
+                yield
+            finally:
+                _HELD.depth = depth
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The writer guard, one read-write connection and one transaction: all of the block's writes
+        land, or none do."""
+        with self.writing(), self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def query_df(self, sql: str, params: list | None = None):
+        """Run one read-only query and return a pandas DataFrame."""
+        with self.read() as con:
+            return con.execute(sql, params or []).df()
+
+    @contextmanager
+    def pinned(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Hold one read-write connection for the block; every ``connect`` / ``transaction`` /
+        ``query_df`` of this file in this process gets a cursor of it instead of opening the file.
+
+        Only for a warehouse this process owns alone (a backtest's scratch warehouse): the
+        short-connection rule exists for files other processes share, and a replay would otherwise open
+        its file thousands of times. Transactions still begin and commit per unit of work.
+        """
+        key = self.path.resolve()
+        if key in _PINNED:
+            yield _PINNED[key]
+            return
+        with self.connect() as con:
+            _PINNED[key] = con
+            try:
+                yield con
+            finally:
+                _PINNED.pop(key, None)
+
+    def ensure_schema(self) -> int:
+        """Apply pending migrations (under the writer guard) when the file is behind; the schema version."""
+        latest = max(v for v, _, _ in migrations())
+        current = self.schema_version() if self.path.exists() else None
+        if current != latest:
+            with self.transaction():
+                pass
+        return latest
+
+    def schema_version(self) -> int | None:
+        """The newest applied migration (None: no warehouse yet)."""
+        if not self.path.exists() and not is_pinned(self.path):
+            return None
+        with self.read() as con:
+            return con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0]
+
+
+WarehouseLike = Union[Warehouse, str, Path]  # noqa: UP007 - a runtime alias used before 3.12's `type`
 
 
 @contextmanager
-def transaction(path: str | Path, *, policy: LockPolicy | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """One read-write connection and one transaction: all of the block's writes land, or none do."""
-    with connect(path, policy=policy) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+def within(target: WarehouseLike | duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The caller's open transaction (a connection), or a new transaction of a warehouse: lets a write
+    join a larger unit of work (one decision bar) or stand alone."""
+    if isinstance(target, duckdb.DuckDBPyConnection):
+        yield target
+        return
+    with Warehouse.of(target).transaction() as con:
+        yield con
 
 
-def query_df(path: str | Path, sql: str, params: list | None = None, *, policy: LockPolicy | None = None):
-    """Run one read-only query and return a pandas DataFrame."""
-    with connect(path, read_only=True, policy=policy) as con:
-        return con.execute(sql, params or []).df()
+def pinned(path: WarehouseLike):
+    return Warehouse.of(path).pinned()
+
+
+def connect(path: WarehouseLike, *, read_only: bool = False):
+    return Warehouse.of(path).connect(read_only=read_only)
+
+
+def transaction(path: WarehouseLike):
+    return Warehouse.of(path).transaction()
+
+
+def query_df(path: WarehouseLike, sql: str, params: list | None = None):
+    return Warehouse.of(path).query_df(sql, params)
 
 
 def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame, *, replace: bool = False) -> int:

@@ -5,12 +5,11 @@ sent, the broker's fills, and the account review views (warehouse/sql/006_decisi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import pandas as pd
 
 from brokers.base import Fill, Order, flatten
-from warehouse.db import LockPolicy, connect, insert_frame, query_df, transaction
+from warehouse.db import WarehouseLike, connect, insert_frame, query_df, within
 
 DECISION_COLUMNS = [
     "decision_id", "ts", "interval", "symbol", "strategy", "broker", "side", "direction", "consensus",
@@ -19,7 +18,7 @@ DECISION_COLUMNS = [
     "health_ts", "accuracy", "performance_score", "size_multiplier", "size_reason", "capped_by", "atr",
     "vol_state", "tp1_rate", "tp2_rate", "tp3_rate", "learned_stop_atr", "exit_profile", "entry_ref",
     "stop_price", "tp1_price", "tp2_price", "tp3_price", "qty", "accepted", "submitted", "reason_code",
-    "failed", "details", "client_order_ids", "run_id", "decided_at",
+    "failed", "details", "health_drivers", "client_order_ids", "run_id", "decided_at",
 ]  # fmt: skip
 DECISION_ORDER_COLUMNS = [
     "client_order_id", "decision_id", "leg", "symbol", "side", "qty", "entry_ref", "take_profit",
@@ -34,45 +33,38 @@ FILL_COLUMNS = [
 # ------------------------------------------------------------------------------------------------- inputs
 
 
-def decision_bars(
-    path: str | Path, interval: str, at: pd.Timestamp | None, n: int, *, policy: LockPolicy | None = None
-) -> list[pd.Timestamp]:
+def decision_bars(wh: WarehouseLike, interval: str, at: pd.Timestamp | None, n: int) -> list[pd.Timestamp]:
     """The newest ``n`` bar times of ``interval`` at or before ``at`` (None: the newest), oldest first."""
     df = query_df(
-        path,
+        wh,
         "SELECT DISTINCT ts FROM bars WHERE interval = ? AND (? IS NULL OR ts <= ?) ORDER BY ts DESC LIMIT ?",
         [interval, at, at, int(n)],
-        policy=policy,
     )
     return sorted(pd.Timestamp(t).tz_convert("UTC") for t in df["ts"])
 
 
 def readiness(
-    path: str | Path, interval: str, bars: list[pd.Timestamp], feature_set_version: str,
-    *, policy: LockPolicy | None = None,
+    wh: WarehouseLike, interval: str, bars: list[pd.Timestamp], feature_set_version: str,
 ) -> pd.DataFrame:  # fmt: skip
     """Per bar time: gated bars and gated feature rows stored for it."""
     return query_df(
-        path,
+        wh,
         "WITH t AS (SELECT unnest(?::TIMESTAMPTZ[]) AS ts) "
         "SELECT t.ts, (SELECT count(*) FROM bars b WHERE b.interval = ? AND b.ts = t.ts) AS bars, "
         "(SELECT count(*) FROM features f WHERE f.interval = ? AND f.ts = t.ts AND f.feature_set_version = ?) "
         "AS features FROM t ORDER BY t.ts",
         [list(bars), interval, interval, feature_set_version],
-        policy=policy,
     )
 
 
-def paper_account_interval(path: str | Path, *, policy: LockPolicy | None = None) -> str | None:
-    with connect(path, policy=policy) as con:
+def paper_account_interval(wh: WarehouseLike) -> str | None:
+    with connect(wh, read_only=True) as con:
         rows = con.execute("SELECT interval FROM paper_account ORDER BY created_at LIMIT 1").fetchall()
     return rows[0][0] if rows else None
 
 
-def last_decided_bar(
-    path: str | Path, interval: str, strategy: str, broker: str, *, policy: LockPolicy | None = None
-) -> pd.Timestamp | None:
-    with connect(path, policy=policy) as con:
+def last_decided_bar(wh: WarehouseLike, interval: str, strategy: str, broker: str) -> pd.Timestamp | None:
+    with connect(wh, read_only=True) as con:
         v = con.execute(
             "SELECT max(ts) FROM decisions WHERE interval = ? AND strategy = ? AND broker = ?",
             [interval, strategy, broker],
@@ -81,21 +73,19 @@ def last_decided_bar(
 
 
 def bar_frame(
-    path: str | Path,
+    wh: WarehouseLike,
     interval: str,
     ts: pd.Timestamp,
     feature_set_version: str,
     modules: list[str],
     broker: str,
-    *,
-    policy: LockPolicy | None = None,
 ) -> dict[str, pd.DataFrame | dict]:
     """Everything the decision at ``ts`` reads from the warehouse, in one short read-only connection.
 
     features (with the bar's close), the stored predictions of ``modules`` at ``ts``, the last exit
     per symbol, and the start-of-day equity (the newest account snapshot before the bar's UTC day).
     """
-    with connect(path, read_only=True, policy=policy) as con:
+    with connect(wh, read_only=True) as con:
         features = con.execute(
             "SELECT f.* EXCLUDE (feature_set_version, run_id, computed_at), b.close AS bar_close "
             "FROM features f JOIN bars b USING (symbol, interval, ts) "
@@ -120,11 +110,11 @@ def bar_frame(
 
 
 def latest_module_stats(
-    path: str | Path, module: str, interval: str, window: str, *, policy: LockPolicy | None = None
+    wh: WarehouseLike, module: str, interval: str, window: str
 ) -> dict[str, float | None]:
     """The newest benchmark (accuracy, performance score) and exit hit rates (trades first, else labels)."""
     out: dict[str, float | None] = dict.fromkeys(["accuracy", "performance_score", "tp1", "tp2", "tp3"])
-    with connect(path, read_only=True, policy=policy) as con:
+    with connect(wh, read_only=True) as con:
         b = con.execute(
             "SELECT accuracy, performance_score FROM v_latest_benchmarks "
             "WHERE module = ? AND interval = ? AND window_name = ?",
@@ -142,13 +132,38 @@ def latest_module_stats(
     return {k: (None if v is None or pd.isna(v) else float(v)) for k, v in out.items()}
 
 
-def decision_orders(path: str | Path, broker: str, *, policy: LockPolicy | None = None) -> pd.DataFrame:
-    with connect(path, read_only=True, policy=policy) as con:
+def trader_history(wh: WarehouseLike, broker: str) -> dict[str, pd.DataFrame]:
+    """What a trader carries between bars, as stored: which bracket belongs to which decision and leg, the
+    decisions whose TP1 took profit, each symbol's newest exit fill, and the account snapshots."""
+    with connect(wh, read_only=True) as con:
+        return {
+            "legs": con.execute(
+                "SELECT client_order_id, decision_id, leg FROM decision_orders WHERE broker = ?", [broker]
+            ).df(),
+            "tp1": con.execute(
+                "SELECT DISTINCT o.decision_id FROM broker_fills f JOIN decision_orders o "
+                "ON o.client_order_id = f.entry_client_order_id WHERE f.broker = ? AND f.role = 'take_profit' "
+                "AND o.leg = 1",
+                [broker],
+            ).df(),
+            "exits": con.execute(
+                "SELECT symbol, max(ts) AS ts FROM broker_fills WHERE broker = ? AND role <> 'entry' GROUP BY symbol",
+                [broker],
+            ).df(),
+            "equity": con.execute(
+                "SELECT ts, equity::DOUBLE AS equity FROM account_snapshots WHERE broker = ? ORDER BY ts",
+                [broker],
+            ).df(),
+        }
+
+
+def decision_orders(wh: WarehouseLike, broker: str) -> pd.DataFrame:
+    with connect(wh, read_only=True) as con:
         return con.execute("SELECT * FROM decision_orders WHERE broker = ?", [broker]).df()
 
 
-def last_fill_ts(path: str | Path, broker: str, *, policy: LockPolicy | None = None) -> pd.Timestamp | None:
-    with connect(path, read_only=True, policy=policy) as con:
+def last_fill_ts(wh: WarehouseLike, broker: str) -> pd.Timestamp | None:
+    with connect(wh, read_only=True) as con:
         v = con.execute("SELECT max(ts) FROM broker_fills WHERE broker = ?", [broker]).fetchall()[0][0]
     return None if v is None else pd.Timestamp(v)
 
@@ -184,10 +199,10 @@ def fill_rows(broker: str, fills: Iterable[Fill], orders: Iterable[Order], recor
     return pd.DataFrame(rows, columns=FILL_COLUMNS)
 
 
-def write_fills(path: str | Path, rows: pd.DataFrame, *, policy: LockPolicy | None = None) -> int:
+def write_fills(wh: WarehouseLike, rows: pd.DataFrame) -> int:
     if rows.empty:
         return 0
-    with transaction(path, policy=policy) as con:
+    with within(wh) as con:
         con.register("incoming_fills", rows)
         try:
             n = con.execute(
@@ -201,17 +216,16 @@ def write_fills(path: str | Path, rows: pd.DataFrame, *, policy: LockPolicy | No
 
 
 def write_decisions(
-    path: str | Path,
+    wh: WarehouseLike,
     decisions: pd.DataFrame,
     orders: pd.DataFrame,
     predictions: pd.DataFrame | None = None,
     dq_results: pd.DataFrame | None = None,
     *,
     prediction_columns: list[str] | None = None,
-    policy: LockPolicy | None = None,
 ) -> int:
     """One bar's decisions (first write of a bar wins), its brackets, new predictions and gate verdicts."""
-    with transaction(path, policy=policy) as con:
+    with within(wh) as con:
         n = 0
         if len(decisions):
             con.register("incoming_decisions", decisions.reindex(columns=DECISION_COLUMNS))
@@ -238,13 +252,102 @@ def write_decisions(
     return n
 
 
+STOP_PLAN_COLUMNS = [
+    "replaced_order_id", "ts", "broker", "symbol", "client_order_id", "decision_id", "leg", "side", "entry_price",
+    "old_stop", "new_stop", "rule", "reason", "planned_at",
+]  # fmt: skip
+
+
+def write_stop_plans(wh, rows: list[dict]) -> int:
+    """The stop moves a bar planned (before the broker is asked); a stop planned before is kept."""
+    if not rows:
+        return 0
+    frame = pd.DataFrame(rows, columns=STOP_PLAN_COLUMNS)
+    for c in ("entry_price", "old_stop", "new_stop"):
+        frame[c] = [str(v) for v in frame[c]]
+    with within(wh) as con:
+        con.register("incoming_stop_plans", frame)
+        try:
+            con.execute("INSERT OR IGNORE INTO stop_move_plans BY NAME SELECT * FROM incoming_stop_plans")
+        finally:
+            con.unregister("incoming_stop_plans")
+    return len(frame)
+
+
+def record_sent(wh, sent: list[tuple[str, str]]) -> None:
+    """The broker's order id of each bracket sent (or found at the broker): (client order id, order id)."""
+    if not sent:
+        return
+    frame = pd.DataFrame(sent, columns=["client_order_id", "broker_order_id"])
+    with within(wh) as con:
+        con.register("sent_orders", frame)
+        try:
+            con.execute(
+                "UPDATE decision_orders SET broker_order_id = s.broker_order_id FROM sent_orders s "
+                "WHERE decision_orders.client_order_id = s.client_order_id"
+            )
+        finally:
+            con.unregister("sent_orders")
+
+
+def record_refusals(wh, refused: dict[str, str], created: Iterable[str]) -> None:
+    """Decisions the broker refused (not accepted any more; their unsent brackets dropped) and those that
+    sent a bracket now."""
+    with within(wh) as con:
+        for did, why in refused.items():
+            con.execute(
+                "UPDATE decisions SET accepted = false, reason_code = 'broker_rejected', failed = ? "
+                "WHERE decision_id = ?",
+                [why, did],
+            )
+            con.execute(
+                "DELETE FROM decision_orders WHERE decision_id = ? AND broker_order_id IS NULL", [did]
+            )
+        ids = sorted(created)
+        if ids:
+            con.execute("UPDATE decisions SET submitted = true WHERE list_contains(?, decision_id)", [ids])
+
+
+_UNSENT = (
+    "SELECT o.*, o.rowid AS seq, d.ts FROM decision_orders o JOIN decisions d USING (decision_id) "
+    "WHERE o.broker = ? AND o.broker_order_id IS NULL"
+)
+_UNMOVED = (
+    "SELECT p.* FROM stop_move_plans p WHERE p.broker = ? "
+    "AND NOT EXISTS (SELECT 1 FROM exit_adjustments a WHERE a.replaced_order_id = p.replaced_order_id)"
+)
+
+
+def unfinished_bars(wh: WarehouseLike, interval: str, broker: str) -> list[pd.Timestamp]:
+    """Bars whose plan was stored but not all of it reached the broker's records (a run that died)."""
+    with connect(wh, read_only=True) as con:
+        rows = con.execute(
+            f"SELECT DISTINCT ts FROM ({_UNSENT} AND d.interval = ?) UNION "
+            f"SELECT DISTINCT p.ts FROM ({_UNMOVED}) p JOIN decisions d ON d.ts = p.ts AND d.interval = ? "
+            "ORDER BY ts",
+            [broker, interval, broker, interval],
+        ).fetchall()
+    return [pd.Timestamp(r[0]).tz_convert("UTC") for r in rows]
+
+
+def unfinished_plan(wh: WarehouseLike, broker: str, ts: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(brackets planned at ``ts`` without a broker order id, stop moves planned at ``ts`` not recorded)."""
+    with connect(wh, read_only=True) as con:
+        # In the order they were planned (the order the broker sees them matters for buying power).
+        legs = con.execute(f"{_UNSENT} AND d.ts = ? ORDER BY seq", [broker, ts]).df()
+        stops = con.execute(
+            f"{_UNMOVED} AND p.ts = ? ORDER BY p.planned_at, p.replaced_order_id", [broker, ts]
+        ).df()
+    return legs, stops
+
+
 # ------------------------------------------------------------------------------------------ account review
 
 
-def account_review(path: str | Path, broker: str, *, recent: int = 10, policy: LockPolicy | None = None):
+def account_review(wh: WarehouseLike, broker: str, *, recent: int = 10):
     """The frames `qtrader account` prints: account, positions, open brackets, recent fills, trades,
     module attribution and the equity curve (account snapshots over time)."""
-    with connect(path, read_only=True, policy=policy) as con:
+    with connect(wh, read_only=True) as con:
 
         def q(sql: str, params: list) -> pd.DataFrame:
             return con.execute(sql, params).df()

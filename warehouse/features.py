@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from warehouse.db import LockPolicy, connect, insert_frame, transaction
+from warehouse.db import WarehouseLike, connect, insert_frame, transaction
 from warehouse.ingest import DQ_COLUMNS, QUARANTINE_COLUMNS
 
 # Bars a features run needs per symbol: everything after the last computed bar, plus `warmup` bars before
@@ -37,14 +35,13 @@ ORDER BY r.symbol, r.ts
 
 
 def bars_for_features(
-    path: str | Path,
+    wh: WarehouseLike,
     interval: str,
     version: str,
     warmup: int,
     *,
     symbols: list[str] | None = None,
     full: bool = False,
-    policy: LockPolicy | None = None,
 ) -> pd.DataFrame:
     """Bars to compute features from, with ``bar_number`` and ``last_done`` (the last computed bar number).
 
@@ -52,20 +49,18 @@ def bars_for_features(
     ``full`` recomputes everything (needed when stored bars were corrected after features were computed).
     """
     params = [interval, symbols is None, symbols or [], interval, version, full, warmup]
-    with connect(path, read_only=False, policy=policy) as con:  # read-write: creates tables on a new file
+    with connect(wh, read_only=False) as con:  # read-write: creates tables on a new file
         return con.execute(_BARS_FOR_FEATURES_SQL, params).df()
 
 
 def write_features(
-    path: str | Path,
+    wh: WarehouseLike,
     features: pd.DataFrame,
     quarantine: pd.DataFrame,
     dq_results: pd.DataFrame,
-    *,
-    policy: LockPolicy | None = None,
 ) -> int:
     """Upsert feature rows, record quarantined rows and GX verdicts, in one transaction."""
-    with transaction(path, policy=policy) as con:
+    with transaction(wh) as con:
         insert_frame(con, "features", features, replace=True)
         insert_frame(con, "quarantine", quarantine.reindex(columns=QUARANTINE_COLUMNS))
         insert_frame(con, "dq_results", dq_results.reindex(columns=DQ_COLUMNS))
@@ -73,7 +68,7 @@ def write_features(
 
 
 def load_features(
-    path: str | Path,
+    wh: WarehouseLike,
     interval: str,
     version: str,
     *,
@@ -81,7 +76,6 @@ def load_features(
     start: pd.Timestamp | None = None,
     end: pd.Timestamp | None = None,
     columns: list[str] | None = None,
-    policy: LockPolicy | None = None,
 ) -> pd.DataFrame:
     """Stored features ordered by symbol and ts (all feature columns unless ``columns`` is given)."""
     if columns is not None and not all(c.isidentifier() for c in columns):
@@ -93,5 +87,5 @@ def load_features(
         " ORDER BY symbol, ts"
     )
     params = [interval, version, symbols is None, symbols or [], start, start, end, end]
-    with connect(path, read_only=True, policy=policy) as con:
+    with connect(wh, read_only=True) as con:
         return con.execute(sql, params).df()

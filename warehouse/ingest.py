@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
-from warehouse.db import LockPolicy, insert_frame, transaction
+from warehouse.db import WarehouseLike, insert_frame, transaction
 
 BARS_COLUMNS = [
     "symbol",
@@ -65,13 +64,11 @@ def _insert_run(con, run: IngestRun) -> None:
 
 
 def write_ingest(
-    path: str | Path,
+    wh: WarehouseLike,
     run: IngestRun,
     bars: pd.DataFrame,
     quarantine: pd.DataFrame,
     dq_results: pd.DataFrame,
-    *,
-    policy: LockPolicy | None = None,
 ) -> int:
     """Upsert gated bars and record the run, atomically. Returns the number of bars written.
 
@@ -82,7 +79,7 @@ def write_ingest(
     if bars.duplicated(["symbol", "interval", "ts"]).any():
         # DuckDB keeps the first of duplicate keys in one statement silently; the gate must dedupe first.
         raise ValueError("bars batch has duplicate (symbol, interval, ts) keys: it was not gated")
-    with transaction(path, policy=policy) as con:
+    with transaction(wh) as con:
         insert_frame(con, "bars", bars, replace=True)
         insert_frame(con, "quarantine", quarantine[QUARANTINE_COLUMNS] if len(quarantine) else quarantine)
         insert_frame(con, "dq_results", dq_results[DQ_COLUMNS] if len(dq_results) else dq_results)
@@ -90,7 +87,7 @@ def write_ingest(
     return len(bars)
 
 
-def record_failed_run(path: str | Path, run: IngestRun, *, policy: LockPolicy | None = None) -> None:
+def record_failed_run(wh: WarehouseLike, run: IngestRun) -> None:
     """Record a run that failed before writing: only its ingest_runs row, nothing else is touched."""
-    with transaction(path, policy=policy) as con:
+    with transaction(wh) as con:
         _insert_run(con, run)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from warehouse.db import LockPolicy, connect, insert_frame, query_df, transaction
+from warehouse.db import WarehouseLike, connect, insert_frame, query_df, transaction
 from warehouse.ingest import DQ_COLUMNS, QUARANTINE_COLUMNS
 
 REGISTRY_COLUMNS = [
@@ -26,6 +26,7 @@ REGISTRY_COLUMNS = [
     "train_rows", "valid_rows", "label_horizon", "feature_set_version", "params", "config_hash", "data_hash",
     "metrics", "calibration", "status", "status_reason", "promoted_at", "retired_at", "artifact_path", "run_id",
     "artifact_sha256", "artifact_status", "artifact_problem", "artifact_checked_at",
+    "confirmed_at", "confirmed_by",
 ]  # fmt: skip
 PREDICTION_COLUMNS = [
     "symbol", "interval", "ts", "module", "model_version", "kind", "label_horizon", "p_up", "p_up_calibrated",
@@ -72,12 +73,10 @@ ORDER BY r.symbol, r.ts
 
 
 def load_training_frame(
-    path: str | Path,
+    wh: WarehouseLike,
     interval: str,
     feature_set_version: str,
     n_bars: int,
-    *,
-    policy: LockPolicy | None = None,
 ) -> pd.DataFrame:
     """Bars of the newest ``n_bars`` timestamps with bar_number, has_features and the feature columns.
 
@@ -85,60 +84,50 @@ def load_training_frame(
     Opened read-write so a warehouse that predates the model tables gets them (migrations) before the
     retrain reads the registry.
     """
-    with connect(path, policy=policy) as con:
+    with connect(wh) as con:
         return con.execute(_TRAINING_FRAME_SQL, [interval, interval, n_bars, feature_set_version]).df()
 
 
-def registry(
-    path: str | Path, interval: str | None = None, *, policy: LockPolicy | None = None
-) -> pd.DataFrame:
+def registry(wh: WarehouseLike, interval: str | None = None) -> pd.DataFrame:
     return query_df(
-        path,
+        wh,
         "SELECT * FROM model_registry WHERE (? IS NULL OR interval = ?) ORDER BY module, interval, version",
         [interval, interval],
-        policy=policy,
     )
 
 
-def champions(path: str | Path, interval: str, *, policy: LockPolicy | None = None) -> pd.DataFrame:
+def champions(wh: WarehouseLike, interval: str) -> pd.DataFrame:
     """The champion row of each module for the interval (at most one per module)."""
     return query_df(
-        path,
+        wh,
         "SELECT * FROM model_registry WHERE interval = ? AND status = 'champion' ORDER BY module",
         [interval],
-        policy=policy,
     )
 
 
-def latest_versions(path: str | Path, interval: str, *, policy: LockPolicy | None = None) -> dict[str, int]:
+def latest_versions(wh: WarehouseLike, interval: str) -> dict[str, int]:
     df = query_df(
-        path,
+        wh,
         "SELECT module, max(version) AS v FROM model_registry WHERE interval = ? GROUP BY module",
         [interval],
-        policy=policy,
     )
     return {str(m): int(v) for m, v in zip(df["module"], df["v"], strict=True)}
 
 
-def load_predictions(
-    path: str | Path, interval: str, *, start: pd.Timestamp | None = None, policy: LockPolicy | None = None
-) -> pd.DataFrame:
+def load_predictions(wh: WarehouseLike, interval: str, *, start: pd.Timestamp | None = None) -> pd.DataFrame:
     return query_df(
-        path,
+        wh,
         "SELECT * FROM predictions WHERE interval = ? AND (? IS NULL OR ts > ?) ORDER BY module, symbol, ts",
         [interval, start, start],
-        policy=policy,
     )
 
 
 def load_bars_with_atr(
-    path: str | Path,
+    wh: WarehouseLike,
     interval: str,
     symbols: list[str],
     start: pd.Timestamp,
     feature_set_version: str,
-    *,
-    policy: LockPolicy | None = None,
 ) -> pd.DataFrame:
     """Bars from ``start`` on with the features' atr_14 (NaN without a feature row), for labels."""
     sql = """
@@ -149,19 +138,16 @@ def load_bars_with_atr(
         WHERE b.interval = ? AND list_contains(?, b.symbol) AND b.ts >= ?
         ORDER BY b.symbol, b.ts
     """
-    return query_df(path, sql, [feature_set_version, interval, symbols, start], policy=policy)
+    return query_df(wh, sql, [feature_set_version, interval, symbols, start])
 
 
-def scoreboard(
-    path: str | Path, interval: str, window: str, *, policy: LockPolicy | None = None
-) -> pd.DataFrame:
+def scoreboard(wh: WarehouseLike, interval: str, window: str) -> pd.DataFrame:
     """The latest benchmark of every module for one window, with exit statistics and the champion."""
     return query_df(
-        path,
+        wh,
         "SELECT * FROM v_scoreboard WHERE interval = ? AND window_name = ? "
         "ORDER BY performance_score DESC NULLS LAST, module",
         [interval, window],
-        policy=policy,
     )
 
 
@@ -176,7 +162,7 @@ def _insert(
 
 
 def write_retrain(
-    path: str | Path,
+    wh: WarehouseLike,
     registry_rows: pd.DataFrame,
     retire: list[dict[str, Any]],
     predictions: pd.DataFrame,
@@ -184,15 +170,18 @@ def write_retrain(
     dq_results: pd.DataFrame,
     *,
     expected_versions: dict[str, int],
-    policy: LockPolicy | None = None,
+    confirm: list[dict[str, Any]] | None = None,
+    run_id: str | None = None,
 ) -> None:
     """Register the new versions, retire the replaced champions, upsert predictions: one transaction.
 
-    ``retire``: dicts with module, interval, version, reason, retired_at. ``expected_versions``: the newest
+    ``retire``: dicts with module, interval, version, reason, retired_at. ``confirm``: champions this retrain
+    evaluated and kept (module, interval, version): their ``confirmed_at`` becomes the registry rows'
+    ``trained_at`` and ``confirmed_by`` this ``run_id``. ``expected_versions``: the newest
     version of each module when the retrain started; if another retrain registered since, nothing is
     written (ConcurrentRetrain) rather than two champions or a version clash.
     """
-    with transaction(path, policy=policy) as con:
+    with transaction(wh) as con:
         if len(registry_rows):
             interval = str(registry_rows["interval"].iloc[0])
             now = dict(
@@ -214,16 +203,21 @@ def write_retrain(
                 [r["retired_at"], r["reason"], r["module"], r["interval"], int(r["version"])],
             )
         _insert(con, "model_registry", registry_rows, REGISTRY_COLUMNS)
+        confirmed_at = registry_rows["trained_at"].max() if len(registry_rows) else None
+        for c in confirm or []:
+            con.execute(
+                "UPDATE model_registry SET confirmed_at = ?, confirmed_by = ? "
+                "WHERE module = ? AND interval = ? AND version = ? AND status = 'champion'",
+                [confirmed_at, run_id, c["module"], c["interval"], int(c["version"])],
+            )
         # The newest prediction of a bar replaces an older one (key: symbol, interval, ts, module).
         _insert(con, "predictions", predictions, PREDICTION_COLUMNS, replace=True)
         _insert(con, "quarantine", quarantine, QUARANTINE_COLUMNS)
         _insert(con, "dq_results", dq_results, DQ_COLUMNS)
 
 
-def write_benchmarks(
-    path: str | Path, benchmarks: pd.DataFrame, exit_stats: pd.DataFrame, *, policy: LockPolicy | None = None
-) -> None:
-    with transaction(path, policy=policy) as con:
+def write_benchmarks(wh: WarehouseLike, benchmarks: pd.DataFrame, exit_stats: pd.DataFrame) -> None:
+    with transaction(wh) as con:
         _insert(con, "benchmarks", benchmarks, BENCHMARK_TABLE_COLUMNS)
         _insert(con, "exit_stats", exit_stats, EXIT_TABLE_COLUMNS)
 
@@ -304,12 +298,10 @@ class ArtifactCheck:
         return "ok" if self.problem is None else "unusable"
 
 
-def load_champion_artifacts(
-    path: str | Path, interval: str, *, policy: LockPolicy | None = None
-) -> list[ArtifactCheck]:
+def load_champion_artifacts(wh: WarehouseLike, interval: str) -> list[ArtifactCheck]:
     """Every champion of ``interval`` with its checked artifact (or the reason it is refused)."""
     out = []
-    for row in champions(path, interval, policy=policy).to_dict("records"):
+    for row in champions(wh, interval).to_dict("records"):
         try:
             out.append(ArtifactCheck(row, load_artifact(row["artifact_path"], row.get("artifact_sha256"),
                                                         interval=interval), None))  # fmt: skip
@@ -330,13 +322,11 @@ def artifact_check_changes(checks: list[ArtifactCheck]) -> list[ArtifactCheck]:
     ]  # fmt: skip
 
 
-def record_artifact_checks(
-    path: str | Path, checks: list[ArtifactCheck], now: pd.Timestamp, *, policy: LockPolicy | None = None
-) -> int:
+def record_artifact_checks(wh: WarehouseLike, checks: list[ArtifactCheck], now: pd.Timestamp) -> int:
     """Write each check's status (ok | unusable) and problem on its registry row: one transaction."""
     if not checks:
         return 0
-    with transaction(path, policy=policy) as con:
+    with transaction(wh) as con:
         for c in checks:
             con.execute(
                 "UPDATE model_registry SET artifact_status = ?, artifact_problem = ?, artifact_checked_at = ? "
@@ -346,16 +336,13 @@ def record_artifact_checks(
     return len(checks)
 
 
-def unusable_champions(
-    path: str | Path, interval: str | None = None, *, policy: LockPolicy | None = None
-) -> pd.DataFrame:
+def unusable_champions(wh: WarehouseLike, interval: str | None = None) -> pd.DataFrame:
     """Champions whose artifact was refused when last loaded, with why: such a module cannot predict."""
     return query_df(
-        path,
+        wh,
         "SELECT module, interval, version, artifact_path, artifact_problem, artifact_checked_at FROM v_champions "
         "WHERE artifact_status = 'unusable' AND (? IS NULL OR interval = ?) ORDER BY interval, module",
         [interval, interval],
-        policy=policy,
     )
 
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
+
+import pandas as pd
 
 from brokers.base import Order
 from brokers.reconcile import ActionKind, OrderRecord, ReconcilePlan, bracket_state
-from warehouse.db import LockPolicy, connect, transaction
+from warehouse.db import Warehouse, WarehouseLike, connect, within
 
 
 def record_submission(
-    path: str | Path,
+    wh: WarehouseLike,
     broker: str,
     order: Order,
     *,
@@ -24,11 +25,10 @@ def record_submission(
     leg: str | None,
     bar_ts: datetime | None,
     recorded_at: datetime,
-    policy: LockPolicy | None = None,
 ) -> bool:
     """Record a bracket the flow just submitted. Returns False when it was already recorded (a re-run)."""
     tp, sl = order.take_profit, order.stop_loss
-    with transaction(path, policy=policy) as con:
+    with within(wh) as con:
         n = con.execute(
             "INSERT INTO order_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'submitted', NULL, ?, ?) "
             "ON CONFLICT DO NOTHING RETURNING client_order_id",
@@ -41,10 +41,10 @@ def record_submission(
     return bool(n)
 
 
-def load_order_records(
-    path: str | Path, broker: str, *, policy: LockPolicy | None = None
-) -> list[OrderRecord]:
-    with connect(path, policy=policy) as con:
+def load_order_records(wh: WarehouseLike, broker: str) -> list[OrderRecord]:
+    if not Warehouse.of(wh).exists():
+        return []  # no warehouse yet: nothing was ever recorded
+    with connect(wh, read_only=True) as con:
         rows = con.execute(
             "SELECT client_order_id, symbol, status, broker_order_id, origin FROM order_records "
             "WHERE broker = ? ORDER BY client_order_id",
@@ -54,17 +54,16 @@ def load_order_records(
 
 
 def apply_reconciliation(
-    path: str | Path,
+    wh: WarehouseLike,
     broker: str,
     plan: ReconcilePlan,
     *,
     ts: datetime,
     recorded_at: datetime,
-    policy: LockPolicy | None = None,
 ) -> dict[str, int]:
     """Apply a reconciliation plan and store the broker's positions and account, in one transaction."""
     counts = {k.value: 0 for k in ActionKind}
-    with transaction(path, policy=policy) as con:
+    with within(wh) as con:
         for a in plan.actions:
             counts[a.kind.value] += 1
             o = a.broker_order
@@ -100,7 +99,7 @@ def apply_reconciliation(
 
 
 def record_exit_adjustment(
-    path: str | Path,
+    wh: WarehouseLike,
     *,
     broker: str,
     ts: datetime,
@@ -113,10 +112,9 @@ def record_exit_adjustment(
     rule: str,
     reason: str,
     recorded_at: datetime,
-    policy: LockPolicy | None = None,
 ) -> bool:
     """One stop move. Returns False when that order's replacement was already recorded."""
-    with transaction(path, policy=policy) as con:
+    with within(wh) as con:
         n = con.execute(
             "INSERT INTO exit_adjustments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO NOTHING RETURNING replaced_order_id",
@@ -126,3 +124,29 @@ def record_exit_adjustment(
             ],
         ).fetchall()  # fmt: skip
     return bool(n)
+
+
+EXIT_ADJUSTMENT_COLUMNS = [
+    "replaced_order_id", "new_order_id", "ts", "broker", "symbol", "client_order_id", "old_stop", "new_stop",
+    "rule", "reason", "recorded_at",
+]  # fmt: skip
+
+
+def record_exit_adjustments(wh, rows: list[dict]) -> int:
+    """Several stop moves at once (``record_exit_adjustment``'s rows); an order replaced before is kept."""
+    if not rows:
+        return 0
+    frame = pd.DataFrame(rows, columns=EXIT_ADJUSTMENT_COLUMNS)
+    for c in ("old_stop", "new_stop"):
+        frame[c] = [str(Decimal(str(v))) for v in frame[c]]
+    with within(wh) as con:
+        con.register("incoming_adjustments", frame)
+        try:
+            n = con.execute(
+                "INSERT OR IGNORE INTO exit_adjustments BY NAME SELECT * REPLACE (CAST(old_stop AS DECIMAL(18,4)) "
+                "AS old_stop, CAST(new_stop AS DECIMAL(18,4)) AS new_stop) FROM incoming_adjustments "
+                "RETURNING replaced_order_id"
+            ).fetchall()
+        finally:
+            con.unregister("incoming_adjustments")
+    return len(n)

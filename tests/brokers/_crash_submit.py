@@ -14,9 +14,9 @@ from tests.brokers.test_reconcile import crash_bracket  # noqa: E402
 
 def main(kind: str, target: str) -> None:
     if kind == "local":
-        from brokers.local import LocalPaperBroker
+        from warehouse.paper import paper_broker
 
-        broker = LocalPaperBroker(target, interval="5m")
+        broker = paper_broker(target, interval="5m")
     else:
         from brokers.alpaca import AlpacaPaperBroker, alpaca_keys_from_env_or_block
 

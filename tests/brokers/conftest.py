@@ -15,9 +15,9 @@ import pytest
 
 from brokers.alpaca import AlpacaPaperBroker
 from brokers.base import Broker, Order
-from brokers.local import LocalPaperBroker
 from tests.brokers.fake_alpaca import FakeAlpaca
 from warehouse.db import insert_frame, transaction
+from warehouse.paper import paper_broker
 
 T0 = pd.Timestamp("2024-01-02 14:30", tz="UTC")
 STEP = pd.Timedelta(minutes=5)
@@ -88,7 +88,7 @@ class Market:
 def market(request, tmp_path):
     if request.param == "local":
         path = tmp_path / "warehouse.duckdb"
-        broker = LocalPaperBroker(path, START_CASH, interval="5m")
+        broker = paper_broker(path, START_CASH, interval="5m")
         yield Market("local", broker, path=path)
     else:
         fake = request.getfixturevalue("fake_alpaca")

@@ -13,7 +13,8 @@ from brokers.base import BrokerUnavailable, OrderRejected, OrderStatus
 from brokers.local import LocalPaperBroker
 from models.brackets import Bracket, EntryType
 from tests.brokers.conftest import STEP, T0, write_bars
-from warehouse.db import LockPolicy, connect
+from warehouse.db import LockPolicy, Warehouse, connect
+from warehouse.paper import paper_broker
 
 
 def _b(cid="c1", **kw):
@@ -27,7 +28,7 @@ def _b(cid="c1", **kw):
 @pytest.fixture
 def broker(warehouse_path):
     write_bars(warehouse_path, [("AAA", T0, 99, 100, 98, 100), ("BBB", T0, 50, 50, 50, 50)])
-    b = LocalPaperBroker(warehouse_path, Decimal("100000"), slippage_bps=0, interval="5m")
+    b = paper_broker(warehouse_path, Decimal("100000"), slippage_bps=0, interval="5m")
     b.advance_to(T0)
     return b
 
@@ -49,7 +50,7 @@ def test_advancing_the_same_bar_twice_fills_once(broker, warehouse_path):
     bars = pd.DataFrame(
         [("AAA", T0 + STEP, 101, 106, 100.5, 105)], columns=["symbol", "ts", "open", "high", "low", "close"]
     )
-    assert broker.advance(bars).fills == []
+    assert broker.on_bars(bars).fills == []
     assert len(broker.fills()) == 2
     assert broker.account().cash == Decimal("100000") + 10 * (105 - 101)
 
@@ -97,7 +98,7 @@ def test_open_entries_hold_buying_power(broker):
 
 def test_state_survives_a_new_broker_object_and_cash_is_deposited_once(broker, warehouse_path):
     o = broker.submit_bracket(_b())
-    again = LocalPaperBroker(warehouse_path, Decimal("5"), interval="5m")
+    again = paper_broker(warehouse_path, Decimal("5"), interval="5m")
     assert again.account().cash == Decimal("100000")
     assert again.get_order(o.id).status is OrderStatus.new
     with connect(warehouse_path, read_only=True) as con:
@@ -107,8 +108,8 @@ def test_state_survives_a_new_broker_object_and_cash_is_deposited_once(broker, w
 
 
 def test_a_locked_warehouse_is_unavailable(broker, warehouse_path):
-    quick = LocalPaperBroker(
-        warehouse_path, interval="5m", policy=LockPolicy(timeout_s=0.3, backoff_initial_s=0.05)
+    quick = paper_broker(
+        Warehouse(warehouse_path, LockPolicy(timeout_s=0.3, backoff_initial_s=0.05)), interval="5m"
     )
     code = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(5)"
     proc = subprocess.Popen(
@@ -117,18 +118,20 @@ def test_a_locked_warehouse_is_unavailable(broker, warehouse_path):
     try:
         assert proc.stdout.readline().strip() == "locked"
         with pytest.raises(BrokerUnavailable, match="locked"):
-            quick.account()
+            quick.submit_bracket(_b())
+        assert quick.get_orders("all") == []  # what could not be saved is not kept in memory either
     finally:
         proc.kill()
         proc.wait()
 
 
 def test_make_broker_from_settings(warehouse_path):
-    from brokers import make_broker
     from qtrader.settings import Settings
+    from tasks.resources import make_broker
 
     broker = make_broker(
-        Settings(warehouse=warehouse_path, paper={"starting_cash": "2500", "slippage_bps": 3})
+        Settings(warehouse=warehouse_path, paper={"starting_cash": "2500", "slippage_bps": 3}),
+        Warehouse(warehouse_path),
     )
     assert isinstance(broker, LocalPaperBroker)
     assert broker.account().cash == Decimal("2500") and broker.costs.slippage_bps == 3

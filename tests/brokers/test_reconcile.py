@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from brokers.base import Account, Order, OrderRole, OrderStatus, OrderType, Position, submit_idempotent
-from brokers.local import LocalPaperBroker
 from brokers.reconcile import MISSING, ActionKind, OrderRecord, bracket_state, reconcile
 from models.brackets import Bracket, Side, client_order_id
 from tests.brokers.conftest import T0, write_bars
 from warehouse.db import connect
+from warehouse.paper import paper_broker
 from warehouse.trading import apply_reconciliation, load_order_records, record_submission
 
 NOW = datetime(2024, 1, 2, 21, 0, tzinfo=UTC)
@@ -112,11 +112,11 @@ def _records(path):
 @pytest.mark.slow
 def test_crash_between_submit_and_record_local(warehouse_path):
     write_bars(warehouse_path, [("AAA", T0, 100, 100, 100, 100)])
-    LocalPaperBroker(warehouse_path, interval="5m").advance_to(T0)
+    paper_broker(warehouse_path, interval="5m").advance_to(T0)
     _crash("local", str(warehouse_path))
     assert _records(warehouse_path) == []  # the crashed run recorded nothing
 
-    broker = LocalPaperBroker(warehouse_path, interval="5m")
+    broker = paper_broker(warehouse_path, interval="5m")
     plan, sent = next_run(broker, warehouse_path, "local", [crash_bracket()])
     assert [(a.kind, a.client_order_id) for a in plan.actions] == [
         (ActionKind.adopt, crash_bracket().client_order_id)
@@ -150,7 +150,7 @@ def test_crash_between_submit_and_record_alpaca(fake_alpaca, warehouse_path):
 
 def test_a_record_the_broker_never_got_is_marked(warehouse_path):
     write_bars(warehouse_path, [("AAA", T0, 100, 100, 100, 100)])
-    broker = LocalPaperBroker(warehouse_path, interval="5m")
+    broker = paper_broker(warehouse_path, interval="5m")
     ghost = Order("x", "ghost", "AAA", Side.buy, 10, OrderType.market, OrderRole.entry, OrderStatus.accepted)
     assert record_submission(
         warehouse_path, "local", ghost, strategy="s", leg="tp1", bar_ts=T0, recorded_at=NOW

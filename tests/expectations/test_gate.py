@@ -451,3 +451,43 @@ def test_data_docs_index_is_written(tmp_path):
     assert index.is_file() and "bars_raw" in index.read_text()
     pages = list((tmp_path / "dq_docs" / "validations" / "bars_raw").rglob("*.html"))
     assert sorted(p.stem for p in pages) == ["raw_bars-1d", "raw_bars-5m"]
+
+
+def _order_batch(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """An order batch with a share of every kind of fault the orders suite looks for."""
+    side = rng.choice(["buy", "sell", "hold"], n, p=[0.45, 0.45, 0.1])
+    entry = rng.uniform(-5, 100, n)
+    sign = np.where(side == "sell", -1.0, 1.0)
+    cols = {
+        "decision_id": np.array([f"d{i // 3}" for i in range(n)], dtype=object),
+        "client_order_id": np.array([f"c{rng.integers(0, n)}" for _ in range(n)], dtype=object),
+        "symbol": rng.choice(["AAA", "BBB"], n).astype(object),
+        "side": side.astype(object),
+        "leg": rng.integers(1, 4, n),
+        "qty": rng.integers(-1, 50, n),
+        "decision_qty": rng.integers(0, 150, n),
+        "entry_ref": entry,
+        "take_profit": entry + sign * rng.uniform(-1, 5, n),
+        "stop": entry - sign * rng.uniform(-1, 5, n),
+        "confidence_raw": rng.uniform(-0.1, 1.1, n),
+        "confidence_calibrated": np.where(rng.random(n) < 0.1, np.nan, rng.uniform(-0.1, 1.1, n)),
+        "max_notional": rng.uniform(0, 8000, n),
+    }
+    return cols
+
+
+def test_the_in_memory_order_gate_agrees_with_great_expectations():
+    """The backtest checks each bar's order batch with check_rules (no GX per bar); the live flow with GX.
+    Same suite, same verdicts, on batches full of faults."""
+    from expectations.frame_gate import check_rules, gate_frame
+    from models import decision as dm
+
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 60):
+        for _ in range(4):
+            cols = _order_batch(rng, n)
+            frame = pd.DataFrame(cols, columns=dm.ORDER_BATCH_COLUMNS)
+            gx = gate_frame(frame, suite="orders", run_id="t", stage="orders", derive=dm.order_gate_view)
+            fast = check_rules(cols, "orders", derive=dm.order_gate_derived)
+            assert {r: n for r, n in fast.items() if n} == {r: n for r, n in gx.failures.items() if n}
+    assert any(check_rules(_order_batch(rng, 60), "orders", derive=dm.order_gate_derived).values())

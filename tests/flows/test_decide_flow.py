@@ -35,7 +35,8 @@ def _set_health(db, overall: float, modules: float = 90.0) -> None:
         con.execute("DELETE FROM health")
         for m, s in rows:
             con.execute(
-                "INSERT INTO health VALUES (?, ?, ?, '{}', NULL, 'health-test', ?)",
+                "INSERT INTO health (ts, module, score, components, capped_by, run_id, recorded_at)"
+                " VALUES (?, ?, ?, '{}', NULL, 'health-test', ?)",
                 [HEALTH_TS, m, s, HEALTH_TS],
             )
 
@@ -75,21 +76,24 @@ def test_overall_health_below_80_rejects(retrained, tmp_path):
     assert len(directional) > 0
     assert set(directional["reason_code"]) == {"ai_health_degraded"}
     assert (rows["overall_health"] == 79.0).all()
+    # every health block says which gate it failed (no learned baseline here: the seed's 80)
+    blocked = rows[rows["failed"].str.contains("ai_health_degraded")]
+    assert len(blocked) and blocked["health_drivers"].str.startswith("overall 79.0 < 80").all()
     assert _orders(db) == 0
     assert all(b["submitted"] == 0 for b in result["bars"])
 
 
 def test_order_gate_blocks_a_bad_batch(retrained, tmp_path, monkeypatch):
     db = _warehouse(retrained, tmp_path)
-    real = dm.order_batch_frame
+    real = dm.order_batch_columns
 
     def corrupted(batch, ctx, cfg=None):
-        frame = real(batch, ctx, cfg)
-        frame.loc[frame.index[0], "confidence_calibrated"] = 1.2  # a probability out of [0, 1]
-        frame.loc[frame.index[-1], "take_profit"] = frame["stop"].iloc[-1]  # bracket prices out of order
-        return frame
+        cols = real(batch, ctx, cfg)
+        cols["confidence_calibrated"][0] = 1.2  # a probability out of [0, 1]
+        cols["take_profit"][-1] = cols["stop"][-1]  # bracket prices out of order
+        return cols
 
-    monkeypatch.setattr(dm, "order_batch_frame", corrupted)
+    monkeypatch.setattr(dm, "order_batch_columns", corrupted)
     result = _data(decide(interval="1d", warehouse=str(db), now=NOW, overrides=OPEN_POLICY))
     bar = result["bars"][0]
     assert bar["brackets"] > 0
@@ -165,8 +169,7 @@ def test_closed_trades_and_attribution(session):
 
 def test_rerunning_the_same_bar_sends_nothing_new(session):
     db, replay, again, orders_before, decisions_before = session
-    assert again["bars"][0]["ts"] == replay["bars"][-1]["ts"]
-    assert again["bars"][0]["submitted"] == 0
+    assert again["bars"] == [] and again["skipped"] == [replay["bars"][-1]["ts"]]  # decided already: skipped
     assert _orders(db) == orders_before
     after = query_df(db, "SELECT * FROM decisions ORDER BY decision_id")
     assert len(after) == len(decisions_before)

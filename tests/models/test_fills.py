@@ -7,7 +7,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brokers.base import OrderRole, OrderStatus, submit_idempotent
-from brokers.local import LocalPaperBroker
 from models.brackets import Bracket, client_order_id, split_quantity
 from models.exits import adaptive_profile, breakeven_after_tp1, plan_levels
 from models.fills import (
@@ -31,6 +30,7 @@ from models.fills import (
     step,
 )
 from warehouse.db import connect, insert_frame, transaction
+from warehouse.paper import paper_broker
 from warehouse.trading import record_exit_adjustment
 
 NAN = float("nan")
@@ -268,7 +268,7 @@ def _write_bars(path, rows, start=0, symbol="HND"):
 
 def test_scripted_scenario_trend_entry_tp1_breakeven_tp2_stop(warehouse_path):
     clock = lambda: pd.Timestamp("2024-01-02 21:00", tz="UTC").to_pydatetime()  # noqa: E731
-    broker = LocalPaperBroker(warehouse_path, Decimal("100000"), slippage_bps=10, commission_per_share=0.005,
+    broker = paper_broker(warehouse_path, Decimal("100000"), slippage_bps=10, commission_per_share=0.005,
                               interval="5m", clock=clock)  # fmt: skip
     _write_bars(warehouse_path, SCENARIO_BARS[:4])
     decision_ts = T0 + 3 * STEP

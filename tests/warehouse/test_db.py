@@ -9,6 +9,7 @@ import pytest
 
 from warehouse.db import (
     LockPolicy,
+    Warehouse,
     WarehouseBusy,
     WarehouseMissing,
     connect,
@@ -114,7 +115,7 @@ def test_reader_waits_for_a_held_lock_then_reads(warehouse_path):
     holder = _hold_lock(warehouse_path, 1.5)
     try:
         started = time.monotonic()
-        df = query_df(warehouse_path, "SELECT count(*) AS n FROM bars", policy=LockPolicy(timeout_s=30))
+        df = Warehouse(warehouse_path, LockPolicy(timeout_s=30)).query_df("SELECT count(*) AS n FROM bars")
         assert df["n"][0] == 10
         assert time.monotonic() - started > 0.5  # it really waited for the other process
     finally:
@@ -126,7 +127,7 @@ def test_lock_held_past_deadline_raises_warehouse_busy(warehouse_path):
     holder = _hold_lock(warehouse_path, 5)
     try:
         with pytest.raises(WarehouseBusy, match="stayed locked"):
-            with connect(warehouse_path, policy=LockPolicy(timeout_s=0.5, backoff_initial_s=0.05)):
+            with Warehouse(warehouse_path, LockPolicy(timeout_s=0.5, backoff_initial_s=0.05)).connect():
                 pass
     finally:
         holder.wait(timeout=30)

@@ -1,0 +1,320 @@
+"""The decision engine: one bar's inputs in, typed decisions, brackets and stop moves out.
+
+Pure: no I/O, no Prefect, no clock of its own (the bar time is an input). The live decision flow
+(tasks/decide.py) and the backtest (tasks/backtest.py) both build a ``BarInputs`` and call ``decide``;
+``brokers/trader.py`` carries the result to a broker. What it decides, in order:
+
+1. stop moves for the open brackets (``models.decision.plan_stop_moves``: breakeven after TP1, the
+   health-gated ensemble rule, predictive tightening);
+2. one ``Decision`` per candidate signal, with the first reason it is not traded, or the brackets it sends
+   (``models.decision.assemble``: trade filter, exit plan, sizing, bracket legs).
+
+``signals`` turns the member modules' probabilities at a bar into the candidates (the ensemble vote and its
+calibration); it works on many bars at once, which the backtest uses to vote once per period.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from models import decision as dm
+from models.decision import DecisionBatch, OpenBracket, PlannedBracket, Signal, StopMove
+from models.health import gate_value
+from qtrader.settings import ExitSettings, FilterSettings, Settings, SizingSettings
+
+
+@dataclass(frozen=True)
+class HealthView:
+    """The newest health run the bar decides with: overall and per-module scores, and active alerts."""
+
+    ts: pd.Timestamp | None
+    overall: float | None
+    modules: Mapping[str, float | None]
+    alerts: Sequence[Mapping[str, Any]] = ()
+    # Learned health baselines and what drove each score down ({module or "overall": ...}, see
+    # models.health.gate_value); empty before the health flow records them.
+    baselines: Mapping[str, float | None] = field(default_factory=dict)
+    drivers: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What sizing and the exit plan read of the source module: its champion, benchmarked record, TP hit
+    rates and the learned stop cap."""
+
+    source_module: str
+    model_version: int | None
+    calibration: str
+    accuracy: float | None = None
+    performance_score: float | None = None
+    hit_rates: Mapping[str, float | None] = field(default_factory=dict)
+    learned_stop_atr: float | None = None
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """The account at the bar, after the broker saw it."""
+
+    equity: float
+    buying_power: float
+    gross_exposure: float
+    open_position_symbols: frozenset[str]
+    pending_order_symbols: frozenset[str]
+    start_of_day_equity: float | None = None
+    last_exit_ts: Mapping[str, datetime] = field(default_factory=dict)
+
+    @property
+    def open_positions(self) -> int:
+        return len(self.open_position_symbols)
+
+    @property
+    def day_pnl(self) -> float:
+        return self.equity - self.start_of_day_equity if self.start_of_day_equity is not None else 0.0
+
+
+@dataclass(frozen=True)
+class BarInputs:
+    ts: datetime
+    interval: str
+    market_open: bool
+    signals: Sequence[Signal] | dm.SignalBatch
+    prices: Mapping[str, float]  # the bar's close per symbol (stop management)
+    health: HealthView
+    model: ModelView
+    account: AccountView
+    open_brackets: Sequence[OpenBracket] = ()
+    tp1_filled: Collection[str] = frozenset()  # decision ids whose TP1 bracket took profit
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The settings the engine reads (one broker and strategy)."""
+
+    strategy: str
+    broker: str
+    trade_filter: FilterSettings
+    sizing: SizingSettings
+    exits: ExitSettings
+    allow_short: bool = True
+    use_calibration: bool = True
+    tick: float = 0.01
+    tp_weights: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
+    time_in_force: str = "day"
+    health_floor: float | None = None  # the kill-switch floor under every learned health gate
+
+    @classmethod
+    def from_settings(cls, settings: Settings, broker: str) -> EngineConfig:
+        return cls(
+            strategy=settings.orders.strategy,
+            broker=broker,
+            trade_filter=settings.trade_filter,
+            sizing=settings.sizing,
+            exits=settings.exits,
+            allow_short=settings.decision.allow_short,
+            use_calibration=settings.decision.calibrated_confidence,
+            tick=settings.orders.tick,
+            tp_weights=tuple(settings.orders.tp_weights),
+            time_in_force=settings.orders.time_in_force,
+            health_floor=settings.health.kill_floor,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One candidate at one bar: its inputs, the verdict and the brackets it led to (a ``decisions`` row
+    without the run's id and time)."""
+
+    decision_id: str
+    ts: datetime
+    interval: str
+    symbol: str
+    strategy: str
+    broker: str
+    side: str | None
+    direction: int
+    consensus: str
+    voters: int
+    agree: int
+    contributors: str | None
+    module_p_up: str
+    source_module: str
+    model_version: int | None
+    calibration: str | None
+    confidence_raw: float | None
+    confidence_seed: float | None
+    confidence_calibrated: float | None
+    overall_health: float | None
+    module_health: float | None
+    health_ts: datetime | None
+    accuracy: float | None
+    performance_score: float | None
+    size_multiplier: float | None
+    size_reason: str | None
+    capped_by: str | None
+    atr: float | None
+    vol_state: str | None
+    tp1_rate: float | None
+    tp2_rate: float | None
+    tp3_rate: float | None
+    learned_stop_atr: float | None
+    exit_profile: str | None
+    entry_ref: float | None
+    stop_price: float | None
+    tp1_price: float | None
+    tp2_price: float | None
+    tp3_price: float | None
+    qty: int
+    accepted: bool
+    submitted: bool
+    reason_code: str
+    failed: str | None
+    details: str | None
+    health_drivers: str | None = None
+    client_order_ids: tuple[str, ...] = ()
+
+    def row(self) -> dict[str, Any]:
+        out = dict(vars(self))
+        out["client_order_ids"] = ",".join(self.client_order_ids) if self.client_order_ids else None
+        return out
+
+
+@dataclass(frozen=True)
+class BarResult:
+    """What the engine decided at one bar."""
+
+    decisions: tuple[Decision, ...]
+    brackets: tuple[PlannedBracket, ...]
+    stop_moves: tuple[StopMove, ...]
+    context: dm.DecisionContext
+
+    def reasons(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d in self.decisions:
+            out[d.reason_code] = out.get(d.reason_code, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    @property
+    def accepted(self) -> list[Decision]:
+        return [d for d in self.decisions if d.accepted]
+
+    def with_decisions(self, decisions: Sequence[Decision], brackets: Sequence[PlannedBracket]) -> BarResult:
+        return dataclasses.replace(self, decisions=tuple(decisions), brackets=tuple(brackets))
+
+    def batch(self) -> DecisionBatch:
+        """The order gate's view (models.decision.order_batch_frame reads rows as mappings)."""
+        return DecisionBatch([vars(d) for d in self.decisions], list(self.brackets))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([d.row() for d in self.decisions])
+
+
+def context(inputs: BarInputs, cfg: EngineConfig) -> dm.DecisionContext:
+    a, m, h = inputs.account, inputs.model, inputs.health
+    return dm.DecisionContext(
+        ts=inputs.ts,
+        interval=inputs.interval,
+        strategy=cfg.strategy,
+        broker=cfg.broker,
+        source_module=m.source_module,
+        market_open=inputs.market_open,
+        overall_health=h.overall,
+        module_health=h.modules,
+        health_ts=None if h.ts is None else pd.Timestamp(h.ts).to_pydatetime(),
+        model_version=m.model_version,
+        calibration=m.calibration,
+        accuracy=m.accuracy,
+        performance_score=m.performance_score,
+        hit_rates=m.hit_rates,
+        learned_stop_atr=m.learned_stop_atr,
+        equity=a.equity,
+        buying_power=a.buying_power,
+        gross_exposure=a.gross_exposure,
+        open_position_symbols=a.open_position_symbols,
+        pending_order_symbols=a.pending_order_symbols,
+        open_positions=a.open_positions,
+        start_of_day_equity=a.start_of_day_equity,
+        day_pnl=a.day_pnl,
+        last_exit_ts=a.last_exit_ts,
+        allow_short=cfg.allow_short,
+        tick=cfg.tick,
+        tp_weights=cfg.tp_weights,
+        time_in_force=cfg.time_in_force,
+        use_calibration=cfg.use_calibration,
+        health_baselines=h.baselines,
+        health_floor=cfg.health_floor,
+        health_drivers=h.drivers,
+    )
+
+
+def exit_gates(health: HealthView, cfg: EngineConfig) -> dict[str, float]:
+    """The exit planner's health gates (seed 1.2's overall and ensemble values) against the learned
+    baselines (models.health.gate_value), under the kill-switch floor."""
+    x, learned = cfg.exits, cfg.trade_filter.learned_gates
+    floor = cfg.health_floor if cfg.health_floor is not None else 0.0
+    return {
+        "overall_gate": gate_value(
+            x.min_overall_health, health.baselines.get("overall"), floor, learned=learned
+        ).value,
+        "ensemble_gate": gate_value(
+            x.ensemble_degraded_health, health.baselines.get(x.ensemble_module), floor, learned=learned
+        ).value,
+    }
+
+
+def decide(inputs: BarInputs, cfg: EngineConfig) -> BarResult:
+    """Stop moves for the open brackets and a decision for every candidate (module docstring)."""
+    moves = dm.plan_stop_moves(
+        inputs.open_brackets,
+        tp1_filled=inputs.tp1_filled,
+        current=inputs.prices,
+        overall_health=inputs.health.overall,
+        ensemble_health=inputs.health.modules.get(cfg.exits.ensemble_module),
+        alerts=inputs.health.alerts,
+        cfg=cfg.exits,
+        tick=cfg.tick,
+        **exit_gates(inputs.health, cfg),
+    )
+    ctx = context(inputs, cfg)
+    batch = dm.assemble(inputs.signals, ctx, cfg.trade_filter, cfg.sizing, cfg.exits)
+    decisions = tuple(_decision(r) for r in batch.rows)
+    return BarResult(decisions, tuple(batch.brackets), tuple(moves), ctx)
+
+
+def _decision(row: dict[str, Any]) -> Decision:
+    return Decision(**{**row, "client_order_ids": tuple(row.get("client_order_ids") or ())})
+
+
+def block(result: BarResult, code: str, failed: str) -> BarResult:
+    """Every accepted decision of the bar refused with ``code`` (a failing order gate): nothing is sent."""
+    out = [
+        dataclasses.replace(d, accepted=False, reason_code=code, failed=failed, client_order_ids=())
+        if d.accepted
+        else d
+        for d in result.decisions
+    ]
+    return result.with_decisions(out, ())
+
+
+def refuse(result: BarResult, decision_id: str, code: str, failed: str) -> BarResult:
+    """One decision refused after the fact (the broker rejected its bracket): its brackets are dropped."""
+    out = [
+        dataclasses.replace(d, accepted=False, reason_code=code, failed=failed)
+        if d.decision_id == decision_id
+        else d
+        for d in result.decisions
+    ]
+    return result.with_decisions(out, [p for p in result.brackets if p.decision_id != decision_id])
+
+
+def mark_submitted(result: BarResult, decision_ids: Collection[str]) -> BarResult:
+    out = [
+        dataclasses.replace(d, submitted=True) if d.decision_id in decision_ids else d
+        for d in result.decisions
+    ]
+    return result.with_decisions(out, result.brackets)
