@@ -80,6 +80,9 @@ def _usage(problem: BadInput | str) -> None:
     _fail(str(problem), EXIT_USAGE)
 
 
+_FLOWS_PENDING: tuple | None = None  # (Prefect target, command): set by the app callback, see _begin_flows
+
+
 def _guard(fn: Callable[[], object]) -> object:
     """Run fn; turn any exception into a one-line reason: exit 2 for bad input, else 1."""
     try:
@@ -148,16 +151,31 @@ def main(
 
 def _use_prefect(ctx: typer.Context) -> None:
     """One Prefect home and API for every command (qtrader/prefect_env.py), chosen before Prefect loads."""
-    from qtrader.prefect_env import PrefectUnavailable, resolve, start_temporary_server
+    from qtrader.prefect_env import PrefectUnavailable, resolve
 
     try:
         target = resolve()
     except PrefectUnavailable as exc:
         _fail(str(exc))
+    global _FLOWS_PENDING
+    _FLOWS_PENDING = (target, ctx.invoked_subcommand)
+
+
+def _begin_flows() -> None:
+    """Say where flows run and start the temporary server and the GX context in the background, once the
+    command's arguments are checked (a refused argument is one line and starts nothing); the flow modules
+    then import while the server starts."""
+    global _FLOWS_PENDING
+    if _FLOWS_PENDING is None:
+        return
+    target, command = _FLOWS_PENDING
+    _FLOWS_PENDING = None
+    from qtrader.prefect_env import start_temporary_server
+
     err.print(f"[dim]Prefect: {target.describe()}[/]", highlight=False)
-    if target.api_url is None and ctx.invoked_subcommand != "health":  # health runs a flow only with --run
+    if target.api_url is None:
         start_temporary_server()
-    if ctx.invoked_subcommand in GATED_COMMANDS:
+    if command in GATED_COMMANDS:
         from expectations.runtime import warm_up
 
         warm_up()  # one GX context per process, made while the command imports and starts its flow
@@ -331,6 +349,7 @@ def _with_progress(fn: Callable[[], object]) -> object:
 
 
 def _run_ingest(**params) -> dict:
+    _begin_flows()
     from flows.ingest import ingest as ingest_flow  # after the arguments are checked: Prefect, GX are slow
 
     return _with_progress(lambda: ingest_flow(**params))
@@ -475,6 +494,7 @@ def serve() -> None:
 
     With `make ui` running, the runs show in its UI (qtrader uses that server when it answers).
     """
+    _begin_flows()
     from prefect import serve as prefect_serve
 
     from qtrader.orchestration import runner_deployments
@@ -519,6 +539,7 @@ def features(
     settings = _guard(lambda: _settings(warehouse=warehouse))
     intervals = _guard(lambda: checks.intervals(interval) if interval else None)
     picked = _guard(lambda: _symbols_arg(symbols, settings))
+    _begin_flows()
     from flows.features import features as features_flow
 
     result = _guard(lambda: features_flow(intervals=intervals, symbols=picked, full=full,
@@ -555,6 +576,7 @@ def retrain(
             checks.choices(modules, [*DEFAULT_SIGNAL_MEMBERS, "ensemble"], "--modules") if modules else None
         )
     )
+    _begin_flows()
     from flows.retrain import retrain as retrain_flow
 
     result = _guard(
@@ -615,6 +637,7 @@ def benchmark(
             else None
         )
     )
+    _begin_flows()
     from flows.benchmark import benchmark as benchmark_flow
 
     result = _guard(
@@ -697,8 +720,13 @@ def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None
 
 def _demo_models(db: str) -> None:
     """The demo after ingestion: features, retrain, benchmark, scoreboard (daily and 5-minute bars)."""
+    _begin_flows()
     from flows.benchmark import benchmark as benchmark_flow
+
+    _begin_flows()
     from flows.features import features as features_flow
+
+    _begin_flows()
     from flows.retrain import retrain as retrain_flow
 
     console.rule("Features: point-in-time TA-Lib features through their gate")
@@ -726,6 +754,7 @@ def health(
     """Module health scores with what moved them, learned thresholds, and active predictive alerts."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
     if run:
+        _begin_flows()
         from flows.health import health as health_flow
 
         _guard(lambda: health_flow(warehouse=str(settings.warehouse)))
@@ -820,7 +849,10 @@ def _print_health(db: str | Path) -> None:
 
 def _demo_health(db: str) -> None:
     """The demo's last step, after benchmark: score health, learn thresholds, show both and the alerts."""
+    _begin_flows()
     from flows.health import health as health_flow
+
+    _begin_flows()
     from flows.thresholds import thresholds as thresholds_flow
 
     console.rule("Health: module scores, learned thresholds, predictive alerts")
@@ -863,6 +895,7 @@ def decide(
     at_ts = _guard(lambda: checks.timestamp(at, "--at") if at else None)
     _guard(lambda: checks.positive_int(bars, "--bars", "the newest N bars to replay"))
     _guard(lambda: _check_replay(settings, interval, at, at_ts, bars))
+    _begin_flows()
     from flows.decide import decide as decide_flow
 
     result = _flow_result(
@@ -1109,6 +1142,7 @@ def _plot_equity(db, broker: str, data_dir) -> tuple[Path, Path]:
 
 def _demo_decide(db: str) -> None:
     """The demo's last step: the decision flow on daily bars, then the paper account review."""
+    _begin_flows()
     from flows.decide import decide as decide_flow
     from warehouse.decisions import decision_bars
 
@@ -1182,6 +1216,7 @@ DEMO_BACKTEST = {"retrain": {"n_splits": 3}, "backtest": {"warmup_bars": 600}}
 
 
 def _demo_backtest(db: str) -> None:
+    _begin_flows()
     from flows.backtest import backtest as backtest_flow
     from warehouse.decisions import decision_bars
 
@@ -1231,6 +1266,7 @@ def backtest(
     args = _guard(
         lambda: _backtest_arguments(settings, interval, start, end, symbols, modes, signals, symbol)
     )
+    _begin_flows()
     from flows.backtest import backtest as backtest_flow
 
     result = _with_progress(lambda: backtest_flow(**args, warehouse=str(settings.warehouse), report=report))

@@ -25,8 +25,8 @@ REGISTRY_COLUMNS = [
     "module", "interval", "version", "trained_at", "train_start", "train_end", "valid_start", "valid_end",
     "train_rows", "valid_rows", "label_horizon", "feature_set_version", "params", "config_hash", "data_hash",
     "metrics", "calibration", "status", "status_reason", "promoted_at", "retired_at", "artifact_path", "run_id",
-    "artifact_sha256", "artifact_status", "artifact_problem", "artifact_checked_at",
-    "confirmed_at", "confirmed_by",
+    "confirmed_at", "confirmed_by",  # migration 008
+    "artifact_sha256", "artifact_status", "artifact_problem", "artifact_checked_at",  # migration 010
 ]  # fmt: skip
 PREDICTION_COLUMNS = [
     "symbol", "interval", "ts", "module", "model_version", "kind", "label_horizon", "p_up", "p_up_calibrated",
