@@ -86,7 +86,7 @@ def main() -> None:
     from tasks.resources import warehouse
     from tasks.retrain import Champion
     from warehouse.decisions import decision_bars
-    from warehouse.models import champions, load_artifact
+    from warehouse.models import load_champion_artifacts
 
     retrain(interval="1d", warehouse=str(db))  # starts the temporary Prefect server too
     write_market(db, symbols[args.trained :], args.years, "bench-b")
@@ -107,8 +107,7 @@ def main() -> None:
     broker = decision_broker(settings, "1d", wh)
     trader = new_trader(settings, wh, broker, "bench-run")
     champs = {
-        r["module"]: Champion(r, load_artifact(r["artifact_path"]))
-        for r in champions(db, "1d").to_dict("records")
+        c.row["module"]: Champion(c.row, c.artifact, c.problem) for c in load_champion_artifacts(db, "1d")
     }
     health = read_health(wh)
     t = time.perf_counter()

@@ -27,7 +27,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ DQ_COLUMNS = [
     "success", "observed_value", "element_count", "unexpected_count", "validated_at",
 ]  # fmt: skip
 _DEFAULT_SEVERITY: dict[str, Severity] = GateSettings().severity
+# What stale_last_bar judges a symbol's last bar against: one time, one per symbol, or the batch's newest.
+Reference = pd.Timestamp | Mapping[str, pd.Timestamp] | None
 CRITICAL, WARNING = Severity.critical.value, Severity.warning.value
 
 
@@ -169,7 +171,7 @@ class _Batch:
     newest_before: np.ndarray  # int64 ns: newest ts of the symbol delivered up to this row
     row_frame: pd.DataFrame  # what the row expectations see
     series: dict[str, np.ndarray] = field(default_factory=dict)  # series columns, NaN where not evaluated
-    reference_end: pd.Timestamp | None = None
+    reference_ns: np.ndarray | None = None  # per symbol code: what its last bar is judged against (ns UTC)
     fails: dict[str, np.ndarray] = field(default_factory=dict)  # rule -> failing rows (GX's verdict)
 
     @property
@@ -241,20 +243,21 @@ class _Batch:
             newest_before, frame,
         )  # fmt: skip
 
-    def series_frame(self, valid: np.ndarray, reference_end: pd.Timestamp | None) -> pd.DataFrame:
+    def series_frame(self, valid: np.ndarray, reference_end: Reference) -> pd.DataFrame:
         """Series columns over the valid rows in (symbol, ts) order; the index is the input position."""
         self.series = {col: np.full(self.n, np.nan) for col in ("gap_bars", "stale_bars", "abs_return")}
         ov = self.order[valid[self.order]]  # unique (symbol, ts): later duplicates failed a row rule
         if len(ov) == 0:
-            self.reference_end = utc(reference_end) if reference_end is not None else None
             return pd.DataFrame({col: [] for col in self.series}, dtype=np.float64)
         cv, tv = self.codes[ov], self.t[ov]
         first = np.r_[True, cv[1:] != cv[:-1]]
         last = np.r_[cv[1:] != cv[:-1], True]
         newest = pd.Timestamp(tv.max(), tz="UTC")
-        ref = utc(reference_end) if reference_end is not None else newest
-        self.reference_end = ref
-        grid = expected_bars(self.interval, pd.Timestamp(tv.min(), tz="UTC"), max(ref, newest), self.exchange)
+        self.reference_ns = self._reference_ns(reference_end, newest)
+        ref_max = pd.Timestamp(int(self.reference_ns.max()), tz="UTC")
+        grid = expected_bars(
+            self.interval, pd.Timestamp(tv.min(), tz="UTC"), max(ref_max, newest), self.exchange
+        )
         grid_ns = grid.as_unit("ns").asi8
 
         # gap_bars: expected bars strictly between a bar and the previous bar of its symbol. Off-grid
@@ -263,9 +266,9 @@ class _Batch:
         gap = np.maximum(np.r_[0, np.diff(slot)] - 1.0, 0.0)
         gap[first] = np.nan
 
-        # stale_bars: expected bars after the symbol's last bar, up to and including the reference end.
+        # stale_bars: expected bars after the symbol's last bar, up to and including its reference end.
         stale = np.full(len(ov), np.nan)
-        ref_slot = np.searchsorted(grid_ns, ref.as_unit("ns").value, side="right")
+        ref_slot = np.searchsorted(grid_ns, self.reference_ns[cv[last]], side="right")
         stale[last] = np.maximum(ref_slot - np.searchsorted(grid_ns, tv[last], side="right"), 0)
 
         close = self.row_frame["close"].to_numpy()[ov]
@@ -276,6 +279,17 @@ class _Batch:
         out = pd.DataFrame({"gap_bars": gap, "stale_bars": stale, "abs_return": abs_return}, index=ov)
         for col in self.series:
             self.series[col][ov] = out[col].to_numpy()
+        return out
+
+    def _reference_ns(self, reference_end: Reference, newest: pd.Timestamp) -> np.ndarray:
+        """Per symbol code, the time its last bar is judged against (ns UTC); the batch's newest by default."""
+        out = np.full(len(self.symbols), newest.as_unit("ns").value, dtype=np.int64)
+        if isinstance(reference_end, Mapping):
+            for i, sym in enumerate(self.symbols):
+                if sym in reference_end:
+                    out[i] = utc(reference_end[sym]).as_unit("ns").value
+        elif reference_end is not None:
+            out[:] = utc(reference_end).as_unit("ns").value
         return out
 
     def value(self, rule: str, idx: np.ndarray) -> np.ndarray:
@@ -324,11 +338,12 @@ class _Batch:
             tol = f"; tolerance {p['max_gap_bars']:g}"
             return _num(self.series["gap_bars"][idx]) + " expected bars missing before the bar of " + at + tol
         if rule == "stale_last_bar":
-            ref = self.ts_text(np.array([self.reference_end.as_unit("ns").value]))[0]
-            tail = f" expected bars missing before {ref}; tolerance {p['max_stale_bars']:g}"
+            ref = self.ts_text(self.reference_ns[self.codes[idx]])
+            tol = f"; tolerance {p['max_stale_bars']:g}"
             return (
-                "last bar " + self.ts_text(self.t[idx]) + ", " + _num(self.series["stale_bars"][idx]) + tail
-            )
+                "last bar " + self.ts_text(self.t[idx]) + ", " + _num(self.series["stale_bars"][idx])
+                + " expected bars missing before " + ref + tol
+            )  # fmt: skip
         if rule == "move_beyond_limit":
             pct = np.char.mod("%.0f%%", self.series["abs_return"][idx] * 100).astype(object)
             return (
@@ -420,15 +435,17 @@ def gate_bars(
     interval: str,
     settings: GateSettings,
     run_id: str,
-    reference_end: pd.Timestamp | None,
+    reference_end: Reference,
     exchange: str = "XNYS",
     stage: str = "raw_bars",
     now: pd.Timestamp | None = None,
 ) -> GateResult:
     """Validate a canonical raw bars frame (sources.base.BAR_COLUMNS, one interval) with bars_raw.json.
 
-    ``reference_end`` is the window end that was asked for (stale last bars are judged against it);
-    ``None`` means the newest valid bar of the batch. ``now`` stamps ``validated_at`` (default: the clock).
+    ``reference_end`` is what a symbol's last bar is judged against by stale_last_bar: the window end that
+    was asked for, or the time the data was meant to reach (``as_of``); a mapping gives it per symbol (a
+    folder of history files: each file's own end); ``None`` means the newest valid bar of the batch.
+    ``now`` stamps ``validated_at`` (default: the clock).
     """
     started = time.perf_counter()
     spec = load_suite()

@@ -21,6 +21,7 @@ from tasks.ingest import (
     new_run_id,
     publish_summary,
     record_failure,
+    stale_reference,
     write_gated,
 )
 from warehouse.ingest import IngestRun
@@ -43,6 +44,8 @@ def ingest(
     warehouse: str | None = None,
     faults: list[str] | None = None,
     now: str | None = None,
+    as_of: str | None = None,
+    date_format: str | None = None,
 ) -> dict:
     """Ingest bars for each configured interval (or the one given). Returns the runs and findings.
 
@@ -56,9 +59,13 @@ def ingest(
         warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
         faults: Synthetic only, tests and the demo: data faults such as "nan_price:MSFT" to exercise the gate.
         now: Tests and backfills: the clock the window is measured from; empty: the current time.
+        as_of: The time the data was meant to reach, for the stale-last-bar rule; empty: the window end
+            (files: each file's own last bar).
+        date_format: The files' date format, e.g. %d/%m/%Y (over [files] date_format); empty: detected per file.
     """
     log = get_run_logger()
-    settings = load_settings(source=source, warehouse=warehouse, files_path=path)
+    files = {"date_format": date_format} if date_format else None
+    settings = load_settings(source=source, warehouse=warehouse, files_path=path, files=files)
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     is_files = settings.source == SourceName.files
     intervals = [interval] if interval else ([AUTO_INTERVAL] if is_files else list(settings.intervals))
@@ -107,8 +114,7 @@ def ingest(
             )
             run.rows_in = len(bars)
             t1 = time.perf_counter()
-            # Stale bars are judged against the requested end; files have none, so the newest bar of the batch.
-            reference_end = None if is_files and end is None else request.end
+            reference_end = stale_reference(bars, request.end, utc(as_of) if as_of else None, is_files)
             gated = gate_raw_bars(bars, group_iv, settings, run.run_id, reference_end)
             run.gate_s = time.perf_counter() - t1
             lines += [f"[{group_iv}] {line}" for line in gated.summary_lines()]

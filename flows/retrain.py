@@ -59,7 +59,7 @@ def retrain(
     config = training_config(settings, interval)
 
     data, plan = load_training_data(settings, interval, config)
-    champions, versions = load_champions(settings, interval)
+    champions, versions = load_champions(settings, interval, clock)
     trained: dict[str, Trained] = {}
     failed: list[str] = []
     for name in members:

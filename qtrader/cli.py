@@ -13,7 +13,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from qtrader import validation as checks
+from qtrader.validation import EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, BadInput, Refused
 
 app = typer.Typer(
     help="qtrader: Prefect flows that ingest, gate and trade market data into a DuckDB warehouse.",
@@ -65,13 +69,22 @@ FROM bars WHERE interval = '5m' GROUP BY 1 ORDER BY 1""",
 ]
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however long
+def _fail(message: str, code: int = EXIT_FAILURE) -> None:
+    # soft_wrap: the reason stays one line however long (a terminal may still fold it visually).
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
+def _usage(problem: BadInput | str) -> None:
+    """Bad usage: one line, exit 2 (nothing has been started)."""
+    _fail(str(problem), EXIT_USAGE)
+
+
+_FLOWS_PENDING: tuple | None = None  # (Prefect target, command): set by the app callback, see _begin_flows
+
+
 def _guard(fn: Callable[[], object]) -> object:
-    """Run fn; turn any exception into a one-line reason and exit code 1."""
+    """Run fn; turn any exception into a one-line reason: exit 2 for bad input, else 1."""
     try:
         from qtrader.prefect_env import wait_ready
 
@@ -81,6 +94,10 @@ def _guard(fn: Callable[[], object]) -> object:
         raise
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except BadInput as exc:  # a setting, an argument or the query itself: the user fixes it
+        _usage(exc)
+    except Refused as exc:
+        _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI's job is to say why in one line
         if os.environ.get("QTRADER_DEBUG"):
             raise
@@ -124,8 +141,8 @@ def main(
     ] = None,
 ) -> None:
     if config is not None:
-        if not config.exists():
-            _fail(f"config file {config} does not exist")
+        if not config.is_file():
+            _usage(f"--config {config}: no such file")
         os.environ["QTRADER_CONFIG"] = str(config)
     _quiet_third_parties()
     if ctx.invoked_subcommand in FLOW_COMMANDS:
@@ -134,16 +151,31 @@ def main(
 
 def _use_prefect(ctx: typer.Context) -> None:
     """One Prefect home and API for every command (qtrader/prefect_env.py), chosen before Prefect loads."""
-    from qtrader.prefect_env import PrefectUnavailable, resolve, start_temporary_server
+    from qtrader.prefect_env import PrefectUnavailable, resolve
 
     try:
         target = resolve()
     except PrefectUnavailable as exc:
         _fail(str(exc))
+    global _FLOWS_PENDING
+    _FLOWS_PENDING = (target, ctx.invoked_subcommand)
+
+
+def _begin_flows() -> None:
+    """Say where flows run and start the temporary server and the GX context in the background, once the
+    command's arguments are checked (a refused argument is one line and starts nothing); the flow modules
+    then import while the server starts."""
+    global _FLOWS_PENDING
+    if _FLOWS_PENDING is None:
+        return
+    target, command = _FLOWS_PENDING
+    _FLOWS_PENDING = None
+    from qtrader.prefect_env import start_temporary_server
+
     err.print(f"[dim]Prefect: {target.describe()}[/]", highlight=False)
-    if target.api_url is None and ctx.invoked_subcommand != "health":  # health runs a flow only with --run
+    if target.api_url is None:
         start_temporary_server()
-    if ctx.invoked_subcommand in GATED_COMMANDS:
+    if command in GATED_COMMANDS:
         from expectations.runtime import warm_up
 
         warm_up()  # one GX context per process, made while the command imports and starts its flow
@@ -199,24 +231,93 @@ def ingest(
         list[str] | None,
         typer.Option(help="Synthetic only: inject a fault, e.g. nan_price:MSFT (repeatable)."),
     ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Judge stale last bars against this date (default: the window end; files: each file's own "
+            "last bar, so a history file loads whole)."
+        ),
+    ] = None,
+    date_format: Annotated[
+        str | None,
+        typer.Option(
+            help="Files source: the strptime format of dates that are not ISO, yyyymmdd or epoch, e.g. "
+            "%d/%m/%Y (default: the day/month order read from each file; a file that reads both ways is refused)."
+        ),
+    ] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Fetch bars, gate them with Great Expectations, and upsert them into the warehouse."""
+    """Fetch bars, gate them with Great Expectations, and upsert them into the warehouse.
+
+    Exit code 3 when part of it failed (a file or symbol failed, a symbol was blocked) and the rest was
+    written."""
     if path is not None and source is None:
         source = "files"
-    if path is not None and not path.is_dir():
-        _fail(f"--path {path} is not a folder of CSV/Parquet files")
-    result = _run_ingest(
-        source=source,
-        symbols=[s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None,
-        interval=interval,
-        start=start,
-        end=end,
-        path=str(path) if path else None,
-        warehouse=str(warehouse) if warehouse else None,
-        faults=fault or None,
-    )
+    args = _guard(lambda: _ingest_arguments(source, symbols, interval, start, end, path, fault, as_of,
+                                              date_format, warehouse))  # fmt: skip
+    result = _run_ingest(**args)
     _print_ingest(result)
+    _exit_if_partial(result)
+
+
+def _ingest_arguments(source, symbols, interval, start, end, path, fault, as_of, date_format, warehouse):
+    """The ingest flow's parameters from the command line, every one checked (BadInput otherwise)."""
+    from qtrader.settings import SourceName
+
+    if source is not None:
+        checks.choice(source, [s.value for s in SourceName], "--source")
+    if path is not None and not path.is_dir():
+        raise BadInput(f"--path {path} is not a folder of CSV/Parquet files")
+    settings = _settings(warehouse=warehouse, source=source, files_path=path)
+    picked = (
+        []
+        if symbols is None
+        else checks.symbols(symbols, "--symbols", settings.symbol_pattern, settings.symbol_max_length)
+    )
+    if interval is not None:
+        checks.interval(interval)
+    checks.time_window(start, end)
+    if as_of is not None:
+        checks.timestamp(as_of, "--as-of")
+    if date_format is not None:
+        checks.date_format(date_format, "--date-format")
+        if settings.source != SourceName.files:
+            raise BadInput("--date-format applies to the files source only (--source files --path DIR)")
+    if fault:
+        if settings.source != SourceName.synthetic:
+            raise BadInput(
+                f"--fault injects faults into the synthetic source only, not {settings.source.value}"
+            )
+        from sources.base import SourceError
+        from sources.synthetic import parse_faults
+
+        try:
+            parse_faults(fault)
+        except SourceError as exc:
+            raise BadInput(f"--fault: {exc}") from None
+    return dict(source=source, symbols=picked or None, interval=interval, start=start, end=end,
+                path=str(path) if path else None, warehouse=str(warehouse) if warehouse else None,
+                faults=fault or None, as_of=as_of, date_format=date_format)  # fmt: skip
+
+
+def _exit_if_partial(result: dict) -> None:
+    """Exit 3 when some of an ingest failed (files, symbols, a blocked symbol) and the rest was written."""
+    runs = result["runs"]
+    if all(r["status"] == "success" for r in runs):
+        return
+
+    def few(names: set[str]) -> str:
+        names = sorted(names)
+        return f"{len(names)} ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+
+    failed = {s for r in runs for s in r["symbols_failed"]}
+    blocked = {s for r in runs for s in r["symbols_blocked"]}
+    empty = [r["interval"] for r in runs if r["status"] == "failed"]
+    parts = [f"{few(failed)} failed"] if failed else []
+    parts += [f"{few(blocked)} blocked by the gate"] if blocked else []
+    parts += [f"interval {', '.join(empty)} wrote nothing"] if empty else []
+    err.print(f"partial: {'; '.join(parts)}; the rest was written (exit 3)", soft_wrap=True, highlight=False)
+    raise typer.Exit(EXIT_PARTIAL)
 
 
 def _with_progress(fn: Callable[[], object]) -> object:
@@ -248,7 +349,8 @@ def _with_progress(fn: Callable[[], object]) -> object:
 
 
 def _run_ingest(**params) -> dict:
-    from flows.ingest import ingest as ingest_flow
+    _begin_flows()
+    from flows.ingest import ingest as ingest_flow  # after the arguments are checked: Prefect, GX are slow
 
     return _with_progress(lambda: ingest_flow(**params))
 
@@ -294,6 +396,7 @@ def _print_ingest(result: dict) -> None:
 @app.command()
 def demo(warehouse: WarehouseOpt = None) -> None:
     """Run the pipeline on the embedded synthetic market (with a few injected faults to show the gate)."""
+    _guard(lambda: _settings(warehouse=warehouse))  # a bad configuration stops here (exit 2)
     console.rule("qtrader demo: ingest a synthetic market through the data-quality gate")
     result = _run_ingest(
         source="synthetic",
@@ -319,14 +422,18 @@ def demo(warehouse: WarehouseOpt = None) -> None:
 
 
 def _print_sql(db: str | Path, sql: str, max_rows: int = 50) -> None:
+    """Print one of qtrader's own queries (the user's go through ``qtrader sql``'s locked connection)."""
     from warehouse.db import query_df
 
-    df = _guard(lambda: query_df(db, sql))
+    _print_frame(_guard(lambda: query_df(db, sql)), max_rows)
+
+
+def _print_frame(df, max_rows: int = 50) -> None:
     table = Table(show_edge=False)
     for c in df.columns:
         table.add_column(str(c), justify="right" if df[c].dtype.kind in "iuf" else "left")
     for row in df.head(max_rows).itertuples(index=False):
-        table.add_row(*["" if v is None else str(v) for v in row])
+        table.add_row(*["" if v is None or v != v else str(v) for v in row])  # NULL, NaN, NaT: blank
     console.print(table)
     if len(df) > max_rows:
         console.print(f"... {len(df) - max_rows} more rows")
@@ -339,15 +446,18 @@ def sql(
     max_rows: Annotated[int, typer.Option(help="Rows to print.")] = 50,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
 ) -> None:
-    """Run SQL against the warehouse on a read-only connection and print a table."""
-    settings = _guard(lambda: _settings(warehouse=warehouse))
-    if csv:
-        from warehouse.db import query_df
+    """Run SQL on a locked-down read-only connection (no writes, files, ATTACH or extensions); print a table."""
+    from warehouse.console import check_not_empty, run_query
+    from warehouse.db import Warehouse
 
-        df = _guard(lambda: query_df(settings.warehouse, query))
+    _guard(lambda: check_not_empty(query))
+    _guard(lambda: checks.non_negative_int(max_rows, "--max-rows"))
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    df = _guard(lambda: run_query(Warehouse.from_settings(settings), query))
+    if csv:
         sys.stdout.write(df.to_csv(index=False))
         return
-    _print_sql(settings.warehouse, query, max_rows=max_rows)
+    _print_frame(df, max_rows)
 
 
 @app.command()
@@ -384,6 +494,7 @@ def serve() -> None:
 
     With `make ui` running, the runs show in its UI (qtrader uses that server when it answers).
     """
+    _begin_flows()
     from prefect import serve as prefect_serve
 
     from qtrader.orchestration import runner_deployments
@@ -425,10 +536,13 @@ def features(
     full: Annotated[bool, typer.Option("--full", help="Recompute every bar, not only new ones.")] = False,
 ) -> None:
     """Compute point-in-time TA-Lib features (all 61 candlestick patterns) for stored bars, through the gate."""
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    intervals = _guard(lambda: checks.intervals(interval) if interval else None)
+    picked = _guard(lambda: _symbols_arg(symbols, settings))
+    _begin_flows()
     from flows.features import features as features_flow
 
-    settings = _guard(lambda: _settings(warehouse=warehouse))
-    result = _guard(lambda: features_flow(intervals=_csv_list(interval), symbols=_csv_list(symbols), full=full,
+    result = _guard(lambda: features_flow(intervals=intervals, symbols=picked, full=full,
                                           warehouse=str(settings.warehouse)))  # fmt: skip
     for s in result["intervals"]:
         console.print(
@@ -436,8 +550,10 @@ def features(
         )
 
 
-def _csv_list(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+def _symbols_arg(text: str | None, settings, what: str = "--symbols") -> list[str] | None:
+    if text is None:
+        return None
+    return checks.symbols(text, what, settings.symbol_pattern, settings.symbol_max_length)
 
 
 @app.command()
@@ -448,15 +564,28 @@ def retrain(
     ] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Walk-forward retrain of the signal modules; a challenger replaces the champion only if it beats it."""
+    """Walk-forward retrain of the signal modules; a challenger replaces the champion only if it beats it.
+
+    Exit code 3 when a module could not be trained and the others were."""
+    from qtrader.settings import DEFAULT_SIGNAL_MEMBERS
+
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    _guard(lambda: checks.interval(interval))
+    picked = _guard(
+        lambda: (
+            checks.choices(modules, [*DEFAULT_SIGNAL_MEMBERS, "ensemble"], "--modules") if modules else None
+        )
+    )
+    _begin_flows()
     from flows.retrain import retrain as retrain_flow
 
     result = _guard(
-        lambda: retrain_flow(
-            interval=interval, modules=_csv_list(modules), warehouse=str(warehouse) if warehouse else None
-        )
+        lambda: retrain_flow(interval=interval, modules=picked, warehouse=str(settings.warehouse))
     )
     _print_retrain(result)
+    if result["failed"]:
+        err.print(f"partial: not trained: {', '.join(result['failed'])} (exit 3)", soft_wrap=True)
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def _print_retrain(result: dict) -> None:
@@ -499,12 +628,20 @@ def benchmark(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Score every module's stored predictions per window; writes benchmarks and exit_stats."""
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    _guard(lambda: checks.interval(interval))
+    spans = _guard(
+        lambda: (
+            [checks.benchmark_window(w, "--windows") for w in checks.csv_items(windows, "--windows")]
+            if windows
+            else None
+        )
+    )
+    _begin_flows()
     from flows.benchmark import benchmark as benchmark_flow
 
     result = _guard(
-        lambda: benchmark_flow(
-            interval=interval, windows=_csv_list(windows), warehouse=str(warehouse) if warehouse else None
-        )
+        lambda: benchmark_flow(interval=interval, windows=spans, warehouse=str(settings.warehouse))
     )
     console.print(
         f"benchmark {result['interval']}: {len(result['rows'])} rows ({', '.join(result['windows'])}) "
@@ -523,6 +660,9 @@ def scoreboard(
 ) -> None:
     """The latest benchmark of every module for one window: which module is good now, and since when."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
+    _guard(lambda: checks.interval(interval))
+    if window is not None:
+        _guard(lambda: checks.benchmark_window(window))
     _print_scoreboard(settings.warehouse, interval, window)
 
 
@@ -580,8 +720,13 @@ def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None
 
 def _demo_models(db: str) -> None:
     """The demo after ingestion: features, retrain, benchmark, scoreboard (daily and 5-minute bars)."""
+    _begin_flows()
     from flows.benchmark import benchmark as benchmark_flow
+
+    _begin_flows()
     from flows.features import features as features_flow
+
+    _begin_flows()
     from flows.retrain import retrain as retrain_flow
 
     console.rule("Features: point-in-time TA-Lib features through their gate")
@@ -609,6 +754,7 @@ def health(
     """Module health scores with what moved them, learned thresholds, and active predictive alerts."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
     if run:
+        _begin_flows()
         from flows.health import health as health_flow
 
         _guard(lambda: health_flow(warehouse=str(settings.warehouse)))
@@ -703,7 +849,10 @@ def _print_health(db: str | Path) -> None:
 
 def _demo_health(db: str) -> None:
     """The demo's last step, after benchmark: score health, learn thresholds, show both and the alerts."""
+    _begin_flows()
     from flows.health import health as health_flow
+
+    _begin_flows()
     from flows.thresholds import thresholds as thresholds_flow
 
     console.rule("Health: module scores, learned thresholds, predictive alerts")
@@ -737,16 +886,42 @@ def decide(
     ] = None,
     bars: Annotated[int, typer.Option(help="Replay the newest N bars up to --at in one run.")] = 1,
 ) -> None:
-    """Decide at the newest bar: reconcile, move stops, filter, size, plan exits, send bracket orders."""
+    """Decide at the newest bar: reconcile, move stops, filter, size, plan exits, send bracket orders.
+
+    Bars at or before the champions' training end are never decided: a --bars or --at reaching into the
+    training window is refused (exit 2) with the largest --bars that stays after it."""
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    interval = _guard(lambda: checks.interval(interval) if interval else settings.decision.interval)
+    at_ts = _guard(lambda: checks.timestamp(at, "--at") if at else None)
+    _guard(lambda: checks.positive_int(bars, "--bars", "the newest N bars to replay"))
+    _guard(lambda: _check_replay(settings, interval, at, at_ts, bars))
+    _begin_flows()
     from flows.decide import decide as decide_flow
 
-    settings = _guard(lambda: _settings(warehouse=warehouse))
     result = _flow_result(
         _guard(lambda: decide_flow(at=at, interval=interval, bars=bars, warehouse=str(settings.warehouse)))
     )
     if result.get("refused"):
         _fail("refused to trade: " + "; ".join(result["refused"]))
     _print_decide(result)
+
+
+def _check_replay(settings, interval: str, at: str | None, at_ts, bars: int) -> None:
+    """BadInput when the replay would decide bars inside the champions' training window (in-sample)."""
+    from warehouse.console import replay_window
+    from warehouse.db import Warehouse
+
+    w = replay_window(Warehouse.from_settings(settings), interval, at_ts, bars)
+    if w is None or w.train_end is None or w.first is None or w.first > w.train_end:
+        return
+    trained = f"the champions' training window (their {interval} models were trained on bars up to {w.train_end:%Y-%m-%d %H:%M})"
+    if w.after_training == 0:
+        what = f"--at {at}" if at else f"the newest {interval} bar"
+        raise BadInput(f"{what} is inside {trained}: decide at a later bar, or retrain")
+    raise BadInput(
+        f"--bars {bars} would replay from {w.first:%Y-%m-%d %H:%M}, inside {trained}; "
+        f"at most {w.after_training} bars come after it: use --bars {w.after_training}"
+    )
 
 
 def _print_decide(result: dict, max_bars: int = 60) -> None:
@@ -780,6 +955,7 @@ def account(
     """Paper account review: equity, positions, open brackets, fills, closed trades (R, exit reason),
     module attribution, and why candidates were not traded (as of the last decision run)."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
+    _guard(lambda: checks.non_negative_int(recent, "--recent"))
     _print_account(settings.warehouse, str(settings.broker), recent)
     if plot:
         html, png = _guard(lambda: _plot_equity(settings.warehouse, str(settings.broker), settings.data_dir))
@@ -966,6 +1142,7 @@ def _plot_equity(db, broker: str, data_dir) -> tuple[Path, Path]:
 
 def _demo_decide(db: str) -> None:
     """The demo's last step: the decision flow on daily bars, then the paper account review."""
+    _begin_flows()
     from flows.decide import decide as decide_flow
     from warehouse.decisions import decision_bars
 
@@ -1039,6 +1216,7 @@ DEMO_BACKTEST = {"retrain": {"n_splits": 3}, "backtest": {"warmup_bars": 600}}
 
 
 def _demo_backtest(db: str) -> None:
+    _begin_flows()
     from flows.backtest import backtest as backtest_flow
     from warehouse.decisions import decision_bars
 
@@ -1084,17 +1262,40 @@ def backtest(
 
     Results land in backtest_runs / backtest_trades / backtest_equity; each mode's scratch warehouse
     (every decision, order and fill) stays under data/backtests/<run_id>/ for SQL."""
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    args = _guard(
+        lambda: _backtest_arguments(settings, interval, start, end, symbols, modes, signals, symbol)
+    )
+    _begin_flows()
     from flows.backtest import backtest as backtest_flow
 
-    settings = _guard(lambda: _settings(warehouse=warehouse))
-    result = _with_progress(
-        lambda: backtest_flow(
-            interval=interval, start=start, end=end, symbols=_csv_list(symbols), modes=_csv_list(modes),
-            signals=str(signals) if signals else None, warehouse=str(settings.warehouse), report=report,
-            report_symbol=symbol,
-        )
-    )  # fmt: skip
+    result = _with_progress(lambda: backtest_flow(**args, warehouse=str(settings.warehouse), report=report))
     _print_backtest(settings.warehouse, result)
+
+
+def _backtest_arguments(settings, interval, start, end, symbols, modes, signals, symbol) -> dict:
+    """The backtest flow's parameters, every one checked (BadInput otherwise); symbols against the warehouse."""
+    from models.backtest import MODES
+    from warehouse.console import stored_symbols
+    from warehouse.db import Warehouse
+
+    iv = checks.interval(interval) if interval else settings.backtest.interval
+    checks.time_window(start, end)
+    picked = _symbols_arg(symbols, settings)
+    if picked:
+        stored = stored_symbols(Warehouse.from_settings(settings), iv)
+        if stored is not None:
+            checks.unknown_symbols(picked, stored, "--symbols", f"the warehouse's {iv} bars")
+    if signals is not None and not signals.is_file():
+        raise BadInput(f"--signals {signals}: no such file (a CSV or Parquet of symbol, ts, side)")
+    report_symbol = _symbols_arg(symbol, settings, "--symbol")
+    if report_symbol and len(report_symbol) > 1:
+        raise BadInput(f"--symbol takes one symbol, got {', '.join(report_symbol)}")
+    return dict(
+        interval=interval, start=start, end=end, symbols=picked,
+        modes=checks.choices(modes, MODES, "--modes") if modes else None,
+        signals=str(signals) if signals else None, report_symbol=report_symbol[0] if report_symbol else None,
+    )  # fmt: skip
 
 
 def _print_backtest(db, result: dict) -> None:

@@ -3,23 +3,87 @@
 Override order (highest first): CLI flags > environment (``QTRADER_*``) > ``qtrader.toml`` > defaults.
 Every threshold and multiplier used by a stage is a named field here, with the plan documents' value
 as its default where they give one.
+
+Validation: unknown keys are refused at every level (a typo is never silently ignored), numbers carry
+their range (days > 0, fractions in [0, 1], ...), and ``load_settings`` turns any mistake into one line
+naming where it came from (the file, the environment variable or the flag), the field and the reason
+(``ConfigError``).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import tomllib
+from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from qtrader import validation
+
+ENV_PREFIX = "QTRADER_"
+
+
+def _checked(check):
+    """A pydantic after-validator from a qtrader.validation check (its BadInput becomes the reason)."""
+
+    def run(value):
+        try:
+            check(value)
+        except validation.BadInput as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    return AfterValidator(run)
+
+
+# Value types with their ranges: a setting outside its range is refused, not clamped.
+Fraction = Annotated[float, Field(ge=0, le=1)]
+OpenFraction = Annotated[float, Field(gt=0, lt=1)]
+Score = Annotated[float, Field(ge=0, le=100)]  # health and performance scores are 0-100
+BarInterval = Annotated[str, _checked(lambda v: validation.interval(v, "interval"))]
+BenchmarkWindow = Annotated[str, _checked(lambda v: validation.benchmark_window(v, "window"))]
+DateFormat = Annotated[str, _checked(lambda v: validation.date_format(v, "format"))]
+
+
+def _ticker(value: str) -> str:
+    problem = validation.symbol_problem(value.upper())
+    if problem:
+        raise ValueError(problem)
+    return value.upper()
+
+
+Symbol = Annotated[str, AfterValidator(_ticker)]  # upper-cased; the default symbol pattern and length
+PromotionMetric = Literal[
+    "auc", "accuracy", "precision", "recall", "performance_score", "log_loss", "brier", "ece"
+]  # models.walkforward HIGHER_IS_BETTER + LOWER_IS_BETTER
+CalibrationMethod = Literal["seed", "isotonic", "sigmoid"]  # models.calibration.METHODS
+# models.signals.ensemble.ConsensusType, and EXTERNAL: a user's own entry (backtest --signals).
+Consensus = Literal["UNANIMOUS", "STRONG", "WEAK", "SPLIT", "NONE", "EXTERNAL"]
 
 DEFAULT_UNIVERSE = [
     "AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "XOM", "UNH",
@@ -65,14 +129,14 @@ class GateSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid")
 
     # A one-bar |close/prev_close - 1| above this is flagged, per interval family.
-    max_abs_return_daily: float = 0.40
-    max_abs_return_intraday: float = 0.15
+    max_abs_return_daily: PositiveFloat = 0.40
+    max_abs_return_intraday: PositiveFloat = 0.15
     # Missing expected bars (exchange calendar) between two consecutive bars of a symbol.
-    max_gap_bars_daily: int = 5
-    max_gap_bars_intraday: int = 12
+    max_gap_bars_daily: NonNegativeInt = 5
+    max_gap_bars_intraday: NonNegativeInt = 12
     # Expected bars between a symbol's last bar and the window end (or the newest bar of the batch).
-    max_stale_bars_daily: int = 3
-    max_stale_bars_intraday: int = 12
+    max_stale_bars_daily: NonNegativeInt = 3
+    max_stale_bars_intraday: NonNegativeInt = 12
     severity: dict[str, Severity] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY))
 
     @field_validator("severity", mode="after")
@@ -88,9 +152,9 @@ class GateSettings(BaseSettings):
 class SyntheticSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid")
 
-    seed: int = 7
+    seed: NonNegativeInt = 7
     # Strength of the planted predictable component (see docs/synthetic.md); 0 gives pure noise.
-    signal_strength: float = 0.12
+    signal_strength: NonNegativeFloat = 0.12
     # Annual log drift added to every symbol (0.69 = prices double in about a year, before the regimes).
     trend: float = 0.0
     # One market-wide regime path shared by every symbol, as in an index, instead of one per symbol.
@@ -111,23 +175,44 @@ class SignalSettings(BaseSettings):
     # Bars label_up looks ahead (also the walk-forward purge and the patterns module's label_horizon).
     # One bar: the synthetic market's planted component is a one-bar effect; longer horizons also pick up
     # its regime drift (docs/modules.md, "Retrain", has the measured accuracies).
-    label_horizon_daily: int = 1
-    label_horizon_intraday: int = 1
-    random_state: int = 0
+    label_horizon_daily: PositiveInt = 1
+    label_horizon_intraday: PositiveInt = 1
+    random_state: NonNegativeInt = 0
     # Constructor overrides per module, e.g. {"direction": {"max_iter": 200}} (docs/modules.md).
     module_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Exit profile of seed 000 section 1.1 in ATR multiples; exit statistics watch exit_horizon_bars bars.
-    tp1_atr: float = 1.0
-    tp2_atr: float = 2.5
-    tp3_atr: float = 4.0
-    stop_atr: float = 1.5
-    exit_horizon_bars: int = 20
+    tp1_atr: PositiveFloat = 1.0
+    tp2_atr: PositiveFloat = 2.5
+    tp3_atr: PositiveFloat = 4.0
+    stop_atr: PositiveFloat = 1.5
+    exit_horizon_bars: PositiveInt = 20
     # Ensemble vote (models.signals.ensemble.combine) and its accuracy weights (accuracy_weights floor).
-    ensemble_min_edge: float = 0.05
-    ensemble_strong: float = 0.75
-    ensemble_weak: float = 0.5
-    ensemble_min_voters: int = 2
-    accuracy_weight_floor: float = 0.5
+    ensemble_min_edge: Fraction = 0.05
+    ensemble_strong: Fraction = 0.75
+    ensemble_weak: Fraction = 0.5
+    ensemble_min_voters: PositiveInt = 2
+    accuracy_weight_floor: Fraction = 0.5
+
+    @field_validator("members", mode="after")
+    @classmethod
+    def _known_members(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in DEFAULT_SIGNAL_MEMBERS]
+        if unknown or not value:
+            raise ValueError(
+                f"unknown modules {unknown}; members are some of: {', '.join(DEFAULT_SIGNAL_MEMBERS)}"
+                if unknown
+                else "at least one member module is needed"
+            )
+        return list(dict.fromkeys(value))
+
+    @field_validator("module_params", mode="after")
+    @classmethod
+    def _known_module_params(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        known = [*DEFAULT_SIGNAL_MEMBERS, "ensemble"]
+        unknown = [m for m in value if m not in known]
+        if unknown:
+            raise ValueError(f"parameters for unknown modules {unknown}; modules: {', '.join(known)}")
+        return value
 
 
 class RetrainSettings(BaseSettings):
@@ -137,25 +222,27 @@ class RetrainSettings(BaseSettings):
 
     # Trailing training window of each walk-forward split, in bars; shrunk (down to min_train_bars) when
     # the warehouse holds less history, so a short demo history still trains.
-    train_window_bars_daily: int = 750
-    train_window_bars_intraday: int = 750
-    min_train_bars: int = 200
-    n_splits: int = 4
+    train_window_bars_daily: PositiveInt = 750
+    train_window_bars_intraday: PositiveInt = 750
+    min_train_bars: PositiveInt = 200
+    n_splits: PositiveInt = 4
     # Test block of each split; the newest block is the validation window.
-    test_window_bars_daily: int = 63  # a quarter of sessions
-    test_window_bars_intraday: int = 78  # one session of 5-minute bars
+    test_window_bars_daily: PositiveInt = 63  # a quarter of sessions
+    test_window_bars_intraday: PositiveInt = 78  # one session of 5-minute bars
     # Bars dropped before each test block on top of the purge (= label horizon).
-    embargo_bars_daily: int = 5
-    embargo_bars_intraday: int = 12
+    embargo_bars_daily: NonNegativeInt = 5
+    embargo_bars_intraday: NonNegativeInt = 12
     # Leave out each series' first FINITE_FROM_ROW bars (indicator warm-up, features still NaN).
     skip_warmup: bool = True
-    promotion_metric: str = "auc"
-    promotion_margin: float = 0.005
-    calibration_methods: list[str] = Field(default_factory=lambda: ["seed", "isotonic", "sigmoid"])
-    calibration_holdout_fraction: float = 0.3
-    calibration_min_samples: int = 50
+    promotion_metric: PromotionMetric = "auc"
+    promotion_margin: NonNegativeFloat = 0.005
+    calibration_methods: list[CalibrationMethod] = Field(
+        default_factory=lambda: ["seed", "isotonic", "sigmoid"], min_length=1
+    )
+    calibration_holdout_fraction: OpenFraction = 0.3
+    calibration_min_samples: PositiveInt = 50
     # Accuracy the seed formula assumes before a module has any out-of-sample history (a coin flip).
-    seed_accuracy_prior: float = 0.5
+    seed_accuracy_prior: Fraction = 0.5
 
 
 class BenchmarkSettings(BaseSettings):
@@ -164,19 +251,19 @@ class BenchmarkSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid")
 
     # Calendar spans ending at the newest labelled bar ("all" = every stored prediction).
-    windows_daily: list[str] = Field(default_factory=lambda: ["30d", "90d", "365d", "all"])
-    windows_intraday: list[str] = Field(default_factory=lambda: ["24h", "7d", "30d"])
+    windows_daily: list[BenchmarkWindow] = Field(default_factory=lambda: ["30d", "90d", "365d", "all"])
+    windows_intraday: list[BenchmarkWindow] = Field(default_factory=lambda: ["24h", "7d", "30d"])
     # Window the scoreboard shows by default.
-    scoreboard_window_daily: str = "90d"
-    scoreboard_window_intraday: str = "7d"
-    ece_bins: int = 10
+    scoreboard_window_daily: BenchmarkWindow = "90d"
+    scoreboard_window_intraday: BenchmarkWindow = "7d"
+    ece_bins: PositiveInt = 10
     # performance_score = 100 * (w_accuracy * acc part + w_auc * auc part + w_calibration * ece part).
-    score_w_accuracy: float = 0.4
-    score_w_auc: float = 0.4
-    score_w_calibration: float = 0.2
-    score_accuracy_span: float = 0.10
-    score_auc_span: float = 0.10
-    score_ece_span: float = 0.10
+    score_w_accuracy: NonNegativeFloat = 0.4
+    score_w_auc: NonNegativeFloat = 0.4
+    score_w_calibration: NonNegativeFloat = 0.2
+    score_accuracy_span: PositiveFloat = 0.10
+    score_auc_span: PositiveFloat = 0.10
+    score_ece_span: PositiveFloat = 0.10
 
 
 class BrokerName(StrEnum):
@@ -194,11 +281,13 @@ class OrderSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: str = "qtrader"  # first part of every client order id
-    tick: float = 0.01  # venue tick for prices >= $1 (Alpaca: 0.0001 below $1)
-    time_in_force: str = "day"
+    strategy: str = Field(
+        default="qtrader", pattern=r"^[A-Za-z0-9_-]{1,32}$"
+    )  # first part of every client order id
+    tick: PositiveFloat = 0.01  # venue tick for prices >= $1 (Alpaca: 0.0001 below $1)
+    time_in_force: Literal["day", "gtc"] = "day"  # what Alpaca accepts on a bracket
     # Share of a position's quantity given to the TP1 / TP2 / TP3 bracket (whole shares, no zero legs).
-    tp_weights: list[float] = Field(default_factory=lambda: [1 / 3, 1 / 3, 1 / 3])
+    tp_weights: list[NonNegativeFloat] = Field(default_factory=lambda: [1 / 3, 1 / 3, 1 / 3], min_length=1)
 
 
 class LocalBrokerSettings(BaseModel):
@@ -206,11 +295,11 @@ class LocalBrokerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    starting_cash: Decimal = Decimal("100000")
-    slippage_bps: float = 5.0  # against you, on market entries and triggered stops
-    commission_per_share: float = 0.0
-    commission_bps: float = 0.0
-    interval: str = "5m"  # the bars it fills against
+    starting_cash: Decimal = Field(default=Decimal("100000"), gt=0)
+    slippage_bps: NonNegativeFloat = 5.0  # against you, on market entries and triggered stops
+    commission_per_share: NonNegativeFloat = 0.0
+    commission_bps: NonNegativeFloat = 0.0
+    interval: BarInterval = "5m"  # the bars it fills against
 
 
 class AlpacaSettings(BaseModel):
@@ -219,9 +308,9 @@ class AlpacaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url_override: str | None = None
-    timeout_s: float = 10.0
-    rate_limit_retries: int = 3  # a 429 (200 requests/min) retried this often by alpaca-py ...
-    rate_limit_wait_s: float = 3.0  # ... this far apart (alpaca-py's defaults), then BrokerUnavailable
+    timeout_s: PositiveFloat = 10.0
+    rate_limit_retries: NonNegativeInt = 3  # a 429 (200 requests/min) retried this often by alpaca-py ...
+    rate_limit_wait_s: NonNegativeFloat = 3.0  # ... this far apart (alpaca-py's defaults), then BrokerUnavailable
     key_block: str = "alpaca-api-key-id"
     secret_block: str = "alpaca-api-secret-key"
 
@@ -231,16 +320,16 @@ class SizingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    risk_per_trade: float = 0.01  # fraction of equity lost if the stop is hit
+    risk_per_trade: OpenFraction = 0.01  # fraction of equity lost if the stop is hit
     performance_sizing: bool = True  # False: uniform sizing (multiplier 1 whatever the module's record)
-    accuracy_high: float = 0.75  # module accuracy (fraction) at or above: x multiplier_high
-    accuracy_low: float = 0.60  # below: x multiplier_low
-    multiplier_high: float = 1.2
-    multiplier_low: float = 0.7
-    performance_score_floor: float = 50.0  # performance score (0-100) below: a further x score_penalty
-    score_penalty: float = 0.8
-    max_position_pct: float = 0.10  # of equity, per position
-    max_gross_exposure_pct: float = 1.0  # of equity, all positions
+    accuracy_high: Fraction = 0.75  # module accuracy (fraction) at or above: x multiplier_high
+    accuracy_low: Fraction = 0.60  # below: x multiplier_low
+    multiplier_high: NonNegativeFloat = 1.2
+    multiplier_low: NonNegativeFloat = 0.7
+    performance_score_floor: Score = 50.0  # performance score (0-100) below: a further x score_penalty
+    score_penalty: NonNegativeFloat = 0.8
+    max_position_pct: PositiveFloat = 0.10  # of equity, per position
+    max_gross_exposure_pct: PositiveFloat = 1.0  # of equity, all positions
 
 
 class ExitSettings(BaseModel):
@@ -252,30 +341,32 @@ class ExitSettings(BaseModel):
     # learned adjustment, no health-driven tightening). Breakeven after TP1 stays: the old system had it.
     adaptive: bool = True
     predictive: bool = True  # predictive tightening on alerts (seed 000 section 1.3)
-    tp1_atr: float = 1.0
-    tp2_atr: float = 2.5
-    tp3_atr: float = 4.0
-    stop_atr: float = 1.5
+    tp1_atr: PositiveFloat = 1.0
+    tp2_atr: PositiveFloat = 2.5
+    tp3_atr: PositiveFloat = 4.0
+    stop_atr: PositiveFloat = 1.5
     # Take-profit multiplier per level from its own benchmarked hit rate: > high -> x up, < low -> x down.
-    tp1_rate_high: float = 0.80
-    tp1_rate_low: float = 0.70
-    tp2_rate_high: float = 0.80
-    tp2_rate_low: float = 0.70
-    tp3_rate_high: float = 0.80
-    tp3_rate_low: float = 0.70
-    tp_mult_up: float = 1.2
-    tp_mult_down: float = 0.8
+    tp1_rate_high: Fraction = 0.80
+    tp1_rate_low: Fraction = 0.70
+    tp2_rate_high: Fraction = 0.80
+    tp2_rate_low: Fraction = 0.70
+    tp3_rate_high: Fraction = 0.80
+    tp3_rate_low: Fraction = 0.70
+    tp_mult_up: PositiveFloat = 1.2
+    tp_mult_down: PositiveFloat = 0.8
     tp2_blend_tp1: bool = True  # seed: TP2 uses (tp1_mult + tp2_mult) / 2
-    high_vol_stop_mult: float = 1.3
-    low_vol_stop_mult: float = 0.9
-    max_confidence: float = 0.95
-    breakeven_offset: float = 0.0  # after TP1: stop to entry +/- this fraction
-    min_overall_health: float = 70.0  # below: dynamic (health-driven) adjustments are skipped
+    high_vol_stop_mult: PositiveFloat = 1.3
+    low_vol_stop_mult: PositiveFloat = 0.9
+    max_confidence: Fraction = 0.95
+    breakeven_offset: NonNegativeFloat = 0.0  # after TP1: stop to entry +/- this fraction
+    min_overall_health: Score = 70.0  # below: dynamic (health-driven) adjustments are skipped
     ensemble_module: str = "ensemble"
-    ensemble_degraded_health: float = 60.0  # below: tighten halfway toward the current price
-    tighten_fraction: float = 0.5
-    predictive_hours: float = 4.0  # an alert with time_to_threshold below this tightens to breakeven
-    predictive_offset: float = 0.001  # breakeven -/+ 0.1%
+    ensemble_degraded_health: Score = 60.0  # below: tighten halfway toward the current price
+    tighten_fraction: Fraction = 0.5
+    predictive_hours: NonNegativeFloat = (
+        4.0  # an alert with time_to_threshold below this tightens to breakeven
+    )
+    predictive_offset: NonNegativeFloat = 0.001  # breakeven -/+ 0.1%
     predictive_modules: list[str] = Field(default_factory=list)  # empty: alerts of any module
     predictive_metrics: list[str] = Field(default_factory=list)  # empty: alerts of any metric
     health_gate_applies_to_predictive: bool = False
@@ -287,16 +378,16 @@ class FilterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     health_gating: bool = True  # False: overall and module health are not checked (the old system)
-    allowed_consensus: list[str] = Field(default_factory=lambda: ["UNANIMOUS", "STRONG"])
-    min_confidence: float = 0.55  # calibrated confidence of the predicted side
+    allowed_consensus: list[Consensus] = Field(default_factory=lambda: ["UNANIMOUS", "STRONG"])
+    min_confidence: Fraction = 0.55  # calibrated confidence of the predicted side
     # Seed gates: the fallback before a module has a learned baseline, and the ceiling after
     # (models/health.gate_value). learned_gates False: always these fixed values.
-    min_overall_health: float = 80.0
-    min_module_health: float = 70.0
+    min_overall_health: Score = 80.0
+    min_module_health: Score = 70.0
     learned_gates: bool = True
-    max_open_positions: int = 10
-    daily_loss_limit_pct: float = 0.02  # of start-of-day equity: no new entries past this loss
-    cooldown_minutes: float = 30.0  # per symbol, after its last exit
+    max_open_positions: NonNegativeInt = 10
+    daily_loss_limit_pct: Fraction = 0.02  # of start-of-day equity: no new entries past this loss
+    cooldown_minutes: NonNegativeFloat = 30.0  # per symbol, after its last exit
 
 
 # Health, learned thresholds and predictive alerts (models/health.py, models/thresholds.py,
@@ -458,12 +549,16 @@ class DecisionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    interval: str = "5m"  # the bars decisions are made on (the local paper account must trade the same)
+    interval: BarInterval = (
+        "5m"  # the bars decisions are made on (the local paper account must trade the same)
+    )
     source_module: str = "ensemble"  # the module whose benchmarks, exit stats and health size the trade
-    benchmark_window_daily: str = "90d"  # benchmarks / exit_stats window for multipliers and TP hit rates
-    benchmark_window_intraday: str = "7d"
-    max_health_age_minutes_daily: float = 1440.0  # older newest health run: the flow refuses to trade
-    max_health_age_minutes_intraday: float = 30.0
+    benchmark_window_daily: BenchmarkWindow = (
+        "90d"  # benchmarks / exit_stats window for multipliers and TP hit rates
+    )
+    benchmark_window_intraday: BenchmarkWindow = "7d"
+    max_health_age_minutes_daily: PositiveFloat = 1440.0  # older newest health run: the flow refuses to trade
+    max_health_age_minutes_intraday: PositiveFloat = 30.0
     allow_short: bool = True  # a down call opens a sell bracket
     stop_threshold_module: str = "exit_planner"  # learned stop_distance_atr of this module caps the stop
     # False: the filter and the ranking use the raw ensemble confidence instead of the calibrated one.
@@ -497,19 +592,21 @@ class BacktestSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    interval: str = "1d"
+    interval: BarInterval = "1d"
     # History before the first replayed bar: the first retrain needs the features' own warm-up (~260 bars
     # of the 200-day indicators) plus a full walk-forward (min_train_bars + n_splits x test window + gaps).
-    warmup_bars: int = 750
+    warmup_bars: PositiveInt = 750
     # How often each scheduled flow runs in simulated time (prefect.yaml's schedules, in bars).
-    retrain_every_bars_daily: int = 21  # monthly
-    retrain_every_bars_intraday: int = 390  # weekly: 5 sessions of 78 five-minute bars
-    benchmark_every_bars_daily: int = 5  # live: nightly; weekly here, the costliest step per bar (docs)
-    benchmark_every_bars_intraday: int = 78
-    thresholds_every_bars_daily: int = 1
-    thresholds_every_bars_intraday: int = 12  # hourly
-    health_every_bars_daily: int = 1
-    health_every_bars_intraday: int = 3  # every 15 minutes
+    retrain_every_bars_daily: PositiveInt = 21  # monthly
+    retrain_every_bars_intraday: PositiveInt = 390  # weekly: 5 sessions of 78 five-minute bars
+    benchmark_every_bars_daily: PositiveInt = (
+        5  # live: nightly; weekly here, the costliest step per bar (docs)
+    )
+    benchmark_every_bars_intraday: PositiveInt = 78
+    thresholds_every_bars_daily: PositiveInt = 1
+    thresholds_every_bars_intraday: PositiveInt = 12  # hourly
+    health_every_bars_daily: PositiveInt = 1
+    health_every_bars_intraday: PositiveInt = 3  # every 15 minutes
     modes: list[str] = Field(
         default_factory=lambda: [
             "static", "adaptive", "no_adaptive_exits", "no_health_gating", "no_performance_sizing",
@@ -517,37 +614,59 @@ class BacktestSettings(BaseModel):
         ]
     )  # fmt: skip
     # Seed 002's old system, the static mode: TP1 1R, TP2 2.5R, TP3 4R (R = 1 ATR), stop 1.5 ATR.
-    static_tp1_atr: float = 1.0
-    static_tp2_atr: float = 2.5
-    static_tp3_atr: float = 4.0
-    static_stop_atr: float = 1.5
+    static_tp1_atr: PositiveFloat = 1.0
+    static_tp2_atr: PositiveFloat = 2.5
+    static_tp3_atr: PositiveFloat = 4.0
+    static_stop_atr: PositiveFloat = 1.5
     # Costs of every mode (the local paper broker's fill engine applies them).
-    starting_cash: Decimal = Decimal("100000")
-    slippage_bps: float = 5.0  # market entries and triggered stops, against you
-    commission_per_share: float = 0.005
-    commission_bps: float = 0.0
+    starting_cash: Decimal = Field(default=Decimal("100000"), gt=0)
+    slippage_bps: NonNegativeFloat = 5.0  # market entries and triggered stops, against you
+    commission_per_share: NonNegativeFloat = 0.005
+    commission_bps: NonNegativeFloat = 0.0
     # Settings overrides applied to every mode (e.g. a looser trade filter), as the decide flow's.
     policy: dict[str, Any] = Field(default_factory=dict)
-    report_symbol: str | None = None  # trade markers on this symbol's price (default: the most traded)
+    # Trade markers on this symbol's price (default: the most traded).
+    report_symbol: Symbol | None = None
+
+
+class FilesSettings(BaseModel):
+    """The files source (sources/files.py): how dates are written when a file cannot say it itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # strptime format of dates that are not ISO (2024-12-31...), yyyymmdd or epoch numbers, e.g. "%d/%m/%Y".
+    # None: the day/month order is detected per file, and a file where every date fits both dd/mm and
+    # mm/dd is refused, not guessed.
+    date_format: DateFormat | None = None
+    # Per file name, every date of that file: {"vod.csv" = "%d/%m/%Y"}.
+    date_formats: dict[str, DateFormat] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
+    # extra="forbid": an unknown key in qtrader.toml or a QTRADER_<SECTION>__<KEY> that names no setting is
+    # an error. Top-level QTRADER_* variables that are not settings (QTRADER_CONFIG, QTRADER_DEBUG,
+    # QTRADER_HOME) never reach the model; load_settings refuses only near-misses of a setting's name.
     model_config = SettingsConfigDict(
-        env_prefix="QTRADER_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
-        extra="ignore",
+        extra="forbid",
     )
 
     warehouse: Path = Path("data/warehouse.duckdb")
     data_dir: Path = Path("data")
     source: SourceName = SourceName.synthetic
-    universe: list[str] = Field(default_factory=lambda: list(DEFAULT_UNIVERSE))
-    intervals: list[str] = Field(default_factory=lambda: ["1d", "5m"])
+    # What a symbol may look like: --symbols, the universe, the file names of the files source. (Declared
+    # before the universe, whose check uses them.)
+    symbol_pattern: str = validation.DEFAULT_SYMBOL_PATTERN
+    symbol_max_length: PositiveInt = validation.DEFAULT_SYMBOL_MAX_LENGTH
+    universe: list[str] = Field(default_factory=lambda: list(DEFAULT_UNIVERSE), min_length=1)
+    intervals: list[BarInterval] = Field(default_factory=lambda: ["1d", "5m"], min_length=1)
     # History fetched when no --start is given: days for daily bars, sessions for intraday bars.
-    history_days: int = 365 * 3
-    intraday_history_sessions: int = 20
+    history_days: PositiveInt = 365 * 3
+    intraday_history_sessions: PositiveInt = 20
     exchange: str = "XNYS"
     files_path: Path | None = None
+    files: FilesSettings = Field(default_factory=FilesSettings)
 
     gate: GateSettings = Field(default_factory=GateSettings)
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
@@ -575,14 +694,14 @@ class Settings(BaseSettings):
     scale_out: ScaleOutSettings = Field(default_factory=ScaleOutSettings)
 
     # Warehouse lock policy: a writer or reader that meets a held lock retries with backoff until this.
-    lock_timeout_s: float = 120.0
-    lock_backoff_initial_s: float = 0.05
-    lock_backoff_max_s: float = 2.0
+    lock_timeout_s: PositiveFloat = 120.0
+    lock_backoff_initial_s: PositiveFloat = 0.05
+    lock_backoff_max_s: PositiveFloat = 2.0
 
     # Network retries (yfinance, Alpaca): only transient errors are retried.
-    net_retries: int = 3
-    net_retry_delays_s: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
-    yfinance_batch_size: int = 50
+    net_retries: NonNegativeInt = 3
+    net_retry_delays_s: list[NonNegativeFloat] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
+    yfinance_batch_size: PositiveInt = 50
 
     alpaca_api_key: SecretStr | None = None
     alpaca_secret_key: SecretStr | None = None
@@ -603,6 +722,27 @@ class Settings(BaseSettings):
             TomlConfigSettingsSource(settings_cls, toml_file=_toml_path()),
         )
 
+    @field_validator("symbol_pattern", mode="after")
+    @classmethod
+    def _a_regular_expression(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc})") from None
+        return value
+
+    @field_validator("universe", mode="after")
+    @classmethod
+    def _tickers(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        pattern = info.data.get("symbol_pattern", validation.DEFAULT_SYMBOL_PATTERN)
+        max_length = info.data.get("symbol_max_length", validation.DEFAULT_SYMBOL_MAX_LENGTH)
+        out = [s.upper() for s in value]
+        for symbol in out:
+            problem = validation.symbol_problem(symbol, pattern, max_length)
+            if problem:
+                raise ValueError(problem)
+        return list(dict.fromkeys(out))
+
     @property
     def dq_docs_dir(self) -> Path:
         return self.data_dir / "dq_docs"
@@ -616,6 +756,104 @@ class Settings(BaseSettings):
         return data
 
 
+class ConfigError(validation.BadInput):
+    """A configuration mistake, as one line: where it came from, the field and the reason."""
+
+
+# CLI flags that become settings (for error messages); other overrides come from code (e.g. a backtest).
+FLAG_OF = {"warehouse": "--warehouse", "source": "--source", "files_path": "--path"}
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Settings with CLI overrides on top; ``None`` values mean 'not given'."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings with CLI overrides on top; ``None`` values mean 'not given'. Raises ConfigError."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    toml = _toml_path()
+    if "QTRADER_CONFIG" in os.environ and not toml.is_file():
+        raise ConfigError(f"QTRADER_CONFIG names {toml}, which is not a file")
+    _check_env_names(os.environ)
+    try:
+        return Settings(**given)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {toml}: not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, given, toml, os.environ)) from None
+
+
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    """Refuse a QTRADER_* variable that misspells a setting (QTRADER_HISTROY_DAYS). Others are not ours."""
+    fields = list(Settings.model_fields)
+    for name in environ:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower().split("__")[0]
+        if key in fields:
+            continue
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.85)
+        if close:
+            raise ConfigError(
+                f"environment variable {name} is not a setting; did you mean {ENV_PREFIX}{close[0].upper()}?"
+            )
+
+
+def describe_errors(
+    exc: ValidationError, given: Mapping[str, Any], toml: Path, environ: Mapping[str, str]
+) -> str:
+    """Every validation error of ``exc`` as 'origin: field: reason', joined into one line."""
+    try:
+        file_data = tomllib.loads(toml.read_text()) if toml.is_file() else {}
+    except (OSError, tomllib.TOMLDecodeError):
+        file_data = {}
+    env = {k.upper(): k for k in environ}
+    lines = []
+    for e in exc.errors():
+        loc = tuple(e["loc"])
+        field = "".join(
+            f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc)
+        )
+        where = _origin(loc, given, toml, file_data, env)
+        lines.append(f"{where}: {field}: {_reason(e, loc)}" if field else f"{where}: {_reason(e, loc)}")
+    return "; ".join(lines)
+
+
+def _origin(loc: tuple, given: Mapping[str, Any], toml: Path, file_data: dict, env: dict[str, str]) -> str:
+    """Where the value at ``loc`` came from, in override order: flag, environment, file, default."""
+    if loc and loc[0] in given:
+        return FLAG_OF.get(str(loc[0]), f"override {loc[0]}")
+    keys = [str(p) for p in loc if isinstance(p, str)]
+    for k in range(len(keys), 0, -1):
+        name = ENV_PREFIX + "__".join(keys[:k]).upper()
+        if name in env:
+            return f"environment variable {env[name]}"
+    node: Any = file_data
+    for p in keys:
+        if not isinstance(node, dict) or p not in node:
+            return "settings"  # a default, or a check across several settings
+        node = node[p]
+    return f"config file {toml}" if keys else "settings"
+
+
+def _reason(e: Mapping[str, Any], loc: tuple) -> str:
+    if e["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else (
+            f"known: {', '.join(known)}" if len(known) <= 15 else "`qtrader config` lists every setting"
+        )  # fmt: skip
+        return f"unknown setting ({hint})"
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    secret = any(isinstance(p, str) and ("key" in p or "secret" in p) for p in loc)
+    value = e.get("input")
+    if secret or isinstance(value, dict | list) or value is None:
+        return msg
+    return f"{msg}, got {value!r}"
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """The setting names of the model at ``loc`` (the section an unknown key was found in)."""
+    model: Any = Settings
+    for p in loc:
+        info = getattr(model, "model_fields", {}).get(p)
+        if info is None:
+            return []
+        model = info.annotation
+    return list(getattr(model, "model_fields", {}))

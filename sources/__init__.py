@@ -64,5 +64,12 @@ def make_source(
         path = Path(settings.files_path)
         if not path.is_dir():
             raise SourceError(f"the files source folder {path} does not exist or is not a folder")
-        return FilesSource(path, interval=interval)
+        return FilesSource(
+            path,
+            interval=interval,
+            date_format=settings.files.date_format,
+            date_formats=settings.files.date_formats,
+            symbol_pattern=settings.symbol_pattern,
+            symbol_max_length=settings.symbol_max_length,
+        )
     raise SourceError(f"unknown source {settings.source!r}")

@@ -2,12 +2,18 @@
 
 What a file may look like:
 
-- Symbol = file stem upper-cased: ``aapl.csv`` -> AAPL, ``BRK-B.parquet`` -> BRK-B.
+- Symbol = file stem upper-cased: ``aapl.csv`` -> AAPL, ``BRK-B.parquet`` -> BRK-B. A stem that is not a
+  ticker (``A B.csv``, quotes, too long: ``qtrader.validation.symbol_problem``) fails that file.
 - Headers in any letter case, with common aliases: the time in ``date``/``datetime``/``timestamp``/``time``/
   ``ts`` (or ``date`` + ``time`` columns), ``vol`` for volume, ``adj close``/``adj_close``/``adjclose``.
   Columns it does not know (a pandas ``to_csv`` index column, ``Unnamed: 0``, ...) are ignored.
-- Dates ``2004-08-19``, ``20040819``, US ``1/4/1999`` (month/day/year), ISO timestamps with a zone
-  (``2024-03-01T14:30:00Z``, ``2024-03-01 09:30:00-05:00``) or without one, epoch seconds/milliseconds.
+- Dates ``2004-08-19``, ``20040819``, ISO timestamps with a zone (``2024-03-01T14:30:00Z``,
+  ``2024-03-01 09:30:00-05:00``) or without one, epoch seconds/milliseconds, and day/month dates
+  (``1/4/1999``, ``31.12.1999``, ``04-01-1999``): their order is read from the file itself, month/day when
+  some second number is above 12, day/month when some first number is. A file where every date reads
+  both ways (no day above 12) is refused, never guessed: give the format, ``date_format`` (or
+  ``--date-format``) for every file whose dates are not ISO, yyyymmdd or epoch numbers, or
+  ``date_formats`` per file name for every date of that file.
   A timestamp without a zone is local time at the exchange (``exchange_tz``), as broker and vendor
   exports write it; a file written in UTC should say so (``Z`` or ``+00:00``).
 - Daily files: every timestamp is a date or midnight as written. Daily bars are stamped at that date
@@ -30,12 +36,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from qtrader.calendar import interval_minutes, is_daily, utc
+from qtrader.validation import DEFAULT_SYMBOL_MAX_LENGTH, DEFAULT_SYMBOL_PATTERN, symbol_problem
 from sources.base import (
     AUTO_INTERVAL,
     BAR_COLUMNS,
@@ -68,7 +76,10 @@ _NA_VALUES = sorted({v for t in _EMPTY_TOKENS for v in (t, t.upper(), t.capitali
 
 # A string pattern (not compiled) so pandas hands it to pyarrow's vectorised regex.
 _TZ_SUFFIX = r"(?:[Zz]|[+-]\d{2}:?\d{2})$"
-_US_DATE = re.compile(r"^\d{1,2}/\d{1,2}/\d{4}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?$")
+# Day and month in either order, then a 4-digit year: 1/4/1999, 31.12.1999, 04-01-1999 (+ a time).
+_DAY_MONTH = r"^(\d{1,2})([/.-])(\d{1,2})\2\d{4}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?$"
+_TIME_SUFFIXES = ("", " %H:%M:%S", " %H:%M", "T%H:%M:%S", "T%H:%M")
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
 _PARSER_LINE = re.compile(r"line (\d+)")
 
 
@@ -125,13 +136,26 @@ class FilesSource:
     name = "files"
 
     def __init__(
-        self, path: Path, interval: str | None = None, exchange_tz: str = "America/New_York"
+        self,
+        path: Path,
+        interval: str | None = None,
+        exchange_tz: str = "America/New_York",
+        *,
+        date_format: str | None = None,
+        date_formats: Mapping[str, str] | None = None,
+        symbol_pattern: str = DEFAULT_SYMBOL_PATTERN,
+        symbol_max_length: int = DEFAULT_SYMBOL_MAX_LENGTH,
     ) -> None:
         self.path = Path(path)
         if interval is not None:
             interval_minutes(interval)  # fail fast on a bad setting
         self.interval = interval
         self.exchange_tz = exchange_tz
+        # Dates that are not ISO, yyyymmdd or epoch (day/month style); None: the order detected per file.
+        self.date_format = date_format
+        self.date_formats = dict(date_formats or {})  # per file name: every date of that file
+        self.symbol_pattern = symbol_pattern
+        self.symbol_max_length = symbol_max_length
 
     def fetch(self, request: FetchRequest) -> FetchResult:
         if not self.path.is_dir():
@@ -139,11 +163,15 @@ class FilesSource:
         if request.interval != AUTO_INTERVAL:
             interval_minutes(request.interval)
         by_symbol: dict[str, list[Path]] = {}
+        failures: dict[str, str] = {}
         for p in sorted(self.path.iterdir()):
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIXES:
+                problem = symbol_problem(p.stem.upper(), self.symbol_pattern, self.symbol_max_length)
+                if problem:
+                    failures[p.name] = f"{p.name}: the file name is the symbol, and {problem}"
+                    continue
                 by_symbol.setdefault(p.stem.upper(), []).append(p)
 
-        failures: dict[str, str] = {}
         if request.symbols is None:
             wanted = sorted(by_symbol)
         else:
@@ -181,9 +209,11 @@ class FilesSource:
         if len(table.frame) == 0:
             raise _Malformed(f"{path.name}: no data rows")
 
-        wall, instant = _parse_times(table, cols["time"], self.exchange_tz)
+        wall, instant, date_note = _parse_times(
+            table, cols["time"], self.exchange_tz, self.date_formats.get(path.name), self.date_format
+        )
         values = {c: _parse_numbers(table, cols[c], c) for c in _NUMERIC if c in cols}
-        done: list[str] = []
+        done: list[str] = [date_note] if date_note else []
 
         # Interval: given, or daily when every timestamp is a date / midnight as written, else inferred.
         if self.interval is not None:
@@ -431,8 +461,13 @@ def _parse_numbers(table: _Table, column: str, ours: str) -> pd.Series:
     return num.reset_index(drop=True)
 
 
-def _parse_times(table: _Table, column: str, exchange_tz: str) -> tuple[pd.Series, pd.Series]:
-    """(wall clock as written, naive; the instant in UTC) per row. Raises at the first unparseable value.
+def _parse_times(
+    table: _Table, column: str, exchange_tz: str, fmt: str | None = None, other_fmt: str | None = None
+) -> tuple[pd.Series, pd.Series, str | None]:
+    """(wall clock as written, naive; the instant in UTC; a note on how the dates were read) per row.
+    Raises at the first unparseable value. ``fmt``: this file's strptime format, used for every date.
+    ``other_fmt``: the format of dates that are not ISO (yyyy-mm-dd...), yyyymmdd or epoch numbers, the
+    unambiguous forms still read as they are (without it, a day/month order is detected or refused).
 
     The instant is NaT where a zone-less time does not exist or is ambiguous in ``exchange_tz`` (a DST
     change): an error for intraday files only, see ``_check_instants``.
@@ -443,8 +478,8 @@ def _parse_times(table: _Table, column: str, exchange_tz: str) -> tuple[pd.Serie
             "datetime64[ns, UTC]" if s.dt.tz is not None else "datetime64[ns]"
         )
         if t.dt.tz is not None:
-            return t.dt.tz_convert(s.dt.tz).dt.tz_localize(None), t
-        return t, _localise(t, exchange_tz)
+            return t.dt.tz_convert(s.dt.tz).dt.tz_localize(None), t, None
+        return t, _localise(t, exchange_tz), None
 
     text = _cells(s)
     empty = (text == "").to_numpy()
@@ -452,21 +487,33 @@ def _parse_times(table: _Table, column: str, exchange_tz: str) -> tuple[pd.Serie
         raise _Malformed(f"{table.where(int(np.flatnonzero(empty)[0]))}: empty date")
     first = text.iloc[0]
 
+    if fmt is not None:
+        return (*_parse_with_format(table, text, fmt, exchange_tz), f"dates read as {fmt} (configured)")
+
     if re.fullmatch(r"\d{10}(?:\.\d+)?|\d{13}", first):  # epoch seconds / milliseconds: UTC
         unit = "ms" if len(first) == 13 else "s"
         instant = pd.to_datetime(pd.to_numeric(text, errors="coerce"), unit=unit, utc=True, errors="coerce")
         _raise_on_nat(table, instant, text)
         instant = instant.astype("datetime64[ns, UTC]")
-        return instant.dt.tz_localize(None), instant
+        return instant.dt.tz_localize(None), instant, None
 
-    has_tz = text.str.contains(_TZ_SUFFIX).to_numpy(dtype=bool)
+    # A zone suffix only in ISO timestamps (a day/month date ending "-1999" is no UTC offset).
+    has_tz = np.zeros(len(text), dtype=bool)
+    note = None
     if re.fullmatch(r"\d{8}", first):
         wall = pd.to_datetime(text, format="%Y%m%d", errors="coerce")
-    elif _US_DATE.match(first):
-        wall = pd.to_datetime(text, format="%m/%d/%Y", errors="coerce")
-        for fmt in ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%YT%H:%M:%S", "%m/%d/%YT%H:%M"):
-            wall = wall.fillna(pd.to_datetime(text, format=fmt, errors="coerce"))
+    elif other_fmt is not None and not re.match(_ISO_DATE, first):
+        return (
+            *_parse_with_format(table, text, other_fmt, exchange_tz),
+            f"dates read as {other_fmt} (configured)",
+        )
+    elif re.match(_DAY_MONTH, first):
+        date_fmt, note = _day_month_order(table, text)
+        wall = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+        for suffix in _TIME_SUFFIXES:
+            wall = wall.fillna(pd.to_datetime(text, format=date_fmt + suffix, errors="coerce"))
     else:
+        has_tz = text.str.contains(_TZ_SUFFIX).to_numpy(dtype=bool)
         # As written (zone suffix removed): decides daily vs intraday and gives the date of a daily bar.
         wall = pd.to_datetime(text.str.replace(_TZ_SUFFIX, "", regex=True), format="ISO8601", errors="coerce")
     _raise_on_nat(table, wall, text)
@@ -479,7 +526,46 @@ def _parse_times(table: _Table, column: str, exchange_tz: str) -> tuple[pd.Serie
         instant[has_tz] = aware.astype("datetime64[ns, UTC]")
     if (~has_tz).any():
         instant[~has_tz] = _localise(wall[~has_tz], exchange_tz)
-    return wall, instant
+    return wall, instant, note
+
+
+def _day_month_order(table: _Table, text: pd.Series) -> tuple[str, str]:
+    """The strptime date format of a file of day/month dates, from the file itself; refuses to guess.
+
+    Month/day when some second number is above 12 (it can only be a day), day/month when some first
+    number is; when every date reads both ways the order is unknowable from the file: _Malformed.
+    """
+    parts = text.str.extract(_DAY_MONTH)
+    sep = str(parts[1].dropna().iloc[0]) if parts[1].notna().any() else "/"
+    first = pd.to_numeric(parts[0], errors="coerce")
+    second = pd.to_numeric(parts[2], errors="coerce")
+    if (second > 12).any():
+        return f"%m{sep}%d{sep}%Y", "month/day dates (a second number above 12)"
+    if (first > 12).any():
+        return f"%d{sep}%m{sep}%Y", "day/month dates (a first number above 12)"
+    example = text.iloc[0]
+    raise _Malformed(
+        f"{table.name}: ambiguous day/month order: every date reads as day/month and as month/day "
+        f"(e.g. {example!r}, no day above 12); give the format: --date-format %d{sep}%m{sep}%Y or "
+        f'%m{sep}%d{sep}%Y, or [files] date_format / date_formats = {{"{table.name}" = ...}}'
+    )
+
+
+def _parse_with_format(
+    table: _Table, text: pd.Series, fmt: str, exchange_tz: str
+) -> tuple[pd.Series, pd.Series]:
+    """(wall clock, instant in UTC) of every date parsed with the configured ``fmt``; _Malformed names
+    the first line that does not fit it."""
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _Malformed(f"{table.where(i)}: date {text.iloc[i]!r} does not match the format {fmt!r}")
+    if getattr(parsed.dt, "tz", None) is not None:  # %z in the format: the offset is in the file
+        instant = parsed.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        return parsed.dt.tz_localize(None).astype("datetime64[ns]"), instant
+    wall = parsed.astype("datetime64[ns]")
+    return wall, _localise(wall, exchange_tz)
 
 
 def _localise(wall: pd.Series, exchange_tz: str) -> pd.Series:

@@ -32,7 +32,6 @@ parameters and measured figures in ``docs/synthetic.md``; in short:
 from __future__ import annotations
 
 import math
-import re
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from qtrader.calendar import (
     utc,
 )
 from qtrader.settings import DEFAULT_UNIVERSE
+from qtrader.validation import symbol_problem
 from sources.base import FetchRequest, FetchResult, SourceError, empty_bars, to_canonical
 
 # Every daily path starts here, whatever window is asked for: windows are slices of one path.
@@ -287,7 +287,6 @@ def parse_faults(specs: Iterable[str]) -> list[Fault]:
 
 # ----------------------------------------------------------------------------------------- the source
 
-_TICKER = re.compile(r"^[A-Z0-9][A-Z0-9.\-^=_/]{0,19}$")
 UNKNOWN_PREFIX = "UNKNOWN"
 EMPTY_PREFIX = "EMPTY"
 DEFAULT_DAILY_LOOKBACK = pd.Timedelta(days=365)
@@ -399,7 +398,7 @@ class SyntheticSource:
             sym = str(raw).strip().upper()
             if sym in loadable or sym in failures:
                 notes.append(f"{sym} requested twice: loaded once")
-            elif not _TICKER.match(sym):
+            elif symbol_problem(sym):
                 failures[str(raw)] = "not a ticker symbol"
             elif sym.startswith(UNKNOWN_PREFIX):
                 failures[sym] = "unknown symbol"

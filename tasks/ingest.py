@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -50,9 +51,29 @@ def fetch_bars(source: MarketDataSource, request: FetchRequest) -> FetchResult:
     return result
 
 
+def stale_reference(
+    bars: pd.DataFrame, window_end: pd.Timestamp | None, as_of: pd.Timestamp | None, is_files: bool
+) -> pd.Timestamp | dict[str, pd.Timestamp] | None:
+    """What each symbol's last bar is judged against by the stale_last_bar rule.
+
+    ``as_of`` when given (the time the data was meant to reach). Else a network source's window end; a
+    folder of files has no window end, so each file's own last bar: a history file ending years ago is
+    history, not a stale feed, and is not blocked because another file ends later.
+    """
+    if as_of is not None:
+        return as_of
+    if is_files:
+        return {str(s): pd.Timestamp(t) for s, t in bars.groupby("symbol", sort=True)["ts"].max().items()}
+    return window_end
+
+
 @task(name="gate-bars", cache_policy=NO_CACHE)
 def gate_raw_bars(
-    bars: pd.DataFrame, interval: str, settings: Settings, run_id: str, reference_end: pd.Timestamp | None
+    bars: pd.DataFrame,
+    interval: str,
+    settings: Settings,
+    run_id: str,
+    reference_end: pd.Timestamp | Mapping[str, pd.Timestamp] | None,
 ) -> GateResult:
     log = get_run_logger()
     result = gate_bars(

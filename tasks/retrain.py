@@ -1,12 +1,11 @@
 """Prefect tasks of the retrain flow: load, train each module, register, gate and record predictions.
 
 The learning itself is in ``models/training.py`` (pure); these tasks read the warehouse, write artifacts
-under ``data/models/`` and record everything in one transaction.
+under ``data/models/<warehouse>-<id>/`` (content-addressed) and record everything in one transaction.
 """
 
 from __future__ import annotations
 
-import pickle
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,11 +42,12 @@ from qtrader.calendar import is_daily
 from qtrader.settings import Settings
 from tasks.resources import warehouse
 from warehouse.models import (
-    artifact_path,
-    champions,
+    artifact_check_changes,
+    artifact_dir,
     latest_versions,
-    load_artifact,
+    load_champion_artifacts,
     load_training_frame,
+    record_artifact_checks,
     save_artifact,
     write_retrain,
 )
@@ -140,18 +140,24 @@ class Champion:
 
 
 @task(name="load-champions", cache_policy=NO_CACHE)
-def load_champions(settings: Settings, interval: str) -> tuple[dict[str, Champion], dict[str, int]]:
-    """Current champions with their artifacts (None, with the reason, when one cannot be loaded)."""
+def load_champions(
+    settings: Settings, interval: str, now: pd.Timestamp | None = None
+) -> tuple[dict[str, Champion], dict[str, int]]:
+    """Current champions with their artifacts, each checked against the registry's hash before it is
+    unpickled. A refused one (missing, changed, unhashed: ``warehouse.models.load_artifact``) comes back
+    with artifact None and the reason, and the registry row is marked unusable with that reason (health
+    reads it; the retrain compares against nothing, the decide flow cannot use the module)."""
     log = get_run_logger()
-    found: dict[str, Champion] = {}
-    for row in champions(warehouse(settings), interval).to_dict("records"):
-        try:
-            found[row["module"]] = Champion(row, load_artifact(row["artifact_path"]))
-        # A missing, truncated or stale pickle: compare against nothing rather than fail the retrain.
-        except (OSError, EOFError, AttributeError, ImportError, ValueError, pickle.UnpicklingError) as exc:
-            log.warning("champion %s v%s: artifact unusable (%s)", row["module"], row["version"], exc)
-            found[row["module"]] = Champion(row, None, f"artifact {row['artifact_path']} unusable: {exc}")
-    return found, latest_versions(warehouse(settings), interval)
+    wh = warehouse(settings)
+    checks = load_champion_artifacts(wh, interval)
+    for c in checks:
+        if c.problem:
+            log.warning("champion %s v%s refused: %s", c.row["module"], c.row["version"], c.problem)
+    changed = artifact_check_changes(checks)
+    if changed:
+        record_artifact_checks(wh, changed, now or pd.Timestamp.now(tz="UTC"))
+    found = {c.row["module"]: Champion(c.row, c.artifact, c.problem) for c in checks}
+    return found, latest_versions(wh, interval)
 
 
 # ------------------------------------------------------------------------------------------------- train
@@ -322,7 +328,7 @@ def register_models(
     rows, retire, confirm, frames, changes = [], [], [], [], []
     for name, t in trained.items():
         run, cal = t.candidate.run, t.candidate.calibration
-        path = artifact_path(settings.data_dir, name, interval, t.version)
+        folder = artifact_dir(settings.data_dir, settings.warehouse, name, interval)
         artifact = ModelArtifact(
             module=name,
             interval=interval,
@@ -343,7 +349,7 @@ def register_models(
             trained_at=now,
             weights=run.weights,
         )
-        save_artifact(artifact, path)
+        path, digest = save_artifact(artifact, folder, t.version)
         status = "champion" if t.decision.promoted else "challenger"
         old = t.champion.row if t.champion else None
         if not t.decision.promoted and old is not None:  # evaluated against its challenger and kept
@@ -383,6 +389,7 @@ def register_models(
                 "retired_at": None,
                 "artifact_path": str(path),
                 "run_id": run_id,
+                "artifact_sha256": digest,
             }
         )
         frames.append(

@@ -55,18 +55,18 @@ def test_init_then_sql_and_status(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, message, code",
     [
-        (["sql", "SELECT * FROM nope"], "nope does not exist"),
-        (["sql", "DELETE FROM bars"], "read-only"),
-        (["ingest", "--path", "/no/such/folder"], "is not a folder"),
+        (["sql", "SELECT * FROM nope"], "nope does not exist", 1),
+        (["sql", "DELETE FROM bars"], "read-only", 1),
+        (["ingest", "--path", "/no/such/folder"], "is not a folder", 2),  # bad usage: nothing started
     ],
 )
-def test_failures_exit_non_zero_with_one_line(tmp_path, args, message):
+def test_failures_exit_non_zero_with_one_line(tmp_path, args, message, code):
     db = str(tmp_path / "w.duckdb")
     runner.invoke(app, ["init", "--warehouse", db])
     out = runner.invoke(app, [*args, "--warehouse", db])
-    assert out.exit_code == 1
+    assert out.exit_code == code
     assert message in out.output
     assert "Traceback" not in out.output
 

@@ -25,7 +25,9 @@ FEATURE_KEY = ["symbol", "interval", "ts"]
 
 @pytest.fixture(autouse=True)
 def _no_config_file(monkeypatch, tmp_path):
-    monkeypatch.setenv("QTRADER_CONFIG", str(tmp_path / "absent.toml"))
+    empty = tmp_path / "empty.toml"  # an existing, empty file: no qtrader.toml of the working directory
+    empty.write_text("")
+    monkeypatch.setenv("QTRADER_CONFIG", str(empty))
     for name in ("TASK_RUNNER", "MAX_WORKERS", "DASK_ADDRESS", "DASK_N_WORKERS", "SYMBOL_BATCH_SIZE"):
         monkeypatch.delenv(f"QTRADER_SCALE_OUT__{name}", raising=False)
 
@@ -157,7 +159,9 @@ def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
 @pytest.fixture(scope="module")
 def one_batch(bars_warehouse, tmp_path_factory, prefect_harness) -> tuple[dict, pd.DataFrame]:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("QTRADER_CONFIG", str(tmp_path_factory.getbasetemp() / "absent.toml"))
+        empty = tmp_path_factory.mktemp("config") / "empty.toml"
+        empty.write_text("")
+        mp.setenv("QTRADER_CONFIG", str(empty))
         return _run_features(
             bars_warehouse,
             tmp_path_factory.mktemp("one") / "run",

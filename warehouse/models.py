@@ -1,5 +1,6 @@
 """Reads and writes of the model stages: training frames, the model registry, predictions, benchmarks,
-exit statistics, and the model artifacts under ``data/models/``.
+exit statistics, and the model artifacts under ``data/models/<warehouse>-<id>/`` (content-addressed,
+checked against the registry's hash on load: see "artifacts" below).
 
 Every write is one transaction: a retrain's registry rows, status changes, predictions, quarantined
 predictions and GX verdicts land together or not at all; so do a benchmark run's two tables.
@@ -7,8 +8,11 @@ predictions and GX verdicts land together or not at all; so do a benchmark run's
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,8 @@ REGISTRY_COLUMNS = [
     "module", "interval", "version", "trained_at", "train_start", "train_end", "valid_start", "valid_end",
     "train_rows", "valid_rows", "label_horizon", "feature_set_version", "params", "config_hash", "data_hash",
     "metrics", "calibration", "status", "status_reason", "promoted_at", "retired_at", "artifact_path", "run_id",
-    "confirmed_at", "confirmed_by",
+    "confirmed_at", "confirmed_by",  # migration 008
+    "artifact_sha256", "artifact_status", "artifact_problem", "artifact_checked_at",  # migration 010
 ]  # fmt: skip
 PREDICTION_COLUMNS = [
     "symbol", "interval", "ts", "module", "model_version", "kind", "label_horizon", "p_up", "p_up_calibrated",
@@ -218,27 +223,127 @@ def write_benchmarks(wh: WarehouseLike, benchmarks: pd.DataFrame, exit_stats: pd
 
 
 # -------------------------------------------------------------------------------------------- artifacts
+# A model version's pickle lives in a folder of its own warehouse and is named by the sha256 of its bytes;
+# the registry keeps the whole hash. Loading reads the bytes, compares the hash and only then unpickles
+# (pickle runs code): a file changed, replaced or written by another warehouse's retrain is refused, and
+# the refusal is recorded on the registry row (artifact_status, artifact_problem) for health to see.
+
+NO_HASH = (
+    "registered before artifacts were hashed (no artifact_sha256), so it cannot be checked: "
+    "retrain to replace it (qtrader retrain --interval {interval})"
+)
 
 
-def artifact_path(data_dir: str | Path, module: str, interval: str, version: int) -> Path:
-    return Path(data_dir) / "models" / module / interval / f"v{version}.pkl"
+class ArtifactRefused(RuntimeError):
+    """An artifact that must not be loaded (missing, not the registered bytes, unhashed, unreadable)."""
 
 
-def save_artifact(artifact: Any, path: str | Path) -> Path:
-    """Pickle a model artifact; written to a temporary name first so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pkl.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(artifact, f, protocol=pickle.HIGHEST_PROTOCOL)
-    tmp.replace(path)
-    return path
+def warehouse_key(warehouse: str | Path) -> str:
+    """The artifact folder of a warehouse: its file stem and 8 hex of its absolute path's sha256."""
+    resolved = Path(warehouse).resolve()
+    return f"{resolved.stem}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
 
 
-def load_artifact(path: str | Path) -> Any:
-    """Unpickle an artifact this system wrote (never load artifacts from elsewhere: pickle runs code)."""
-    with open(path, "rb") as f:
-        return pickle.load(f)
+def artifact_dir(data_dir: str | Path, warehouse: str | Path, module: str, interval: str) -> Path:
+    return Path(data_dir) / "models" / warehouse_key(warehouse) / module / interval
+
+
+def save_artifact(artifact: Any, folder: str | Path, version: int) -> tuple[Path, str]:
+    """Pickle ``artifact`` to ``folder/v<version>-<sha256[:16]>.pkl``; returns (path, full sha256).
+
+    Written to a temporary name and renamed, so a crash never leaves half a file; a name is never reused
+    for other bytes, so one warehouse's retrain cannot overwrite another's model."""
+    data = pickle.dumps(artifact, protocol=pickle.HIGHEST_PROTOCOL)
+    digest = hashlib.sha256(data).hexdigest()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"v{version}-{digest[:16]}.pkl"
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path, digest
+
+
+def load_artifact(path: str | Path, sha256: str | None, *, interval: str = "1d") -> Any:
+    """Unpickle the artifact at ``path`` if its bytes have the registered ``sha256``; ArtifactRefused if not."""
+    if not isinstance(sha256, str) or not sha256:
+        raise ArtifactRefused(NO_HASH.format(interval=interval))
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ArtifactRefused(f"artifact {path} cannot be read ({exc.strerror or exc})") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ArtifactRefused(
+            f"artifact {path} is not the one registered (its sha256 {actual[:12]}..., the registry's "
+            f"{sha256[:12]}...): changed or replaced since, not loaded"
+        )
+    try:
+        return pickle.loads(data)
+    except (EOFError, AttributeError, ImportError, ValueError, pickle.UnpicklingError) as exc:
+        # The registered bytes, but the code they need has moved: a retrain replaces them.
+        raise ArtifactRefused(f"artifact {path} cannot be unpickled ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass
+class ArtifactCheck:
+    """A champion's registry row, its artifact (None if refused) and why it was refused."""
+
+    row: dict[str, Any]
+    artifact: Any | None
+    problem: str | None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.problem is None else "unusable"
+
+
+def load_champion_artifacts(wh: WarehouseLike, interval: str) -> list[ArtifactCheck]:
+    """Every champion of ``interval`` with its checked artifact (or the reason it is refused)."""
+    out = []
+    for row in champions(wh, interval).to_dict("records"):
+        try:
+            out.append(ArtifactCheck(row, load_artifact(row["artifact_path"], row.get("artifact_sha256"),
+                                                        interval=interval), None))  # fmt: skip
+        except ArtifactRefused as exc:
+            out.append(ArtifactCheck(row, None, str(exc)))
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
+def artifact_check_changes(checks: list[ArtifactCheck]) -> list[ArtifactCheck]:
+    """The checks whose outcome differs from what the registry row says (only those are written)."""
+    return [
+        c for c in checks
+        if (_text(c.row.get("artifact_status")), _text(c.row.get("artifact_problem"))) != (c.status, c.problem)
+    ]  # fmt: skip
+
+
+def record_artifact_checks(wh: WarehouseLike, checks: list[ArtifactCheck], now: pd.Timestamp) -> int:
+    """Write each check's status (ok | unusable) and problem on its registry row: one transaction."""
+    if not checks:
+        return 0
+    with transaction(wh) as con:
+        for c in checks:
+            con.execute(
+                "UPDATE model_registry SET artifact_status = ?, artifact_problem = ?, artifact_checked_at = ? "
+                "WHERE module = ? AND interval = ? AND version = ?",
+                [c.status, c.problem, now, c.row["module"], c.row["interval"], int(c.row["version"])],
+            )
+    return len(checks)
+
+
+def unusable_champions(wh: WarehouseLike, interval: str | None = None) -> pd.DataFrame:
+    """Champions whose artifact was refused when last loaded, with why: such a module cannot predict."""
+    return query_df(
+        wh,
+        "SELECT module, interval, version, artifact_path, artifact_problem, artifact_checked_at FROM v_champions "
+        "WHERE artifact_status = 'unusable' AND (? IS NULL OR interval = ?) ORDER BY interval, module",
+        [interval, interval],
+    )
 
 
 def metrics_of(row: pd.Series) -> dict[str, Any]:

@@ -393,6 +393,18 @@ def test_reference_end_defaults_to_newest_bar_of_the_batch():
     assert later.blocked_symbols == dict.fromkeys(SYMBOLS, "stale_last_bar")
 
 
+def test_reference_end_per_symbol_judges_each_series_against_its_own_end():
+    # A folder of history files: MSFT's file simply ends 5 sessions earlier. Judged against each file's own
+    # end nothing is stale; judged against a stated as_of for MSFT alone, only MSFT is.
+    bars = _stale(daily())
+    own = {s: g["ts"].max() for s, g in bars.groupby("symbol")}
+    assert gate(bars, reference_end=own).blocked_symbols == {}
+    as_of = pd.Timestamp("2024-05-14", tz="UTC")
+    result = gate(bars, reference_end={**own, "MSFT": as_of})
+    assert result.blocked_symbols == {"MSFT": "stale_last_bar"}
+    assert "5 expected bars missing before 2024-05-14" in result.blocked_detail["MSFT"]
+
+
 # ------------------------------------------------------------------------------------- invariant
 
 

@@ -167,3 +167,87 @@ def test_retry_condition_retries_only_transient_errors():
     assert not condition(None, None, Failed(data=SourceError("no such folder")))
     assert not condition(None, None, Failed(data=ValueError("bad input")))
     assert not condition(None, None, Completed(data=1))
+
+
+# --------------------------------------------------------------- the files source as a user runs it
+
+
+def _history_file(folder, name: str, start: str, end: str, date_format: str = "%Y-%m-%d") -> int:
+    """A clean daily file on real NYSE sessions; returns its row count."""
+    from qtrader.calendar import sessions
+
+    days = sessions(start, end)
+    close = 100 * (1.0005 ** pd.RangeIndex(len(days)))
+    lines = ["Date,Open,High,Low,Close,Volume"] + [
+        f"{d.strftime(date_format)},{c:.4f},{c * 1.01:.4f},{c * 0.99:.4f},{c:.4f},1000"
+        for d, c in zip(days, close, strict=True)
+    ]
+    (folder / name).write_text("\n".join(lines) + "\n")
+    return len(days)
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from qtrader.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_history_files_ending_in_different_years_load_whole(warehouse_path, tmp_path):
+    folder = tmp_path / "history"
+    folder.mkdir()
+    n_old = _history_file(folder, "old.csv", "2010-01-04", "2010-12-31")
+    n_new = _history_file(folder, "new.csv", "2010-01-04", "2012-12-31")
+    out = _cli("ingest", "--path", str(folder), "--warehouse", str(warehouse_path))
+    assert out.exit_code == 0, out.output
+    counts = query_df(warehouse_path, "SELECT symbol, count(*) AS n FROM bars GROUP BY ALL ORDER BY ALL")
+    assert counts.to_dict("records") == [{"symbol": "NEW", "n": n_new}, {"symbol": "OLD", "n": n_old}]
+    assert query_df(warehouse_path, "SELECT count(*) AS n FROM quarantine")["n"].item() == 0
+
+    # Stated as of the end of 2012, the 2010 file is stale: blocked, and the run is partial (exit 3).
+    out = _cli(
+        "ingest", "--path", str(folder), "--as-of", "2012-12-31", "--warehouse", str(tmp_path / "b.duckdb")
+    )
+    assert out.exit_code == 3, out.output
+    assert "OLD: BLOCKED by stale_last_bar" in out.output and "before 2012-12-31" in out.output
+    assert "partial: 1 (OLD) blocked by the gate" in out.output
+
+
+def test_a_partial_ingest_exits_3_and_keeps_the_good_files(warehouse_path, tmp_path):
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    n = _history_file(folder, "aaa.csv", "2024-01-02", "2024-03-28")
+    _history_file(folder, "bbb.csv", "2024-01-02", "2024-03-28")
+    (folder / "bad.csv").write_text(
+        "Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n2024-13-45,1,2,0.5,1.5,10\n"
+    )
+    out = _cli("ingest", "--path", str(folder), "--warehouse", str(warehouse_path))
+    assert out.exit_code == 3, out.output
+    assert "partial: 1 (BAD) failed" in out.output and "bad.csv line 3" in out.output
+    assert query_df(warehouse_path, "SELECT count(*) AS n FROM bars")["n"].item() == 2 * n
+    assert query_df(warehouse_path, "SELECT status FROM ingest_runs")["status"].tolist() == ["partial"]
+
+
+def test_ambiguous_day_month_dates_are_refused_until_the_format_is_given(warehouse_path, tmp_path):
+    folder = tmp_path / "eu"
+    folder.mkdir()
+    # 2-12 December 2024 written day/month: every day is 12 or less, so each date also reads as month/day.
+    n = _history_file(folder, "vod.csv", "2024-12-02", "2024-12-12", "%d/%m/%Y")
+    _history_file(folder, "aaa.csv", "2024-12-02", "2024-12-12")
+    out = _cli("ingest", "--path", str(folder), "--warehouse", str(warehouse_path))
+    assert out.exit_code == 3, out.output
+    assert "vod.csv: ambiguous day/month order" in out.output
+    assert query_df(warehouse_path, "SELECT DISTINCT symbol FROM bars")["symbol"].tolist() == ["AAA"]
+
+    out = _cli(
+        "ingest", "--path", str(folder), "--date-format", "%d/%m/%Y", "--warehouse", str(warehouse_path)
+    )
+    assert out.exit_code == 0, out.output
+    vod = query_df(
+        warehouse_path,
+        "SELECT min(ts) AS first, max(ts) AS last, count(*) AS n FROM bars WHERE symbol = 'VOD'",
+    )
+    assert vod.to_dict("records") == [
+        {"first": pd.Timestamp("2024-12-02", tz="UTC"), "last": pd.Timestamp("2024-12-12", tz="UTC"), "n": n}
+    ]

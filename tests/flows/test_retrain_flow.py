@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,8 @@ from qtrader.settings import load_settings
 from tasks.retrain import bars_needed, quarantine_rows, training_config
 from tests.flows._market import build_warehouse, synthetic_bars
 from tests.flows.conftest import NOW, data_dir, fresh_copy
-from warehouse.db import query_df
-from warehouse.models import load_artifact, load_training_frame
+from warehouse.db import query_df, transaction
+from warehouse.models import load_artifact, load_training_frame, save_artifact
 
 ALL_MODULES = [*DEFAULT_MEMBERS, "ensemble"]
 # Columns that differ between two runs of the same retrain by design (ids and wall-clock timings).
@@ -48,7 +49,7 @@ def test_first_retrain_registers_every_module_as_champion(retrained):
     for row in reg.to_dict("records"):
         metrics = json.loads(row["metrics"])
         assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == row["valid_rows"] > 0
-        artifact = load_artifact(row["artifact_path"])
+        artifact = load_artifact(row["artifact_path"], row["artifact_sha256"])
         assert artifact.version == 1 and artifact.config_hash == row["config_hash"]
         assert str(retrained.data_dir) in row["artifact_path"]
     ensemble = json.loads(reg.loc[reg["module"] == "ensemble", "params"].item())
@@ -94,15 +95,20 @@ def test_identical_challenger_stays_challenger_and_a_better_one_replaces_a_bad_c
         assert json.loads(reg.loc[1, "metrics"]) == {**json.loads(reg.loc[2, "metrics"]), "champion": None}
         assert "improvement +0.0000 does not beat margin 0.0050" in reg.loc[2, "status_reason"]
 
-        # Sabotage the champion: a constant model (AUC 0.5) that the next challenger clearly beats.
+        # Sabotage the champion: a constant model (AUC 0.5) that the next challenger clearly beats, saved
+        # and registered as v1 (a replaced file alone would be refused: see the test below).
         path = reg.loc[1, "artifact_path"]
-        artifact = load_artifact(path)
+        artifact = load_artifact(path, reg.loc[1, "artifact_sha256"])
         artifact.estimator = DummyClassifier(strategy="prior").fit(
             pd.DataFrame({"ret_1": [0.0, 0.0]}), [0, 1]
         )
         artifact.features = ["ret_1"]
-        with open(path, "wb") as f:
-            pickle.dump(artifact, f)
+        new_path, sha = save_artifact(artifact, Path(path).parent, 1)
+        with transaction(db) as con:
+            con.execute(
+                "UPDATE model_registry SET artifact_path = ?, artifact_sha256 = ? WHERE version = 1",
+                [str(new_path), sha],
+            )
         out = retrain(interval="1d", modules=["selector"], warehouse=str(db), now="2026-11-02 12:00")
     reg = _registry(db).set_index("version")
     assert out["promoted"] == ["selector"]
@@ -116,6 +122,58 @@ def test_identical_challenger_stays_challenger_and_a_better_one_replaces_a_bad_c
     assert champions.to_dict("records") == [{"module": "selector", "version": 3}]
     live = query_df(db, "SELECT DISTINCT model_version FROM predictions WHERE kind = 'live'")
     assert live["model_version"].tolist() == [3]
+
+
+def _artifact_data_hash(path: str) -> str:
+    with open(path, "rb") as f:  # read as the file is, whatever the store's checks
+        return pickle.load(f).data_hash
+
+
+def test_two_warehouses_sharing_a_data_dir_keep_their_own_champions(market_warehouse, tmp_path):
+    # Warehouse A on the market, warehouse B on another market: same data dir, same module and version.
+    db_a, data = fresh_copy(market_warehouse, tmp_path / "a")
+    db_b = build_warehouse(tmp_path / "b" / "warehouse.duckdb", synthetic_bars(12, 3.5, seed=11))
+    with data_dir(data):
+        retrain(interval="1d", modules=["selector"], warehouse=str(db_a), now=NOW)
+        retrain(interval="1d", modules=["selector"], warehouse=str(db_b), now=NOW)
+    a, b = _registry(db_a).iloc[0], _registry(db_b).iloc[0]
+    assert a["data_hash"] != b["data_hash"] and a["artifact_path"] != b["artifact_path"]
+    # B's retrain did not overwrite A's champion: A's file still holds the model A's registry describes.
+    assert _artifact_data_hash(a["artifact_path"]) == a["data_hash"]
+    assert _artifact_data_hash(b["artifact_path"]) == b["data_hash"]
+    assert str(data) in a["artifact_path"] and str(data) in b["artifact_path"]
+
+
+class _Planted:
+    """A pickle that runs code when loaded: it creates the file named by ``marker``."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_replaced_artifact_is_never_unpickled_and_its_champion_is_refused_with_the_reason(
+    market_warehouse, tmp_path
+):
+    db, data = fresh_copy(market_warehouse, tmp_path)
+    marker = tmp_path / "pickle-ran"
+    with data_dir(data):
+        retrain(interval="1d", modules=["selector"], warehouse=str(db), now=NOW)
+        path = _registry(db).iloc[0]["artifact_path"]
+        with open(path, "wb") as f:  # someone replaces the champion's file
+            pickle.dump(_Planted(str(marker)), f)
+        out = retrain(interval="1d", modules=["selector"], warehouse=str(db), now="2026-11-01 12:00")
+    assert not marker.exists()  # the planted file was refused before pickle could run it
+    reg = _registry(db).set_index("version")
+    assert out["promoted"] == ["selector"] and reg.loc[2, "status"] == "champion"
+    assert "not the one registered" in reg.loc[2, "status_reason"]
+    # The refusal is data: the retired v1 row says its artifact is unusable, and why.
+    assert (
+        reg.loc[1, "artifact_status"] == "unusable"
+        and "not the one registered" in reg.loc[1, "artifact_problem"]
+    )
 
 
 def test_predictions_gate_quarantines_a_probability_outside_the_unit_interval(retrained):

@@ -447,3 +447,68 @@ def test_unnamed_datetime_index_and_quoted_cells(tmp_path):
     assert res.failures == {}
     assert list(res.bars.loc[res.bars["symbol"] == "A", "ts"]) == utc("2024-01-02", "2024-01-03")
     assert res.bars.loc[res.bars["symbol"] == "B", "close"].tolist() == [1.5]
+
+
+# ------------------------------------------------------------------------- day/month order and symbols
+
+
+def _dated(folder: Path, name: str, dates: list[str]) -> None:
+    write(
+        folder, name, "Date,Open,High,Low,Close,Volume\n" + "".join(f"{d},1,2,0.5,1.5,100\n" for d in dates)
+    )
+
+
+def test_day_month_dates_whose_days_are_all_12_or_less_are_refused_not_guessed(tmp_path):
+    # 2, 3 and 4 December 2024 written day/month: they also read as 12 February, 12 March, 12 April.
+    _dated(tmp_path, "eu.csv", ["02/12/2024", "03/12/2024", "04/12/2024"])
+    write(tmp_path, "us.csv", GOOD)
+    res = fetch(tmp_path)
+    assert set(res.bars["symbol"]) == {"US"}  # the other file still loads
+    why = res.failures["EU"]
+    assert why.startswith("eu.csv: ambiguous day/month order") and "%d/%m/%Y" in why and "'02/12/2024'" in why
+
+
+@pytest.mark.parametrize(
+    ("dates", "expected"),
+    [
+        (["02/12/2024", "13/12/2024"], ["2024-12-02", "2024-12-13"]),  # a first number above 12: day/month
+        (["12/02/2024", "12/13/2024"], ["2024-12-02", "2024-12-13"]),  # a second number above 12: month/day
+        (["31.12.1999", "03.01.2000"], ["1999-12-31", "2000-01-03"]),  # dotted, day/month
+        (["31-12-1999", "03-01-2000"], ["1999-12-31", "2000-01-03"]),  # dashed, day/month
+    ],
+)
+def test_day_month_order_is_read_from_the_file(tmp_path, dates, expected):
+    _dated(tmp_path, "a.csv", dates)
+    res = fetch(tmp_path)
+    assert res.failures == {}
+    assert list(res.bars["ts"]) == utc(*expected)
+    assert "dates (a " in res.notes[0]  # the note says how the order was decided
+
+
+def test_a_configured_date_format_settles_the_order_for_every_file_or_one(tmp_path):
+    _dated(tmp_path, "eu.csv", ["02/12/2024", "03/12/2024"])
+    _dated(tmp_path, "us.csv", ["12/02/2024", "12/03/2024"])
+    _dated(tmp_path, "iso.csv", ["2024-12-02", "2024-12-03"])  # unambiguous: read as before
+    res = fetch(tmp_path, date_format="%d/%m/%Y", date_formats={"us.csv": "%m/%d/%Y"})
+    assert res.failures == {}
+    for sym in ("EU", "US", "ISO"):
+        assert list(res.bars.loc[res.bars["symbol"] == sym, "ts"]) == utc("2024-12-02", "2024-12-03"), sym
+    assert any("dates read as %d/%m/%Y (configured)" in n for n in res.notes)
+
+
+def test_a_date_that_does_not_fit_the_configured_format_names_its_line(tmp_path):
+    _dated(tmp_path, "eu.csv", ["02/12/2024", "2024-12-03"])
+    res = fetch(tmp_path, date_format="%d/%m/%Y")
+    assert res.failures == {"EU": "eu.csv line 3: date '2024-12-03' does not match the format '%d/%m/%Y'"}
+
+
+@pytest.mark.parametrize(
+    "name", ["A B.csv", "'X'.csv", 'Q"Q.csv', "ABCDEFGHIJKLMNOPQRSTUVWXYZ.csv", "-X.csv"]
+)
+def test_a_file_name_that_is_not_a_ticker_fails_that_file_only(tmp_path, name):
+    write(tmp_path, name, GOOD)
+    write(tmp_path, "ok.csv", GOOD)
+    res = fetch(tmp_path)
+    assert set(res.bars["symbol"]) == {"OK"}
+    (why,) = res.failures.values()
+    assert list(res.failures) == [name] and why.startswith(f"{name}: the file name is the symbol")

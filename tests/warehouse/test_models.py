@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,13 +17,19 @@ from warehouse.models import (
     EXIT_TABLE_COLUMNS,
     PREDICTION_COLUMNS,
     REGISTRY_COLUMNS,
+    ArtifactRefused,
     ConcurrentRetrain,
-    artifact_path,
+    artifact_check_changes,
+    artifact_dir,
     champions,
     latest_versions,
     load_artifact,
+    load_champion_artifacts,
+    record_artifact_checks,
     save_artifact,
     scoreboard,
+    unusable_champions,
+    warehouse_key,
     write_benchmarks,
     write_retrain,
 )
@@ -181,10 +189,82 @@ def test_artifact_round_trip(tmp_path, rng=np.random.default_rng(0)):
         features=list(X.columns), feature_set_version="v1", label_horizon=1, params=model.get_params(),
         config_hash="c", data_hash="d", train_start=T0, train_end=T0, valid_start=T0, valid_end=T0, trained_at=T0,
     )  # fmt: skip
-    path = save_artifact(artifact, artifact_path(tmp_path, "imbalance", "1d", 3))
-    assert path == tmp_path / "models" / "imbalance" / "1d" / "v3.pkl"
+    folder = artifact_dir(tmp_path, tmp_path / "w.duckdb", "imbalance", "1d")
+    path, digest = save_artifact(artifact, folder, 3)
+    assert (
+        path
+        == tmp_path
+        / "models"
+        / warehouse_key(tmp_path / "w.duckdb")
+        / "imbalance"
+        / "1d"
+        / f"v3-{digest[:16]}.pkl"
+    )
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert not list(path.parent.glob("*.tmp"))
-    loaded = load_artifact(path)
+    loaded = load_artifact(path, digest)
     np.testing.assert_array_equal(loaded.predict_p_up(X)[0], artifact.predict_p_up(X)[0])
     np.testing.assert_array_equal(loaded.calibrator.transform(np.linspace(0.5, 1, 11)),
                                   artifact.calibrator.transform(np.linspace(0.5, 1, 11)))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- artifacts: ownership, checks
+
+
+def test_each_warehouse_has_its_own_artifact_folder(tmp_path):
+    a = artifact_dir(tmp_path, tmp_path / "a" / "warehouse.duckdb", "direction", "1d")
+    b = artifact_dir(tmp_path, tmp_path / "b" / "warehouse.duckdb", "direction", "1d")
+    assert a != b and a.parent.parent.name.startswith("warehouse-")
+    (path_a, sha_a), (path_b, sha_b) = save_artifact({"w": "a"}, a, 1), save_artifact({"w": "b"}, b, 1)
+    assert load_artifact(path_a, sha_a) == {"w": "a"} and load_artifact(path_b, sha_b) == {"w": "b"}
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda p, sha: (p.write_bytes(p.read_bytes() + b"x"), sha), "is not the one registered"),
+        (lambda p, sha: (p.unlink(), sha), "cannot be read"),
+        (lambda p, sha: (None, None), "registered before artifacts were hashed"),
+    ],
+)
+def test_an_artifact_that_is_not_the_registered_one_is_refused(tmp_path, damage, reason):
+    path, sha = save_artifact({"model": 1}, tmp_path, 1)
+    _, registered = damage(path, sha)
+    with pytest.raises(ArtifactRefused, match=reason):
+        load_artifact(path, registered)
+
+
+def test_refused_champions_are_marked_unusable_with_the_reason_and_cleared_when_fixed(
+    warehouse_path, tmp_path
+):
+    good, good_sha = save_artifact({"m": "direction"}, tmp_path / "a", 1)
+    bad, bad_sha = save_artifact({"m": "regime"}, tmp_path / "b", 1)
+    rows = [
+        {
+            **_registry_row("direction", 1, "champion", T0),
+            "artifact_path": str(good),
+            "artifact_sha256": good_sha,
+        },
+        {**_registry_row("regime", 1, "champion", T0), "artifact_path": str(bad), "artifact_sha256": bad_sha},
+        _registry_row("selector", 1, "champion", T0),  # an old row: no hash
+    ]
+    write_retrain(warehouse_path, pd.DataFrame(rows), [], pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
+                  expected_versions={})  # fmt: skip
+    bad.write_bytes(b"not what was registered")
+    checks = {c.row["module"]: c for c in load_champion_artifacts(warehouse_path, "1d")}
+    assert checks["direction"].artifact == {"m": "direction"} and checks["direction"].problem is None
+    assert checks["regime"].artifact is None and "is not the one registered" in checks["regime"].problem
+    assert "retrain to replace it" in checks["selector"].problem
+
+    changed = artifact_check_changes(list(checks.values()))
+    assert record_artifact_checks(warehouse_path, changed, T0) == 3
+    assert artifact_check_changes(load_champion_artifacts(warehouse_path, "1d")) == []  # nothing new to write
+    refused = unusable_champions(warehouse_path, "1d").set_index("module")
+    assert sorted(refused.index) == ["regime", "selector"]
+    assert "is not the one registered" in refused.loc["regime", "artifact_problem"]
+
+    save_artifact({"m": "regime"}, tmp_path / "b", 1)  # the registered bytes are back
+    record_artifact_checks(
+        warehouse_path, artifact_check_changes(load_champion_artifacts(warehouse_path, "1d")), T0
+    )
+    assert unusable_champions(warehouse_path, "1d")["module"].tolist() == ["selector"]
