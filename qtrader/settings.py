@@ -310,7 +310,7 @@ class AlpacaSettings(BaseModel):
     url_override: str | None = None
     timeout_s: PositiveFloat = 10.0
     rate_limit_retries: NonNegativeInt = 3  # a 429 (200 requests/min) retried this often by alpaca-py ...
-    rate_limit_wait_s: NonNegativeFloat = 3.0  # ... this far apart (alpaca-py's defaults), then BrokerUnavailable
+    rate_limit_wait_s: NonNegativeFloat = 3.0  # ... this far apart (alpaca-py defaults), then unavailable
     key_block: str = "alpaca-api-key-id"
     secret_block: str = "alpaca-api-secret-key"
 
