@@ -197,6 +197,7 @@ TABLE_COLUMNS = [
     ("trades", "Trades", "int"),
     ("exposure", "Exposure", "pct"),
     ("turnover", "Turnover", "num1"),
+    ("health_blocked", "Gate blocks", "int"),  # candidates the health gate failed (docs/health.md)
 ]
 
 

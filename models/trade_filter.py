@@ -199,11 +199,14 @@ def gate_block_counts(decisions: pd.DataFrame) -> pd.DataFrame:
     """How many candidates each health-gate rule blocked, from ``decisions`` rows (reason_code, failed,
     details): per rule, ``first`` (the rule was the candidate's reason code), ``any`` (the rule failed,
     first or not) and ``only`` (it was the only failed rule: the gate alone kept the candidate out), and
-    the component that drove the blocked scores down most often (``top_driver``).
+    the component that drove the blocked scores down most often (``top_driver``). ``attrs["candidates"]``:
+    the candidates at least one health rule failed (a candidate failing both counts once).
     """
     rows = {rule: {"rule": rule, "first": 0, "any": 0, "only": 0, "drivers": {}} for rule in HEALTH_RULES}
+    candidates = 0
     for r in decisions.to_dict("records") if len(decisions) else []:
         failed = [f.strip() for f in str(r.get("failed") or "").split(",") if f.strip()]
+        candidates += any(rule in failed for rule in HEALTH_RULES)
         details = r.get("details")
         details = json.loads(details) if isinstance(details, str) else (details or {})
         for rule in HEALTH_RULES:
@@ -221,4 +224,6 @@ def gate_block_counts(decisions: pd.DataFrame) -> pd.DataFrame:
         drivers = row.pop("drivers")
         row["top_driver"] = max(drivers, key=drivers.get) if drivers else None
         out.append(row)
-    return pd.DataFrame(out, columns=["rule", "first", "any", "only", "top_driver"])
+    table = pd.DataFrame(out, columns=["rule", "first", "any", "only", "top_driver"])
+    table.attrs["candidates"] = candidates
+    return table

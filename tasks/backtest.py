@@ -48,6 +48,7 @@ from models.features import FEATURE_SET_VERSION
 from models.fills import FillCosts
 from models.health import schedule_hours
 from models.signals.volatility import vol_state
+from models.trade_filter import gate_block_counts
 from models.training import live_predictions
 from qtrader.calendar import interval_minutes, is_daily
 from qtrader.progress import report
@@ -399,6 +400,7 @@ class ModeResult:
     refused: int
     seconds: float
     reasons: dict[str, int]
+    gate_blocks: pd.DataFrame  # models.trade_filter.gate_block_counts of the mode's decisions
 
 
 @task(name="replay-mode", cache_policy=NO_CACHE)
@@ -456,7 +458,9 @@ def replay_mode(
         report(f"backtest: {mode}", i + 1, len(timeline.times))
 
     refused = replay(trader, timeline.times, market_at, records, run_id, on_bar=on_bar)
-    path = write_records(records, timeline.folder / f"{mode}.duckdb", broker)
+    frames = records.frames()
+    path = write_records(records, frames, timeline.folder / f"{mode}.duckdb", broker)
+    blocks = gate_block_counts(frames["decisions"])
     res = wb.mode_results(path, broker.name)
     seconds = time.perf_counter() - started
     log.info(
@@ -464,7 +468,7 @@ def replay_mode(
         res["open_trades"], refused, seconds, ", ".join(f"{k} {v}" for k, v in reasons.items()) or "none",
     )  # fmt: skip
     return ModeResult(mode, overrides, path, res["trades"], res["equity"], res["notional"], res["commission"],
-                      res["open_trades"], refused, seconds, reasons)  # fmt: skip
+                      res["open_trades"], refused, seconds, reasons, blocks)  # fmt: skip
 
 
 def order_gate(columns) -> GateVerdict:
@@ -474,10 +478,11 @@ def order_gate(columns) -> GateVerdict:
     return GateVerdict(not any(failures.values()), failures)
 
 
-def write_records(records: Recorder, path: Path, broker) -> Path:
-    """A mode's results file (warehouse.backtest.write_mode_records) from what its replay recorded."""
+def write_records(records: Recorder, frames: dict[str, pd.DataFrame], path: Path, broker) -> Path:
+    """A mode's results file (warehouse.backtest.write_mode_records) from what its replay recorded
+    (``frames``: ``records.frames()``)."""
     return wb.write_mode_records(
-        path, **records.frames(), order_records=order_record_rows(records.sent, broker, records.broker)
+        path, **frames, order_records=order_record_rows(records.sent, broker, records.broker)
     )
 
 
@@ -522,6 +527,9 @@ def result_frames(
                 "scratch": str(r.scratch), "starting_equity": start_eq, "open_trades": r.open_trades,
                 "commission": r.commission, "refused_bars": r.refused, "started_at": started_at,
                 "finished_at": finished_at, **{k: _clean(v) for k, v in card.items()},
+                "health_blocked": r.gate_blocks.attrs.get("candidates", 0),
+                "health_blocked_only": int(r.gate_blocks["only"].sum()),
+                "gate_blocks": r.gate_blocks.to_json(orient="records"),
             }
         )  # fmt: skip
         t = r.trades
@@ -604,6 +612,22 @@ def table_rows(
     return out
 
 
+def gate_lines(runs: pd.DataFrame) -> list[str]:
+    """Per mode, what the health gate blocked: per rule the candidates it failed (alone), and the component
+    that drove the blocked scores down most often."""
+    out = [
+        "Gate blocks: candidates the health gate failed (those it alone kept out), per rule and top driver:"
+    ]
+    for r in runs.to_dict("records"):
+        raw = r.get("gate_blocks")
+        if not isinstance(raw, str):
+            continue
+        parts = [f"{b['rule']} {b['any']} ({b['only']})" + (f", mostly {b['top_driver']}" if b["top_driver"] else "")
+                 for b in json.loads(raw) if b["any"]]  # fmt: skip
+        out.append(f"- {r['mode']}: " + ("; ".join(parts) if parts else "none"))
+    return out if len(out) > 1 else []
+
+
 def table_markdown(runs: pd.DataFrame, run_id: str, report_paths: tuple[str, str] | None) -> str:
     rows = table_rows(runs)
     head = ["mode", *[t for _, t, _ in mb.TABLE_COLUMNS]]
@@ -618,6 +642,7 @@ def table_markdown(runs: pd.DataFrame, run_id: str, report_paths: tuple[str, str
         "|" + "---|" * len(head),
         *["| " + " | ".join(row[h] for h in head) + " |" for row in rows],
     ]
+    md += ["", *gate_lines(runs)]
     if report_paths:
         md += ["", f"Report: `{report_paths[0]}` and `{report_paths[1]}`"]
     return "\n".join(md)

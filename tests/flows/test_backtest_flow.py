@@ -7,6 +7,8 @@ same (no look-ahead), and the recorded results must agree with the mode's own sc
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -128,3 +130,23 @@ def test_bad_signals_file_fails_before_replaying(market_warehouse, tmp_path, pre
     assert state.is_failed()
     with pytest.raises(ValueError, match="unknown symbol"):
         state.result()
+
+
+def test_health_gate_blocks_are_counted_per_mode(replays):
+    """Each mode's row says how many candidates the health gate blocked (any of its rules failed) and how
+    many it alone kept out, per rule with the component that drove the scores down; the numbers are the
+    mode's own decisions'."""
+    from models.trade_filter import HEALTH_RULES, gate_block_counts
+    from tasks.backtest import table_markdown
+
+    full, db = replays["full"], replays["changed"]
+    runs = query_df(db, "SELECT * FROM backtest_runs WHERE run_id = ? ORDER BY mode", [full["run_id"]])
+    for r in runs.itertuples():
+        decisions = query_df(_scratch(full, r.mode), "SELECT reason_code, failed, details FROM decisions")
+        counts = gate_block_counts(decisions).set_index("rule")
+        gated = decisions["failed"].fillna("").map(lambda f: any(rule in f.split(",") for rule in HEALTH_RULES))
+        assert r.health_blocked == int(gated.sum())
+        assert r.health_blocked_only == int(counts["only"].sum())
+        assert {b["rule"]: b["any"] for b in json.loads(r.gate_blocks)} == counts["any"].to_dict()
+    md = table_markdown(runs, full["run_id"], None)
+    assert "Gate blocks" in md and "health gate" in md
