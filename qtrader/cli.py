@@ -15,19 +15,95 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from qtrader import validation as checks
+from qtrader.tables import KEEP, LOW, Column, Kind, frame_columns, jsonable, records, render
 from qtrader.validation import EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, BadInput, Refused
 
-app = typer.Typer(
+
+_PLAIN_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH", "bool": ""}
+
+
+def _plain_metavars(ctx, params: list) -> list:
+    """Help shows TEXT / INTEGER / PATH and nothing for flags, not typer's <str>, <bool>, <list[str]>
+    (a repeatable option says so in its help)."""
+    for p in params:
+        if isinstance(p, TyperOption) and p.metavar is None:
+            label = p.display_type(ctx).strip("<>")
+            if label.startswith("list[") and label.endswith("]"):
+                label = label[5:-1]
+            p.metavar = "" if p.is_flag else _PLAIN_TYPES.get(label, label)
+        elif isinstance(p, TyperArgument) and "display_type_rich" not in vars(p):
+            # An argument's metavar would rename it too: only the type column changes.
+            label = _PLAIN_TYPES.get(p.display_type(ctx).strip("<>"), None)
+            if label is not None:
+                p.display_type_rich = lambda ctx, label=label: label
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx) -> list:
+        return _plain_metavars(ctx, super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx) -> list:
+        return _plain_metavars(ctx, super().get_params(ctx))
+
+
+class _App(typer.Typer):
+    def command(self, *args, cls=_Command, **kwargs):
+        return super().command(*args, cls=cls, **kwargs)
+
+
+app = _App(
+    cls=_Group,
     help="qtrader: Prefect flows that ingest, gate and trade market data into a DuckDB warehouse.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-# Wide enough for the tables when output is piped (rich assumes 80 columns without a terminal).
-console = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+def terminal_width(environ=None) -> int:
+    """Columns to fit: COLUMNS when set, else the terminal on stdout, else the one on stderr (``qtrader
+    status | less`` fits the window it is read in), else 80."""
+    env = os.environ if environ is None else environ
+    if str(env.get("COLUMNS", "")).isdigit() and int(env["COLUMNS"]) > 0:
+        return int(env["COLUMNS"])
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream.isatty():
+                return os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            continue
+    return 80
+
+
+def _consoles() -> tuple[Console, Console]:
+    width = terminal_width()
+    return Console(width=width), Console(stderr=True, width=width)
+
+
+# Remade for each invocation (the main callback) so the width is the one of this run.
+console, err = _consoles()
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the data as JSON on stdout (and nothing else there).")
+]
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
+
+
+def _table(columns: list[Column], rows, *, title: str | None = None, caption: str | None = None) -> None:
+    """Rows (dicts, or a frame) as a table that fits the terminal (qtrader/tables.py)."""
+    if hasattr(rows, "to_dict"):
+        rows = rows.to_dict("records")
+    console.print(render(columns, rows, console.width, title=title, caption=caption))
+
 
 WarehouseOpt = Annotated[
     Path | None,
@@ -132,6 +208,18 @@ FLOW_COMMANDS = {
 GATED_COMMANDS = {"ingest", "features", "retrain", "decide", "backtest", "demo"}  # they run a GX gate
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("qtrader")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            v = "unknown"
+        sys.stdout.write(f"qtrader {v}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -139,7 +227,24 @@ def main(
         Path | None,
         typer.Option("--config", "-c", help="A qtrader.toml (default ./qtrader.toml, env QTRADER_CONFIG)."),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show Prefect's INFO logs on the terminal (warnings and errors always show).",
+        ),
+    ] = False,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
 ) -> None:
+    global console, err
+    console, err = _consoles()
+    from qtrader.logs import prefect_console
+
+    prefect_console(verbose)
     if config is not None:
         if not config.is_file():
             _usage(f"--config {config}: no such file")
@@ -188,14 +293,17 @@ def _settings(**overrides):
 
 
 @app.command()
-def config(warehouse: WarehouseOpt = None) -> None:
+def config(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
     """Print the merged configuration (CLI > environment > qtrader.toml > defaults), secrets masked."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
+    if as_json:
+        _print_json(settings.masked())
+        return
     console.print_json(json.dumps(settings.masked()))
 
 
 @app.command()
-def init(warehouse: WarehouseOpt = None) -> None:
+def init(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
     """Create the warehouse file and apply every pending migration."""
     from warehouse.db import connect
 
@@ -206,6 +314,9 @@ def init(warehouse: WarehouseOpt = None) -> None:
             return con.execute("SELECT max(version), count(*) FROM schema_version").fetchall()[0]
 
     version, n = _guard(run)
+    if as_json:
+        _print_json({"warehouse": str(settings.warehouse), "schema_version": version, "migrations": n})
+        return
     console.print(f"warehouse [bold]{settings.warehouse}[/] is at schema version {version} ({n} migrations)")
 
 
@@ -429,14 +540,10 @@ def _print_sql(db: str | Path, sql: str, max_rows: int = 50) -> None:
 
 
 def _print_frame(df, max_rows: int = 50) -> None:
-    table = Table(show_edge=False)
-    for c in df.columns:
-        table.add_column(str(c), justify="right" if df[c].dtype.kind in "iuf" else "left")
-    for row in df.head(max_rows).itertuples(index=False):
-        table.add_row(*["" if v is None or v != v else str(v) for v in row])  # NULL, NaN, NaT: blank
-    console.print(table)
-    if len(df) > max_rows:
-        console.print(f"... {len(df) - max_rows} more rows")
+    """A query's rows: kinds from the column types (short timestamps, one precision per column), fitted
+    to the terminal; NULL, NaN and NaT print blank."""
+    more = f"... {len(df) - max_rows} more rows" if len(df) > max_rows else None
+    _table(frame_columns(df), df.head(max_rows), caption=more)
 
 
 @app.command()
@@ -445,6 +552,7 @@ def sql(
     warehouse: WarehouseOpt = None,
     max_rows: Annotated[int, typer.Option(help="Rows to print.")] = 50,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run SQL on a locked-down read-only connection (no writes, files, ATTACH or extensions); print a table."""
     from warehouse.console import check_not_empty, run_query
@@ -457,35 +565,68 @@ def sql(
     if csv:
         sys.stdout.write(df.to_csv(index=False))
         return
+    if as_json:
+        _print_json(records(df))  # every row: --max-rows is for the terminal
+        return
     _print_frame(df, max_rows)
 
 
+STATUS_SQL = {
+    "coverage": """SELECT interval, count(*) AS symbols, sum(bars)::BIGINT AS bars, min(first_ts) AS first_ts,
+                          max(last_ts) AS last_ts, max(last_ingested_at) AS last_ingested_at
+                   FROM v_bar_coverage GROUP BY interval ORDER BY interval""",
+    "ingest_runs": """SELECT run_id, started_at, source, interval, len(symbols) AS symbols, rows_in, rows_written,
+                             rows_quarantined, len(symbols_failed) AS failed, len(symbols_blocked) AS blocked,
+                             status, round(epoch(finished_at - started_at), 1) AS seconds, message
+                      FROM ingest_runs ORDER BY started_at DESC LIMIT 10""",
+    "quarantine": """SELECT run_id, rule, severity, symbol, interval, count(*) AS rows, min(ts) AS first_bar,
+                            any_value(detail) AS example
+                     FROM quarantine GROUP BY ALL ORDER BY max(quarantined_at) DESC, rows DESC LIMIT 15""",
+}
+STATUS_COLUMNS = {
+    "coverage": [
+        Column("interval", "interval", priority=KEEP), Column("symbols", "symbols", Kind.int),
+        Column("bars", "bars", Kind.int), Column("first_ts", "first bar", Kind.ts, KEEP),
+        Column("last_ts", "last bar", Kind.ts, KEEP), Column("last_ingested_at", "last ingested", Kind.ts),
+    ],
+    "ingest_runs": [
+        Column("started_at", "started", Kind.ts, KEEP), Column("interval", "interval", priority=KEEP),
+        Column("source", "source"), Column("symbols", "symbols", Kind.int, LOW, short="syms"),
+        Column("rows_in", "rows in", Kind.int, LOW), Column("rows_written", "written", Kind.int, KEEP),
+        Column("rows_quarantined", "quarantined", Kind.int, short="quar."),
+        Column("failed", "failed", Kind.int, LOW), Column("blocked", "blocked", Kind.int, LOW),
+        Column("status", "status", priority=KEEP), Column("seconds", "seconds", Kind.score, LOW, short="s"),
+        Column("run_id", "run id", Kind.id, LOW), Column("message", "message", Kind.text, LOW),
+    ],
+    "quarantine": [
+        Column("first_bar", "first bar", Kind.ts, KEEP), Column("symbol", "symbol", priority=KEEP),
+        Column("interval", "interval", short="iv"), Column("rule", "rule", priority=KEEP),
+        Column("severity", "severity", priority=LOW), Column("rows", "rows", Kind.int),
+        Column("example", "example", Kind.text, min_width=16), Column("run_id", "run id", Kind.id, LOW),
+    ],
+}  # fmt: skip
+
+
 @app.command()
-def status(warehouse: WarehouseOpt = None) -> None:
+def status(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
     """What is in the warehouse, the last ingest runs, and recent quarantines."""
+    from warehouse.db import query_df
+
     settings = _guard(lambda: _settings(warehouse=warehouse))
     db = settings.warehouse
-    console.rule(f"Warehouse {db}")
-    _print_sql(
-        db,
-        """SELECT interval, count(*) AS symbols, sum(bars)::BIGINT AS bars, min(first_ts) AS first_ts,
-                  max(last_ts) AS last_ts, max(last_ingested_at) AS last_ingested_at
-           FROM v_bar_coverage GROUP BY interval ORDER BY interval""",
-    )
-    console.rule("Last ingest runs")
-    _print_sql(
-        db,
-        """SELECT run_id, source, interval, len(symbols) AS symbols, rows_in, rows_written, rows_quarantined,
-                  len(symbols_failed) AS failed, len(symbols_blocked) AS blocked, status,
-                  round(epoch(finished_at - started_at), 1) AS seconds
-           FROM ingest_runs ORDER BY started_at DESC LIMIT 10""",
-    )
-    console.rule("Recent quarantines")
-    _print_sql(
-        db,
-        """SELECT run_id, rule, severity, symbol, interval, count(*) AS rows, any_value(detail) AS example
-           FROM quarantine GROUP BY ALL ORDER BY max(quarantined_at) DESC, rows DESC LIMIT 15""",
-    )
+    frames = {k: _guard(lambda q=q: query_df(db, q)) for k, q in STATUS_SQL.items()}
+    if as_json:
+        _print_json({"warehouse": str(db), **{k: records(df) for k, df in frames.items()}})
+        return
+    for key, title in (("coverage", "Warehouse"), ("ingest_runs", "Last ingest runs"),
+                       ("quarantine", "Recent quarantines")):  # fmt: skip
+        console.rule(title)
+        if key == "coverage":
+            console.print(str(db), highlight=False, overflow="fold")  # a long path folds, never cut
+        if frames[key].empty:
+            console.print("none")
+        else:
+            _table(STATUS_COLUMNS[key], frames[key])
 
 
 @app.command()
@@ -951,11 +1092,21 @@ def account(
     warehouse: WarehouseOpt = None,
     plot: Annotated[bool, typer.Option("--plot", help="Write the equity curve (HTML and PNG).")] = False,
     recent: Annotated[int, typer.Option(help="Rows of fills, trades and stop moves to show.")] = 15,
+    as_json: JsonOpt = False,
 ) -> None:
     """Paper account review: equity, positions, open brackets, fills, closed trades (R, exit reason),
     module attribution, and why candidates were not traded (as of the last decision run)."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
     _guard(lambda: checks.non_negative_int(recent, "--recent"))
+    if as_json:
+        data = _account_json(settings.warehouse, str(settings.broker), recent)
+        if plot:
+            html, png = _guard(
+                lambda: _plot_equity(settings.warehouse, str(settings.broker), settings.data_dir)
+            )
+            data["plots"] = [str(Path(html).resolve()), str(Path(png).resolve())]
+        _print_json(data)
+        return
     _print_account(settings.warehouse, str(settings.broker), recent)
     if plot:
         html, png = _guard(lambda: _plot_equity(settings.warehouse, str(settings.broker), settings.data_dir))
@@ -966,12 +1117,73 @@ def _money(v) -> str:
     return "" if v is None or v != v else f"{float(v):,.2f}"
 
 
-def _print_account(db, broker: str, recent: int = 15) -> None:
+def _account_review(db, broker: str, recent: int) -> dict:
     from warehouse.decisions import account_review
 
     r = _guard(lambda: account_review(db, broker, recent=recent))
     if r["account"].empty:
         _fail(f"no {broker} account snapshot yet: run `qtrader decide` first")
+    return r
+
+
+def _account_json(db, broker: str, recent: int) -> dict:
+    r = _account_review(db, broker, recent)
+    out = {"broker": broker, "account": records(r["account"])[0]}
+    for key in ("positions", "open_orders", "fills", "adjustments", "trades", "attribution", "rejections"):
+        out[key] = records(r[key])
+    return out
+
+
+ACCOUNT_TABLES = {
+    "positions": ("Positions", None, [
+        Column("symbol", "symbol", priority=KEEP), Column("qty", "qty", Kind.int, KEEP),
+        Column("avg_entry_price", "avg entry", Kind.price), Column("mark", "mark", Kind.price),
+        Column("market_value", "value", Kind.money, KEEP), Column("unrealized_pnl", "unrealized P&L", Kind.money, KEEP,
+                                                                  short="unreal. P&L"),
+    ]),
+    "open_orders": ("Open brackets (entry, take-profit leg, stop leg)", 2, [
+        Column("decided_at", "decided", Kind.ts, KEEP), Column("symbol", "symbol", priority=KEEP),
+        Column("side", "side", priority=KEEP), Column("leg", "leg", Kind.int), Column("qty", "qty", Kind.int, KEEP),
+        Column("status", "status", priority=LOW), Column("entry_ref", "entry ref", Kind.price, short="entry"),
+        Column("take_profit", "take profit", Kind.price, KEEP, short="TP"),
+        Column("initial_stop", "initial stop", Kind.price, LOW, short="stop0"),
+        Column("stop_now", "stop now", Kind.price, KEEP, short="stop"),
+        Column("last_rule", "last stop move", Kind.text, LOW),
+    ]),
+    "fills": ("Recent fills", 1, [
+        Column("ts", "bar", Kind.ts, KEEP), Column("symbol", "symbol", priority=KEEP),
+        Column("side", "side", priority=KEEP), Column("role", "role"), Column("qty", "qty", Kind.int, KEEP),
+        Column("price", "price", Kind.price, KEEP), Column("commission", "commission", Kind.money, LOW, short="fee"),
+        Column("client_order_id", "client order id", Kind.id, LOW),
+    ]),
+    "adjustments": ("Recent stop moves (exit_adjustments)", 1, [
+        Column("ts", "bar", Kind.ts, KEEP), Column("symbol", "symbol", priority=KEEP),
+        Column("old_stop", "old", Kind.price, KEEP), Column("new_stop", "new", Kind.price, KEEP),
+        Column("rule", "rule"), Column("reason", "reason", Kind.text, LOW),
+    ]),
+    "trades": ("Closed trades (R = P&L / initial risk)", 1, [
+        Column("exit_ts", "exit", Kind.ts, KEEP), Column("symbol", "symbol", priority=KEEP),
+        Column("side", "side"), Column("qty", "qty", Kind.int),
+        Column("entry_price", "entry", Kind.price), Column("exit_price", "exit price", Kind.price, short="exit px"),
+        Column("pnl", "P&L", Kind.money, KEEP), Column("r_multiple", "R", Kind.r, KEEP),
+        Column("exit_reason", "exit reason", Kind.text, short="reason"),
+        Column("legs", "legs", Kind.text, LOW), Column("contributors", "modules that voted", Kind.text, LOW),
+    ]),
+    "attribution": (
+        "Which modules earned money (each closed trade counted for every module that voted for it)", None, [
+        Column("module", "module", priority=KEEP), Column("trades", "trades", Kind.int),
+        Column("wins", "wins", Kind.int, LOW), Column("win_rate", "win rate", Kind.rate),
+        Column("pnl", "P&L", Kind.money, KEEP), Column("pnl_shared", "P&L shared", Kind.money, KEEP),
+        Column("avg_r", "mean R", Kind.r),
+    ]),
+    "rejections": ("Candidates not traded, by reason", None, [
+        Column("reason_code", "reason", priority=KEEP), Column("n", "candidates", Kind.int, KEEP),
+    ]),
+}  # fmt: skip
+
+
+def _print_account(db, broker: str, recent: int = 15) -> None:
+    r = _account_review(db, broker, recent)
     a = r["account"].iloc[0]
     console.rule(f"Paper account ({broker}) as of {a['as_of']:%Y-%m-%d %H:%M} UTC")
     realized = r["trades"]["pnl"].sum() if len(r["trades"]) else 0.0
@@ -979,126 +1191,22 @@ def _print_account(db, broker: str, recent: int = 15) -> None:
     console.print(
         f"equity {_money(a['equity'])}   cash {_money(a['cash'])}   buying power {_money(a['buying_power'])}   "
         f"P&L {_money(a['pnl_since_first_snapshot'])} (closed trades {_money(realized)}, "
-        f"open positions {_money(unrealized)})"
+        f"open positions {_money(unrealized)})",
+        highlight=False,
     )
-
-    def show(title: str, df, cols: dict[str, str], n: int | None = None) -> None:
+    for key, (title, per_recent, columns) in ACCOUNT_TABLES.items():
+        df = r[key]
         console.rule(title)
         if df.empty:
             console.print("none")
-            return
-        t = Table(show_edge=False)
-        for label in cols.values():
-            t.add_column(label)
-        for _, row in (df.head(n) if n else df).iterrows():
-            cells = []
-            for c in cols:
-                v = row[c]
-                if hasattr(v, "strftime"):
-                    v = f"{v:%Y-%m-%d %H:%M}"
-                elif isinstance(v, float):
-                    v = "" if v != v else f"{v:,.4g}" if abs(v) < 10 else f"{v:,.2f}"
-                cells.append("" if v is None else str(v))
-            t.add_row(*cells)
-        console.print(t)
-        if n and len(df) > n:
-            console.print(f"... {len(df) - n} more (qtrader sql)")
-
-    show(
-        "Positions",
-        r["positions"],
-        {
-            "symbol": "symbol",
-            "qty": "qty",
-            "avg_entry_price": "avg entry",
-            "mark": "mark",
-            "market_value": "value",
-            "unrealized_pnl": "unrealized P&L",
-        },
-    )
-    show(
-        "Open brackets (entry, take-profit leg, stop leg)",
-        r["open_orders"],
-        {
-            "decided_at": "decided",
-            "symbol": "symbol",
-            "side": "side",
-            "leg": "leg",
-            "qty": "qty",
-            "status": "status",
-            "entry_ref": "entry ref",
-            "take_profit": "take profit",
-            "initial_stop": "initial stop",
-            "stop_now": "stop now",
-            "last_rule": "last stop move",
-        },
-        recent * 2,
-    )
-    show(
-        "Recent fills",
-        r["fills"],
-        {
-            "ts": "bar",
-            "symbol": "symbol",
-            "side": "side",
-            "role": "role",
-            "qty": "qty",
-            "price": "price",
-            "client_order_id": "client order id",
-        },
-        recent,
-    )
-    show(
-        "Recent stop moves (exit_adjustments)",
-        r["adjustments"],
-        {
-            "ts": "bar",
-            "symbol": "symbol",
-            "old_stop": "old",
-            "new_stop": "new",
-            "rule": "rule",
-            "reason": "reason",
-        },
-        recent,
-    )
-    show(
-        "Closed trades (R = P&L / initial risk)",
-        r["trades"],
-        {
-            "exit_ts": "exit",
-            "symbol": "symbol",
-            "side": "side",
-            "qty": "qty",
-            "entry_price": "entry",
-            "exit_price": "exit price",
-            "pnl": "P&L",
-            "r_multiple": "R",
-            "exit_reason": "exit reason",
-            "legs": "legs",
-            "contributors": "modules that voted",
-        },
-        recent,
-    )
-    trades = r["trades"]
-    if len(trades):
-        counts = ", ".join(f"{k} {v}" for k, v in trades["exit_reason"].value_counts().items())
-        console.print(
-            f"{len(trades)} closed trades; exit reasons: {counts}; mean R {trades['r_multiple'].mean():.2f}"
-        )
-    show(
-        "Which modules earned money (each closed trade counted for every module that voted for it)",
-        r["attribution"],
-        {
-            "module": "module",
-            "trades": "trades",
-            "wins": "wins",
-            "win_rate": "win rate",
-            "pnl": "P&L",
-            "pnl_shared": "P&L shared",
-            "avg_r": "mean R",
-        },
-    )
-    show("Candidates not traded, by reason", r["rejections"], {"reason_code": "reason", "n": "candidates"})
+            continue
+        n = recent * per_recent if per_recent else None
+        more = f"... {len(df) - n} more (qtrader sql)" if n and len(df) > n else None
+        _table(columns, df.head(n) if n else df, caption=more)
+        if key == "trades":
+            counts = ", ".join(f"{k} {v}" for k, v in df["exit_reason"].value_counts().items())
+            console.print(f"{len(df)} closed trades; exit reasons: {counts}; mean R {df['r_multiple'].mean():.2f}",
+                          highlight=False)  # fmt: skip
     console.print(
         'Why was a trade taken: qtrader sql "SELECT ts, symbol, side, consensus, contributors, '
         "confidence_calibrated, overall_health, size_multiplier, exit_profile FROM decisions WHERE accepted "

@@ -1,0 +1,324 @@
+"""Tables for the terminal that fit its width, and the same rows as JSON.
+
+A table is a list of ``Column`` specs and rows of raw values (numbers, timestamps, text). Each column's
+``kind`` fixes how its values print (quantities as integers, prices and money with 2 decimals, R with 2,
+rates as %) and that numbers are right-aligned. When the table is wider than the terminal it is narrowed
+in this order: headers are abbreviated, low-value columns dropped, long text shortened with an ellipsis,
+then normal columns dropped from the right. Dates, timestamps, money and other numbers are never cut: a
+column of them is shown whole or not at all, and the caption names the columns left out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+
+class Kind(str, Enum):
+    text = "text"  # may be shortened with an ellipsis
+    id = "id"  # run ids, order ids: shortened from the left is useless, so only dropped, never cut
+    int = "int"  # counts and quantities: 1,234
+    money = "money"  # 1,234.56
+    price = "price"  # 123.45
+    r = "r"  # R multiples: 0.09
+    rate = "rate"  # a fraction shown as a percentage: 0.6667 -> 66.7%
+    pct = "pct"  # already a percentage: 12.345 -> 12.35%
+    metric = "metric"  # accuracy, AUC, ECE: 0.527
+    score = "score"  # 0-100 scores, seconds: 71.3
+    number = "number"  # any other float: 2 decimals, 4 below 1
+    date = "date"
+    ts = "ts"  # minutes; a column whose values are all midnight prints as dates
+
+
+NUMERIC = {
+    Kind.int,
+    Kind.money,
+    Kind.price,
+    Kind.r,
+    Kind.rate,
+    Kind.pct,
+    Kind.metric,
+    Kind.score,
+    Kind.number,
+}
+# Cells of these kinds are printed whole: the column keeps its full width or is dropped.
+WHOLE = NUMERIC | {Kind.date, Kind.ts, Kind.id}
+
+LOW, NORMAL, KEEP = 0, 1, 2  # priority: LOW dropped first, NORMAL after text is shortened, KEEP never
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    kind: Kind = Kind.text
+    priority: int = NORMAL
+    short: str | None = None  # header when space is short, e.g. "quar." for "quarantined"
+    min_width: int = 12  # text columns are never shortened below this
+
+
+def _blank(v) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(v != v)  # NaN, NaT
+    except (TypeError, ValueError):
+        return False
+
+
+def _float(v) -> float:
+    return float(v) if not isinstance(v, decimal.Decimal) else float(v)
+
+
+def _fixed(x: float, digits: int, sep: bool = True) -> str:
+    text = f"{x:,.{digits}f}" if sep else f"{x:.{digits}f}"
+    if text.startswith("-") and not text.strip("-0.,"):
+        text = text[1:]  # "-0.00" reads as a loss that is not there
+    return text
+
+
+def _timestamp(v):
+    import pandas as pd
+
+    try:
+        t = pd.Timestamp(v)
+    except (TypeError, ValueError):
+        return None
+    if t.tzinfo is not None:
+        t = t.tz_convert("UTC")
+    return t
+
+
+def is_midnight(values: Iterable) -> bool:
+    """Whether every timestamp is at 00:00 (daily bars): such a column prints dates only."""
+    seen = False
+    for v in values:
+        if _blank(v):
+            continue
+        t = _timestamp(v)
+        if t is None or (t.hour, t.minute, t.second, t.microsecond) != (0, 0, 0, 0):
+            return False
+        seen = True
+    return seen
+
+
+def format_cell(v, kind: Kind, *, dates_only: bool = False, digits: int | None = None) -> str:
+    """One value as text for its column kind; blank for NULL/NaN/NaT."""
+    if _blank(v):
+        return ""
+    if kind in (Kind.date, Kind.ts):
+        if isinstance(v, str):
+            t = _timestamp(v)
+            if t is None:
+                return v
+        else:
+            t = _timestamp(v)
+        if t is None:
+            return str(v)
+        return f"{t:%Y-%m-%d}" if kind is Kind.date or dates_only else f"{t:%Y-%m-%d %H:%M}"
+    if kind in NUMERIC:
+        try:
+            x = _float(v)
+        except (TypeError, ValueError):
+            return str(v)
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        if kind is Kind.int:
+            return f"{round(x):,}"
+        if kind in (Kind.money, Kind.price):
+            return _fixed(x, 2)
+        if kind is Kind.r:
+            return _fixed(x, 2, sep=False)
+        if kind is Kind.rate:
+            return _fixed(100 * x, 1, sep=False) + "%"
+        if kind is Kind.pct:
+            return _fixed(x, 2, sep=False) + "%"
+        if kind is Kind.metric:
+            return _fixed(x, 3, sep=False)
+        if kind is Kind.score:
+            return _fixed(x, 1)
+        return _fixed(x, 2 if digits is None else digits)
+    if isinstance(v, (dt.datetime, dt.date)):
+        return format_cell(v, Kind.ts)
+    return str(v)
+
+
+def number_digits(values: Iterable) -> int:
+    """Decimals for a column of plain numbers: one precision for the whole column (0 for whole numbers,
+    2 when any value is 1 or more in size, else 4)."""
+    xs = []
+    for v in values:
+        if _blank(v):
+            continue
+        try:
+            xs.append(_float(v))
+        except (TypeError, ValueError):
+            continue
+    finite = [x for x in xs if math.isfinite(x)]
+    if not finite or all(x == int(x) for x in finite):
+        return 0
+    return 2 if max(abs(x) for x in finite) >= 1 else 4
+
+
+def cells(columns: Sequence[Column], rows: Sequence[Mapping]) -> list[list[str]]:
+    """The rows as text, column by column (per-column decisions: dates only, decimals)."""
+    out: list[list[str]] = [[] for _ in rows]
+    for c in columns:
+        values = [r.get(c.key) for r in rows]
+        dates_only = c.kind is Kind.ts and is_midnight(values)
+        digits = number_digits(values) if c.kind is Kind.number else None
+        for i, v in enumerate(values):
+            out[i].append(format_cell(v, c.kind, dates_only=dates_only, digits=digits))
+    return out
+
+
+@dataclass(frozen=True)
+class Fitted:
+    columns: list[Column]
+    widths: list[int | None]  # a text column's shortened width, else None (natural)
+    headers: list[str]
+    dropped: list[Column]
+
+
+def _build(fitted: Fitted, body: list[list[str]], all_columns: Sequence[Column], title, caption) -> Table:
+    table = Table(
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=title, caption=caption,
+        title_justify="left", caption_justify="left", header_style="bold", collapse_padding=True,
+    )  # fmt: skip
+    for c, w, h in zip(fitted.columns, fitted.widths, fitted.headers, strict=True):
+        numeric = c.kind in NUMERIC
+        table.add_column(
+            h,
+            justify="right" if numeric else "left",
+            no_wrap=True,
+            overflow="ellipsis" if c.kind is Kind.text else "fold",
+            max_width=w,
+        )
+    idx = [all_columns.index(c) for c in fitted.columns]
+    for row in body:
+        table.add_row(*[row[i] for i in idx])
+    return table
+
+
+def _width(table: Table) -> int:
+    return Console(width=100_000, color_system=None).measure(table).maximum
+
+
+def fit(columns: Sequence[Column], body: list[list[str]], width: int) -> Fitted:
+    """Which columns, headers and text widths make the table fit ``width`` (see the module docstring)."""
+    cols = list(columns)
+    headers = [c.header for c in cols]
+    widths: list[int | None] = [None] * len(cols)
+    dropped: list[Column] = []
+
+    def current() -> Fitted:
+        return Fitted(list(cols), list(widths), list(headers), list(dropped))
+
+    def too_wide() -> bool:
+        return _width(_build(current(), body, columns, None, None)) > width
+
+    if not too_wide():
+        return current()
+    headers = [c.short or c.header for c in cols]
+    for level in (LOW, NORMAL):
+        if level == NORMAL:  # shorten text before dropping anything that is not low-value
+            for i, c in enumerate(cols):
+                if c.kind is Kind.text and too_wide():
+                    natural = max([len(headers[i])] + [len(r[columns.index(c)]) for r in body])
+                    excess = _width(_build(current(), body, columns, None, None)) - width
+                    widths[i] = max(min(c.min_width, natural), natural - excess)
+        for i in range(len(cols) - 1, -1, -1):  # from the right: the leftmost columns say what a row is
+            if not too_wide():
+                return current()
+            if cols[i].priority == level:
+                dropped.insert(0, cols.pop(i))
+                headers.pop(i)
+                widths.pop(i)
+    return current()
+
+
+def render(
+    columns: Sequence[Column],
+    rows: Sequence[Mapping],
+    width: int,
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+) -> Table:
+    """A rich Table of ``rows`` that fits ``width`` columns (the caption names any column left out)."""
+    body = cells(columns, rows)
+    fitted = fit(columns, body, width)
+    if fitted.dropped:
+        order = [c for c in columns if c in fitted.dropped]
+        hidden = f"hidden at {width} columns: {', '.join(c.header for c in order)} (--json has all)"
+        caption = f"{caption}\n{hidden}" if caption else hidden
+    return _build(fitted, body, columns, title, caption)
+
+
+# ------------------------------------------------------------------------------------- frames and JSON
+
+
+def frame_columns(df, headers: Mapping[str, str] | None = None) -> list[Column]:
+    """Column specs for an arbitrary frame (``qtrader sql``): kinds from the dtypes, every column normal."""
+    out = []
+    for name in df.columns:
+        kind = df[name].dtype.kind
+        if kind in "iu":
+            k = Kind.int
+        elif kind == "f":
+            k = Kind.number
+        elif kind == "M":
+            k = Kind.ts
+        elif kind == "b":
+            k = Kind.text
+        else:
+            sample = df[name].dropna().head(50)
+            if len(sample) and all(isinstance(v, decimal.Decimal) for v in sample):
+                k = Kind.number
+            elif len(sample) and all(isinstance(v, (dt.datetime, dt.date)) for v in sample):
+                k = Kind.ts
+            else:
+                k = Kind.text
+        out.append(Column(str(name), (headers or {}).get(str(name), str(name)), k))
+    return out
+
+
+def jsonable(v):
+    """A value as JSON: ISO timestamps (UTC kept), NaN/NaT as null, Decimal and numpy scalars as numbers."""
+    if _blank(v):
+        return None
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    if isinstance(v, (dt.datetime, dt.date)):
+        return v.isoformat()
+    if hasattr(v, "isoformat"):  # pandas Timestamp
+        return v.isoformat()
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):  # numpy scalar
+        try:
+            return v.item()
+        except (ValueError, TypeError):
+            pass
+    if isinstance(v, float) and math.isinf(v):
+        return None
+    if isinstance(v, Mapping):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set)):
+        return [jsonable(x) for x in v]
+    if hasattr(v, "tolist"):  # numpy arrays
+        return jsonable(v.tolist())
+    if isinstance(v, Enum):
+        return v.value
+    return v
+
+
+def records(df) -> list[dict]:
+    """A frame's rows as JSON-ready dicts."""
+    return [{str(k): jsonable(v) for k, v in row.items()} for row in df.to_dict("records")]
