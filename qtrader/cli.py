@@ -14,13 +14,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from qtrader import validation as checks
-from qtrader.tables import KEEP, LOW, Column, Kind, frame_columns, jsonable, records, render
+from qtrader.tables import KEEP, LOW, NORMAL, Column, Kind, frame_columns, jsonable, records, render
 from qtrader.validation import EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, BadInput, Refused
-
 
 _PLAIN_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH", "bool": ""}
 
@@ -357,6 +355,7 @@ def ingest(
         ),
     ] = None,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fetch bars, gate them with Great Expectations, and upsert them into the warehouse.
 
@@ -367,7 +366,10 @@ def ingest(
     args = _guard(lambda: _ingest_arguments(source, symbols, interval, start, end, path, fault, as_of,
                                               date_format, warehouse))  # fmt: skip
     result = _run_ingest(**args)
-    _print_ingest(result)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_ingest(result)
     _exit_if_partial(result)
 
 
@@ -466,33 +468,22 @@ def _run_ingest(**params) -> dict:
     return _with_progress(lambda: ingest_flow(**params))
 
 
+INGEST_COLUMNS = [
+    Column("interval", "interval", priority=KEEP), Column("source", "source", priority=LOW),
+    Column("symbols", "symbols", Kind.int), Column("rows_in", "rows in", Kind.int, LOW),
+    Column("rows_written", "written", Kind.int, KEEP), Column("rows_quarantined", "quarantined", Kind.int, KEEP),
+    Column("blocked", "blocked", Kind.int), Column("failed", "failed", Kind.int),
+    Column("status", "status", priority=KEEP), Column("seconds", "seconds", Kind.score, LOW),
+]  # fmt: skip
+
+
 def _print_ingest(result: dict) -> None:
-    table = Table(title="Ingested", show_lines=False)
-    for col in (
-        "interval",
-        "source",
-        "symbols",
-        "rows in",
-        "written",
-        "quarantined",
-        "blocked",
-        "failed",
-        "status",
-    ):
-        table.add_column(col, justify="right" if col not in ("interval", "source", "status") else "left")
-    for r in result["runs"]:
-        table.add_row(
-            r["interval"],
-            r["source"],
-            str(len(r["symbols"])),
-            f"{r['rows_in']:,}",
-            f"{r['rows_written']:,}",
-            f"{r['rows_quarantined']:,}",
-            str(len(r["symbols_blocked"])),
-            str(len(r["symbols_failed"])),
-            r["status"],
-        )
-    console.print(table)
+    rows = [
+        {**r, "symbols": len(r["symbols"]), "blocked": len(r["symbols_blocked"]), "failed": len(r["symbols_failed"]),
+         "seconds": sum(r.get(k) or 0 for k in ("fetch_s", "gate_s", "write_s"))}
+        for r in result["runs"]
+    ]  # fmt: skip
+    _table(INGEST_COLUMNS, rows, title="Ingested")
     if result["findings"]:
         console.print("[bold]Quarantined and why[/] (one line per symbol):")
         for line in result["findings"]:
@@ -648,21 +639,15 @@ def serve() -> None:
 # ------------------------------------------------------------------------------ signal modules (retrain)
 
 SCOREBOARD_COLUMNS = [
-    ("module", "module"),
-    ("n", "n"),
-    ("coverage", "cov"),
-    ("accuracy", "acc"),
-    ("auc", "AUC"),
-    ("ece", "ECE raw→seed→fit"),
-    ("brier_raw", "Brier"),
-    ("tp1_rate", "TP1"),
-    ("tp2_rate", "TP2"),
-    ("tp3_rate", "TP3"),
-    ("stop_rate", "stop"),
-    ("avg_r", "avg R"),
-    ("performance_score", "score"),
-    ("champion", "champion since"),
-]
+    Column("module", "module", priority=KEEP), Column("n", "n", Kind.int),
+    Column("coverage", "coverage", Kind.rate, LOW, short="cov"), Column("accuracy", "accuracy", Kind.metric, KEEP, short="acc"),
+    Column("auc", "AUC", Kind.metric, KEEP), Column("ece", "ECE raw→seed→fit", Kind.id, LOW),
+    Column("brier_raw", "Brier", Kind.metric, LOW), Column("tp1_rate", "TP1", Kind.rate),
+    Column("tp2_rate", "TP2", Kind.rate, LOW), Column("tp3_rate", "TP3", Kind.rate, LOW),
+    Column("stop_rate", "stop", Kind.rate), Column("avg_r", "avg R", Kind.r),
+    Column("performance_score", "score", Kind.score, KEEP), Column("champion", "champion", Kind.id),
+    Column("champion_since", "champion since", Kind.ts, short="since"),
+]  # fmt: skip
 
 
 @app.command()
@@ -675,6 +660,7 @@ def features(
         str | None, typer.Option(help="Comma-separated symbols (default: all stored).")
     ] = None,
     full: Annotated[bool, typer.Option("--full", help="Recompute every bar, not only new ones.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Compute point-in-time TA-Lib features (all 61 candlestick patterns) for stored bars, through the gate."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
@@ -683,8 +669,11 @@ def features(
     _begin_flows()
     from flows.features import features as features_flow
 
-    result = _guard(lambda: features_flow(intervals=intervals, symbols=picked, full=full,
-                                          warehouse=str(settings.warehouse)))  # fmt: skip
+    result = _with_progress(lambda: features_flow(intervals=intervals, symbols=picked, full=full,
+                                                  warehouse=str(settings.warehouse)))  # fmt: skip
+    if as_json:
+        _print_json(result)
+        return
     for s in result["intervals"]:
         console.print(
             f"  {s['interval']}: {s['written']:,} feature rows written, {s['quarantined']} quarantined"
@@ -704,6 +693,7 @@ def retrain(
         str | None, typer.Option(help="Comma-separated modules (default: the configured members + ensemble).")
     ] = None,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Walk-forward retrain of the signal modules; a challenger replaces the champion only if it beats it.
 
@@ -720,36 +710,33 @@ def retrain(
     _begin_flows()
     from flows.retrain import retrain as retrain_flow
 
-    result = _guard(
+    result = _with_progress(
         lambda: retrain_flow(interval=interval, modules=picked, warehouse=str(settings.warehouse))
     )
-    _print_retrain(result)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_retrain(result)
     if result["failed"]:
         err.print(f"partial: not trained: {', '.join(result['failed'])} (exit 3)", soft_wrap=True)
         raise typer.Exit(EXIT_PARTIAL)
 
 
+RETRAIN_COLUMNS = [
+    Column("module", "module", priority=KEEP), Column("version", "version", Kind.id, short="v"),
+    Column("status", "status", priority=KEEP), Column("champion_now", "champion now", Kind.id, short="champion"),
+    Column("val_accuracy", "val acc", Kind.metric), Column("val_auc", "val AUC", Kind.metric, KEEP),
+    Column("champion_auc", "champion AUC", Kind.metric, short="champ AUC"),
+    Column("calibration", "calibration", Kind.text, LOW),
+]  # fmt: skip
+
+
 def _print_retrain(result: dict) -> None:
-    table = Table(
-        title=f"Retrain {result['interval']} (labelled bars up to {result['newest_labelled'][:10]})"
+    _table(
+        RETRAIN_COLUMNS,
+        [{**r, "version": f"v{r['version']}"} for r in result["changes"]],
+        title=f"Retrain {result['interval']} (labelled bars up to {result['newest_labelled'][:10]})",
     )
-    for col in (
-        "module",
-        "version",
-        "status",
-        "champion now",
-        "val acc",
-        "val AUC",
-        "champion AUC",
-        "calibration",
-    ):
-        table.add_column(col, justify="left" if col in ("module", "status", "calibration") else "right")
-    for r in result["changes"]:
-        table.add_row(
-            r["module"], f"v{r['version']}", r["status"], r["champion_now"], _fmt(r["val_accuracy"]),
-            _fmt(r["val_auc"]), _fmt(r["champion_auc"]), r["calibration"],
-        )  # fmt: skip
-    console.print(table)
     for r in result["changes"]:
         console.print(f"  {r['module']}: {r['reason']}", highlight=False)
     if result["failed"]:
@@ -767,6 +754,7 @@ def benchmark(
         str | None, typer.Option(help="Comma-separated windows, e.g. 30d,90d,all (default: configured).")
     ] = None,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Score every module's stored predictions per window; writes benchmarks and exit_stats."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
@@ -784,6 +772,9 @@ def benchmark(
     result = _guard(
         lambda: benchmark_flow(interval=interval, windows=spans, warehouse=str(settings.warehouse))
     )
+    if as_json:
+        _print_json(result)
+        return
     console.print(
         f"benchmark {result['interval']}: {len(result['rows'])} rows ({', '.join(result['windows'])}) "
         f"up to {result['window_end'][:16]}, run {result['run_id']}"
@@ -798,12 +789,17 @@ def scoreboard(
         str | None, typer.Option(help="Benchmark window, e.g. 90d (default: configured).")
     ] = None,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """The latest benchmark of every module for one window: which module is good now, and since when."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
     _guard(lambda: checks.interval(interval))
     if window is not None:
         _guard(lambda: checks.benchmark_window(window))
+    if as_json:
+        window, df = _scoreboard(settings.warehouse, interval, window)
+        _print_json({"interval": interval, "window": window, "modules": records(df)})
+        return
     _print_scoreboard(settings.warehouse, interval, window)
 
 
@@ -815,9 +811,8 @@ def _fmt(value, digits: int = 3) -> str:
     return "" if f != f else f"{f:.{digits}f}"
 
 
-def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None:
-    from rich import box
-
+def _scoreboard(db: str | Path, interval: str, window: str | None):
+    """(the window, the scoreboard frame) with the configured window when none is given."""
     from qtrader.calendar import is_daily
     from warehouse.models import scoreboard as load_scoreboard
 
@@ -825,28 +820,31 @@ def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None
     if window is None:
         b = settings.benchmark
         window = b.scoreboard_window_daily if is_daily(interval) else b.scoreboard_window_intraday
-    df = _guard(lambda: load_scoreboard(db, interval, window))
+    return window, _guard(lambda: load_scoreboard(db, interval, window))
+
+
+def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None:
+    window, df = _scoreboard(db, interval, window)
     if df.empty:
         console.print(
             f"no {interval} benchmark for window {window}: run `qtrader benchmark --interval {interval}`"
         )
         return
     end = df["window_end"].max()
-    table = Table(
-        title=f"Module scoreboard {interval}, window {window} (to {str(end)[:16]})", box=box.SIMPLE_HEAD
-    )
-    for key, title in SCOREBOARD_COLUMNS:
-        table.add_column(title, justify="left" if key in ("module", "champion") else "right", no_wrap=True)
+    rows = []
     for r in df.to_dict("records"):
         has_champion = _fmt(r["champion_version"]) != ""
-        champion = f"v{int(r['champion_version'])} {str(r['champion_since'])[:16]}" if has_champion else ""
-        ece = f"{_fmt(r['ece_raw'])}→{_fmt(r['ece_seed'])}→{_fmt(r['ece_calibrated'])}"
-        table.add_row(
-            r["module"], f"{int(r['n']):,}", _fmt(r["coverage"], 2), _fmt(r["accuracy"]), _fmt(r["auc"]), ece, _fmt(r["brier_raw"]),
-            _fmt(r["tp1_rate"], 2), _fmt(r["tp2_rate"], 2), _fmt(r["tp3_rate"], 2), _fmt(r["stop_rate"], 2),
-            _fmt(r["avg_r"], 2), _fmt(r["performance_score"], 1), champion,
-        )  # fmt: skip
-    console.print(table)
+        rows.append({
+            **r,
+            "ece": f"{_fmt(r['ece_raw'])}→{_fmt(r['ece_seed'])}→{_fmt(r['ece_calibrated'])}",
+            "champion": f"v{int(r['champion_version'])}" if has_champion else "",
+            "champion_since": r["champion_since"] if has_champion else None,
+        })  # fmt: skip
+    _table(
+        SCOREBOARD_COLUMNS,
+        rows,
+        title=f"Module scoreboard {interval}, window {window} (to {pd_ts(end):%Y-%m-%d %H:%M})",
+    )
     console.print(
         "ECE/Brier: confidence of the predicted side vs hit (raw, seed formula, fitted map); TP/stop rates and "
         "avg R: the seed exit profile on the predicted side (triple-barrier labels). Try:"
@@ -891,6 +889,7 @@ def health(
     run: Annotated[
         bool, typer.Option("--run", help="Run the health flow first (else: the latest stored run).")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Module health scores with what moved them, learned thresholds, and active predictive alerts."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
@@ -899,22 +898,72 @@ def health(
         from flows.health import health as health_flow
 
         _guard(lambda: health_flow(warehouse=str(settings.warehouse)))
+    if as_json:
+        _print_json(_health_json(settings.warehouse))
+        return
     _print_health(settings.warehouse)
 
 
-def _print_health(db: str | Path) -> None:
+def _health_frames(db: str | Path):
     from warehouse.health import active_alerts, latest_health, latest_thresholds
 
     scores = _guard(lambda: latest_health(db))
     if scores.empty:
         _fail("no health run yet: run `qtrader health --run` (or the health flow)")
+    return scores, _guard(lambda: latest_thresholds(db)), _guard(lambda: active_alerts(db))
+
+
+def _health_json(db: str | Path) -> dict:
+    scores, th, alerts = _health_frames(db)
+    overall = scores[scores["module"] == "overall"]["score"]
+    modules = scores[scores["module"] != "overall"].assign(
+        components=[
+            json.loads(c) if isinstance(c, str) else c
+            for c in scores[scores["module"] != "overall"]["components"]
+        ]
+    )
+    learned = th[~th["is_default"].astype(bool)] if len(th) else th
+    defaults = th[th["is_default"].astype(bool)] if len(th) else th
+    return {
+        "ts": jsonable(scores["ts"].iloc[0]),
+        "overall": None if overall.empty else jsonable(overall.iloc[0]),
+        "modules": records(modules),
+        "thresholds": records(learned),
+        "default_thresholds": records(defaults),
+        "alerts": records(alerts),
+    }
+
+
+HEALTH_COLUMNS = [
+    Column("module", "module", priority=KEEP), Column("score", "score", Kind.id, KEEP),
+    Column("movers", "what moved it (points lost)", Kind.text, min_width=24),
+]  # fmt: skip
+THRESHOLD_COLUMNS = [
+    Column("module", "module", priority=KEEP), Column("metric", "metric", priority=KEEP),
+    Column("bound", "bound", short="b"), Column("value", "threshold", Kind.sig, KEEP),
+    Column("method", "method", priority=LOW), Column("n", "points", Kind.int, LOW),
+    Column("learned_at", "learned at", Kind.ts, LOW), Column("center_spread", "median, spread", Kind.id, LOW),
+]  # fmt: skip
+ALERT_COLUMNS = [
+    Column("module", "module", priority=KEEP), Column("metric", "metric", priority=KEEP),
+    Column("severity", "severity", priority=KEEP), Column("current", "current", Kind.sig, KEEP),
+    Column("threshold", "threshold", Kind.sig, KEEP), Column("slope", "slope/h", Kind.sig, LOW),
+    Column("hours", "hours to threshold", Kind.id, short="hours left"), Column("ts", "since", Kind.ts),
+    Column("reason", "reason", Kind.text, LOW),
+]  # fmt: skip
+
+
+def _g4(v) -> str:
+    return "" if v is None or v != v else f"{v:.4g}"
+
+
+def _print_health(db: str | Path) -> None:
+    scores, th, alerts = _health_frames(db)
     ts = scores["ts"].iloc[0]
     overall = scores[scores["module"] == "overall"]["score"]
     overall_txt = "n/a" if overall.empty or overall.isna().all() else f"{overall.iloc[0]:.1f}"
     console.rule(f"Module health at {ts:%Y-%m-%d %H:%M} UTC: overall {overall_txt}")
-    table = Table(show_edge=False)
-    for col in ("module", "score", "what moved it (points lost)"):
-        table.add_column(col, justify="right" if col == "score" else "left")
+    rows = []
     for row in scores[scores["module"] != "overall"].itertuples(index=False):
         comps = json.loads(row.components) if isinstance(row.components, str) else row.components
         lost = sorted(
@@ -924,31 +973,17 @@ def _print_health(db: str | Path) -> None:
         movers = "; ".join(f"{k} -{v['lost']:.1f}: {v['detail']}" for k, v in lost) or "-"
         capped = f" (capped: {row.capped_by})" if isinstance(row.capped_by, str) and row.capped_by else ""
         score = "n/a" if row.score is None or row.score != row.score else f"{row.score:.1f}"
-        table.add_row(row.module, score + capped, movers)
-    console.print(table)
+        rows.append({"module": row.module, "score": score + capped, "movers": movers})
+    _table(HEALTH_COLUMNS, rows)
 
     console.rule("Learned thresholds")
-    th = _guard(lambda: latest_thresholds(db))
     learned = th[~th["is_default"].astype(bool)] if len(th) else th
     if learned.empty:
         console.print("None learned yet: every metric uses its documented default (history too short).")
     else:
-        t = Table(show_edge=False)
-        for col in (
-            "module",
-            "metric",
-            "bound",
-            "threshold",
-            "method",
-            "points",
-            "learned at",
-            "median, spread",
-        ):
-            t.add_column(col, justify="right" if col in ("threshold", "points") else "left")
-        for r in learned.itertuples(index=False):
-            t.add_row(r.module, r.metric, r.bound, f"{r.value:.4g}", r.method, str(r.n),
-                      f"{r.learned_at:%Y-%m-%d %H:%M}", f"{r.center:.4g}, {r.spread:.4g}")  # fmt: skip
-        console.print(t)
+        _table(THRESHOLD_COLUMNS, [
+            {**r, "center_spread": f"{_g4(r['center'])}, {_g4(r['spread'])}"} for r in learned.to_dict("records")
+        ])  # fmt: skip
     defaults = th[th["is_default"].astype(bool)] if len(th) else th
     if len(defaults):
         metrics = ", ".join(sorted(defaults["metric"].unique()))
@@ -957,35 +992,17 @@ def _print_health(db: str | Path) -> None:
         )
 
     console.rule("Active alerts")
-    alerts = _guard(lambda: active_alerts(db))
     if alerts.empty:
         console.print("No active alerts.")
         return
-    t = Table(show_edge=False)
-    for col in (
-        "module",
-        "metric",
-        "severity",
-        "current",
-        "threshold",
-        "slope/h",
-        "hours to threshold",
-        "since",
-        "reason",
-    ):
-        t.add_column(
-            col,
-            justify="right" if col in ("current", "threshold", "slope/h", "hours to threshold") else "left",
-        )
-    for a in alerts.itertuples(index=False):
-        hours = a.time_to_threshold_hours
+    rows = []
+    for a in alerts.to_dict("records"):
+        hours = a["time_to_threshold_hours"]
         hours_txt = (
             "n/a" if hours is None or hours != hours else ("breached" if hours == 0 else f"{hours:.1f}")
         )
-        slope = "" if a.slope is None or a.slope != a.slope else f"{a.slope:.4g}"
-        t.add_row(a.module, a.metric, a.severity, f"{a.current:.4g}", f"{a.threshold:.4g}", slope, hours_txt,
-                  f"{a.ts:%Y-%m-%d %H:%M}", a.reason)  # fmt: skip
-    console.print(t)
+        rows.append({**a, "hours": hours_txt})
+    _table(ALERT_COLUMNS, rows)
 
 
 def _demo_health(db: str) -> None:
@@ -1026,6 +1043,7 @@ def decide(
         str | None, typer.Option(help="Decision bar, e.g. 2026-11-20 (default: the newest).")
     ] = None,
     bars: Annotated[int, typer.Option(help="Replay the newest N bars up to --at in one run.")] = 1,
+    as_json: JsonOpt = False,
 ) -> None:
     """Decide at the newest bar: reconcile, move stops, filter, size, plan exits, send bracket orders.
 
@@ -1044,6 +1062,9 @@ def decide(
     )
     if result.get("refused"):
         _fail("refused to trade: " + "; ".join(result["refused"]))
+    if as_json:
+        _print_json(result)
+        return
     _print_decide(result)
 
 
@@ -1065,18 +1086,23 @@ def _check_replay(settings, interval: str, at: str | None, at_ts, bars: int) -> 
     )
 
 
+DECIDE_COLUMNS = [
+    Column("ts", "bar", Kind.ts, KEEP), Column("candidates", "candidates", Kind.int, short="cand."),
+    Column("accepted", "accepted", Kind.int, KEEP, short="acc."), Column("submitted", "brackets sent", Kind.int, short="sent"),
+    Column("stop_moves", "stop moves", Kind.int, LOW), Column("fills", "fills", Kind.int),
+    Column("equity", "equity", Kind.money, KEEP), Column("why", "why not", Kind.text, min_width=16),
+]  # fmt: skip
+
+
 def _print_decide(result: dict, max_bars: int = 60) -> None:
-    table = Table(show_edge=False, title=f"Decisions {result['interval']} (broker {result.get('broker')})")
-    for col in ("bar", "candidates", "accepted", "brackets sent", "stop moves", "fills", "equity", "why not"):
-        table.add_column(col, justify="left" if col in ("bar", "why not") else "right")
+    rows = []
     for b in result["bars"][-max_bars:]:
         why = ", ".join(f"{k} {v}" for k, v in b["reasons"].items() if k != "accepted")
         gate = b.get("order_gate_failures") or {}
         if gate:
             why = f"ORDER GATE: {', '.join(gate)}; " + why
-        table.add_row(f"{pd_ts(b['ts']):%Y-%m-%d %H:%M}", str(b["candidates"]), str(b["accepted"]), str(b["submitted"]),
-                      str(len(b["stop_moves"])), str(b["fills"]), f"{b['equity']:,.2f}", why)  # fmt: skip
-    console.print(table)
+        rows.append({**b, "ts": pd_ts(b["ts"]), "stop_moves": len(b["stop_moves"]), "why": why})
+    _table(DECIDE_COLUMNS, rows, title=f"Decisions {result['interval']} (broker {result.get('broker')})")
     if result.get("skipped"):
         console.print(f"{len(result['skipped'])} bar(s) skipped: already decided")
 
@@ -1364,6 +1390,7 @@ def backtest(
     ] = None,  # fmt: skip
     report: Annotated[bool, typer.Option(help="Write the HTML and PNG report.")] = True,
     symbol: Annotated[str | None, typer.Option(help="Symbol whose price shows the trade markers.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Replay history through the live decision code: static (seed 002's old system) vs adaptive and one
     ablation per enhancement, with costs; prints the table and writes the report.
@@ -1378,6 +1405,13 @@ def backtest(
     from flows.backtest import backtest as backtest_flow
 
     result = _with_progress(lambda: backtest_flow(**args, warehouse=str(settings.warehouse), report=report))
+    if as_json:
+        from warehouse.backtest import latest_table
+
+        _print_json(
+            {**result, "modes": records(_guard(lambda: latest_table(settings.warehouse, result["run_id"])))}
+        )
+        return
     _print_backtest(settings.warehouse, result)
 
 
@@ -1425,12 +1459,12 @@ def _print_backtest(db, result: dict) -> None:
     ):
         if not rows:
             continue
-        table = Table(show_edge=False, title=title if "annualised" in caption else None, caption=caption)
-        for col in rows[0]:
-            table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
-        for row in rows:
-            table.add_row(*row.values())
-        console.print(table)
+        keep = {"mode", "Avg P&L/trade", "Sharpe", "Max DD", "Trades"}
+        columns = [
+            Column(c, c, Kind.text if c == "mode" else Kind.figure, KEEP if c in keep else NORMAL)
+            for c in rows[0]
+        ]
+        _table(columns, rows, title=title if "annualised" in caption else None, caption=caption)
     console.print(
         f"model timeline: {result['timeline_seconds']}s ({', '.join(f'{k} {v}' for k, v in result['model_runs'].items())}); "
         f"modes: {', '.join(f'{k} {v}s' for k, v in result['mode_seconds'].items())}"

@@ -15,14 +15,14 @@ import decimal
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     text = "text"  # may be shortened with an ellipsis
     id = "id"  # run ids, order ids: shortened from the left is useless, so only dropped, never cut
     int = "int"  # counts and quantities: 1,234
@@ -33,7 +33,9 @@ class Kind(str, Enum):
     pct = "pct"  # already a percentage: 12.345 -> 12.35%
     metric = "metric"  # accuracy, AUC, ECE: 0.527
     score = "score"  # 0-100 scores, seconds: 71.3
-    number = "number"  # any other float: 2 decimals, 4 below 1
+    number = "number"  # any other float: one precision per column (2 decimals, 4 when all below 1)
+    sig = "sig"  # a column mixing scales (thresholds of different metrics): 4 significant digits
+    figure = "figure"  # a number already formatted elsewhere ("12.3% (+1.2%)"): right-aligned, whole
     date = "date"
     ts = "ts"  # minutes; a column whose values are all midnight prints as dates
 
@@ -48,9 +50,11 @@ NUMERIC = {
     Kind.metric,
     Kind.score,
     Kind.number,
+    Kind.sig,
 }
 # Cells of these kinds are printed whole: the column keeps its full width or is dropped.
-WHOLE = NUMERIC | {Kind.date, Kind.ts, Kind.id}
+WHOLE = NUMERIC | {Kind.figure, Kind.date, Kind.ts, Kind.id}
+RIGHT = NUMERIC | {Kind.figure}
 
 LOW, NORMAL, KEEP = 0, 1, 2  # priority: LOW dropped first, NORMAL after text is shortened, KEEP never
 
@@ -114,6 +118,8 @@ def format_cell(v, kind: Kind, *, dates_only: bool = False, digits: int | None =
     """One value as text for its column kind; blank for NULL/NaN/NaT."""
     if _blank(v):
         return ""
+    if kind is Kind.figure:
+        return str(v)
     if kind in (Kind.date, Kind.ts):
         if isinstance(v, str):
             t = _timestamp(v)
@@ -145,6 +151,8 @@ def format_cell(v, kind: Kind, *, dates_only: bool = False, digits: int | None =
             return _fixed(x, 3, sep=False)
         if kind is Kind.score:
             return _fixed(x, 1)
+        if kind is Kind.sig:
+            return f"{x:.4g}"
         return _fixed(x, 2 if digits is None else digits)
     if isinstance(v, (dt.datetime, dt.date)):
         return format_cell(v, Kind.ts)
@@ -194,10 +202,9 @@ def _build(fitted: Fitted, body: list[list[str]], all_columns: Sequence[Column],
         title_justify="left", caption_justify="left", header_style="bold", collapse_padding=True,
     )  # fmt: skip
     for c, w, h in zip(fitted.columns, fitted.widths, fitted.headers, strict=True):
-        numeric = c.kind in NUMERIC
         table.add_column(
             h,
-            justify="right" if numeric else "left",
+            justify="right" if c.kind in RIGHT else "left",
             no_wrap=True,
             overflow="ellipsis" if c.kind is Kind.text else "fold",
             max_width=w,

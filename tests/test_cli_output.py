@@ -146,21 +146,21 @@ def test_init_json(tmp_path):
 
 
 def test_scoreboard_json_of_an_empty_board(tmp_path):
-    db = tmp_path / "w.duckdb"
-    runner.invoke(app, ["init", "--warehouse", str(db)])
-    data = _json(["scoreboard", "--warehouse", str(db)])
+    wh = tmp_path / "w.duckdb"
+    runner.invoke(app, ["init", "--warehouse", str(wh)])
+    data = _json(["scoreboard", "--warehouse", str(wh)])
     assert data == {"interval": "1d", "window": "90d", "modules": []}
 
 
 def test_health_json(tmp_path):
-    db = tmp_path / "w.duckdb"
+    wh = tmp_path / "w.duckdb"
     at = pd.Timestamp("2026-11-20 21:00", tz="UTC")
-    runner.invoke(app, ["init", "--warehouse", str(db)])
-    with transaction(db) as con:
+    runner.invoke(app, ["init", "--warehouse", str(wh)])
+    with transaction(wh) as con:
         for module, score in (("overall", 71.25), ("direction", 64.5)):
             con.execute("INSERT INTO health (ts, module, score, components, run_id, recorded_at) VALUES "
                         "(?, ?, ?, '{}', 'h1', ?)", [at, module, score, at])  # fmt: skip
-    data = _json(["health", "--warehouse", str(db)])
+    data = _json(["health", "--warehouse", str(wh)])
     assert data["overall"] == 71.25 and data["modules"][0]["module"] == "direction"
     assert data["alerts"] == [] and data["thresholds"] == []
 
@@ -179,3 +179,69 @@ def test_help_has_no_type_names(command):
     assert out.exit_code == 0
     assert "<bool>" not in out.stdout and "<list[str]>" not in out.stdout and "<str>" not in out.stdout
     assert "--json" in out.stdout
+
+
+# ------------------------------------------------------------------------ flow commands, flows stubbed
+
+INGEST_RESULT = {
+    "runs": [
+        {"run_id": "ingest-1", "source": "synthetic", "interval": "1d", "symbols": ["AAA", "BBB"], "rows_in": 10,
+         "rows_written": 9, "rows_quarantined": 1, "symbols_failed": [], "symbols_blocked": [], "status": "success",
+         "fetch_s": 0.5, "gate_s": 1.25, "write_s": 0.25}
+    ],
+    "findings": ["[1d] AAA: 1 row quarantined (price_not_null)"],
+    "dq_docs": None,
+    "warehouse": "w.duckdb",
+    "flow_run_id": "f-1",
+}  # fmt: skip
+
+
+@pytest.fixture
+def stub_flows(monkeypatch):
+    """The flow modules replaced by functions that report progress and return a fixed result; no Prefect
+    server, no GX context."""
+    import sys
+    import types
+
+    import qtrader.cli as cli
+    from qtrader import progress
+
+    monkeypatch.setattr(cli, "_use_prefect", lambda ctx: None)
+
+    def ingest(**params):
+        for i in range(3):
+            progress.report("fetch 1d", i, 2)
+        print("a stray print from a flow goes to stderr in --json mode", file=sys.stderr)
+        return INGEST_RESULT
+
+    def retrain(**params):
+        progress.report("train 1d", 1, 1)
+        return {"run_id": "retrain-1", "interval": params["interval"], "changes": [], "failed": [],
+                "newest_labelled": "2026-11-19", "predictions_written": 0, "predictions_quarantined": 0,
+                "train_window_bars": 500}  # fmt: skip
+
+    monkeypatch.setitem(sys.modules, "flows.ingest", types.SimpleNamespace(ingest=ingest))
+    monkeypatch.setitem(sys.modules, "flows.retrain", types.SimpleNamespace(retrain=retrain))
+
+
+def test_ingest_json_is_the_flow_result_and_nothing_else(stub_flows, tmp_path):
+    out = runner.invoke(
+        app, ["ingest", "--source", "synthetic", "--json", "--warehouse", str(tmp_path / "w.db")]
+    )
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) == INGEST_RESULT
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_ingest_table_fits(stub_flows, tmp_path, columns):
+    out = _invoke(["ingest", "--source", "synthetic", "--warehouse", str(tmp_path / "w.db")], columns)
+    assert out.exit_code == 0, out.output
+    assert _widest(out.stdout) <= columns and CUT not in out.stdout, out.stdout
+    assert "quarantined" in out.stdout and "written" in out.stdout and "success" in out.stdout
+    assert ("2.0" in out.stdout) is (columns == 100), out.stdout  # seconds (fetch + gate + write): low value
+
+
+def test_retrain_json(stub_flows, tmp_path):
+    out = runner.invoke(app, ["retrain", "--json", "--warehouse", str(tmp_path / "w.db")])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["run_id"] == "retrain-1"

@@ -33,6 +33,7 @@ def _text(table, width: int) -> str:
         (12.345, Kind.pct, "12.35%"),  # 12.345 is stored as 12.3449999...: rounds half-even in binary
         (0.52734, Kind.metric, "0.527"),
         (71.25, Kind.score, "71.2"),
+        (0.000123456, Kind.sig, "0.0001235"),
         (None, Kind.money, ""),
         (math.nan, Kind.r, ""),
         (pd.NaT, Kind.ts, ""),
