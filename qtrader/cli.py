@@ -869,7 +869,7 @@ def _demo_models(db: str) -> None:
     from flows.retrain import retrain as retrain_flow
 
     console.rule("Features: point-in-time TA-Lib features through their gate")
-    feats = _guard(lambda: features_flow(warehouse=db))
+    feats = _with_progress(lambda: features_flow(warehouse=db))
     for s in feats["intervals"]:
         console.print(
             f"  {s['interval']}: {s['written']:,} feature rows written, {s['quarantined']} quarantined"
@@ -877,7 +877,7 @@ def _demo_models(db: str) -> None:
     settings = _guard(lambda: _settings(warehouse=db))
     for interval in settings.intervals:
         console.rule(f"Retrain {interval}: walk-forward, calibration, champion vs challenger")
-        _print_retrain(_guard(lambda iv=interval: retrain_flow(interval=iv, warehouse=db)))
+        _print_retrain(_with_progress(lambda iv=interval: retrain_flow(interval=iv, warehouse=db)))
         console.rule(f"Benchmark {interval}")
         _guard(lambda iv=interval: benchmark_flow(interval=iv, warehouse=db))
         _print_scoreboard(db, interval, None)
@@ -1102,7 +1102,15 @@ def _print_decide(result: dict, max_bars: int = 60) -> None:
         if gate:
             why = f"ORDER GATE: {', '.join(gate)}; " + why
         rows.append({**b, "ts": pd_ts(b["ts"]), "stop_moves": len(b["stop_moves"]), "why": why})
-    _table(DECIDE_COLUMNS, rows, title=f"Decisions {result['interval']} (broker {result.get('broker')})")
+    earlier = result["bars"][:-max_bars] if len(result["bars"]) > max_bars else []
+    caption = None
+    if earlier:
+        caption = (
+            f"{len(earlier)} earlier bars not shown: {sum(b['candidates'] for b in earlier)} candidates, "
+            f"{sum(b['accepted'] for b in earlier)} accepted, {sum(b['fills'] for b in earlier)} fills (--json has all)"
+        )
+    _table(DECIDE_COLUMNS, rows, title=f"Decisions {result['interval']} (broker {result.get('broker')})",
+           caption=caption)  # fmt: skip
     if result.get("skipped"):
         console.print(f"{len(result['skipped'])} bar(s) skipped: already decided")
 
@@ -1306,7 +1314,7 @@ def _demo_decide(db: str) -> None:
     if result.get("refused"):
         console.print("refused to trade: " + "; ".join(result["refused"]))
         return
-    _print_decide(result)
+    _print_decide(result, max_bars=10)  # the demo's summary: the last bars, the earlier ones counted
     _explain_rejections(db, times[-1])
     settings = _guard(lambda: _settings(warehouse=db))
     _print_account(db, str(settings.broker), recent=12)

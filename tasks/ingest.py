@@ -90,8 +90,15 @@ def gate_raw_bars(
         reference_end=reference_end,
         exchange=settings.exchange,
     )
-    for line in result.summary_lines():
-        log.warning(line)
+    lines = result.summary_lines()
+    for line in lines:
+        log.info(line)
+    if lines:  # one warning, not one per symbol: the terminal prints the findings once, after the run
+        log.warning(
+            "gate %s: %d symbol(s) with findings (%d rows quarantined, %d symbols blocked): %s",
+            interval, len(lines), len(result.quarantined), len(result.blocked_symbols),
+            "the ingest-summary artifact lists them",
+        )  # fmt: skip
     log.info(
         "gate %s: %d rows in, %d passed, %d quarantined, %d symbols blocked",
         interval,

@@ -3,8 +3,10 @@ timestamps, fixed precision, --json that is only JSON, --version, help without t
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 
 import pandas as pd
 import pytest
@@ -220,6 +222,15 @@ def stub_flows(monkeypatch):
                 "newest_labelled": "2026-11-19", "predictions_written": 0, "predictions_quarantined": 0,
                 "train_window_bars": 500}  # fmt: skip
 
+    def decide(**params):
+        bars = [
+            {"ts": f"2026-11-{d:02d}T00:00:00+00:00", "candidates": 19, "accepted": int(d == 20), "submitted": 0,
+             "stop_moves": [], "fills": 0, "equity": 100000.0 - d, "reasons": {"low_confidence": 19}}
+            for d in range(1, 21)
+        ]  # fmt: skip
+        return {"interval": "1d", "broker": "local", "bars": bars}
+
+    monkeypatch.setitem(sys.modules, "flows.decide", types.SimpleNamespace(decide=decide))
     monkeypatch.setitem(sys.modules, "flows.ingest", types.SimpleNamespace(ingest=ingest))
     monkeypatch.setitem(sys.modules, "flows.retrain", types.SimpleNamespace(retrain=retrain))
 
@@ -245,3 +256,27 @@ def test_retrain_json(stub_flows, tmp_path):
     out = runner.invoke(app, ["retrain", "--json", "--warehouse", str(tmp_path / "w.db")])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["run_id"] == "retrain-1"
+
+
+def test_decide_summarises_earlier_bars_and_json_has_them_all(stub_flows, tmp_path):
+    import qtrader.cli as cli
+
+    wh = str(tmp_path / "w.db")
+    runner.invoke(app, ["init", "--warehouse", wh])
+    data = json.loads(runner.invoke(app, ["decide", "--json", "--warehouse", wh]).stdout)
+    assert len(data["bars"]) == 20
+    out = _invoke(["decide", "--warehouse", wh], 80)
+    assert out.exit_code == 0, out.output
+    assert "99,980.00" in out.stdout and "2026-11-20" in out.stdout and "00:00" not in out.stdout
+    # The demo shows the last 10 bars and counts the earlier ones.
+    from rich.console import Console
+
+    monkeypatch_console = Console(width=80, record=True, file=io.StringIO())
+    cli.console, saved = monkeypatch_console, cli.console
+    try:
+        cli._print_decide(sys.modules["flows.decide"].decide(), max_bars=10)
+    finally:
+        cli.console = saved
+    text = monkeypatch_console.export_text()
+    assert "10 earlier bars not shown: 190 candidates, 0 accepted" in text
+    assert "2026-11-10" not in text and "2026-11-11" in text
