@@ -577,8 +577,8 @@ STATUS_SQL = {
 STATUS_COLUMNS = {
     "coverage": [
         Column("interval", "interval", priority=KEEP), Column("symbols", "symbols", Kind.int),
-        Column("bars", "bars", Kind.int), Column("first_ts", "first bar", Kind.ts, KEEP),
-        Column("last_ts", "last bar", Kind.ts, KEEP), Column("last_ingested_at", "last ingested", Kind.ts),
+        Column("bars", "bars", Kind.int), Column("first_ts", "first bar", Kind.ts, KEEP, interval_key="interval"),
+        Column("last_ts", "last bar", Kind.ts, KEEP, interval_key="interval"), Column("last_ingested_at", "last ingested", Kind.ts),
     ],
     "ingest_runs": [
         Column("started_at", "started", Kind.ts, KEEP), Column("interval", "interval", priority=KEEP),
@@ -586,12 +586,12 @@ STATUS_COLUMNS = {
         Column("rows_in", "rows in", Kind.int, LOW), Column("rows_written", "written", Kind.int, KEEP),
         Column("rows_quarantined", "quarantined", Kind.int, short="quar."),
         Column("failed", "failed", Kind.int, LOW), Column("blocked", "blocked", Kind.int, LOW),
-        Column("status", "status", priority=KEEP), Column("seconds", "seconds", Kind.score, LOW, short="s"),
+        Column("status", "status", priority=KEEP), Column("seconds", "seconds", Kind.score, LOW, short="secs"),
         Column("run_id", "run id", Kind.id, LOW), Column("message", "message", Kind.text, LOW),
     ],
     "quarantine": [
-        Column("first_bar", "first bar", Kind.ts, KEEP), Column("symbol", "symbol", priority=KEEP),
-        Column("interval", "interval", short="iv"), Column("rule", "rule", priority=KEEP),
+        Column("first_bar", "first bar", Kind.ts, KEEP, interval_key="interval"), Column("symbol", "symbol", priority=KEEP),
+        Column("interval", "interval", short="iv"), Column("rule", "rule", Kind.id, KEEP),
         Column("severity", "severity", priority=LOW), Column("rows", "rows", Kind.int),
         Column("example", "example", Kind.text, min_width=16), Column("run_id", "run id", Kind.id, LOW),
     ],
@@ -824,6 +824,9 @@ def _scoreboard(db: str | Path, interval: str, window: str | None):
 
 
 def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None:
+    from qtrader.calendar import is_daily
+    from qtrader.tables import format_cell
+
     window, df = _scoreboard(db, interval, window)
     if df.empty:
         console.print(
@@ -843,7 +846,7 @@ def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None
     _table(
         SCOREBOARD_COLUMNS,
         rows,
-        title=f"Module scoreboard {interval}, window {window} (to {pd_ts(end):%Y-%m-%d %H:%M})",
+        title=f"Module scoreboard {interval}, window {window} (to {format_cell(end, Kind.ts, dates_only=is_daily(interval))})",
     )
     console.print(
         "ECE/Brier: confidence of the predicted side vs hit (raw, seed formula, fitted map); TP/stop rates and "
@@ -1204,7 +1207,7 @@ ACCOUNT_TABLES = {
         Column("legs", "legs", Kind.text, LOW), Column("contributors", "modules that voted", Kind.text, LOW),
     ]),
     "attribution": (
-        "Which modules earned money (each closed trade counted for every module that voted for it)", None, [
+        "P&L by module (a closed trade counts for every module that voted for it)", None, [
         Column("module", "module", priority=KEEP), Column("trades", "trades", Kind.int),
         Column("wins", "wins", Kind.int, LOW), Column("win_rate", "win rate", Kind.rate),
         Column("pnl", "P&L", Kind.money, KEEP), Column("pnl_shared", "P&L shared", Kind.money, KEEP),
@@ -1467,11 +1470,19 @@ def _print_backtest(db, result: dict) -> None:
     ):
         if not rows:
             continue
-        keep = {"mode", "Avg P&L/trade", "Sharpe", "Max DD", "Trades"}
+        keep, low = (
+            {"mode", "Avg P&L/trade", "Sharpe", "Max DD", "Trades"},
+            {"Sortino", "Exposure", "Turnover"},
+        )
         columns = [
-            Column(c, c, Kind.text if c == "mode" else Kind.figure, KEEP if c in keep else NORMAL)
+            Column(
+                c,
+                c,
+                Kind.id if c == "mode" else Kind.figure,
+                KEEP if c in keep else LOW if c in low else NORMAL,
+            )
             for c in rows[0]
-        ]
+        ]  # a mode's name is shown whole: no_predictive_tightening and no_performance_sizing differ at the end
         _table(columns, rows, title=title if "annualised" in caption else None, caption=caption)
     console.print(
         f"model timeline: {result['timeline_seconds']}s ({', '.join(f'{k} {v}' for k, v in result['model_runs'].items())}); "

@@ -67,6 +67,9 @@ class Column:
     priority: int = NORMAL
     short: str | None = None  # header when space is short, e.g. "quar." for "quarantined"
     min_width: int = 12  # text columns are never shortened below this
+    # A timestamp column of a table mixing intervals: the row key holding the interval, whose daily rows
+    # print as dates (a column of daily bars only prints dates without it).
+    interval_key: str | None = None
 
 
 def _blank(v) -> bool:
@@ -159,6 +162,15 @@ def format_cell(v, kind: Kind, *, dates_only: bool = False, digits: int | None =
     return str(v)
 
 
+def _is_daily(interval) -> bool:
+    from qtrader.calendar import is_daily
+
+    try:
+        return isinstance(interval, str) and is_daily(interval)
+    except ValueError:
+        return False
+
+
 def number_digits(values: Iterable) -> int:
     """Decimals for a column of plain numbers: one precision for the whole column (0 for whole numbers,
     2 when any value is 1 or more in size, else 4)."""
@@ -184,7 +196,8 @@ def cells(columns: Sequence[Column], rows: Sequence[Mapping]) -> list[list[str]]
         dates_only = c.kind is Kind.ts and is_midnight(values)
         digits = number_digits(values) if c.kind is Kind.number else None
         for i, v in enumerate(values):
-            out[i].append(format_cell(v, c.kind, dates_only=dates_only, digits=digits))
+            daily = dates_only or (c.interval_key is not None and _is_daily(rows[i].get(c.interval_key)))
+            out[i].append(format_cell(v, c.kind, dates_only=daily, digits=digits))
     return out
 
 
@@ -220,7 +233,9 @@ def _width(table: Table) -> int:
 
 
 def fit(columns: Sequence[Column], body: list[list[str]], width: int) -> Fitted:
-    """Which columns, headers and text widths make the table fit ``width`` (see the module docstring)."""
+    """Which columns, headers and text widths make the table fit ``width``: headers abbreviated one by
+    one, then low-value columns dropped, then text shortened (other columns' text before KEEP columns'),
+    then normal columns dropped; each step from the right (the leftmost columns say what a row is)."""
     cols = list(columns)
     headers = [c.header for c in cols]
     widths: list[int | None] = [None] * len(cols)
@@ -229,26 +244,42 @@ def fit(columns: Sequence[Column], body: list[list[str]], width: int) -> Fitted:
     def current() -> Fitted:
         return Fitted(list(cols), list(widths), list(headers), list(dropped))
 
-    def too_wide() -> bool:
-        return _width(_build(current(), body, columns, None, None)) > width
+    def excess() -> int:
+        return _width(_build(current(), body, columns, None, None)) - width
 
-    if not too_wide():
-        return current()
-    headers = [c.short or c.header for c in cols]
-    for level in (LOW, NORMAL):
-        if level == NORMAL:  # shorten text before dropping anything that is not low-value
-            for i, c in enumerate(cols):
-                if c.kind is Kind.text and too_wide():
-                    natural = max([len(headers[i])] + [len(r[columns.index(c)]) for r in body])
-                    excess = _width(_build(current(), body, columns, None, None)) - width
-                    widths[i] = max(min(c.min_width, natural), natural - excess)
-        for i in range(len(cols) - 1, -1, -1):  # from the right: the leftmost columns say what a row is
-            if not too_wide():
-                return current()
+    def drop(level: int) -> bool:
+        for i in range(len(cols) - 1, -1, -1):
+            if excess() <= 0:
+                return True
             if cols[i].priority == level:
                 dropped.insert(0, cols.pop(i))
                 headers.pop(i)
                 widths.pop(i)
+        return excess() <= 0
+
+    def shorten(keep: bool) -> bool:
+        for i in range(len(cols) - 1, -1, -1):
+            c = cols[i]
+            if excess() <= 0:
+                return True
+            if c.kind is Kind.text and (c.priority == KEEP) is keep:
+                natural = max([len(headers[i])] + [len(r[columns.index(c)]) for r in body])
+                widths[i] = max(min(c.min_width, natural), natural - excess())
+        return excess() <= 0
+
+    if excess() <= 0:
+        return current()
+    for i in range(len(cols) - 1, -1, -1):
+        if cols[i].short:
+            headers[i] = cols[i].short
+            if excess() <= 0:
+                return current()
+    drop(LOW) or shorten(keep=False) or shorten(keep=True) or drop(NORMAL)
+    for i, c in enumerate(cols):  # a dropped column may have made room for a full header again
+        if headers[i] != c.header and widths[i] is None:
+            headers[i] = c.header
+            if excess() > 0:
+                headers[i] = c.short or c.header
     return current()
 
 

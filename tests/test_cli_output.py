@@ -86,16 +86,16 @@ def test_account_fits_without_cutting_dates_or_money(db, columns):  # noqa: F811
     assert not re.search(r"\d…", out.stdout), out.stdout  # no number or date ends in an ellipsis
     assert "100,020.00" in out.stdout  # equity: money with 2 decimals
     assert "2026-11-06" in out.stdout  # a fill's bar date, whole
-    trades = out.stdout.split("Closed trades")[1].split("Which modules")[0]
+    trades = out.stdout.split("Closed trades")[1].split("P&L by module")[0]
     assert re.search(r"\b0\.22\b", trades) and re.search(r"-1\.00\b", trades), trades  # R with 2 decimals
     assert "30.00" not in trades and re.search(r"\b30\b", trades)  # qty as an integer
-    modules = out.stdout.split("Which modules")[1]
+    modules = out.stdout.split("P&L by module")[1]
     assert "50.0%" in modules, modules  # win rate as a percentage
 
 
 def test_numbers_are_right_aligned(db):  # noqa: F811
     out = _invoke(["account", "--warehouse", str(db)], 100)
-    trades = out.stdout.split("Closed trades")[1].split("Which modules")[0]
+    trades = out.stdout.split("Closed trades")[1].split("P&L by module")[0]
     lines = [line for line in trades.splitlines() if re.search(r"(AAA|BBB)", line)]
     pnl_ends = {re.search(r"(-?[\d,]+\.\d\d)\s+-?\d+\.\d\d\s", line).end(1) for line in lines}
     assert len(pnl_ends) == 1, lines
