@@ -187,6 +187,7 @@ def _quiet_third_parties() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore", module="yfinance")
     warnings.filterwarnings("ignore", message=".*inplace keyword.*")
+    warnings.filterwarnings("ignore", message="SOCKS support in urllib3")  # no proxy is used
     for name in ("great_expectations", "urllib3", "yfinance", "peewee"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -47,7 +47,8 @@ def test_gate_reports_its_passes(reports):
     assert reports == [("gate 1d", 0, 3), ("gate 1d", 1, 3), ("gate 1d", 2, 3), ("gate 1d", 3, 3)]
 
 
-def test_fetch_and_write_tasks_report(tmp_path, reports):
+def test_fetch_and_write_tasks_report(tmp_path, reports, monkeypatch):
+    monkeypatch.delenv("QTRADER_CONFIG", raising=False)  # a CLI test's --config may have set it
     from prefect.logging import disable_run_logger
 
     from expectations.gate import gate_bars

@@ -123,3 +123,31 @@ def test_frame_columns_and_json():
     assert "1.25" in text and "0.50" in text and "2026-11-02" in text and "None" not in text
     assert jsonable(pd.Timestamp("2026-11-02", tz="UTC")) == "2026-11-02T00:00:00+00:00"
     assert jsonable(decimal.Decimal("1.5")) == 1.5 and jsonable(math.nan) is None and jsonable(pd.NaT) is None
+
+
+def test_daily_rows_of_a_mixed_interval_table_print_as_dates():
+    cols = [Column("interval", "interval"), Column("last", "last bar", Kind.ts, interval_key="interval")]
+    rows = [
+        {"interval": "1d", "last": pd.Timestamp("2026-12-02", tz="UTC")},
+        {"interval": "5m", "last": pd.Timestamp("2026-12-03 17:40", tz="UTC")},
+    ]
+    text = _text(render(cols, rows, 80), 80)
+    assert "2026-12-02 00:00" not in text and "2026-12-02" in text and "2026-12-03 17:40" in text
+
+
+def test_headers_are_abbreviated_one_at_a_time_from_the_right():
+    cols = [
+        Column("a", "alpha wide header", Kind.int, short="a"),
+        Column("b", "beta wide header", Kind.int, short="b"),
+    ]
+    rows = [{"a": 1, "b": 2}]
+    assert _text(render(cols, rows, 200), 200).split()[:6] == [
+        "alpha",
+        "wide",
+        "header",
+        "beta",
+        "wide",
+        "header",
+    ]
+    narrow = _text(render(cols, rows, 22), 22)
+    assert "alpha wide header" in narrow and "beta" not in narrow  # only the right one abbreviated
