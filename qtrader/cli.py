@@ -45,9 +45,22 @@ class _Command(TyperCommand):
         return _plain_metavars(ctx, super().get_params(ctx))
 
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
 class _Group(TyperGroup):
     def get_params(self, ctx) -> list:
         return _plain_metavars(ctx, super().get_params(ctx))
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        """``qtrader ingest -v`` as well as ``qtrader -v ingest``: -v/--verbose after the command moves in
+        front of it (no command has an option or value of that name)."""
+        named = [i for i, a in enumerate(args) if a in self.commands]
+        if named and "--" not in args:
+            head, tail = args[: named[0]], args[named[0] :]
+            moved = [a for a in tail if a in VERBOSE_FLAGS]
+            args = [*head, *moved, *[a for a in tail if a not in VERBOSE_FLAGS]]
+        return super().parse_args(ctx, args)
 
 
 class _App(typer.Typer):

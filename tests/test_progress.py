@@ -97,14 +97,16 @@ def prefect_console_output():
         h.setLevel(level)
 
 
-@pytest.mark.parametrize("verbose", [False, True])
-def test_prefect_info_only_with_verbose(prefect_console_output, monkeypatch, tmp_path, verbose):
+@pytest.mark.parametrize("flags", [[], ["-v"], ["--verbose"], ["after"]])
+def test_prefect_info_only_with_verbose(prefect_console_output, monkeypatch, tmp_path, flags):
     from qtrader.cli import app
 
     monkeypatch.delenv("QTRADER_CONFIG", raising=False)
-    out = CliRunner().invoke(
-        app, [*(["-v"] if verbose else []), "init", "--warehouse", str(tmp_path / "w.duckdb")]
-    )
+    verbose = bool(flags)
+    args = [*[f for f in flags if f != "after"], "init", "--warehouse", str(tmp_path / "w.duckdb")]
+    if "after" in flags:
+        args.append("-v")  # qtrader init --warehouse W -v
+    out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     log = logging.getLogger("prefect.test_progress")  # propagates to the root console handler, as run logs do
     log.info("an info line")
