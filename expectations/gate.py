@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from expectations import runtime
+from qtrader import progress
 from qtrader.calendar import expected_bars, in_session, is_daily, utc
 from qtrader.settings import GateSettings, Severity
 from sources.base import BAR_COLUMNS, PRICE_COLUMNS
@@ -452,15 +453,20 @@ def gate_bars(
     sev = severities(settings)
     params = tolerances(interval, settings)
     validated_at = utc(now) if now is not None else pd.Timestamp.now(tz="UTC")
+    # The CLI's progress bar: row rules, series rules, verdicts.
+    watched = f"gate {interval}" if stage == "raw_bars" else f"gate {stage} {interval}"
+    progress.report(watched, 0, 3)
     b = _Batch.derive(_check_input(bars, interval), interval, exchange, spec, sev, params)
     n = b.n
 
     # Pass 1: row rules on every row. Pass 2: series rules on the rows that passed every row rule.
     row_result = _validate(b.row_frame, ROW, params)
     _failing_rows(row_result, n, b.fails)
+    progress.report(watched, 1, 3)
     valid = ~_any_of([b.fails[r] for r in spec.rules_in(ROW)], n)
     series_result = _validate(b.series_frame(valid, reference_end), SERIES, params)
     _failing_rows(series_result, n, b.fails)
+    progress.report(watched, 2, 3)
 
     # Later duplicates are quarantined whatever their severity: their key is already taken.
     rejecting = [r for r in spec.rules_in(ROW) if sev[r] == CRITICAL or r == "duplicate_timestamp"]
@@ -496,6 +502,7 @@ def gate_bars(
         validation=validation,
         gate_s=time.perf_counter() - started,
     )
+    progress.report(watched, 3, 3)
     log.debug(
         "gate %s %s: %d rows, %d passed, %d quarantined, %d symbols blocked, %d warnings in %.2fs",
         stage, interval, n, len(passed), len(quarantined), len(result.blocked_symbols), len(warnings), result.gate_s,

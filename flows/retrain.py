@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from models.training import ENSEMBLE
+from qtrader import progress
 from qtrader.calendar import utc
 from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.settings import Settings, load_settings
@@ -58,14 +59,18 @@ def retrain(
     members, with_ensemble = _modules(settings, modules)
     config = training_config(settings, interval)
 
-    data, plan = load_training_data(settings, interval, config)
-    champions, versions = load_champions(settings, interval, clock)
+    with progress.step(f"load {interval}"):
+        data, plan = load_training_data(settings, interval, config)
+        champions, versions = load_champions(settings, interval, clock)
     trained: dict[str, Trained] = {}
     failed: list[str] = []
-    for name in members:
+    watched, total = f"train {interval}", len(members) + int(with_ensemble)  # the CLI's bar: one per module
+    progress.report(watched, 0, total)
+    for done, name in enumerate(members, 1):
         result = train_module(
             name, data, plan, config, settings, champions.get(name), versions.get(name, 0) + 1
         )
+        progress.report(watched, done, total)
         if result is None:
             failed.append(name)
         else:
@@ -80,6 +85,7 @@ def retrain(
             champions.get(ENSEMBLE),
             versions.get(ENSEMBLE, 0) + 1,
         )
+        progress.report(watched, total, total)
         if result is None:
             failed.append(ENSEMBLE)
         else:
@@ -87,10 +93,11 @@ def retrain(
     if not trained:
         raise RuntimeError(f"retrain {interval}: no module could be trained ({', '.join(failed)})")
 
-    record = register_models(settings, interval, trained, data, plan, config, run_id, clock)
-    gated = gate_predictions(record.predictions, run_id)
-    written = record_retrain(settings, record, gated, versions, run_id)
-    docs = build_predictions_docs(settings, gated)
+    with progress.step(f"record {interval}"):  # register, gate and write the predictions, Data Docs
+        record = register_models(settings, interval, trained, data, plan, config, run_id, clock)
+        gated = gate_predictions(record.predictions, run_id)
+        written = record_retrain(settings, record, gated, versions, run_id)
+        docs = build_predictions_docs(settings, gated)
     publish_retrain_summary(interval, run_id, record, failed, gated)
     promoted = [t.candidate.run.module for t in trained.values() if t.decision.promoted]
     log.info(

@@ -14,20 +14,107 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from qtrader import validation as checks
+from qtrader.tables import KEEP, LOW, NORMAL, Column, Kind, frame_columns, jsonable, records, render
 from qtrader.validation import EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, BadInput, Refused
 
-app = typer.Typer(
+_PLAIN_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH", "bool": ""}
+
+
+def _plain_metavars(ctx, params: list) -> list:
+    """Help shows TEXT / INTEGER / PATH and nothing for flags, not typer's <str>, <bool>, <list[str]>
+    (a repeatable option says so in its help)."""
+    for p in params:
+        if isinstance(p, TyperOption) and p.metavar is None:
+            label = p.display_type(ctx).strip("<>")
+            if label.startswith("list[") and label.endswith("]"):
+                label = label[5:-1]
+            p.metavar = "" if p.is_flag else _PLAIN_TYPES.get(label, label)
+        elif isinstance(p, TyperArgument) and "display_type_rich" not in vars(p):
+            # An argument's metavar would rename it too: only the type column changes.
+            label = _PLAIN_TYPES.get(p.display_type(ctx).strip("<>"), None)
+            if label is not None:
+                p.display_type_rich = lambda ctx, label=label: label
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx) -> list:
+        return _plain_metavars(ctx, super().get_params(ctx))
+
+
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx) -> list:
+        return _plain_metavars(ctx, super().get_params(ctx))
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        """``qtrader ingest -v`` as well as ``qtrader -v ingest``: -v/--verbose after the command moves in
+        front of it (no command has an option or value of that name)."""
+        named = [i for i, a in enumerate(args) if a in self.commands]
+        if named and "--" not in args:
+            head, tail = args[: named[0]], args[named[0] :]
+            moved = [a for a in tail if a in VERBOSE_FLAGS]
+            args = [*head, *moved, *[a for a in tail if a not in VERBOSE_FLAGS]]
+        return super().parse_args(ctx, args)
+
+
+class _App(typer.Typer):
+    def command(self, *args, cls=_Command, **kwargs):
+        return super().command(*args, cls=cls, **kwargs)
+
+
+app = _App(
+    cls=_Group,
     help="qtrader: Prefect flows that ingest, gate and trade market data into a DuckDB warehouse.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-# Wide enough for the tables when output is piped (rich assumes 80 columns without a terminal).
-console = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+def terminal_width(environ=None) -> int:
+    """Columns to fit: COLUMNS when set, else the terminal on stdout, else the one on stderr (``qtrader
+    status | less`` fits the window it is read in), else 80."""
+    env = os.environ if environ is None else environ
+    if str(env.get("COLUMNS", "")).isdigit() and int(env["COLUMNS"]) > 0:
+        return int(env["COLUMNS"])
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream.isatty():
+                return os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            continue
+    return 80
+
+
+def _consoles() -> tuple[Console, Console]:
+    width = terminal_width()
+    return Console(width=width), Console(stderr=True, width=width)
+
+
+# Remade for each invocation (the main callback) so the width is the one of this run.
+console, err = _consoles()
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the data as JSON on stdout (and nothing else there).")
+]
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
+
+
+def _table(columns: list[Column], rows, *, title: str | None = None, caption: str | None = None) -> None:
+    """Rows (dicts, or a frame) as a table that fits the terminal (qtrader/tables.py)."""
+    if hasattr(rows, "to_dict"):
+        rows = rows.to_dict("records")
+    console.print(render(columns, rows, console.width, title=title, caption=caption))
+
 
 WarehouseOpt = Annotated[
     Path | None,
@@ -113,6 +200,7 @@ def _quiet_third_parties() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore", module="yfinance")
     warnings.filterwarnings("ignore", message=".*inplace keyword.*")
+    warnings.filterwarnings("ignore", message="SOCKS support in urllib3")  # no proxy is used
     for name in ("great_expectations", "urllib3", "yfinance", "peewee"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -132,6 +220,18 @@ FLOW_COMMANDS = {
 GATED_COMMANDS = {"ingest", "features", "retrain", "decide", "backtest", "demo"}  # they run a GX gate
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("qtrader")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            v = "unknown"
+        sys.stdout.write(f"qtrader {v}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -139,7 +239,24 @@ def main(
         Path | None,
         typer.Option("--config", "-c", help="A qtrader.toml (default ./qtrader.toml, env QTRADER_CONFIG)."),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show Prefect's INFO logs on the terminal (warnings and errors always show).",
+        ),
+    ] = False,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
 ) -> None:
+    global console, err
+    console, err = _consoles()
+    from qtrader.logs import prefect_console
+
+    prefect_console(verbose)
     if config is not None:
         if not config.is_file():
             _usage(f"--config {config}: no such file")
@@ -188,14 +305,17 @@ def _settings(**overrides):
 
 
 @app.command()
-def config(warehouse: WarehouseOpt = None) -> None:
+def config(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
     """Print the merged configuration (CLI > environment > qtrader.toml > defaults), secrets masked."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
+    if as_json:
+        _print_json(settings.masked())
+        return
     console.print_json(json.dumps(settings.masked()))
 
 
 @app.command()
-def init(warehouse: WarehouseOpt = None) -> None:
+def init(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
     """Create the warehouse file and apply every pending migration."""
     from warehouse.db import connect
 
@@ -206,6 +326,9 @@ def init(warehouse: WarehouseOpt = None) -> None:
             return con.execute("SELECT max(version), count(*) FROM schema_version").fetchall()[0]
 
     version, n = _guard(run)
+    if as_json:
+        _print_json({"warehouse": str(settings.warehouse), "schema_version": version, "migrations": n})
+        return
     console.print(f"warehouse [bold]{settings.warehouse}[/] is at schema version {version} ({n} migrations)")
 
 
@@ -246,6 +369,7 @@ def ingest(
         ),
     ] = None,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fetch bars, gate them with Great Expectations, and upsert them into the warehouse.
 
@@ -256,7 +380,10 @@ def ingest(
     args = _guard(lambda: _ingest_arguments(source, symbols, interval, start, end, path, fault, as_of,
                                               date_format, warehouse))  # fmt: skip
     result = _run_ingest(**args)
-    _print_ingest(result)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_ingest(result)
     _exit_if_partial(result)
 
 
@@ -355,33 +482,22 @@ def _run_ingest(**params) -> dict:
     return _with_progress(lambda: ingest_flow(**params))
 
 
+INGEST_COLUMNS = [
+    Column("interval", "interval", priority=KEEP), Column("source", "source", priority=LOW),
+    Column("symbols", "symbols", Kind.int), Column("rows_in", "rows in", Kind.int, LOW),
+    Column("rows_written", "written", Kind.int, KEEP), Column("rows_quarantined", "quarantined", Kind.int, KEEP),
+    Column("blocked", "blocked", Kind.int), Column("failed", "failed", Kind.int),
+    Column("status", "status", priority=KEEP), Column("seconds", "seconds", Kind.score, LOW),
+]  # fmt: skip
+
+
 def _print_ingest(result: dict) -> None:
-    table = Table(title="Ingested", show_lines=False)
-    for col in (
-        "interval",
-        "source",
-        "symbols",
-        "rows in",
-        "written",
-        "quarantined",
-        "blocked",
-        "failed",
-        "status",
-    ):
-        table.add_column(col, justify="right" if col not in ("interval", "source", "status") else "left")
-    for r in result["runs"]:
-        table.add_row(
-            r["interval"],
-            r["source"],
-            str(len(r["symbols"])),
-            f"{r['rows_in']:,}",
-            f"{r['rows_written']:,}",
-            f"{r['rows_quarantined']:,}",
-            str(len(r["symbols_blocked"])),
-            str(len(r["symbols_failed"])),
-            r["status"],
-        )
-    console.print(table)
+    rows = [
+        {**r, "symbols": len(r["symbols"]), "blocked": len(r["symbols_blocked"]), "failed": len(r["symbols_failed"]),
+         "seconds": sum(r.get(k) or 0 for k in ("fetch_s", "gate_s", "write_s"))}
+        for r in result["runs"]
+    ]  # fmt: skip
+    _table(INGEST_COLUMNS, rows, title="Ingested")
     if result["findings"]:
         console.print("[bold]Quarantined and why[/] (one line per symbol):")
         for line in result["findings"]:
@@ -429,14 +545,10 @@ def _print_sql(db: str | Path, sql: str, max_rows: int = 50) -> None:
 
 
 def _print_frame(df, max_rows: int = 50) -> None:
-    table = Table(show_edge=False)
-    for c in df.columns:
-        table.add_column(str(c), justify="right" if df[c].dtype.kind in "iuf" else "left")
-    for row in df.head(max_rows).itertuples(index=False):
-        table.add_row(*["" if v is None or v != v else str(v) for v in row])  # NULL, NaN, NaT: blank
-    console.print(table)
-    if len(df) > max_rows:
-        console.print(f"... {len(df) - max_rows} more rows")
+    """A query's rows: kinds from the column types (short timestamps, one precision per column), fitted
+    to the terminal; NULL, NaN and NaT print blank."""
+    more = f"... {len(df) - max_rows} more rows" if len(df) > max_rows else None
+    _table(frame_columns(df), df.head(max_rows), caption=more)
 
 
 @app.command()
@@ -445,6 +557,7 @@ def sql(
     warehouse: WarehouseOpt = None,
     max_rows: Annotated[int, typer.Option(help="Rows to print.")] = 50,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run SQL on a locked-down read-only connection (no writes, files, ATTACH or extensions); print a table."""
     from warehouse.console import check_not_empty, run_query
@@ -457,35 +570,68 @@ def sql(
     if csv:
         sys.stdout.write(df.to_csv(index=False))
         return
+    if as_json:
+        _print_json(records(df))  # every row: --max-rows is for the terminal
+        return
     _print_frame(df, max_rows)
 
 
+STATUS_SQL = {
+    "coverage": """SELECT interval, count(*) AS symbols, sum(bars)::BIGINT AS bars, min(first_ts) AS first_ts,
+                          max(last_ts) AS last_ts, max(last_ingested_at) AS last_ingested_at
+                   FROM v_bar_coverage GROUP BY interval ORDER BY interval""",
+    "ingest_runs": """SELECT run_id, started_at, source, interval, len(symbols) AS symbols, rows_in, rows_written,
+                             rows_quarantined, len(symbols_failed) AS failed, len(symbols_blocked) AS blocked,
+                             status, round(epoch(finished_at - started_at), 1) AS seconds, message
+                      FROM ingest_runs ORDER BY started_at DESC LIMIT 10""",
+    "quarantine": """SELECT run_id, rule, severity, symbol, interval, count(*) AS rows, min(ts) AS first_bar,
+                            any_value(detail) AS example
+                     FROM quarantine GROUP BY ALL ORDER BY max(quarantined_at) DESC, rows DESC LIMIT 15""",
+}
+STATUS_COLUMNS = {
+    "coverage": [
+        Column("interval", "interval", priority=KEEP), Column("symbols", "symbols", Kind.int),
+        Column("bars", "bars", Kind.int), Column("first_ts", "first bar", Kind.ts, KEEP, interval_key="interval"),
+        Column("last_ts", "last bar", Kind.ts, KEEP, interval_key="interval"), Column("last_ingested_at", "last ingested", Kind.ts),
+    ],
+    "ingest_runs": [
+        Column("started_at", "started", Kind.ts, KEEP), Column("interval", "interval", priority=KEEP),
+        Column("source", "source"), Column("symbols", "symbols", Kind.int, LOW, short="syms"),
+        Column("rows_in", "rows in", Kind.int, LOW), Column("rows_written", "written", Kind.int, KEEP),
+        Column("rows_quarantined", "quarantined", Kind.int, short="quar."),
+        Column("failed", "failed", Kind.int, LOW), Column("blocked", "blocked", Kind.int, LOW),
+        Column("status", "status", priority=KEEP), Column("seconds", "seconds", Kind.score, LOW, short="secs"),
+        Column("run_id", "run id", Kind.id, LOW), Column("message", "message", Kind.text, LOW),
+    ],
+    "quarantine": [
+        Column("first_bar", "first bar", Kind.ts, KEEP, interval_key="interval"), Column("symbol", "symbol", priority=KEEP),
+        Column("interval", "interval", short="iv"), Column("rule", "rule", Kind.id, KEEP),
+        Column("severity", "severity", priority=LOW), Column("rows", "rows", Kind.int),
+        Column("example", "example", Kind.text, min_width=16), Column("run_id", "run id", Kind.id, LOW),
+    ],
+}  # fmt: skip
+
+
 @app.command()
-def status(warehouse: WarehouseOpt = None) -> None:
+def status(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
     """What is in the warehouse, the last ingest runs, and recent quarantines."""
+    from warehouse.db import query_df
+
     settings = _guard(lambda: _settings(warehouse=warehouse))
     db = settings.warehouse
-    console.rule(f"Warehouse {db}")
-    _print_sql(
-        db,
-        """SELECT interval, count(*) AS symbols, sum(bars)::BIGINT AS bars, min(first_ts) AS first_ts,
-                  max(last_ts) AS last_ts, max(last_ingested_at) AS last_ingested_at
-           FROM v_bar_coverage GROUP BY interval ORDER BY interval""",
-    )
-    console.rule("Last ingest runs")
-    _print_sql(
-        db,
-        """SELECT run_id, source, interval, len(symbols) AS symbols, rows_in, rows_written, rows_quarantined,
-                  len(symbols_failed) AS failed, len(symbols_blocked) AS blocked, status,
-                  round(epoch(finished_at - started_at), 1) AS seconds
-           FROM ingest_runs ORDER BY started_at DESC LIMIT 10""",
-    )
-    console.rule("Recent quarantines")
-    _print_sql(
-        db,
-        """SELECT run_id, rule, severity, symbol, interval, count(*) AS rows, any_value(detail) AS example
-           FROM quarantine GROUP BY ALL ORDER BY max(quarantined_at) DESC, rows DESC LIMIT 15""",
-    )
+    frames = {k: _guard(lambda q=q: query_df(db, q)) for k, q in STATUS_SQL.items()}
+    if as_json:
+        _print_json({"warehouse": str(db), **{k: records(df) for k, df in frames.items()}})
+        return
+    for key, title in (("coverage", "Warehouse"), ("ingest_runs", "Last ingest runs"),
+                       ("quarantine", "Recent quarantines")):  # fmt: skip
+        console.rule(title)
+        if key == "coverage":
+            console.print(str(db), highlight=False, overflow="fold")  # a long path folds, never cut
+        if frames[key].empty:
+            console.print("none")
+        else:
+            _table(STATUS_COLUMNS[key], frames[key])
 
 
 @app.command()
@@ -507,21 +653,15 @@ def serve() -> None:
 # ------------------------------------------------------------------------------ signal modules (retrain)
 
 SCOREBOARD_COLUMNS = [
-    ("module", "module"),
-    ("n", "n"),
-    ("coverage", "cov"),
-    ("accuracy", "acc"),
-    ("auc", "AUC"),
-    ("ece", "ECE raw→seed→fit"),
-    ("brier_raw", "Brier"),
-    ("tp1_rate", "TP1"),
-    ("tp2_rate", "TP2"),
-    ("tp3_rate", "TP3"),
-    ("stop_rate", "stop"),
-    ("avg_r", "avg R"),
-    ("performance_score", "score"),
-    ("champion", "champion since"),
-]
+    Column("module", "module", priority=KEEP), Column("n", "n", Kind.int),
+    Column("coverage", "coverage", Kind.rate, LOW, short="cov"), Column("accuracy", "accuracy", Kind.metric, KEEP, short="acc"),
+    Column("auc", "AUC", Kind.metric, KEEP), Column("ece", "ECE raw→seed→fit", Kind.id, LOW),
+    Column("brier_raw", "Brier", Kind.metric, LOW), Column("tp1_rate", "TP1", Kind.rate),
+    Column("tp2_rate", "TP2", Kind.rate, LOW), Column("tp3_rate", "TP3", Kind.rate, LOW),
+    Column("stop_rate", "stop", Kind.rate), Column("avg_r", "avg R", Kind.r),
+    Column("performance_score", "score", Kind.score, KEEP), Column("champion", "champion", Kind.id),
+    Column("champion_since", "champion since", Kind.ts, short="since"),
+]  # fmt: skip
 
 
 @app.command()
@@ -534,6 +674,7 @@ def features(
         str | None, typer.Option(help="Comma-separated symbols (default: all stored).")
     ] = None,
     full: Annotated[bool, typer.Option("--full", help="Recompute every bar, not only new ones.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Compute point-in-time TA-Lib features (all 61 candlestick patterns) for stored bars, through the gate."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
@@ -542,8 +683,11 @@ def features(
     _begin_flows()
     from flows.features import features as features_flow
 
-    result = _guard(lambda: features_flow(intervals=intervals, symbols=picked, full=full,
-                                          warehouse=str(settings.warehouse)))  # fmt: skip
+    result = _with_progress(lambda: features_flow(intervals=intervals, symbols=picked, full=full,
+                                                  warehouse=str(settings.warehouse)))  # fmt: skip
+    if as_json:
+        _print_json(result)
+        return
     for s in result["intervals"]:
         console.print(
             f"  {s['interval']}: {s['written']:,} feature rows written, {s['quarantined']} quarantined"
@@ -563,6 +707,7 @@ def retrain(
         str | None, typer.Option(help="Comma-separated modules (default: the configured members + ensemble).")
     ] = None,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Walk-forward retrain of the signal modules; a challenger replaces the champion only if it beats it.
 
@@ -579,36 +724,33 @@ def retrain(
     _begin_flows()
     from flows.retrain import retrain as retrain_flow
 
-    result = _guard(
+    result = _with_progress(
         lambda: retrain_flow(interval=interval, modules=picked, warehouse=str(settings.warehouse))
     )
-    _print_retrain(result)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_retrain(result)
     if result["failed"]:
         err.print(f"partial: not trained: {', '.join(result['failed'])} (exit 3)", soft_wrap=True)
         raise typer.Exit(EXIT_PARTIAL)
 
 
+RETRAIN_COLUMNS = [
+    Column("module", "module", priority=KEEP), Column("version", "version", Kind.id, short="v"),
+    Column("status", "status", priority=KEEP), Column("champion_now", "champion now", Kind.id, short="champion"),
+    Column("val_accuracy", "val acc", Kind.metric), Column("val_auc", "val AUC", Kind.metric, KEEP),
+    Column("champion_auc", "champion AUC", Kind.metric, short="champ AUC"),
+    Column("calibration", "calibration", Kind.text, LOW),
+]  # fmt: skip
+
+
 def _print_retrain(result: dict) -> None:
-    table = Table(
-        title=f"Retrain {result['interval']} (labelled bars up to {result['newest_labelled'][:10]})"
+    _table(
+        RETRAIN_COLUMNS,
+        [{**r, "version": f"v{r['version']}"} for r in result["changes"]],
+        title=f"Retrain {result['interval']} (labelled bars up to {result['newest_labelled'][:10]})",
     )
-    for col in (
-        "module",
-        "version",
-        "status",
-        "champion now",
-        "val acc",
-        "val AUC",
-        "champion AUC",
-        "calibration",
-    ):
-        table.add_column(col, justify="left" if col in ("module", "status", "calibration") else "right")
-    for r in result["changes"]:
-        table.add_row(
-            r["module"], f"v{r['version']}", r["status"], r["champion_now"], _fmt(r["val_accuracy"]),
-            _fmt(r["val_auc"]), _fmt(r["champion_auc"]), r["calibration"],
-        )  # fmt: skip
-    console.print(table)
     for r in result["changes"]:
         console.print(f"  {r['module']}: {r['reason']}", highlight=False)
     if result["failed"]:
@@ -626,6 +768,7 @@ def benchmark(
         str | None, typer.Option(help="Comma-separated windows, e.g. 30d,90d,all (default: configured).")
     ] = None,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Score every module's stored predictions per window; writes benchmarks and exit_stats."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
@@ -643,6 +786,9 @@ def benchmark(
     result = _guard(
         lambda: benchmark_flow(interval=interval, windows=spans, warehouse=str(settings.warehouse))
     )
+    if as_json:
+        _print_json(result)
+        return
     console.print(
         f"benchmark {result['interval']}: {len(result['rows'])} rows ({', '.join(result['windows'])}) "
         f"up to {result['window_end'][:16]}, run {result['run_id']}"
@@ -657,12 +803,17 @@ def scoreboard(
         str | None, typer.Option(help="Benchmark window, e.g. 90d (default: configured).")
     ] = None,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """The latest benchmark of every module for one window: which module is good now, and since when."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
     _guard(lambda: checks.interval(interval))
     if window is not None:
         _guard(lambda: checks.benchmark_window(window))
+    if as_json:
+        window, df = _scoreboard(settings.warehouse, interval, window)
+        _print_json({"interval": interval, "window": window, "modules": records(df)})
+        return
     _print_scoreboard(settings.warehouse, interval, window)
 
 
@@ -674,9 +825,8 @@ def _fmt(value, digits: int = 3) -> str:
     return "" if f != f else f"{f:.{digits}f}"
 
 
-def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None:
-    from rich import box
-
+def _scoreboard(db: str | Path, interval: str, window: str | None):
+    """(the window, the scoreboard frame) with the configured window when none is given."""
     from qtrader.calendar import is_daily
     from warehouse.models import scoreboard as load_scoreboard
 
@@ -684,28 +834,34 @@ def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None
     if window is None:
         b = settings.benchmark
         window = b.scoreboard_window_daily if is_daily(interval) else b.scoreboard_window_intraday
-    df = _guard(lambda: load_scoreboard(db, interval, window))
+    return window, _guard(lambda: load_scoreboard(db, interval, window))
+
+
+def _print_scoreboard(db: str | Path, interval: str, window: str | None) -> None:
+    from qtrader.calendar import is_daily
+    from qtrader.tables import format_cell
+
+    window, df = _scoreboard(db, interval, window)
     if df.empty:
         console.print(
             f"no {interval} benchmark for window {window}: run `qtrader benchmark --interval {interval}`"
         )
         return
     end = df["window_end"].max()
-    table = Table(
-        title=f"Module scoreboard {interval}, window {window} (to {str(end)[:16]})", box=box.SIMPLE_HEAD
-    )
-    for key, title in SCOREBOARD_COLUMNS:
-        table.add_column(title, justify="left" if key in ("module", "champion") else "right", no_wrap=True)
+    rows = []
     for r in df.to_dict("records"):
         has_champion = _fmt(r["champion_version"]) != ""
-        champion = f"v{int(r['champion_version'])} {str(r['champion_since'])[:16]}" if has_champion else ""
-        ece = f"{_fmt(r['ece_raw'])}→{_fmt(r['ece_seed'])}→{_fmt(r['ece_calibrated'])}"
-        table.add_row(
-            r["module"], f"{int(r['n']):,}", _fmt(r["coverage"], 2), _fmt(r["accuracy"]), _fmt(r["auc"]), ece, _fmt(r["brier_raw"]),
-            _fmt(r["tp1_rate"], 2), _fmt(r["tp2_rate"], 2), _fmt(r["tp3_rate"], 2), _fmt(r["stop_rate"], 2),
-            _fmt(r["avg_r"], 2), _fmt(r["performance_score"], 1), champion,
-        )  # fmt: skip
-    console.print(table)
+        rows.append({
+            **r,
+            "ece": f"{_fmt(r['ece_raw'])}→{_fmt(r['ece_seed'])}→{_fmt(r['ece_calibrated'])}",
+            "champion": f"v{int(r['champion_version'])}" if has_champion else "",
+            "champion_since": r["champion_since"] if has_champion else None,
+        })  # fmt: skip
+    _table(
+        SCOREBOARD_COLUMNS,
+        rows,
+        title=f"Module scoreboard {interval}, window {window} (to {format_cell(end, Kind.ts, dates_only=is_daily(interval))})",
+    )
     console.print(
         "ECE/Brier: confidence of the predicted side vs hit (raw, seed formula, fitted map); TP/stop rates and "
         "avg R: the seed exit profile on the predicted side (triple-barrier labels). Try:"
@@ -730,7 +886,7 @@ def _demo_models(db: str) -> None:
     from flows.retrain import retrain as retrain_flow
 
     console.rule("Features: point-in-time TA-Lib features through their gate")
-    feats = _guard(lambda: features_flow(warehouse=db))
+    feats = _with_progress(lambda: features_flow(warehouse=db))
     for s in feats["intervals"]:
         console.print(
             f"  {s['interval']}: {s['written']:,} feature rows written, {s['quarantined']} quarantined"
@@ -738,7 +894,7 @@ def _demo_models(db: str) -> None:
     settings = _guard(lambda: _settings(warehouse=db))
     for interval in settings.intervals:
         console.rule(f"Retrain {interval}: walk-forward, calibration, champion vs challenger")
-        _print_retrain(_guard(lambda iv=interval: retrain_flow(interval=iv, warehouse=db)))
+        _print_retrain(_with_progress(lambda iv=interval: retrain_flow(interval=iv, warehouse=db)))
         console.rule(f"Benchmark {interval}")
         _guard(lambda iv=interval: benchmark_flow(interval=iv, warehouse=db))
         _print_scoreboard(db, interval, None)
@@ -750,6 +906,7 @@ def health(
     run: Annotated[
         bool, typer.Option("--run", help="Run the health flow first (else: the latest stored run).")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Module health scores with what moved them, learned thresholds, and active predictive alerts."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
@@ -758,22 +915,72 @@ def health(
         from flows.health import health as health_flow
 
         _guard(lambda: health_flow(warehouse=str(settings.warehouse)))
+    if as_json:
+        _print_json(_health_json(settings.warehouse))
+        return
     _print_health(settings.warehouse)
 
 
-def _print_health(db: str | Path) -> None:
+def _health_frames(db: str | Path):
     from warehouse.health import active_alerts, latest_health, latest_thresholds
 
     scores = _guard(lambda: latest_health(db))
     if scores.empty:
         _fail("no health run yet: run `qtrader health --run` (or the health flow)")
+    return scores, _guard(lambda: latest_thresholds(db)), _guard(lambda: active_alerts(db))
+
+
+def _health_json(db: str | Path) -> dict:
+    scores, th, alerts = _health_frames(db)
+    overall = scores[scores["module"] == "overall"]["score"]
+    modules = scores[scores["module"] != "overall"].assign(
+        components=[
+            json.loads(c) if isinstance(c, str) else c
+            for c in scores[scores["module"] != "overall"]["components"]
+        ]
+    )
+    learned = th[~th["is_default"].astype(bool)] if len(th) else th
+    defaults = th[th["is_default"].astype(bool)] if len(th) else th
+    return {
+        "ts": jsonable(scores["ts"].iloc[0]),
+        "overall": None if overall.empty else jsonable(overall.iloc[0]),
+        "modules": records(modules),
+        "thresholds": records(learned),
+        "default_thresholds": records(defaults),
+        "alerts": records(alerts),
+    }
+
+
+HEALTH_COLUMNS = [
+    Column("module", "module", priority=KEEP), Column("score", "score", Kind.id, KEEP),
+    Column("movers", "what moved it (points lost)", Kind.text, min_width=24),
+]  # fmt: skip
+THRESHOLD_COLUMNS = [
+    Column("module", "module", priority=KEEP), Column("metric", "metric", priority=KEEP),
+    Column("bound", "bound", short="b"), Column("value", "threshold", Kind.sig, KEEP),
+    Column("method", "method", priority=LOW), Column("n", "points", Kind.int, LOW),
+    Column("learned_at", "learned at", Kind.ts, LOW), Column("center_spread", "median, spread", Kind.id, LOW),
+]  # fmt: skip
+ALERT_COLUMNS = [
+    Column("module", "module", priority=KEEP), Column("metric", "metric", priority=KEEP),
+    Column("severity", "severity", priority=KEEP), Column("current", "current", Kind.sig, KEEP),
+    Column("threshold", "threshold", Kind.sig, KEEP), Column("slope", "slope/h", Kind.sig, LOW),
+    Column("hours", "hours to threshold", Kind.id, short="hours left"), Column("ts", "since", Kind.ts),
+    Column("reason", "reason", Kind.text, LOW),
+]  # fmt: skip
+
+
+def _g4(v) -> str:
+    return "" if v is None or v != v else f"{v:.4g}"
+
+
+def _print_health(db: str | Path) -> None:
+    scores, th, alerts = _health_frames(db)
     ts = scores["ts"].iloc[0]
     overall = scores[scores["module"] == "overall"]["score"]
     overall_txt = "n/a" if overall.empty or overall.isna().all() else f"{overall.iloc[0]:.1f}"
     console.rule(f"Module health at {ts:%Y-%m-%d %H:%M} UTC: overall {overall_txt}")
-    table = Table(show_edge=False)
-    for col in ("module", "score", "what moved it (points lost)"):
-        table.add_column(col, justify="right" if col == "score" else "left")
+    rows = []
     for row in scores[scores["module"] != "overall"].itertuples(index=False):
         comps = json.loads(row.components) if isinstance(row.components, str) else row.components
         lost = sorted(
@@ -783,31 +990,17 @@ def _print_health(db: str | Path) -> None:
         movers = "; ".join(f"{k} -{v['lost']:.1f}: {v['detail']}" for k, v in lost) or "-"
         capped = f" (capped: {row.capped_by})" if isinstance(row.capped_by, str) and row.capped_by else ""
         score = "n/a" if row.score is None or row.score != row.score else f"{row.score:.1f}"
-        table.add_row(row.module, score + capped, movers)
-    console.print(table)
+        rows.append({"module": row.module, "score": score + capped, "movers": movers})
+    _table(HEALTH_COLUMNS, rows)
 
     console.rule("Learned thresholds")
-    th = _guard(lambda: latest_thresholds(db))
     learned = th[~th["is_default"].astype(bool)] if len(th) else th
     if learned.empty:
         console.print("None learned yet: every metric uses its documented default (history too short).")
     else:
-        t = Table(show_edge=False)
-        for col in (
-            "module",
-            "metric",
-            "bound",
-            "threshold",
-            "method",
-            "points",
-            "learned at",
-            "median, spread",
-        ):
-            t.add_column(col, justify="right" if col in ("threshold", "points") else "left")
-        for r in learned.itertuples(index=False):
-            t.add_row(r.module, r.metric, r.bound, f"{r.value:.4g}", r.method, str(r.n),
-                      f"{r.learned_at:%Y-%m-%d %H:%M}", f"{r.center:.4g}, {r.spread:.4g}")  # fmt: skip
-        console.print(t)
+        _table(THRESHOLD_COLUMNS, [
+            {**r, "center_spread": f"{_g4(r['center'])}, {_g4(r['spread'])}"} for r in learned.to_dict("records")
+        ])  # fmt: skip
     defaults = th[th["is_default"].astype(bool)] if len(th) else th
     if len(defaults):
         metrics = ", ".join(sorted(defaults["metric"].unique()))
@@ -816,35 +1009,17 @@ def _print_health(db: str | Path) -> None:
         )
 
     console.rule("Active alerts")
-    alerts = _guard(lambda: active_alerts(db))
     if alerts.empty:
         console.print("No active alerts.")
         return
-    t = Table(show_edge=False)
-    for col in (
-        "module",
-        "metric",
-        "severity",
-        "current",
-        "threshold",
-        "slope/h",
-        "hours to threshold",
-        "since",
-        "reason",
-    ):
-        t.add_column(
-            col,
-            justify="right" if col in ("current", "threshold", "slope/h", "hours to threshold") else "left",
-        )
-    for a in alerts.itertuples(index=False):
-        hours = a.time_to_threshold_hours
+    rows = []
+    for a in alerts.to_dict("records"):
+        hours = a["time_to_threshold_hours"]
         hours_txt = (
             "n/a" if hours is None or hours != hours else ("breached" if hours == 0 else f"{hours:.1f}")
         )
-        slope = "" if a.slope is None or a.slope != a.slope else f"{a.slope:.4g}"
-        t.add_row(a.module, a.metric, a.severity, f"{a.current:.4g}", f"{a.threshold:.4g}", slope, hours_txt,
-                  f"{a.ts:%Y-%m-%d %H:%M}", a.reason)  # fmt: skip
-    console.print(t)
+        rows.append({**a, "hours": hours_txt})
+    _table(ALERT_COLUMNS, rows)
 
 
 def _demo_health(db: str) -> None:
@@ -885,6 +1060,7 @@ def decide(
         str | None, typer.Option(help="Decision bar, e.g. 2026-11-20 (default: the newest).")
     ] = None,
     bars: Annotated[int, typer.Option(help="Replay the newest N bars up to --at in one run.")] = 1,
+    as_json: JsonOpt = False,
 ) -> None:
     """Decide at the newest bar: reconcile, move stops, filter, size, plan exits, send bracket orders.
 
@@ -903,6 +1079,9 @@ def decide(
     )
     if result.get("refused"):
         _fail("refused to trade: " + "; ".join(result["refused"]))
+    if as_json:
+        _print_json(result)
+        return
     _print_decide(result)
 
 
@@ -924,18 +1103,31 @@ def _check_replay(settings, interval: str, at: str | None, at_ts, bars: int) -> 
     )
 
 
+DECIDE_COLUMNS = [
+    Column("ts", "bar", Kind.ts, KEEP), Column("candidates", "candidates", Kind.int, short="cand."),
+    Column("accepted", "accepted", Kind.int, KEEP, short="acc."), Column("submitted", "brackets sent", Kind.int, short="sent"),
+    Column("stop_moves", "stop moves", Kind.int, LOW), Column("fills", "fills", Kind.int),
+    Column("equity", "equity", Kind.money, KEEP), Column("why", "why not", Kind.text, min_width=16),
+]  # fmt: skip
+
+
 def _print_decide(result: dict, max_bars: int = 60) -> None:
-    table = Table(show_edge=False, title=f"Decisions {result['interval']} (broker {result.get('broker')})")
-    for col in ("bar", "candidates", "accepted", "brackets sent", "stop moves", "fills", "equity", "why not"):
-        table.add_column(col, justify="left" if col in ("bar", "why not") else "right")
+    rows = []
     for b in result["bars"][-max_bars:]:
         why = ", ".join(f"{k} {v}" for k, v in b["reasons"].items() if k != "accepted")
         gate = b.get("order_gate_failures") or {}
         if gate:
             why = f"ORDER GATE: {', '.join(gate)}; " + why
-        table.add_row(f"{pd_ts(b['ts']):%Y-%m-%d %H:%M}", str(b["candidates"]), str(b["accepted"]), str(b["submitted"]),
-                      str(len(b["stop_moves"])), str(b["fills"]), f"{b['equity']:,.2f}", why)  # fmt: skip
-    console.print(table)
+        rows.append({**b, "ts": pd_ts(b["ts"]), "stop_moves": len(b["stop_moves"]), "why": why})
+    earlier = result["bars"][:-max_bars] if len(result["bars"]) > max_bars else []
+    caption = None
+    if earlier:
+        caption = (
+            f"{len(earlier)} earlier bars not shown: {sum(b['candidates'] for b in earlier)} candidates, "
+            f"{sum(b['accepted'] for b in earlier)} accepted, {sum(b['fills'] for b in earlier)} fills (--json has all)"
+        )
+    _table(DECIDE_COLUMNS, rows, title=f"Decisions {result['interval']} (broker {result.get('broker')})",
+           caption=caption)  # fmt: skip
     if result.get("skipped"):
         console.print(f"{len(result['skipped'])} bar(s) skipped: already decided")
 
@@ -951,11 +1143,21 @@ def account(
     warehouse: WarehouseOpt = None,
     plot: Annotated[bool, typer.Option("--plot", help="Write the equity curve (HTML and PNG).")] = False,
     recent: Annotated[int, typer.Option(help="Rows of fills, trades and stop moves to show.")] = 15,
+    as_json: JsonOpt = False,
 ) -> None:
     """Paper account review: equity, positions, open brackets, fills, closed trades (R, exit reason),
     module attribution, and why candidates were not traded (as of the last decision run)."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
     _guard(lambda: checks.non_negative_int(recent, "--recent"))
+    if as_json:
+        data = _account_json(settings.warehouse, str(settings.broker), recent)
+        if plot:
+            html, png = _guard(
+                lambda: _plot_equity(settings.warehouse, str(settings.broker), settings.data_dir)
+            )
+            data["plots"] = [str(Path(html).resolve()), str(Path(png).resolve())]
+        _print_json(data)
+        return
     _print_account(settings.warehouse, str(settings.broker), recent)
     if plot:
         html, png = _guard(lambda: _plot_equity(settings.warehouse, str(settings.broker), settings.data_dir))
@@ -966,12 +1168,73 @@ def _money(v) -> str:
     return "" if v is None or v != v else f"{float(v):,.2f}"
 
 
-def _print_account(db, broker: str, recent: int = 15) -> None:
+def _account_review(db, broker: str, recent: int) -> dict:
     from warehouse.decisions import account_review
 
     r = _guard(lambda: account_review(db, broker, recent=recent))
     if r["account"].empty:
         _fail(f"no {broker} account snapshot yet: run `qtrader decide` first")
+    return r
+
+
+def _account_json(db, broker: str, recent: int) -> dict:
+    r = _account_review(db, broker, recent)
+    out = {"broker": broker, "account": records(r["account"])[0]}
+    for key in ("positions", "open_orders", "fills", "adjustments", "trades", "attribution", "rejections"):
+        out[key] = records(r[key])
+    return out
+
+
+ACCOUNT_TABLES = {
+    "positions": ("Positions", None, [
+        Column("symbol", "symbol", priority=KEEP), Column("qty", "qty", Kind.int, KEEP),
+        Column("avg_entry_price", "avg entry", Kind.price), Column("mark", "mark", Kind.price),
+        Column("market_value", "value", Kind.money, KEEP), Column("unrealized_pnl", "unrealized P&L", Kind.money, KEEP,
+                                                                  short="unreal. P&L"),
+    ]),
+    "open_orders": ("Open brackets (entry, take-profit leg, stop leg)", 2, [
+        Column("decided_at", "decided", Kind.ts, KEEP), Column("symbol", "symbol", priority=KEEP),
+        Column("side", "side", priority=KEEP), Column("leg", "leg", Kind.int), Column("qty", "qty", Kind.int, KEEP),
+        Column("status", "status", priority=LOW), Column("entry_ref", "entry ref", Kind.price, short="entry"),
+        Column("take_profit", "take profit", Kind.price, KEEP, short="TP"),
+        Column("initial_stop", "initial stop", Kind.price, LOW, short="stop0"),
+        Column("stop_now", "stop now", Kind.price, KEEP, short="stop"),
+        Column("last_rule", "last stop move", Kind.text, LOW),
+    ]),
+    "fills": ("Recent fills", 1, [
+        Column("ts", "bar", Kind.ts, KEEP), Column("symbol", "symbol", priority=KEEP),
+        Column("side", "side", priority=KEEP), Column("role", "role"), Column("qty", "qty", Kind.int, KEEP),
+        Column("price", "price", Kind.price, KEEP), Column("commission", "commission", Kind.money, LOW, short="fee"),
+        Column("client_order_id", "client order id", Kind.id, LOW),
+    ]),
+    "adjustments": ("Recent stop moves (exit_adjustments)", 1, [
+        Column("ts", "bar", Kind.ts, KEEP), Column("symbol", "symbol", priority=KEEP),
+        Column("old_stop", "old", Kind.price, KEEP), Column("new_stop", "new", Kind.price, KEEP),
+        Column("rule", "rule"), Column("reason", "reason", Kind.text, LOW),
+    ]),
+    "trades": ("Closed trades (R = P&L / initial risk)", 1, [
+        Column("exit_ts", "exit", Kind.ts, KEEP), Column("symbol", "symbol", priority=KEEP),
+        Column("side", "side"), Column("qty", "qty", Kind.int),
+        Column("entry_price", "entry", Kind.price), Column("exit_price", "exit price", Kind.price, short="exit px"),
+        Column("pnl", "P&L", Kind.money, KEEP), Column("r_multiple", "R", Kind.r, KEEP),
+        Column("exit_reason", "exit reason", Kind.text, short="reason"),
+        Column("legs", "legs", Kind.text, LOW), Column("contributors", "modules that voted", Kind.text, LOW),
+    ]),
+    "attribution": (
+        "P&L by module (a closed trade counts for every module that voted for it)", None, [
+        Column("module", "module", priority=KEEP), Column("trades", "trades", Kind.int),
+        Column("wins", "wins", Kind.int, LOW), Column("win_rate", "win rate", Kind.rate),
+        Column("pnl", "P&L", Kind.money, KEEP), Column("pnl_shared", "P&L shared", Kind.money, KEEP),
+        Column("avg_r", "mean R", Kind.r),
+    ]),
+    "rejections": ("Candidates not traded, by reason", None, [
+        Column("reason_code", "reason", priority=KEEP), Column("n", "candidates", Kind.int, KEEP),
+    ]),
+}  # fmt: skip
+
+
+def _print_account(db, broker: str, recent: int = 15) -> None:
+    r = _account_review(db, broker, recent)
     a = r["account"].iloc[0]
     console.rule(f"Paper account ({broker}) as of {a['as_of']:%Y-%m-%d %H:%M} UTC")
     realized = r["trades"]["pnl"].sum() if len(r["trades"]) else 0.0
@@ -979,126 +1242,22 @@ def _print_account(db, broker: str, recent: int = 15) -> None:
     console.print(
         f"equity {_money(a['equity'])}   cash {_money(a['cash'])}   buying power {_money(a['buying_power'])}   "
         f"P&L {_money(a['pnl_since_first_snapshot'])} (closed trades {_money(realized)}, "
-        f"open positions {_money(unrealized)})"
+        f"open positions {_money(unrealized)})",
+        highlight=False,
     )
-
-    def show(title: str, df, cols: dict[str, str], n: int | None = None) -> None:
+    for key, (title, per_recent, columns) in ACCOUNT_TABLES.items():
+        df = r[key]
         console.rule(title)
         if df.empty:
             console.print("none")
-            return
-        t = Table(show_edge=False)
-        for label in cols.values():
-            t.add_column(label)
-        for _, row in (df.head(n) if n else df).iterrows():
-            cells = []
-            for c in cols:
-                v = row[c]
-                if hasattr(v, "strftime"):
-                    v = f"{v:%Y-%m-%d %H:%M}"
-                elif isinstance(v, float):
-                    v = "" if v != v else f"{v:,.4g}" if abs(v) < 10 else f"{v:,.2f}"
-                cells.append("" if v is None else str(v))
-            t.add_row(*cells)
-        console.print(t)
-        if n and len(df) > n:
-            console.print(f"... {len(df) - n} more (qtrader sql)")
-
-    show(
-        "Positions",
-        r["positions"],
-        {
-            "symbol": "symbol",
-            "qty": "qty",
-            "avg_entry_price": "avg entry",
-            "mark": "mark",
-            "market_value": "value",
-            "unrealized_pnl": "unrealized P&L",
-        },
-    )
-    show(
-        "Open brackets (entry, take-profit leg, stop leg)",
-        r["open_orders"],
-        {
-            "decided_at": "decided",
-            "symbol": "symbol",
-            "side": "side",
-            "leg": "leg",
-            "qty": "qty",
-            "status": "status",
-            "entry_ref": "entry ref",
-            "take_profit": "take profit",
-            "initial_stop": "initial stop",
-            "stop_now": "stop now",
-            "last_rule": "last stop move",
-        },
-        recent * 2,
-    )
-    show(
-        "Recent fills",
-        r["fills"],
-        {
-            "ts": "bar",
-            "symbol": "symbol",
-            "side": "side",
-            "role": "role",
-            "qty": "qty",
-            "price": "price",
-            "client_order_id": "client order id",
-        },
-        recent,
-    )
-    show(
-        "Recent stop moves (exit_adjustments)",
-        r["adjustments"],
-        {
-            "ts": "bar",
-            "symbol": "symbol",
-            "old_stop": "old",
-            "new_stop": "new",
-            "rule": "rule",
-            "reason": "reason",
-        },
-        recent,
-    )
-    show(
-        "Closed trades (R = P&L / initial risk)",
-        r["trades"],
-        {
-            "exit_ts": "exit",
-            "symbol": "symbol",
-            "side": "side",
-            "qty": "qty",
-            "entry_price": "entry",
-            "exit_price": "exit price",
-            "pnl": "P&L",
-            "r_multiple": "R",
-            "exit_reason": "exit reason",
-            "legs": "legs",
-            "contributors": "modules that voted",
-        },
-        recent,
-    )
-    trades = r["trades"]
-    if len(trades):
-        counts = ", ".join(f"{k} {v}" for k, v in trades["exit_reason"].value_counts().items())
-        console.print(
-            f"{len(trades)} closed trades; exit reasons: {counts}; mean R {trades['r_multiple'].mean():.2f}"
-        )
-    show(
-        "Which modules earned money (each closed trade counted for every module that voted for it)",
-        r["attribution"],
-        {
-            "module": "module",
-            "trades": "trades",
-            "wins": "wins",
-            "win_rate": "win rate",
-            "pnl": "P&L",
-            "pnl_shared": "P&L shared",
-            "avg_r": "mean R",
-        },
-    )
-    show("Candidates not traded, by reason", r["rejections"], {"reason_code": "reason", "n": "candidates"})
+            continue
+        n = recent * per_recent if per_recent else None
+        more = f"... {len(df) - n} more (qtrader sql)" if n and len(df) > n else None
+        _table(columns, df.head(n) if n else df, caption=more)
+        if key == "trades":
+            counts = ", ".join(f"{k} {v}" for k, v in df["exit_reason"].value_counts().items())
+            console.print(f"{len(df)} closed trades; exit reasons: {counts}; mean R {df['r_multiple'].mean():.2f}",
+                          highlight=False)  # fmt: skip
     console.print(
         'Why was a trade taken: qtrader sql "SELECT ts, symbol, side, consensus, contributors, '
         "confidence_calibrated, overall_health, size_multiplier, exit_profile FROM decisions WHERE accepted "
@@ -1172,7 +1331,7 @@ def _demo_decide(db: str) -> None:
     if result.get("refused"):
         console.print("refused to trade: " + "; ".join(result["refused"]))
         return
-    _print_decide(result)
+    _print_decide(result, max_bars=10)  # the demo's summary: the last bars, the earlier ones counted
     _explain_rejections(db, times[-1])
     settings = _guard(lambda: _settings(warehouse=db))
     _print_account(db, str(settings.broker), recent=12)
@@ -1256,6 +1415,7 @@ def backtest(
     ] = None,  # fmt: skip
     report: Annotated[bool, typer.Option(help="Write the HTML and PNG report.")] = True,
     symbol: Annotated[str | None, typer.Option(help="Symbol whose price shows the trade markers.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Replay history through the live decision code: static (seed 002's old system) vs adaptive and one
     ablation per enhancement, with costs; prints the table and writes the report.
@@ -1270,6 +1430,13 @@ def backtest(
     from flows.backtest import backtest as backtest_flow
 
     result = _with_progress(lambda: backtest_flow(**args, warehouse=str(settings.warehouse), report=report))
+    if as_json:
+        from warehouse.backtest import latest_table
+
+        _print_json(
+            {**result, "modes": records(_guard(lambda: latest_table(settings.warehouse, result["run_id"])))}
+        )
+        return
     _print_backtest(settings.warehouse, result)
 
 
@@ -1317,12 +1484,20 @@ def _print_backtest(db, result: dict) -> None:
     ):
         if not rows:
             continue
-        table = Table(show_edge=False, title=title if "annualised" in caption else None, caption=caption)
-        for col in rows[0]:
-            table.add_column(col, justify="left" if col == "mode" else "right", no_wrap=True)
-        for row in rows:
-            table.add_row(*row.values())
-        console.print(table)
+        keep, low = (
+            {"mode", "Avg P&L/trade", "Sharpe", "Max DD", "Trades"},
+            {"Sortino", "Exposure", "Turnover"},
+        )
+        columns = [
+            Column(
+                c,
+                c,
+                Kind.id if c == "mode" else Kind.figure,
+                KEEP if c in keep else LOW if c in low else NORMAL,
+            )
+            for c in rows[0]
+        ]  # a mode's name is shown whole: no_predictive_tightening and no_performance_sizing differ at the end
+        _table(columns, rows, title=title if "annualised" in caption else None, caption=caption)
     console.print(
         f"model timeline: {result['timeline_seconds']}s ({', '.join(f'{k} {v}' for k, v in result['model_runs'].items())}); "
         f"modes: {', '.join(f'{k} {v}s' for k, v in result['mode_seconds'].items())}"

@@ -22,6 +22,15 @@ def report(stage: str, done: int, total: int) -> None:
 
 
 @contextmanager
+def step(stage: str) -> Iterator[None]:
+    """One step of unknown length: reported as 0 of 1 when it starts and 1 of 1 when it ends, so a
+    watcher shows what is running now and how long it took."""
+    report(stage, 0, 1)
+    yield
+    report(stage, 1, 1)
+
+
+@contextmanager
 def listening(listener: Listener) -> Iterator[None]:
     global _listener
     with _lock:

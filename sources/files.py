@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from qtrader import progress
 from qtrader.calendar import interval_minutes, is_daily, utc
 from qtrader.validation import DEFAULT_SYMBOL_MAX_LENGTH, DEFAULT_SYMBOL_PATTERN, symbol_problem
 from sources.base import (
@@ -182,7 +183,8 @@ class FilesSource:
 
         frames: list[pd.DataFrame] = []
         notes: list[str] = []
-        for sym in wanted:
+        for done, sym in enumerate(wanted):
+            progress.report(f"fetch {request.interval}", done, len(wanted))
             files = by_symbol.get(sym)
             if not files:
                 continue

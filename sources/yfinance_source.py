@@ -44,6 +44,7 @@ from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
+from qtrader import progress
 from qtrader.calendar import interval_minutes, utc
 from sources.base import (
     BAR_COLUMNS,
@@ -320,12 +321,15 @@ class YFinanceSource:
                     logger.warning("yfinance: %s", notes[-1])
                     self._sleep(delay)
                 transient = {}
+                watched = f"fetch {request.interval}" + (f" retry {attempt}" if attempt else "")
                 for i in range(0, len(pending), self.batch_size):
+                    progress.report(watched, i, len(pending))
                     batch = pending[i : i + self.batch_size]
                     loaded, failed = self._download(batch, request.interval, yf_interval, window, recorder)
                     frames.update(loaded)
                     for sym, (reason, is_transient) in failed.items():
                         (transient if is_transient else failures)[sym] = reason
+                progress.report(watched, len(pending), len(pending))
                 if not transient:
                     break
                 pending = [s for s in symbols if s in transient]

@@ -35,7 +35,13 @@ def new_run_id(prefix: str = "ingest") -> str:
 def fetch_bars(source: MarketDataSource, request: FetchRequest) -> FetchResult:
     log = get_run_logger()
     started = time.perf_counter()
+    # Sources that fetch symbol by symbol or in batches report as they go; the others at the end.
+    total = len(request.symbols) if request.symbols else 1
+    progress.report(f"fetch {request.interval}", 0, total)
     result = source.fetch(request)
+    if not request.symbols:  # the source chose the symbols (a folder of files, the synthetic universe)
+        total = max(1, result.bars["symbol"].nunique() + len(result.failures))
+    progress.report(f"fetch {request.interval}", total, total)
     for note in result.notes:
         log.info("%s: %s", source.name, note)
     for symbol, reason in result.failures.items():
@@ -84,8 +90,15 @@ def gate_raw_bars(
         reference_end=reference_end,
         exchange=settings.exchange,
     )
-    for line in result.summary_lines():
-        log.warning(line)
+    lines = result.summary_lines()
+    for line in lines:
+        log.info(line)
+    if lines:  # one warning, not one per symbol: the terminal prints the findings once, after the run
+        log.warning(
+            "gate %s: %d symbol(s) with findings (%d rows quarantined, %d symbols blocked): %s",
+            interval, len(lines), len(result.quarantined), len(result.blocked_symbols),
+            "the ingest-summary artifact lists them",
+        )  # fmt: skip
     log.info(
         "gate %s: %d rows in, %d passed, %d quarantined, %d symbols blocked",
         interval,
@@ -111,15 +124,9 @@ def write_gated(settings: Settings, run: IngestRun, gated: GateResult, source_na
     run.rows_written = len(bars)
     run.finished_at = pd.Timestamp.now(tz="UTC")
     run.write_s = None
-    write_ingest(
-        warehouse(settings),
-        run,
-        bars,
-        quarantine,
-        gated.dq_results,
-    )
+    with progress.step(f"write {run.interval}"):
+        write_ingest(warehouse(settings), run, bars, quarantine, gated.dq_results)
     run.write_s = time.perf_counter() - started
-    progress.report(f"write {run.interval}", 1, 1)
     log.info(
         "wrote %d %s bars to %s in %.2fs (run %s)",
         run.rows_written,
@@ -140,7 +147,8 @@ def record_failure(settings: Settings, run: IngestRun) -> None:
 def build_dq_docs(settings: Settings, gated: list[GateResult]) -> str | None:
     if not gated:
         return None
-    return str(build_data_docs([g for g in gated], settings.dq_docs_dir))
+    with progress.step("data docs"):
+        return str(build_data_docs([g for g in gated], settings.dq_docs_dir))
 
 
 @task(name="ingest-summary", cache_policy=NO_CACHE)

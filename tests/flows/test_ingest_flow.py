@@ -251,3 +251,16 @@ def test_ambiguous_day_month_dates_are_refused_until_the_format_is_given(warehou
     assert vod.to_dict("records") == [
         {"first": pd.Timestamp("2024-12-02", tz="UTC"), "last": pd.Timestamp("2024-12-12", tz="UTC"), "n": n}
     ]
+
+
+def test_ingest_reports_each_stage(warehouse_path):
+    """What the CLI's progress bars show: fetch, the gate's passes, the write, then the Data Docs."""
+    from qtrader import progress
+
+    seen: list[tuple[str, int, int]] = []
+    with progress.listening(lambda stage, done, total: seen.append((stage, done, total))):
+        ingest(**DAILY, warehouse=str(warehouse_path))
+    stages = list(dict.fromkeys(stage for stage, _, _ in seen))
+    assert stages == ["fetch 1d", "gate 1d", "write 1d", "data docs"]
+    assert seen[0] == ("fetch 1d", 0, 3) and ("fetch 1d", 3, 3) in seen
+    assert [r for r in seen if r[0] == "gate 1d"][-1] == ("gate 1d", 3, 3)

@@ -224,3 +224,16 @@ def test_direction_beats_a_coin_flip_on_the_planted_market_and_not_on_noise(tmp_
     assert abs(noise["accuracy"] - 0.5) <= NOISE_MAX_EDGE and noise["auc"] < 0.53
     assert planted["accuracy"] - noise["accuracy"] >= MIN_GAP
     np.testing.assert_array_less(0.0, [planted["coverage"], noise["coverage"]])
+
+
+def test_retrain_reports_one_step_per_module(market_warehouse, tmp_path, prefect_harness):
+    """What the CLI's progress bars show: loading, each module as it finishes, recording."""
+    from qtrader import progress
+
+    db, data = fresh_copy(market_warehouse, tmp_path / "progress")
+    seen: list[tuple[str, int, int]] = []
+    with data_dir(data), progress.listening(lambda stage, done, total: seen.append((stage, done, total))):
+        retrain(interval="1d", modules=["direction", "regime"], warehouse=str(db), now=NOW)
+    train = [r for r in seen if r[0] == "train 1d"]
+    assert train == [("train 1d", 0, 2), ("train 1d", 1, 2), ("train 1d", 2, 2)]
+    assert ("load 1d", 1, 1) in seen and seen[-1] == ("record 1d", 1, 1)
