@@ -34,3 +34,14 @@ def warehouse_path(tmp_path):
 def _quiet_loggers():
     for name in ("great_expectations", "yfinance", "urllib3", "peewee"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _qtrader_config_restored():
+    """`qtrader --config` sets QTRADER_CONFIG for its process; a CLI test must not pass it to the next."""
+    old = os.environ.get("QTRADER_CONFIG")
+    yield
+    if old is None:
+        os.environ.pop("QTRADER_CONFIG", None)
+    else:
+        os.environ["QTRADER_CONFIG"] = old
