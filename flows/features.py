@@ -22,6 +22,7 @@ from qtrader.settings import Settings, load_settings
 from tasks.failures import publish_failure
 from tasks.features import compute_batch, gate, load_bars, load_daily_context, write
 from tasks.ingest import new_run_id
+from tasks.resources import data_docs_site
 
 
 def _compute(
@@ -91,7 +92,7 @@ def features(
             summary.append(row | {"written": written, "quarantined": len(gated.quarantined)})
             gated_all.append(gated)
             findings += [f"[{iv}] {line}" for line in gated.summary_lines()]
-    docs = str(build_frame_docs(gated_all, settings.dq_docs_dir / "features")) if gated_all else None
+    docs = str(build_frame_docs(gated_all, data_docs_site(settings))) if gated_all else None
     md = [
         "# Features",
         "",

@@ -14,7 +14,7 @@ from expectations.gate import GateResult, build_data_docs, gate_bars
 from qtrader import progress
 from qtrader.settings import Settings
 from sources.base import FetchRequest, FetchResult, MarketDataSource, TransientSourceError
-from tasks.resources import warehouse
+from tasks.resources import data_docs_site, warehouse
 from tasks.retry import NETWORK_RETRIES, NETWORK_RETRY_DELAYS_S, NETWORK_RETRY_JITTER, retry_on
 from warehouse.ingest import IngestRun, record_failed_run, write_ingest
 
@@ -119,7 +119,7 @@ def record_failure(settings: Settings, run: IngestRun) -> None:
 def build_dq_docs(settings: Settings, gated: list[GateResult]) -> str | None:
     if not gated:
         return None
-    return str(build_data_docs([g for g in gated], settings.dq_docs_dir))
+    return str(build_data_docs(list(gated), data_docs_site(settings)))
 
 
 @task(name="ingest-summary", cache_policy=NO_CACHE)

@@ -41,7 +41,7 @@ from models.training import (
 )
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
-from tasks.resources import warehouse
+from tasks.resources import data_docs_site, warehouse
 from warehouse.models import (
     artifact_path,
     champions,
@@ -488,7 +488,7 @@ def record_retrain(
 
 @task(name="build-predictions-docs", cache_policy=NO_CACHE)
 def build_predictions_docs(settings: Settings, gated: FrameGateResult) -> str:
-    return str(build_frame_docs([gated], settings.dq_docs_dir / "predictions"))
+    return str(build_frame_docs([gated], data_docs_site(settings)))
 
 
 @task(name="retrain-summary", cache_policy=NO_CACHE)
