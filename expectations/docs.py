@@ -272,7 +272,7 @@ a { color: #1f5fa8; }
 
 def _page(title: str, body: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
 
@@ -366,7 +366,7 @@ def render_validation(rec: dict[str, Any]) -> str:
             unexpected += f" of {e['element_count']:,}"
         body.append(
             f"<tr><td>{_e(e['rule'])}</td><td>{_e(e['severity'])}</td><td><code>{_e(e['expectation'])}</code></td>"
-            f"<td>{_e(e['column'])}</td><td>{_badge(e['status'])}</td><td class=\"num\">{_e(unexpected)}</td>"
+            f'<td>{_e(e["column"])}</td><td>{_badge(e["status"])}</td><td class="num">{_e(unexpected)}</td>'
             f"<td>{_e(e['observed'])}</td></tr>"
         )
     body.append("</table>")

@@ -111,10 +111,11 @@ def test_every_validation_is_kept_and_listed_in_the_index_without_javascript(tmp
 def gate_run(bars, run_id, now):
     from expectations.gate import gate_bars
     from qtrader.settings import GateSettings
-
     from tests.expectations.test_gate import DAILY_REF
 
-    return gate_bars(bars, interval="1d", settings=GateSettings(), run_id=run_id, now=now, reference_end=DAILY_REF)
+    return gate_bars(
+        bars, interval="1d", settings=GateSettings(), run_id=run_id, now=now, reference_end=DAILY_REF
+    )
 
 
 def _validation_page(index: Path) -> Path:
