@@ -21,8 +21,8 @@ For one (module, metric) series and its learned threshold:
    seed 000 section 1.3), warning below ``warning_hours`` (24), otherwise no alert.
 
 False alarms (tests/models/test_alerts.py): stationary noise, threshold learned from 200 earlier points
-(median + 3 x 1.4826 MAD), 200 seeds, evaluated at 60, 15 and 5 minute sampling. Stated bound:
-``FALSE_ALARM_BOUND`` = 1% of evaluations. Measured with 20 evaluations per seed (12,000): i.i.d. noise
+(median + 3 x 1.4826 MAD), 200 seeds, evaluated at 60, 15 and 5 minute sampling. Stated bound: 1% of
+evaluations (the test's ``FALSE_ALARM_BOUND``). Measured with 20 evaluations per seed (12,000): i.i.d. noise
 0.017% (2 alerts), AR(1) noise with lag-1 correlation 0.5: 0.25% (30; worst 0.55% at hourly sampling).
 
 Time to threshold: exact on a noiseless ramp; within 10% on a noisy ramp (noise sd 2.5% of the distance
@@ -44,21 +44,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import theilslopes
 
-from models.thresholds import METRICS, Bound, LearnedThreshold, default_threshold
+from models.thresholds import Bound, LearnedThreshold, MetricSpec, default_threshold
 from qtrader.calendar import utc
 
-CRITICAL_HOURS = 4.0
-WARNING_HOURS = 24.0
-RESOLVE_HOURS = 36.0
-CONFIRM_HOURS = 36.0  # the slow end of the slope's interval must reach the threshold within this
-CONFIDENCE = 0.95
-MIN_POINTS = 8
-MAX_POINTS = 300  # theilslopes is O(n^2) pairs: 300 points = 45k pairs, ~10 ms
-LOOKBACK_HOURS = 24.0
-MAX_EXTRAPOLATION = 2.0  # no estimate further ahead than this multiple of the fitted span
-BREACH_POINTS = 3
-MAX_AUTOCORRELATION = 0.9  # cap of the residuals' lag-1 autocorrelation used to widen the interval
-FALSE_ALARM_BOUND = 0.01  # stated bound on the per-evaluation false-alarm rate on stationary noise
+# Every number of the rules above is a field of AlertSettings (qtrader/settings.py), passed as ``cfg``.
 
 
 class AlertSeverity(StrEnum):
@@ -107,9 +96,7 @@ class Evaluation:
         return out
 
 
-def severity_for(
-    hours: float | None, critical_hours: float = CRITICAL_HOURS, warning_hours: float = WARNING_HOURS
-) -> AlertSeverity | None:
+def severity_for(hours: float | None, critical_hours: float, warning_hours: float) -> AlertSeverity | None:
     if hours is None or not math.isfinite(hours):
         return None
     if hours < critical_hours:
@@ -120,8 +107,13 @@ def severity_for(
 
 
 def _hours(ts: Sequence | pd.Series | pd.DatetimeIndex, now: pd.Timestamp) -> np.ndarray:
-    idx = pd.DatetimeIndex(pd.to_datetime(ts, utc=True))
-    return (idx - utc(now)).total_seconds().to_numpy() / 3600.0
+    if len(ts) == 0:
+        return np.empty(0)
+    if isinstance(ts, np.ndarray) and ts.dtype.kind == "i":  # nanoseconds since the epoch, UTC
+        ns = ts
+    else:
+        ns = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).as_unit("ns").asi8
+    return (ns - utc(now).value) / 3.6e12
 
 
 def recent_points(
@@ -129,8 +121,8 @@ def recent_points(
     values: Sequence[float] | pd.Series,
     now: pd.Timestamp,
     *,
-    max_points: int = MAX_POINTS,
-    lookback_hours: float = LOOKBACK_HOURS,
+    max_points: int,
+    lookback_hours: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(hours from now, values) of the finite points in the lookback, at or before now, oldest first."""
     h = _hours(ts, now)
@@ -143,18 +135,20 @@ def recent_points(
     return h[-max_points:], y[-max_points:]
 
 
-def lag1_autocorrelation(residuals: np.ndarray) -> float:
-    """Bias-corrected lag-1 autocorrelation of ``residuals`` in [0, MAX_AUTOCORRELATION] (0 when undefined)."""
+def lag1_autocorrelation(residuals: np.ndarray, cap: float) -> float:
+    """Bias-corrected lag-1 autocorrelation of ``residuals`` in [0, cap] (0 when undefined)."""
     r = np.asarray(residuals, dtype="float64") - np.mean(residuals)
     denom = float(np.dot(r, r))
     if len(r) < 3 or denom <= 0:
         return 0.0
     raw = np.dot(r[1:], r[:-1]) / denom
     corrected = raw + (1 + 4 * raw) / len(r)  # the estimate is biased low in short series (Kendall, 1954)
-    return float(min(max(corrected, 0.0), MAX_AUTOCORRELATION))
+    return float(min(max(corrected, 0.0), cap))
 
 
-def fit_trend(hours: np.ndarray, values: np.ndarray, confidence: float = CONFIDENCE) -> TrendFit | None:
+def fit_trend(
+    hours: np.ndarray, values: np.ndarray, confidence: float, max_autocorrelation: float
+) -> TrendFit | None:
     """Theil-Sen slope per hour with its confidence interval; None with < 3 points or no time spread.
 
     The interval is widened for serially correlated residuals (lag-1 autocorrelation r): an effective
@@ -163,7 +157,7 @@ def fit_trend(hours: np.ndarray, values: np.ndarray, confidence: float = CONFIDE
     if len(hours) < 3 or np.ptp(hours) <= 0:
         return None
     res = theilslopes(values, hours, alpha=confidence)
-    r1 = lag1_autocorrelation(values - (res.intercept + res.slope * hours))
+    r1 = lag1_autocorrelation(values - (res.intercept + res.slope * hours), max_autocorrelation)
     widen = math.sqrt((1 + r1) / (1 - r1))
     return TrendFit(
         float(res.slope),
@@ -196,20 +190,13 @@ def evaluate(
     threshold: float,
     bound: Bound | str,
     now: pd.Timestamp,
-    *,
-    min_points: int = MIN_POINTS,
-    max_points: int = MAX_POINTS,
-    lookback_hours: float = LOOKBACK_HOURS,
-    confidence: float = CONFIDENCE,
-    breach_points: int = BREACH_POINTS,
-    critical_hours: float = CRITICAL_HOURS,
-    warning_hours: float = WARNING_HOURS,
-    max_extrapolation: float = MAX_EXTRAPOLATION,
-    confirm_hours: float = CONFIRM_HOURS,
+    cfg,
 ) -> Evaluation:
     """Check one metric series against its threshold (see the module docstring for the rules)."""
     bound = Bound(bound)
-    h, y = recent_points(ts, values, now, max_points=max_points, lookback_hours=lookback_hours)
+    breach_points, min_points = cfg.breach_points, cfg.min_points
+    max_extrapolation, confirm_hours = cfg.max_extrapolation, cfg.confirm_hours
+    h, y = recent_points(ts, values, now, max_points=cfg.max_points, lookback_hours=cfg.lookback_hours)
     current = float(y[-1]) if len(y) else None
 
     def result(level, fit, tth, severity, reason) -> Evaluation:
@@ -226,7 +213,7 @@ def evaluate(
     past = len(y) >= breach_points and (
         recent_level > threshold if bound == Bound.upper else recent_level < threshold
     )
-    fit = fit_trend(h, y, confidence) if len(y) >= min_points else None
+    fit = fit_trend(h, y, cfg.confidence, cfg.max_autocorrelation) if len(y) >= min_points else None
     side = "above" if bound == Bound.upper else "below"
     if past:
         return result(
@@ -260,7 +247,7 @@ def evaluate(
             fit.level, fit, tth, None,
             f"trend reaches {threshold:.4g} in {tth:.1f} h, but only in {slow_tth:.0f} h at the slow end of its interval",
         )  # fmt: skip
-    severity = severity_for(tth, critical_hours, warning_hours)
+    severity = severity_for(tth, cfg.critical_hours, cfg.warning_hours)
     reason = (
         f"{metric} trending {'up' if fit.slope_per_hour > 0 else 'down'} {fit.slope_per_hour:.4g}/h "
         f"(CI {fit.slope_low:.4g}..{fit.slope_high:.4g}) from {fit.level:.4g}: {side} {threshold:.4g} in {tth:.1f} h"
@@ -281,7 +268,7 @@ def reconcile(
     open_alerts: Mapping[tuple[str, str], str],
     evaluations: Sequence[Evaluation],
     *,
-    resolve_hours: float = RESOLVE_HOURS,
+    resolve_hours: float,
 ) -> AlertChanges:
     """Open, update or resolve alerts. ``open_alerts`` maps (module, metric) -> alert_id of open alerts.
 
@@ -310,49 +297,46 @@ def reconcile(
     return AlertChanges(opened, updated, resolved)
 
 
+def evaluate_series(
+    series: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    thresholds: Mapping[tuple[str, str], LearnedThreshold],
+    open_alerts: Mapping[tuple[str, str], str],
+    now: pd.Timestamp,
+    cfg,
+    specs: Mapping[str, MetricSpec],
+) -> tuple[list[Evaluation], AlertChanges]:
+    """``evaluate_all`` on series already split: {(module, metric): (ts as UTC nanoseconds, values)}."""
+    keys = set(open_alerts) | {k for k in series if k[1] in set(cfg.metrics)}
+    empty = (np.empty(0, dtype=np.int64), np.empty(0))
+    evaluations = []
+    for module, metric in sorted(keys):
+        if metric not in specs:
+            continue
+        t = thresholds.get((module, metric)) or default_threshold(specs[metric])
+        ts, values = series.get((module, metric), empty)
+        evaluations.append(evaluate(module, metric, ts, values, t.value, t.bound, now, cfg))
+    return evaluations, reconcile(open_alerts, evaluations, resolve_hours=cfg.resolve_hours)
+
+
 def evaluate_all(
     points: pd.DataFrame,
     thresholds: Mapping[tuple[str, str], LearnedThreshold],
     open_alerts: Mapping[tuple[str, str], str],
     now: pd.Timestamp,
     cfg,
+    specs: Mapping[str, MetricSpec],
 ) -> tuple[list[Evaluation], AlertChanges]:
     """Evaluate every (module, metric) of ``points`` (module, metric, ts, value) whose metric is in
     ``cfg.metrics`` (AlertSettings), plus those with an open alert, and reconcile with the open alerts.
 
-    A pair without a learned threshold uses its metric's default threshold.
+    A pair without a learned threshold uses its metric's default threshold (``specs``: metric_specs).
     """
-    keys = set(open_alerts)
+    series = {}
     if len(points):
-        watched = points[points["metric"].isin(list(cfg.metrics))]
-        keys |= set(zip(watched["module"].astype(str), watched["metric"].astype(str), strict=True))
-    evaluations = []
-    groups = dict(tuple(points.groupby(["module", "metric"], sort=False))) if len(points) else {}
-    for module, metric in sorted(keys):
-        if metric not in METRICS:
-            continue
-        t = thresholds.get((module, metric)) or default_threshold(METRICS[metric])
-        g = groups.get((module, metric))
-        ts = g["ts"] if g is not None else []
-        values = g["value"] if g is not None else []
-        evaluations.append(
-            evaluate(
-                module,
-                metric,
-                ts,
-                values,
-                t.value,
-                t.bound,
-                now,
-                min_points=cfg.min_points,
-                max_points=cfg.max_points,
-                lookback_hours=cfg.lookback_hours,
-                confidence=cfg.confidence,
-                breach_points=cfg.breach_points,
-                critical_hours=cfg.critical_hours,
-                warning_hours=cfg.warning_hours,
-                max_extrapolation=cfg.max_extrapolation,
-                confirm_hours=cfg.confirm_hours,
-            )  # fmt: skip
-        )
-    return evaluations, reconcile(open_alerts, evaluations, resolve_hours=cfg.resolve_hours)
+        frame = points.assign(ts=pd.to_datetime(points["ts"], utc=True))
+        for (m, x), g in frame.groupby(["module", "metric"], sort=False):
+            series[(str(m), str(x))] = (
+                pd.DatetimeIndex(g["ts"]).as_unit("ns").asi8,
+                g["value"].to_numpy(dtype="float64"),
+            )
+    return evaluate_series(series, thresholds, open_alerts, now, cfg, specs)

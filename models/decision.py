@@ -40,7 +40,7 @@ from models.exits import adaptive_profile, is_tighter, next_stop, plan_levels
 from models.signals.ensemble import combine, ensemble_p_up
 from models.signals.volatility import vol_state
 from models.sizing import SizeCaps, performance_multiplier, position_size
-from models.trade_filter import Candidate, FilterContext, Reason, filter_candidate
+from models.trade_filter import Candidate, FilterContext, Reason, filter_candidate, health_driver_text
 from models.training import side_values
 from qtrader.settings import ExitSettings, FilterSettings, SizingSettings
 
@@ -168,6 +168,11 @@ class DecisionContext:
     tp_weights: Sequence[float] = (1 / 3, 1 / 3, 1 / 3)
     time_in_force: str = "day"
     use_calibration: bool = True  # False: filter and rank on the raw ensemble confidence
+    # The learned health baselines ({module or "overall": value}), the kill-switch floor and what drove
+    # each score down, from the newest health run (models/trade_filter.py, docs/health.md).
+    health_baselines: Mapping[str, float | None] = field(default_factory=dict)
+    health_floor: float | None = None
+    health_drivers: Mapping[str, Any] = field(default_factory=dict)
 
     def confidence(self, sig: Signal) -> float | None:
         return _num(sig.confidence_calibrated if self.use_calibration else sig.confidence_raw)
@@ -250,6 +255,7 @@ def _context_row(ctx: DecisionContext) -> dict[str, Any]:
         "reason_code": "",
         "failed": None,
         "details": None,
+        "health_drivers": None,
     }
 
 
@@ -330,8 +336,12 @@ def assemble(
             day_pnl=ctx.day_pnl,
             last_exit_ts=ctx.last_exit_ts,
             now=ctx.ts,
+            health_baselines=ctx.health_baselines,
+            health_floor=ctx.health_floor,
+            health_drivers=ctx.health_drivers,
         )
         verdict = filter_candidate(candidate, fctx, filter_cfg)
+        row["health_drivers"] = health_driver_text(verdict.details)
         if sig.direction == 0 and verdict.accepted:  # defensive: no side means nothing to trade
             _reject(row, Reason.weak_consensus.value, details=verdict.details)
             continue
@@ -507,6 +517,8 @@ def plan_stop_moves(
     alerts: Iterable[Any] = (),
     cfg: ExitSettings | None = None,
     tick: float = 0.01,
+    overall_gate: float | None = None,
+    ensemble_gate: float | None = None,
 ) -> list[StopMove]:
     """The stop moves for working stop legs (``tp1_filled``: decision ids whose TP1 bracket took profit).
 
@@ -536,6 +548,8 @@ def plan_stop_moves(
             ensemble_health=ensemble_health,
             alerts=alerts,
             cfg=cfg,
+            overall_gate=overall_gate,
+            ensemble_gate=ensemble_gate,
         )
         if upd is None:
             continue

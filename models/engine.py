@@ -25,6 +25,7 @@ import pandas as pd
 
 from models import decision as dm
 from models.decision import DecisionBatch, OpenBracket, PlannedBracket, Signal, StopMove
+from models.health import gate_value
 from qtrader.settings import ExitSettings, FilterSettings, Settings, SizingSettings
 
 
@@ -36,6 +37,10 @@ class HealthView:
     overall: float | None
     modules: Mapping[str, float | None]
     alerts: Sequence[Mapping[str, Any]] = ()
+    # Learned health baselines and what drove each score down ({module or "overall": ...}, see
+    # models.health.gate_value); empty before the health flow records them.
+    baselines: Mapping[str, float | None] = field(default_factory=dict)
+    drivers: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class EngineConfig:
     tick: float = 0.01
     tp_weights: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
     time_in_force: str = "day"
+    health_floor: float | None = None  # the kill-switch floor under every learned health gate
 
     @classmethod
     def from_settings(cls, settings: Settings, broker: str) -> EngineConfig:
@@ -115,6 +121,7 @@ class EngineConfig:
             tick=settings.orders.tick,
             tp_weights=tuple(settings.orders.tp_weights),
             time_in_force=settings.orders.time_in_force,
+            health_floor=settings.health.kill_floor,
         )
 
 
@@ -168,6 +175,7 @@ class Decision:
     reason_code: str
     failed: str | None
     details: str | None
+    health_drivers: str | None = None
     client_order_ids: tuple[str, ...] = ()
 
     def row(self) -> dict[str, Any]:
@@ -238,7 +246,25 @@ def context(inputs: BarInputs, cfg: EngineConfig) -> dm.DecisionContext:
         tp_weights=cfg.tp_weights,
         time_in_force=cfg.time_in_force,
         use_calibration=cfg.use_calibration,
+        health_baselines=h.baselines,
+        health_floor=cfg.health_floor,
+        health_drivers=h.drivers,
     )
+
+
+def exit_gates(health: HealthView, cfg: EngineConfig) -> dict[str, float]:
+    """The exit planner's health gates (seed 1.2's overall and ensemble values) against the learned
+    baselines (models.health.gate_value), under the kill-switch floor."""
+    x, learned = cfg.exits, cfg.trade_filter.learned_gates
+    floor = cfg.health_floor if cfg.health_floor is not None else 0.0
+    return {
+        "overall_gate": gate_value(
+            x.min_overall_health, health.baselines.get("overall"), floor, learned=learned
+        ).value,
+        "ensemble_gate": gate_value(
+            x.ensemble_degraded_health, health.baselines.get(x.ensemble_module), floor, learned=learned
+        ).value,
+    }
 
 
 def decide(inputs: BarInputs, cfg: EngineConfig) -> BarResult:
@@ -252,6 +278,7 @@ def decide(inputs: BarInputs, cfg: EngineConfig) -> BarResult:
         alerts=inputs.health.alerts,
         cfg=cfg.exits,
         tick=cfg.tick,
+        **exit_gates(inputs.health, cfg),
     )
     ctx = context(inputs, cfg)
     batch = dm.assemble(inputs.signals, ctx, cfg.trade_filter, cfg.sizing, cfg.exits)

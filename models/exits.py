@@ -206,17 +206,16 @@ def breakeven_after_tp1(
     )
 
 
-def dynamic_adjustments_allowed(overall_health: float | None, cfg: ExitSettings | None = None) -> bool:
-    """Seed 1.2: health-driven stop changes pause while overall health < ``min_overall_health`` (70).
-
-    Unknown health counts as degraded.
+def dynamic_adjustments_allowed(
+    overall_health: float | None, cfg: ExitSettings | None = None, overall_gate: float | None = None
+) -> bool:
+    """Seed 1.2: health-driven stop changes pause while overall health < its gate: ``overall_gate`` (the
+    learned one, models/health.gate_value with ``min_overall_health`` as the seed) or, without it,
+    ``min_overall_health`` (70). Unknown health counts as degraded.
     """
     cfg = cfg or ExitSettings()
-    return (
-        overall_health is not None
-        and math.isfinite(overall_health)
-        and overall_health >= cfg.min_overall_health
-    )
+    gate = cfg.min_overall_health if overall_gate is None else overall_gate
+    return overall_health is not None and math.isfinite(overall_health) and overall_health >= gate
 
 
 def health_gated_adjustment(
@@ -227,21 +226,21 @@ def health_gated_adjustment(
     active_stop: float,
     side: Side | str,
     cfg: ExitSettings | None = None,
+    overall_gate: float | None = None,
+    ensemble_gate: float | None = None,
 ) -> StopUpdate | None:
-    """Seed 1.2: skipped while overall health < 70; while ensemble health < 60, tighten halfway.
+    """Seed 1.2: skipped while overall health < 70; while ensemble health < 60, tighten halfway (the
+    gates: ``overall_gate`` / ``ensemble_gate`` when given, learned per module, else the seed's values).
 
     The seed's candidate is ``entry + (current - entry) * 0.5``. When the position is under water that
     point lies beyond the current price (a stop that would fire at once), so the candidate becomes
     halfway from the active stop to the current price instead. Only tightening is applied.
     """
     cfg = cfg or ExitSettings()
-    if not dynamic_adjustments_allowed(overall_health, cfg):
+    if not dynamic_adjustments_allowed(overall_health, cfg, overall_gate):
         return None
-    if (
-        ensemble_health is None
-        or not math.isfinite(ensemble_health)
-        or ensemble_health >= cfg.ensemble_degraded_health
-    ):
+    degraded = cfg.ensemble_degraded_health if ensemble_gate is None else ensemble_gate
+    if ensemble_health is None or not math.isfinite(ensemble_health) or ensemble_health >= degraded:
         return None
     side = Side(side)
     f = cfg.tighten_fraction
@@ -253,7 +252,7 @@ def health_gated_adjustment(
     return StopUpdate(
         candidate,
         "ensemble_degraded",
-        f"ensemble health {ensemble_health:.0f} < {cfg.ensemble_degraded_health:g}: stop {active_stop:g} -> "
+        f"ensemble health {ensemble_health:.0f} < {degraded:g}: stop {active_stop:g} -> "
         f"{candidate:g} (halfway toward {current:g})",
     )
 
@@ -269,6 +268,7 @@ def predictive_tightening(
     side: Side | str,
     cfg: ExitSettings | None = None,
     overall_health: float | None = None,
+    overall_gate: float | None = None,
 ) -> StopUpdate | None:
     """Seed 1.3: an alert with ``time_to_threshold_hours`` < 4 moves the stop to breakeven -/+ 0.1%.
 
@@ -277,7 +277,9 @@ def predictive_tightening(
     them (empty: all). Only tightens. Not health-gated unless ``health_gate_applies_to_predictive``.
     """
     cfg = cfg or ExitSettings()
-    if cfg.health_gate_applies_to_predictive and not dynamic_adjustments_allowed(overall_health, cfg):
+    if cfg.health_gate_applies_to_predictive and not dynamic_adjustments_allowed(
+        overall_health, cfg, overall_gate
+    ):
         return None
     side = Side(side)
     urgent = []
@@ -317,16 +319,29 @@ def next_stop(
     ensemble_health: float | None,
     alerts: Iterable[Any] = (),
     cfg: ExitSettings | None = None,
+    overall_gate: float | None = None,
+    ensemble_gate: float | None = None,
 ) -> StopUpdate | None:
     """All rules at once; the tightest candidate wins (None: keep the active stop). ``cfg.adaptive`` off
-    drops the health-gated rule, ``cfg.predictive`` off the predictive one; breakeven always applies."""
+    drops the health-gated rule, ``cfg.predictive`` off the predictive one; breakeven always applies.
+    ``overall_gate`` / ``ensemble_gate``: the learned gates (models/health.gate_value), else the seeds."""
     cfg = cfg or ExitSettings()
     cands = [
         breakeven_after_tp1(entry, active_stop, side, cfg) if tp1_filled else None,
-        health_gated_adjustment(overall_health, ensemble_health, entry, current, active_stop, side, cfg)
+        health_gated_adjustment(
+            overall_health,
+            ensemble_health,
+            entry,
+            current,
+            active_stop,
+            side,
+            cfg,
+            overall_gate,
+            ensemble_gate,
+        )  # fmt: skip
         if cfg.adaptive
         else None,
-        predictive_tightening(alerts, entry, active_stop, side, cfg, overall_health)
+        predictive_tightening(alerts, entry, active_stop, side, cfg, overall_health, overall_gate)
         if cfg.predictive
         else None,
     ]

@@ -1,28 +1,30 @@
-"""Module health: eight component scores (0-100), the module score, the overall score, and PSI.
+"""Module health: eight component scores (0-100), the module score, the overall score, and the gate.
 
 Every component is a plain function mapping one measurement to a score through a linear *ramp*:
 100 at or better than its ``ok`` threshold, 0 at or worse than its ``bad`` threshold, linear between.
-Measurements are made elsewhere (warehouse/health.py reads them); this module only decides.
+Measurements are made from frames (``measure``: warehouse/health.py reads them, models/health_timeline.py
+holds them in memory); this module only decides. Every threshold is a field of ``HealthSettings``.
 
-| component | measurement | ok -> 100 | bad -> 0 |
-|---|---|---|---|
-| data_freshness | completed bars the exchange produced after the newest gated bar | 1 (daily) / 3 (intraday) | 4 / 12 |
-| prediction_freshness | bars between the module's newest prediction and the newest gated bar | 1 / 3 | 4 / 12 |
-| error_rate | (failed or non-finite predictions) / attempted, recent window | 0.01 | 0.10 |
-| latency | p95 predict latency / the learned latency threshold | 1.0 | 2.0 |
-| accuracy_drift | z of the drop: (baseline - recent) / sqrt(b (1 - b) / n) | 2.0 | 5.0 |
-| feature_drift | median PSI of the module's input features (recent vs training window) | 0.10 | 0.25 |
-| model_staleness | champion age / retrain schedule | 1.25 | 3.0 |
-| dq_failure_rate | failing rows / checked rows of the module's input gates, recent window | 0.001 | 0.02 |
+| component | measurement |
+|---|---|
+| data_freshness | completed bars the exchange produced after the newest gated bar |
+| prediction_freshness | bars between the newest bar the module produced an output for and the newest gated bar (a module combined from others, the ensemble, has an output wherever enough of its members do) |
+| error_rate | (failed or non-finite predictions) / attempted, newest predict run and recent retrains |
+| latency | p95 predict latency / the learned latency threshold |
+| accuracy_drift | z of the drop from validation accuracy to recent accuracy (both samples' noise) |
+| feature_drift | share of the module's recent input values outside its training window's central range, beyond the share expected (scale-free inputs only) |
+| model_staleness | age of the champion's last confirmation (the newest retrain that evaluated it and kept it, or its training) / retrain schedule |
+| dq_failure_rate | failing rows / checked rows of the module's input gates, recent runs |
 
 A component that cannot be measured (no benchmark yet, nothing validated) has score ``None`` and is left
 out, its weight shared by the others. A missing *freshness* or *staleness* input (no bars, no prediction,
 no champion) is not "unknown": it scores 0.
 
 Module score: the weighted mean of the measured components, then capped at ``worst component +
-CAP_MARGIN`` so one failed component cannot be averaged away (a component at 0 caps the module at 50,
-below the trade gates of seed 000 section 2.1 (80) and 1.2 (70)). Overall score: the weighted mean of the
-module scores (module weights, default 1 each).
+cap_margin`` so one failed component cannot be averaged away. Overall score: the weighted mean of the
+module scores. The gate (``gate_value``) compares a score with the module's own learned baseline, the
+seed's fixed gate before there is one, never above the seed's gate and never below the kill-switch floor
+``cap_margin + kill_switch_margin``: a component at (or within ``kill_switch_margin`` of) 0 always blocks.
 """
 
 from __future__ import annotations
@@ -49,36 +51,6 @@ class Component(StrEnum):
     feature_drift = "feature_drift"
     model_staleness = "model_staleness"
     dq_failure_rate = "dq_failure_rate"
-
-
-# Weights of the module score (they need not sum to 1; they are normalised over the measured components).
-DEFAULT_WEIGHTS: dict[str, float] = {
-    Component.data_freshness: 0.15,
-    Component.prediction_freshness: 0.15,
-    Component.error_rate: 0.15,
-    Component.latency: 0.10,
-    Component.accuracy_drift: 0.15,
-    Component.feature_drift: 0.10,
-    Component.model_staleness: 0.10,
-    Component.dq_failure_rate: 0.10,
-}
-CAP_MARGIN = 50.0  # module score <= worst measured component + this
-
-# Freshness, in bars of the module's interval (daily: sessions; intraday: bars of the interval).
-DATA_LAG_OK_DAILY, DATA_LAG_BAD_DAILY = 1.0, 4.0
-DATA_LAG_OK_INTRADAY, DATA_LAG_BAD_INTRADAY = 3.0, 12.0
-PREDICTION_LAG_OK_DAILY, PREDICTION_LAG_BAD_DAILY = 1.0, 4.0
-PREDICTION_LAG_OK_INTRADAY, PREDICTION_LAG_BAD_INTRADAY = 3.0, 12.0
-ERROR_RATE_OK, ERROR_RATE_BAD = 0.01, 0.10
-LATENCY_RATIO_OK, LATENCY_RATIO_BAD = 1.0, 2.0  # p95 latency / learned threshold
-ACCURACY_DROP_Z_OK, ACCURACY_DROP_Z_BAD = 2.0, 5.0
-PSI_OK, PSI_BAD = 0.10, 0.25  # the usual PSI bands: < 0.10 stable, > 0.25 a significant shift
-STALENESS_RATIO_OK, STALENESS_RATIO_BAD = 1.25, 3.0  # champion age / retrain schedule
-DQ_FAILURE_OK, DQ_FAILURE_BAD = 0.001, 0.02
-
-PSI_BINS = 10
-PSI_EPS = 1e-4  # floor of a bin's share, so an empty bin gives a large finite PSI instead of infinity
-PSI_MIN_ROWS = 20  # fewer rows on either side: PSI is not computed (NaN)
 
 
 @dataclass(frozen=True)
@@ -117,27 +89,15 @@ def _scored(name: str, value: float | None, ok: float, bad: float, detail: str) 
     return ComponentScore(name, ramp_score(value, ok, bad), float(value), ok, bad, detail)
 
 
-def freshness_thresholds(interval: str, kind: str = "data") -> tuple[float, float]:
+def freshness_thresholds(interval: str, kind: str, cfg) -> tuple[float, float]:
     """(ok, bad) lag thresholds in bars for ``interval``; ``kind`` is ``data`` or ``prediction``."""
-    daily = is_daily(interval)
-    if kind == "data":
-        return (
-            (DATA_LAG_OK_DAILY, DATA_LAG_BAD_DAILY)
-            if daily
-            else (DATA_LAG_OK_INTRADAY, DATA_LAG_BAD_INTRADAY)
-        )
-    if kind == "prediction":
-        return (
-            (PREDICTION_LAG_OK_DAILY, PREDICTION_LAG_BAD_DAILY)
-            if daily
-            else (PREDICTION_LAG_OK_INTRADAY, PREDICTION_LAG_BAD_INTRADAY)
-        )
-    raise ValueError(f"kind must be data or prediction, got {kind!r}")
+    family = "daily" if is_daily(interval) else "intraday"
+    if kind not in ("data", "prediction"):
+        raise ValueError(f"kind must be data or prediction, got {kind!r}")
+    return getattr(cfg, f"{kind}_lag_ok_{family}"), getattr(cfg, f"{kind}_lag_bad_{family}")
 
 
-def data_freshness_score(
-    missed_bars: float | None, *, ok: float = DATA_LAG_OK_DAILY, bad: float = DATA_LAG_BAD_DAILY
-) -> ComponentScore:
+def data_freshness_score(missed_bars: float | None, *, ok: float, bad: float) -> ComponentScore:
     """Completed bars the exchange produced after the newest gated bar (``missed_bars``). None: no bars at all."""
     name = Component.data_freshness
     if not _finite(missed_bars):
@@ -146,20 +106,21 @@ def data_freshness_score(
 
 
 def prediction_freshness_score(
-    lag_bars: float | None, *, ok: float = PREDICTION_LAG_OK_DAILY, bad: float = PREDICTION_LAG_BAD_DAILY
+    lag_bars: float | None, *, ok: float, bad: float, detail: str = ""
 ) -> ComponentScore:
-    """Bars between the newest prediction and the newest gated bar. None: the module never predicted.
+    """Bars between the newest bar the module produced an output for and the newest gated bar.
 
-    Measured against the data, not the clock, so stale data lowers data_freshness only.
+    Measured against the data, not the clock, so stale data lowers data_freshness only. None: the module
+    never produced an output.
     """
     name = Component.prediction_freshness
     if not _finite(lag_bars):
         return ComponentScore(name, 0.0, None, ok, bad, "no predictions")
-    return _scored(name, lag_bars, ok, bad, f"predictions {lag_bars:g} bars behind the newest bar")
+    return _scored(name, lag_bars, ok, bad, detail or f"predictions {lag_bars:g} bars behind the newest bar")
 
 
 def error_rate_score(
-    errors: float | None, attempted: float | None, *, ok: float = ERROR_RATE_OK, bad: float = ERROR_RATE_BAD
+    errors: float | None, attempted: float | None, *, ok: float, bad: float
 ) -> ComponentScore:
     """Share of recent predictions that raised or came out non-finite. Nothing attempted: not measured."""
     name = Component.error_rate
@@ -170,11 +131,7 @@ def error_rate_score(
 
 
 def latency_score(
-    latency_ms: float | None,
-    threshold_ms: float | None,
-    *,
-    ok: float = LATENCY_RATIO_OK,
-    bad: float = LATENCY_RATIO_BAD,
+    latency_ms: float | None, threshold_ms: float | None, *, ok: float, bad: float
 ) -> ComponentScore:
     """p95 predict latency over the learned latency threshold (a ratio: 1 = at the threshold)."""
     name = Component.latency
@@ -184,10 +141,15 @@ def latency_score(
     return _scored(name, ratio, ok, bad, f"p95 {latency_ms:.1f} ms vs threshold {threshold_ms:.1f} ms")
 
 
-def accuracy_drop_z(baseline: float, recent: float, n: float) -> float:
-    """z statistic of an accuracy drop: (baseline - recent) / sqrt(baseline (1 - baseline) / n)."""
+def accuracy_drop_z(baseline: float, recent: float, n: float, n_baseline: float | None = None) -> float:
+    """z of an accuracy drop: (baseline - recent) / sqrt(b (1 - b) (1/n + 1/n_baseline)).
+
+    Both accuracies are estimates: the validation one has its own noise (and a champion is the version
+    whose validation happened to look best), so its sample counts as well when it is known.
+    """
     b = min(max(baseline, 1e-3), 1 - 1e-3)
-    return (baseline - recent) / math.sqrt(b * (1 - b) / n)
+    inv = 1.0 / n + (1.0 / n_baseline if _finite(n_baseline) and n_baseline > 0 else 0.0)
+    return (baseline - recent) / math.sqrt(b * (1 - b) * inv)
 
 
 def accuracy_drift_score(
@@ -195,8 +157,9 @@ def accuracy_drift_score(
     recent: float | None,
     n: float | None,
     *,
-    ok: float = ACCURACY_DROP_Z_OK,
-    bad: float = ACCURACY_DROP_Z_BAD,
+    ok: float,
+    bad: float,
+    n_baseline: float | None = None,
 ) -> ComponentScore:
     """Recent accuracy against the module's own validation accuracy, as the z of the drop.
 
@@ -206,52 +169,53 @@ def accuracy_drift_score(
     name = Component.accuracy_drift
     if not (_finite(baseline) and _finite(recent) and _finite(n)) or n <= 0:
         return ComponentScore(name, None, None, ok, bad, "no benchmark or no validation baseline")
-    z = accuracy_drop_z(baseline, recent, n)
+    z = accuracy_drop_z(baseline, recent, n, n_baseline)
+    nb = f", validation n={n_baseline:g}" if _finite(n_baseline) else ""
     return _scored(
-        name, z, ok, bad, f"accuracy {recent:.3f} vs validation {baseline:.3f} (n={n:g}, z={z:.2f})"
+        name, z, ok, bad, f"accuracy {recent:.3f} vs validation {baseline:.3f} (n={n:g}{nb}, z={z:.2f})"
     )
 
 
 def feature_drift_score(
-    psi_median: float | None,
+    share: float | None,
     worst_feature: str | None = None,
-    worst_psi: float | None = None,
+    worst_share: float | None = None,
     *,
-    ok: float = PSI_OK,
-    bad: float = PSI_BAD,
+    ok: float,
+    bad: float,
+    tail: float,
 ) -> ComponentScore:
-    """The median PSI of the module's input features, recent rows against the training window.
-
-    The median, not the maximum: a wide module (direction reads ~50 features) always has a few
-    level-like features (atr_14, rv_60) far from a multi-year training window; the median says whether
-    its inputs *as a whole* moved. The worst feature is named in the detail.
-    """
+    """The share of the module's recent input values outside its training window's central range
+    (``tail`` cut off each side), beyond the share the training window itself has there; mean over the
+    module's inputs. The worst input is named in the detail."""
     name = Component.feature_drift
-    if not _finite(psi_median):
-        return ComponentScore(name, None, None, ok, bad, "not enough feature rows for PSI")
-    worst = f", worst {worst_feature} {worst_psi:.3f}" if worst_feature and _finite(worst_psi) else ""
-    return _scored(name, psi_median, ok, bad, f"median PSI {psi_median:.3f}{worst}")
+    if not _finite(share):
+        return ComponentScore(name, None, None, ok, bad, "not enough feature rows to compare")
+    central = 100 * (1 - 2 * tail)
+    worst = (
+        f", worst {worst_feature} {100 * worst_share:.0f}%" if worst_feature and _finite(worst_share) else ""
+    )
+    detail = f"{100 * share:.1f}% of recent input values outside the training window's central {central:g}% (beyond its own){worst}"
+    return _scored(name, share, ok, bad, detail)
 
 
 def model_staleness_score(
-    age_hours: float | None,
-    schedule_hours: float,
-    *,
-    ok: float = STALENESS_RATIO_OK,
-    bad: float = STALENESS_RATIO_BAD,
+    age_hours: float | None, schedule_hours: float, *, ok: float, bad: float, detail: str = ""
 ) -> ComponentScore:
-    """Champion age over the retrain schedule (1 = due now). None: no champion, scores 0."""
+    """Hours since the champion was last confirmed (or trained) over the retrain schedule (1 = due now).
+
+    None: no champion, scores 0.
+    """
     name = Component.model_staleness
     if not _finite(age_hours):
         return ComponentScore(name, 0.0, None, ok, bad, "no champion model")
     ratio = age_hours / schedule_hours
-    return _scored(
-        name, ratio, ok, bad, f"champion {age_hours / 24:.1f} d old, retrain every {schedule_hours / 24:g} d"
-    )
+    detail = detail or f"champion confirmed {age_hours / 24:.1f} d ago"
+    return _scored(name, ratio, ok, bad, f"{detail}, retrain every {schedule_hours / 24:g} d")
 
 
 def dq_failure_score(
-    failing: float | None, checked: float | None, *, ok: float = DQ_FAILURE_OK, bad: float = DQ_FAILURE_BAD
+    failing: float | None, checked: float | None, *, ok: float, bad: float
 ) -> ComponentScore:
     """Failing rows over checked rows in the recent data-quality verdicts of the module's input gates."""
     name = Component.dq_failure_rate
@@ -273,18 +237,31 @@ class ModuleHealth:
 
     @property
     def lost(self) -> dict[str, float]:
-        """Points below 100 attributed to each measured component (weight share x shortfall)."""
+        """Points below 100 attributed to each measured component: its weight share of the shortfall,
+        plus, for the component that capped the score, what the cap took off (they add up to 100 - score)."""
         measured = [c for c in self.components if c.score is not None and self.weights.get(c.name, 0) > 0]
         total = sum(self.weights[c.name] for c in measured)
         if not total:
             return {}
-        return {c.name: self.weights[c.name] / total * (100.0 - c.score) for c in measured}
+        out = {c.name: self.weights[c.name] / total * (100.0 - c.score) for c in measured}
+        if self.capped_by and self.score is not None:
+            mean = sum(self.weights[c.name] * c.score for c in measured) / total
+            out[self.capped_by] += max(mean - self.score, 0.0)
+        return out
 
     def movers(self, min_points: float = 0.5) -> list[tuple[str, float, str]]:
         """The components that moved the score, biggest first: (name, points lost, detail)."""
         details = {c.name: c.detail for c in self.components}
         lost = sorted(self.lost.items(), key=lambda kv: -kv[1])
         return [(name, pts, details[name]) for name, pts in lost if pts >= min_points]
+
+    def drivers(self, n: int = 3, min_points: float = 0.5) -> list[dict]:
+        """The ``n`` components that cost the most points: [{component, lost, score, detail}]."""
+        scores = {c.name: c.score for c in self.components}
+        return [
+            {"component": name, "lost": round(pts, 2), "score": scores[name], "detail": detail}
+            for name, pts, detail in self.movers(min_points)[:n]
+        ]
 
     def components_json(self) -> dict:
         lost = self.lost
@@ -297,15 +274,15 @@ class ModuleHealth:
 def module_score(
     module: str,
     components: Sequence[ComponentScore],
-    weights: Mapping[str, float] | None = None,
+    weights: Mapping[str, float],
     *,
-    cap_margin: float = CAP_MARGIN,
+    cap_margin: float,
 ) -> ModuleHealth:
     """Weighted mean of the measured components, capped at the worst one + ``cap_margin``.
 
     None when no component with a positive weight was measured.
     """
-    weights = {str(k): float(v) for k, v in (weights or DEFAULT_WEIGHTS).items()}
+    weights = {str(k): float(v) for k, v in weights.items()}
     unknown = sorted({c.name for c in components} - set(weights))
     if unknown:
         raise KeyError(f"no weight for components {unknown}")
@@ -332,6 +309,70 @@ def overall_score(
     if not pairs:
         return None
     return round(sum(w * s for w, s in pairs) / sum(w for w, _ in pairs), 4)
+
+
+def overall_drivers(
+    modules: Mapping[str, ModuleHealth], module_weights: Mapping[str, float] | None = None, n: int = 3
+) -> list[dict]:
+    """What pulled the overall score down: each module's lost points scaled by its weight share,
+    biggest first: [{module, component, lost, detail}]."""
+    module_weights = module_weights or {}
+    scored = {m: h for m, h in modules.items() if _finite(h.score) and module_weights.get(m, 1.0) > 0}
+    total = sum(module_weights.get(m, 1.0) for m in scored)
+    if not total:
+        return []
+    rows = []
+    for m, h in scored.items():
+        share = module_weights.get(m, 1.0) / total
+        details = {c.name: c.detail for c in h.components}
+        for comp, pts in h.lost.items():
+            rows.append(
+                {"module": m, "component": comp, "lost": round(share * pts, 2), "detail": details[comp]}
+            )
+    rows.sort(key=lambda r: -r["lost"])
+    return [r for r in rows if r["lost"] >= 0.05][:n]
+
+
+# ---------------------------------------------------------------------------------------------- the gate
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The value a health score is compared with, and where it came from."""
+
+    value: float
+    source: str  # learned | fallback | floor | ceiling
+    reason: str
+
+    def blocks(self, score: float | None) -> bool:
+        return score is None or not math.isfinite(score) or score < self.value
+
+
+def kill_switch_floor(cfg) -> float:
+    """The lowest a gate may go (HealthSettings): a component within ``kill_switch_margin`` of 0 caps its
+    module at ``cap_margin + kill_switch_margin`` or less, so it always blocks."""
+    return cfg.cap_margin + cfg.kill_switch_margin
+
+
+def gate_value(seed: float, baseline: float | None, floor: float, *, learned: bool = True) -> Gate:
+    """The gate for one score: the module's learned baseline (a robust lower bound of its own health
+    history), within [floor, seed]; the seed's value when there is no baseline yet (or ``learned`` off).
+
+    Never above the seed (the documented policy is never made stricter) and never below the kill-switch
+    floor (a real fault still blocks whatever the module's history).
+    """
+    if not learned or baseline is None or not math.isfinite(baseline):
+        why = "learned gates off" if not learned else "no learned baseline yet"
+        return Gate(float(seed), "fallback", f"seed gate {seed:g} ({why})")
+    if baseline >= seed:
+        return Gate(
+            float(seed), "ceiling", f"seed gate {seed:g} (learned baseline {baseline:.1f} is above it)"
+        )
+    if baseline <= floor:
+        return Gate(float(floor), "floor", f"kill-switch floor {floor:g} (learned baseline {baseline:.1f})")
+    return Gate(
+        float(baseline), "learned", f"learned baseline {baseline:.1f} (seed {seed:g}, floor {floor:g})"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- measurements
@@ -382,52 +423,66 @@ def lag_bars(
     return float(len(expected_bars(interval, older + pd.Timedelta(seconds=1), newer, exchange)))
 
 
-# ---------------------------------------------------------------------------------------------- drift (PSI)
+# --------------------------------------------------------------------------------------- drift (out of range)
+
+# Features in price units: a level that doubles with the price. They are measured through the scale-free
+# column that carries the same information (ATR / close), never as themselves.
+LEVEL_FEATURES: dict[str, str] = {"atr_14": "natr_14"}
 
 
-def psi(
-    expected: object, actual: object, bins: int = PSI_BINS, eps: float = PSI_EPS, min_rows: int = PSI_MIN_ROWS
-) -> float:
-    """Population stability index of ``actual`` against ``expected``: sum (a - e) ln(a / e) over bins.
+@dataclass(frozen=True)
+class DriftReference:
+    """Per input feature of a training window: the central range [lo, hi] (``tail`` cut off each side)
+    and the share of the window's own values outside it (about 2 x tail; more for a discrete feature)."""
 
-    Bins: deciles of ``expected`` (``bins`` quantile bins, duplicates merged); a feature with at most
-    ``bins`` distinct values (a candlestick flag) gets one bin per value. Shares are floored at ``eps``.
-    Non-finite values are dropped; fewer than ``min_rows`` on either side gives NaN.
-    Bands: < 0.10 stable, 0.10-0.25 moderate, > 0.25 significant shift.
+    columns: tuple[str, ...]
+    lo: np.ndarray
+    hi: np.ndarray
+    outside: np.ndarray
+
+    @classmethod
+    def from_frame(
+        cls, train: pd.DataFrame, columns: Iterable[str], tail: float, min_rows: int
+    ) -> DriftReference:
+        cols, lo, hi, outside = [], [], [], []
+        for c in columns:
+            if c not in train.columns:
+                continue
+            x = train[c].to_numpy(dtype="float64", na_value=np.nan)
+            x = x[np.isfinite(x)]
+            if len(x) < min_rows:
+                continue
+            a, b = np.quantile(x, [tail, 1.0 - tail])
+            cols.append(c)
+            lo.append(a)
+            hi.append(b)
+            outside.append(((x < a) | (x > b)).mean())
+        return cls(tuple(cols), *(np.asarray(v, dtype="float64") for v in (lo, hi, outside)))
+
+
+def out_of_range_shares(ref: DriftReference, recent: pd.DataFrame, min_rows: int) -> pd.Series:
+    """Per feature of ``ref``: the share of ``recent`` values outside the reference's central range, minus
+    the share the training window itself has there (floored at 0), largest first. Features with fewer
+    than ``min_rows`` finite recent values are left out.
+
+    A quantile range is unchanged by any increasing transform of a feature, so this measures where the
+    values sit relative to what the module was trained on, in the feature's own units; features in price
+    units are left out (``LEVEL_FEATURES``). Shifts *within* the training range (a regime the training
+    window also saw) do not count: the module has seen such inputs.
     """
-    e = np.asarray(expected, dtype="float64").ravel()
-    a = np.asarray(actual, dtype="float64").ravel()
-    e, a = e[np.isfinite(e)], a[np.isfinite(a)]
-    if len(e) < min_rows or len(a) < min_rows:
-        return float("nan")
-    uniq = np.unique(e)
-    if len(uniq) <= bins:
-        cats = np.union1d(uniq, np.unique(a))
-        pe = np.searchsorted(cats, e)
-        pa = np.searchsorted(cats, a)
-        n_bins = len(cats)
-    else:
-        edges = np.unique(np.quantile(e, np.linspace(0, 1, bins + 1)[1:-1]))
-        pe = np.searchsorted(edges, e, side="right")
-        pa = np.searchsorted(edges, a, side="right")
-        n_bins = len(edges) + 1
-    se = np.maximum(np.bincount(pe, minlength=n_bins) / len(e), eps)
-    sa = np.maximum(np.bincount(pa, minlength=n_bins) / len(a), eps)
-    return float(np.sum((sa - se) * np.log(sa / se)))
-
-
-def feature_psi(train: pd.DataFrame, recent: pd.DataFrame, columns: Iterable[str], **kwargs) -> pd.Series:
-    """PSI per column, largest first (NaN last)."""
-    cols = [c for c in columns if c in train.columns and c in recent.columns]
-    values = {
-        c: psi(
-            train[c].to_numpy(dtype="float64", na_value=np.nan),
-            recent[c].to_numpy(dtype="float64", na_value=np.nan),
-            **kwargs,
-        )
-        for c in cols
-    }
-    return pd.Series(values, dtype="float64").sort_values(ascending=False, na_position="last")
+    keep = [i for i, c in enumerate(ref.columns) if c in recent.columns]
+    if not keep or recent.empty:
+        return pd.Series(dtype="float64")
+    cols = [ref.columns[i] for i in keep]
+    x = recent[cols].to_numpy(dtype="float64", na_value=np.nan)
+    finite = np.isfinite(x)
+    with np.errstate(invalid="ignore"):
+        outside = ((x < ref.lo[keep]) | (x > ref.hi[keep])) & finite
+    n = finite.sum(axis=0)
+    share = np.divide(outside.sum(axis=0), n, out=np.zeros(len(cols)), where=n > 0)
+    excess = np.maximum(share - ref.outside[keep], 0.0)
+    out = pd.Series(excess, index=cols, dtype="float64")[n >= min_rows]
+    return out.sort_values(ascending=False)
 
 
 _SELECTOR_INPUTS = ("ret_20", "trend_slope_50", "bb_pctb_20", "rsi_14", "adx_14")
@@ -435,12 +490,13 @@ _REGIME_RULE_INPUTS = ("adx_14", "trend_slope_50")
 
 
 def drift_columns(module: str, available: Iterable[str]) -> list[str]:
-    """The feature columns whose drift matters to ``module`` (its inputs, per docs/modules.md).
+    """The feature columns whose drift matters to ``module`` (its inputs, per docs/modules.md), price-unit
+    columns (``LEVEL_FEATURES``) left out.
 
     ``direction`` and ``ensemble`` read every feature: all continuous features (candlestick flags are
     left to ``patterns``, whose inputs they are).
     """
-    available = list(available)
+    available = [c for c in available if c not in LEVEL_FEATURES]
     groups: dict[str, tuple[str, ...]] = {
         "volatility": VOL_STRUCTURE,
         "regime": TREND,
@@ -465,7 +521,7 @@ METRIC_OF_COMPONENT: dict[str, str] = {
     Component.error_rate: "error_rate",
     Component.latency: "latency_ms",
     Component.accuracy_drift: "accuracy",
-    Component.feature_drift: "psi",
+    Component.feature_drift: "out_of_range",
     Component.model_staleness: "model_age_hours",
     Component.dq_failure_rate: "dq_failure_rate",
 }
@@ -484,18 +540,21 @@ class IntervalMeasurements:
     interval: str
     data_lag_bars: float | None = None
     prediction_lag_bars: float | None = None
+    prediction_detail: str = ""
     prediction_errors: float | None = None
     predictions_attempted: float | None = None
     latency_p95_ms: float | None = None
     latency_at: pd.Timestamp | None = None
     accuracy_baseline: float | None = None
+    accuracy_baseline_n: float | None = None
     accuracy_recent: float | None = None
     accuracy_n: float | None = None
     accuracy_at: pd.Timestamp | None = None
-    psi_median: float | None = None
-    psi_max: float | None = None
-    psi_feature: str | None = None  # the feature with psi_max
+    drift_share: float | None = None
+    drift_max: float | None = None
+    drift_feature: str | None = None  # the feature with drift_max
     model_age_hours: float | None = None
+    staleness_detail: str = ""
     dq_failing: float | None = None
     dq_checked: float | None = None
 
@@ -513,7 +572,7 @@ class IntervalMeasurements:
             "prediction_lag_bars": (self.prediction_lag_bars, None),
             "latency_ms": (self.latency_p95_ms, self.latency_at),
             "accuracy": (self.accuracy_recent, self.accuracy_at),
-            "psi": (self.psi_median, None),
+            "out_of_range": (self.drift_share, None),
             "model_age_hours": (self.model_age_hours, None),
         }[metric]
         return (float(value) if _finite(value) else None), at
@@ -524,20 +583,14 @@ def interval_components(
 ) -> list[ComponentScore]:
     """The eight component scores of one interval's measurements, thresholds from ``cfg`` (HealthSettings)."""
     daily = is_daily(m.interval)
-    data_ok, data_bad = (
-        (cfg.data_lag_ok_daily, cfg.data_lag_bad_daily)
-        if daily
-        else (cfg.data_lag_ok_intraday, cfg.data_lag_bad_intraday)
-    )
-    pred_ok, pred_bad = (
-        (cfg.prediction_lag_ok_daily, cfg.prediction_lag_bad_daily)
-        if daily
-        else (cfg.prediction_lag_ok_intraday, cfg.prediction_lag_bad_intraday)
-    )
+    data_ok, data_bad = freshness_thresholds(m.interval, "data", cfg)
+    pred_ok, pred_bad = freshness_thresholds(m.interval, "prediction", cfg)
     schedule = cfg.retrain_schedule_hours_daily if daily else cfg.retrain_schedule_hours_intraday
     return [
         data_freshness_score(m.data_lag_bars, ok=data_ok, bad=data_bad),
-        prediction_freshness_score(m.prediction_lag_bars, ok=pred_ok, bad=pred_bad),
+        prediction_freshness_score(
+            m.prediction_lag_bars, ok=pred_ok, bad=pred_bad, detail=m.prediction_detail
+        ),
         error_rate_score(
             m.prediction_errors, m.predictions_attempted, ok=cfg.error_rate_ok, bad=cfg.error_rate_bad
         ),
@@ -550,10 +603,22 @@ def interval_components(
             m.accuracy_n,
             ok=cfg.accuracy_drop_z_ok,
             bad=cfg.accuracy_drop_z_bad,
+            n_baseline=m.accuracy_baseline_n,
         ),
-        feature_drift_score(m.psi_median, m.psi_feature, m.psi_max, ok=cfg.psi_ok, bad=cfg.psi_bad),
+        feature_drift_score(
+            m.drift_share,
+            m.drift_feature,
+            m.drift_max,
+            ok=cfg.drift_ok,
+            bad=cfg.drift_bad,
+            tail=cfg.drift_tail,
+        ),
         model_staleness_score(
-            m.model_age_hours, schedule, ok=cfg.staleness_ratio_ok, bad=cfg.staleness_ratio_bad
+            m.model_age_hours,
+            schedule,
+            ok=cfg.staleness_ratio_ok,
+            bad=cfg.staleness_ratio_bad,
+            detail=m.staleness_detail,
         ),
         dq_failure_score(m.dq_failing, m.dq_checked, ok=cfg.dq_failure_ok, bad=cfg.dq_failure_bad),
     ]
@@ -603,17 +668,21 @@ def assess_module(
 
 @dataclass
 class HealthInputs:
-    """What the health flow read from the warehouse (warehouse/health.py fills it; plain frames).
+    """What a health run reads (warehouse/health.py from a warehouse, models/health_timeline.py from
+    memory; plain frames).
 
-    - ``champions``: module, interval, version, trained_at, train_start, train_end, feature_set_version,
-      metrics (dict or JSON text: the validation metrics)
+    - ``champions``: module, interval, version, trained_at, confirmed_at (the newest retrain that kept it;
+      NaT if none), train_start, train_end, feature_set_version, metrics (dict or JSON text: validation)
     - ``newest_bars``: {interval: newest gated bar ts}
-    - ``predictions``: module, interval, newest_ts (newest predicted bar), run_id, predicted_at, rows,
-      bad (non-finite or out-of-range probabilities), quarantined, latency_p95_ms (of the newest run)
+    - ``predictions``: module, interval, newest_ts (newest bar with a valid prediction), run_id,
+      predicted_at, rows, bad (non-finite or out-of-range probabilities), quarantined, latency_p95_ms (of
+      the newest predict run, a run whose every row was quarantined included)
     - ``failed_runs``: module, interval, failed (recent retrain runs that registered nothing for it)
     - ``benchmarks``: module, interval, accuracy, n, coverage, computed_at (the configured window)
     - ``features``: {(interval, train_start, train_end): (training-window rows, recent rows)}
     - ``dq``: {interval: (failing rows, checked rows)} of the critical verdicts of recent input runs
+    - ``combined``: {module: (members, min_voters)} for a module whose output is combined from other
+      modules' stored predictions at decision time (the ensemble)
     """
 
     modules: list[str]
@@ -625,13 +694,17 @@ class HealthInputs:
     benchmarks: pd.DataFrame
     features: dict[tuple, tuple[pd.DataFrame, pd.DataFrame]]
     dq: dict[str, tuple[float, float]]
+    combined: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
 
 
-def _lookup(frame: pd.DataFrame, module: str, interval: str) -> pd.Series | None:
+def _by_key(frame: pd.DataFrame) -> dict[tuple[str, str], dict]:
+    """{(module, interval): the first row as a dict} of a small frame."""
     if frame is None or frame.empty:
-        return None
-    rows = frame[(frame["module"] == module) & (frame["interval"] == interval)]
-    return None if rows.empty else rows.iloc[0]
+        return {}
+    out: dict[tuple[str, str], dict] = {}
+    for row in frame.to_dict("records"):
+        out.setdefault((str(row["module"]), str(row["interval"])), row)
+    return out
 
 
 def _num(x) -> float | None:
@@ -653,10 +726,24 @@ def _metrics(value) -> dict:
 
 
 def measure(
-    inputs: HealthInputs, now: pd.Timestamp, *, psi_bins: int = PSI_BINS, exchange: str = "XNYS"
+    inputs: HealthInputs,
+    now: pd.Timestamp,
+    cfg,
+    *,
+    exchange: str = "XNYS",
+    references: dict | None = None,
 ) -> dict[str, list[IntervalMeasurements]]:
-    """Per module, the measurements of each of its intervals (those with a champion, else the defaults)."""
+    """Per module, the measurements of each of its intervals (those with a champion, else the defaults).
+
+    ``cfg``: HealthSettings. ``references`` (a dict the caller keeps) caches each training window's
+    ``DriftReference`` between runs.
+    """
     now = utc(now)
+    refs = references if references is not None else {}
+    keyed = {
+        name: _by_key(getattr(inputs, name))
+        for name in ("champions", "predictions", "benchmarks", "failed_runs")
+    }
     out: dict[str, list[IntervalMeasurements]] = {}
     for module in inputs.modules:
         champ_rows = (
@@ -667,18 +754,50 @@ def measure(
         intervals = (
             sorted(champ_rows["interval"].unique()) if len(champ_rows) else list(inputs.default_intervals)
         )
-        out[module] = [_measure_one(inputs, module, iv, now, psi_bins, exchange) for iv in intervals]
+        out[module] = [_measure_one(inputs, keyed, module, iv, now, cfg, exchange, refs) for iv in intervals]
     return out
 
 
+def combined_newest(
+    predictions: pd.DataFrame, members: Sequence[str], min_voters: int, interval: str
+) -> pd.Timestamp | None:
+    """The newest bar on which at least ``min_voters`` of ``members`` had a prediction: where a module
+    combined from them (the ensemble) produced an output, a call or an abstention."""
+    if predictions is None or predictions.empty:
+        return None
+    rows = predictions[(predictions["interval"] == interval) & predictions["module"].isin(list(members))]
+    newest = sorted((t for t in rows["newest_ts"] if not pd.isna(t)), reverse=True)
+    return utc(newest[min_voters - 1]) if len(newest) >= min_voters else None
+
+
+def _prediction_lag(inputs, module, interval, pred, newest_bar, exchange) -> tuple[float | None, str]:
+    own = _ts(pred["newest_ts"]) if pred is not None else None
+    combined = None
+    if module in inputs.combined:
+        members, min_voters = inputs.combined[module]
+        combined = combined_newest(inputs.predictions, members, min_voters, interval)
+    newest = max([t for t in (own, combined) if t is not None], default=None)
+    if newest is None:
+        return None, ""
+    lag = lag_bars(interval, newest, newest_bar, exchange)
+    if combined is not None and (own is None or combined > own):
+        members, min_voters = inputs.combined[module]
+        return (
+            lag,
+            f"combined output {lag:g} bars behind the newest bar (>= {min_voters} of its members predicted)",
+        )
+    return lag, ""
+
+
 def _measure_one(
-    inputs: HealthInputs, module: str, interval: str, now: pd.Timestamp, psi_bins: int, exchange: str
-) -> IntervalMeasurements:
+    inputs: HealthInputs, keyed: dict, module: str, interval: str, now: pd.Timestamp, cfg, exchange: str,
+    refs: dict,
+) -> IntervalMeasurements:  # fmt: skip
     newest_bar = inputs.newest_bars.get(interval)
-    champ = _lookup(inputs.champions, module, interval)
-    pred = _lookup(inputs.predictions, module, interval)
-    bench = _lookup(inputs.benchmarks, module, interval)
-    failed = _lookup(inputs.failed_runs, module, interval)
+    champ = keyed["champions"].get((module, interval))
+    pred = keyed["predictions"].get((module, interval))
+    bench = keyed["benchmarks"].get((module, interval))
+    failed = keyed["failed_runs"].get((module, interval))
 
     # Errors: rows of the newest predict run that failed, plus each recent retrain run that raised for the
     # module counted as a run whose every prediction failed.
@@ -689,45 +808,93 @@ def _measure_one(
     attempted = rows + n_failed * per_run
     errors += n_failed * per_run
 
-    baseline = _num(_metrics(champ["metrics"]).get("accuracy")) if champ is not None else None
+    validation = _metrics(champ["metrics"]) if champ is not None else {}
+    baseline = _num(validation.get("accuracy"))
+    baseline_n = None
+    if _num(validation.get("n")) is not None:
+        baseline_n = _num(validation["n"]) * (_num(validation.get("coverage")) or 1.0)
     acc_n = None
     if bench is not None and _num(bench["n"]) is not None:
         coverage = _num(bench.get("coverage"))
         acc_n = _num(bench["n"]) * (coverage if coverage is not None else 1.0)
 
-    psi_median = psi_max = psi_feature = None
+    drift_share = drift_max = drift_feature = None
     if champ is not None:
         key = (interval, _ts(champ["train_start"]), _ts(champ["train_end"]))
         frames = inputs.features.get(key)
         if frames is not None:
             train, recent = frames
             cols = drift_columns(module, [c for c in train.columns if c not in ("symbol", "interval", "ts")])
-            per_feature = feature_psi(train, recent, cols, bins=psi_bins).dropna()
-            if len(per_feature):
-                psi_median = float(per_feature.median())
-                psi_max, psi_feature = float(per_feature.iloc[0]), str(per_feature.index[0])
+            ref_key = (*key, tuple(cols), id(train))
+            if ref_key not in refs:
+                refs[ref_key] = DriftReference.from_frame(train, cols, cfg.drift_tail, cfg.drift_min_rows)
+            shares = out_of_range_shares(refs[ref_key], recent, cfg.drift_min_rows)
+            if len(shares):
+                drift_share = float(shares.mean())
+                drift_max, drift_feature = float(shares.iloc[0]), str(shares.index[0])
 
+    age = staleness = None
+    if champ is not None:
+        trained = utc(champ["trained_at"])
+        confirmed = _ts(champ.get("confirmed_at"))
+        since = max(trained, confirmed) if confirmed is not None else trained
+        age = (now - since).total_seconds() / 3600
+        version = f"v{int(champ['version'])}" if _num(champ.get("version")) is not None else "champion"
+        staleness = (
+            f"champion {version} confirmed by a retrain {age / 24:.1f} d ago (trained {(now - trained).days} d ago)"
+            if confirmed is not None and confirmed > trained
+            else f"champion {version} trained {age / 24:.1f} d ago, not re-evaluated since"
+        )
+
+    lag, lag_detail = _prediction_lag(inputs, module, interval, pred, newest_bar, exchange)
     dq = inputs.dq.get(interval)
     return IntervalMeasurements(
         interval=interval,
         data_lag_bars=missed_bars(interval, newest_bar, now, exchange),
-        prediction_lag_bars=lag_bars(interval, pred["newest_ts"], newest_bar, exchange)
-        if pred is not None
-        else None,
+        prediction_lag_bars=lag,
+        prediction_detail=lag_detail,
         prediction_errors=errors if attempted > 0 else None,
         predictions_attempted=attempted if attempted > 0 else None,
         latency_p95_ms=_num(pred["latency_p95_ms"]) if pred is not None else None,
         latency_at=_ts(pred["predicted_at"]) if pred is not None else None,
         accuracy_baseline=baseline,
+        accuracy_baseline_n=baseline_n,
         accuracy_recent=_num(bench["accuracy"]) if bench is not None else None,
         accuracy_n=acc_n,
         accuracy_at=_ts(bench["computed_at"]) if bench is not None else None,
-        psi_median=psi_median,
-        psi_max=psi_max,
-        psi_feature=psi_feature,
-        model_age_hours=(now - utc(champ["trained_at"])).total_seconds() / 3600
-        if champ is not None
-        else None,
+        drift_share=drift_share,
+        drift_max=drift_max,
+        drift_feature=drift_feature,
+        model_age_hours=age,
+        staleness_detail=staleness or "",
         dq_failing=dq[0] if dq else None,
         dq_checked=dq[1] if dq else None,
     )
+
+
+def health_gates(
+    modules: Iterable[str],
+    thresholds: Mapping[tuple[str, str], object],
+    *,
+    overall_seed: float,
+    module_seed: float,
+    floor: float,
+    learned: bool = True,
+) -> dict[str, Gate]:
+    """The gate of each module and of the overall score (key ``OVERALL``): ``gate_value`` with the
+    module's learned ``health_score`` threshold (a LearnedThreshold; a default one is no baseline)."""
+
+    def baseline(module: str) -> float | None:
+        t = thresholds.get((module, HEALTH_METRIC))
+        return None if t is None or getattr(t, "is_default", True) else float(t.value)
+
+    gates = {m: gate_value(module_seed, baseline(m), floor, learned=learned) for m in modules if m != OVERALL}
+    gates[OVERALL] = gate_value(overall_seed, baseline(OVERALL), floor, learned=learned)
+    return gates
+
+
+def schedule_hours(every_bars: int, interval: str) -> float:
+    """Calendar hours between runs scheduled every ``every_bars`` bars of ``interval``: a session (a
+    daily bar, or 390 minutes of intraday bars) spans 24 x 7/5 calendar hours on average (weekends)."""
+    sessions = every_bars if is_daily(interval) else every_bars * interval_minutes(interval) / 390.0
+    return sessions * 24.0 * 7.0 / 5.0

@@ -14,23 +14,23 @@ at exactly 12 ms would fire on the first jitter.
 
 With fewer than ``min_history`` points the metric's documented default is used and the result says so
 (``is_default`` and ``reason``). Results are clipped to the metric's domain (rates in [0, 1], ...).
+
+Every number (k, window, defaults, spread floors) comes from Settings: ``metric_specs(settings)`` builds
+each metric's spec, its default taken from the setting that defines it (the health score's from the
+exit planner's seed gate, the stop distance's from the exit profile, ...).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 import numpy as np
 import pandas as pd
 
-MAD_TO_SIGMA = 1.4826  # 1 / Phi^-1(3/4): MAD * this estimates sigma for normal noise
-DEFAULT_K = 3.0
-DEFAULT_QUANTILE = 0.99
-DEFAULT_WINDOW = 500  # trailing points
-DEFAULT_MIN_HISTORY = 30  # fewer points: the metric's default threshold, flagged
+MAD_TO_SIGMA = 1.4826  # 1 / Phi^-1(3/4): MAD * this estimates sigma for normal noise (a constant)
 
 
 class Bound(StrEnum):
@@ -58,51 +58,52 @@ class MetricSpec:
     rel_min_spread: float = 0.0  # spread floor as a share of |median| (ratio-scale metrics such as latency)
 
 
-METRICS: dict[str, MetricSpec] = {
-    spec.name: spec
-    for spec in (
-        MetricSpec("latency_ms", Bound.upper, 1000.0, 1.0, 0.0, math.inf, "ms", "p95 predict latency", 0.05),
-        MetricSpec(
-            "error_rate", Bound.upper, 0.05, 0.002, 0.0, 1.0, "", "failed or NaN predictions / attempted"
-        ),
-        MetricSpec(
-            "accuracy", Bound.lower, 0.50, 0.005, 0.0, 1.0, "", "recent accuracy of called predictions"
-        ),
-        MetricSpec(
-            "psi", Bound.upper, 0.25, 0.01, 0.0, math.inf, "", "median feature PSI vs the training window"
-        ),
-        MetricSpec(
-            "dq_failure_rate",
-            Bound.upper,
-            0.01,
-            0.0005,
-            0.0,
-            1.0,
-            "",
-            "failing / checked rows of input gates",
-        ),
-        MetricSpec(
-            "data_lag_bars", Bound.upper, 4.0, 1.0, 0.0, math.inf, "bars", "completed bars not yet ingested"
-        ),
-        MetricSpec(
-            "prediction_lag_bars", Bound.upper, 4.0, 1.0, 0.0, math.inf, "bars", "predictions behind the data"
-        ),
-        MetricSpec("model_age_hours", Bound.upper, 3 * 168.0, 24.0, 0.0, math.inf, "h", "champion age"),
-        # Seed 000 section 1.2: dynamic exits pause below 70.
-        MetricSpec("health_score", Bound.lower, 70.0, 1.0, 0.0, 100.0, "", "module health score"),
-        # Seed 000 section 1.1: stop 1.5 ATR, x1.3 in high volatility -> 1.95 ATR as the widest normal stop.
-        MetricSpec(
-            "stop_distance_atr", Bound.upper, 1.95, 0.05, 0.0, math.inf, "ATR", "exit planner stop distance"
-        ),
-    )
+# What a metric is, not how it is tuned: its direction, domain, unit and meaning.
+METRICS: dict[str, tuple[Bound, float, float, str, str]] = {
+    "latency_ms": (Bound.upper, 0.0, math.inf, "ms", "p95 predict latency"),
+    "error_rate": (Bound.upper, 0.0, 1.0, "", "failed or NaN predictions / attempted"),
+    "accuracy": (Bound.lower, 0.0, 1.0, "", "recent accuracy of called predictions"),
+    "out_of_range": (Bound.upper, 0.0, 1.0, "", "share of recent inputs outside the training range"),
+    "dq_failure_rate": (Bound.upper, 0.0, 1.0, "", "failing / checked rows of input gates"),
+    "data_lag_bars": (Bound.upper, 0.0, math.inf, "bars", "completed bars not yet ingested"),
+    "prediction_lag_bars": (Bound.upper, 0.0, math.inf, "bars", "outputs behind the data"),
+    "model_age_hours": (Bound.upper, 0.0, math.inf, "h", "hours since the champion was last confirmed"),
+    "health_score": (Bound.lower, 0.0, 100.0, "", "module health score"),
+    "stop_distance_atr": (Bound.upper, 0.0, math.inf, "ATR", "exit planner stop distance"),
 }
 
 
-def metric_spec(metric: str) -> MetricSpec:
-    try:
-        return METRICS[metric]
-    except KeyError:
-        raise KeyError(f"unknown metric {metric!r}; known: {sorted(METRICS)}") from None
+def metric_specs(settings) -> dict[str, MetricSpec]:
+    """Every metric's spec from ``settings`` (a Settings): defaults from the settings that define them."""
+    h, t, x = settings.health, settings.thresholds, settings.exits
+    defaults = {
+        "latency_ms": t.default_latency_ms,
+        "error_rate": t.default_error_rate,
+        "accuracy": settings.retrain.seed_accuracy_prior,  # a coin flip
+        "out_of_range": h.drift_bad,
+        "dq_failure_rate": t.default_dq_failure_rate,
+        "data_lag_bars": h.data_lag_bad_daily,
+        "prediction_lag_bars": h.prediction_lag_bad_daily,
+        "model_age_hours": h.staleness_ratio_bad * h.retrain_schedule_hours_daily,
+        # Seed 000 section 1.2: dynamic exits pause below 70.
+        "health_score": x.min_overall_health,
+        # Seed 000 section 1.1: the stop in a high-volatility regime is the widest normal stop.
+        "stop_distance_atr": x.stop_atr * x.high_vol_stop_mult,
+    }
+    return {
+        name: MetricSpec(
+            name,
+            bound,
+            float(defaults[name]),
+            float(t.min_spread[name]),
+            lo,
+            hi,
+            unit,
+            description,
+            t.latency_rel_min_spread if name == "latency_ms" else 0.0,
+        )
+        for name, (bound, lo, hi, unit, description) in METRICS.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class LearnedThreshold:
 
 
 def default_threshold(
-    spec: MetricSpec, n: int = 0, min_history: int = DEFAULT_MIN_HISTORY, window: int = DEFAULT_WINDOW
+    spec: MetricSpec, n: int = 0, min_history: int = 0, window: int = 0
 ) -> LearnedThreshold:
     """The metric's documented default, flagged as such."""
     reason = f"default {spec.default:g}: history too short ({n} < {min_history} points)"
@@ -144,35 +145,28 @@ def default_threshold(
     )
 
 
-def learn_threshold(
-    values: Sequence[float] | pd.Series,
-    spec: MetricSpec | str,
-    *,
-    method: Method | str = Method.mad,
-    k: float = DEFAULT_K,
-    quantile: float = DEFAULT_QUANTILE,
-    window: int = DEFAULT_WINDOW,
-    min_history: int = DEFAULT_MIN_HISTORY,
-    rel_min_spread: float | None = None,
-) -> LearnedThreshold:
-    """Learn ``spec``'s threshold from the trailing ``window`` finite values (oldest first).
+def learn_threshold(values: Sequence[float] | pd.Series, spec: MetricSpec, cfg) -> LearnedThreshold:
+    """Learn ``spec``'s threshold from the trailing ``cfg.window`` finite values (oldest first).
 
-    A Series indexed by timestamps records the window's first and last timestamp.
+    ``cfg``: ThresholdSettings (method, k, quantile, window, min_history). A Series indexed by timestamps
+    records the window's first and last timestamp.
     """
-    spec = metric_spec(spec) if isinstance(spec, str) else spec
-    method = Method(method)
+    method, k, quantile = Method(cfg.method), cfg.k, cfg.quantile
+    window, min_history = cfg.window, cfg.min_history
     if k <= 0 or not 0.5 < quantile < 1 or window < 1 or min_history < 1:
         raise ValueError("need k > 0, 0.5 < quantile < 1, window >= 1, min_history >= 1")
-    series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype="float64"))
-    series = series.astype("float64")
-    series = series[np.isfinite(series.to_numpy())].iloc[-window:]
-    n = len(series)
+    if isinstance(values, pd.Series):
+        x_all = values.to_numpy(dtype="float64")
+        stamps = values.index if isinstance(values.index, pd.DatetimeIndex) else None
+    else:
+        x_all, stamps = np.asarray(values, dtype="float64"), None
+    keep = np.flatnonzero(np.isfinite(x_all))[-window:]
+    x = x_all[keep]
+    n = len(x)
     if n < min_history:
         return default_threshold(spec, n, min_history, window)
-    x = series.to_numpy()
     center = float(np.median(x))
-    rel = spec.rel_min_spread if rel_min_spread is None else rel_min_spread
-    floor = max(spec.min_spread, rel * abs(center))
+    floor = max(spec.min_spread, spec.rel_min_spread * abs(center))
     sign = 1.0 if spec.bound == Bound.upper else -1.0
     if method == Method.mad:
         spread = max(MAD_TO_SIGMA * float(np.median(np.abs(x - center))), floor)
@@ -187,8 +181,6 @@ def learn_threshold(
         how = f"q{q:.3g} of the window, >= {floor:.4g} from the median {center:.4g}"
         k_used, q_used = None, quantile
     value = float(min(max(value, spec.lo), spec.hi))
-    ts = series.index
-    is_time = isinstance(ts, pd.DatetimeIndex)
     return LearnedThreshold(
         spec.name,
         spec.bound,
@@ -202,53 +194,34 @@ def learn_threshold(
         q_used,
         False,
         f"learned from {n} points: {how}",
-        ts[0] if is_time else None,
-        ts[-1] if is_time else None,
+        stamps[keep[0]] if stamps is not None else None,
+        stamps[keep[-1]] if stamps is not None else None,
     )
 
 
 def learn_all(
     history: pd.DataFrame,
-    pairs: Iterable[tuple[str, str]] = (),
-    *,
-    method: Method | str = Method.mad,
-    k: float = DEFAULT_K,
-    quantile: float = DEFAULT_QUANTILE,
-    window: int = DEFAULT_WINDOW,
-    min_history: int = DEFAULT_MIN_HISTORY,
+    pairs: Iterable[tuple[str, str]],
+    specs: Mapping[str, MetricSpec],
+    cfg,
 ) -> list[tuple[str, LearnedThreshold]]:
     """A threshold for every (module, metric) in ``history`` (module, metric, ts, value) and in ``pairs``
-    (pairs without history get their default, flagged). Metrics without a spec in METRICS are skipped."""
+    (pairs without history get their default, flagged). Metrics without a spec are skipped.
+
+    ``specs``: ``metric_specs(settings)``; ``cfg``: ThresholdSettings.
+    """
     keys = set(pairs)
-    groups: dict[tuple[str, str], pd.DataFrame] = {}
+    groups: dict[tuple[str, str], pd.Series] = {}
     if len(history):
-        groups = {(str(m), str(x)): g for (m, x), g in history.groupby(["module", "metric"], sort=False)}
-        keys |= set(groups)
-    out = []
-    for module, metric in sorted(keys):
-        if metric not in METRICS:
-            continue
-        g = groups.get((module, metric))
-        series = (
-            pd.Series(
-                g["value"].to_numpy(dtype="float64"),
-                index=pd.DatetimeIndex(pd.to_datetime(g["ts"], utc=True)),
-            ).sort_index()
-            if g is not None
-            else pd.Series(dtype="float64")
-        )
-        out.append(
-            (
-                module,
-                learn_threshold(
-                    series,
-                    metric,
-                    method=method,
-                    k=k,
-                    quantile=quantile,
-                    window=window,
-                    min_history=min_history,
-                ),
+        ordered = history.assign(ts=pd.to_datetime(history["ts"], utc=True)).sort_values("ts", kind="stable")
+        for (m, x), g in ordered.groupby(["module", "metric"], sort=False):
+            groups[(str(m), str(x))] = pd.Series(
+                g["value"].to_numpy(dtype="float64"), index=pd.DatetimeIndex(g["ts"])
             )
-        )
-    return out
+        keys |= set(groups)
+    empty = pd.Series(dtype="float64")
+    return [
+        (module, learn_threshold(groups.get((module, metric), empty), specs[metric], cfg))
+        for module, metric in sorted(keys)
+        if metric in specs
+    ]

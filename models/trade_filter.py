@@ -10,8 +10,14 @@ an operator first), ``failed`` lists all of them.
 | daily_loss_limit | today's loss >= 2% of start-of-day equity: the kill switch, no new entries |
 | weak_consensus | consensus not UNANIMOUS or STRONG |
 | low_confidence | calibrated confidence < 0.55 (or missing) |
-| ai_health_degraded | overall health < 80 (or unknown) |
-| module_health_degraded | health of the signal's source module < 70 (or unknown) |
+| ai_health_degraded | overall health < its gate (or unknown) |
+| module_health_degraded | health of the signal's source module < its gate (or unknown) |
+
+The health gates (models/health.gate_value): the module's learned baseline (a robust lower bound of its own
+health history, ``FilterContext.health_baselines``), never above the seed's 80 overall / 70 per module
+(``min_overall_health`` / ``min_module_health``, also the fallback before a baseline exists) and never below
+the kill-switch floor (``health_floor``). A rejection by either rule records the gate and the components
+that drove the score down (``details["health_gate"]``).
 | position_open | a position in the symbol is already open |
 | order_pending | an order in the symbol is still working |
 | max_positions | open positions >= 10 |
@@ -20,6 +26,7 @@ an operator first), ``failed`` lists all of them.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -27,8 +34,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import pandas as pd
+
 from models.brackets import Side
+from models.health import OVERALL, gate_value
 from qtrader.settings import FilterSettings
+
+HEALTH_RULES = ("ai_health_degraded", "module_health_degraded")
 
 
 class Reason(StrEnum):
@@ -67,6 +79,12 @@ class FilterContext:
     day_pnl: float = 0.0  # realised + unrealised since the session opened
     last_exit_ts: Mapping[str, datetime] = field(default_factory=dict)
     now: datetime | None = None  # defaults to the candidate's ts
+    # Learned baselines of the health scores ({module or "overall": value}; missing: the seed gate), the
+    # kill-switch floor (HealthSettings.kill_floor; None: no floor), and what drove each score down
+    # ({module or "overall": [{component, lost, ...}]}, recorded with a rejection).
+    health_baselines: Mapping[str, float | None] = field(default_factory=dict)
+    health_floor: float | None = None
+    health_drivers: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,13 +128,31 @@ def filter_candidate(
 
     overall = _num(context.overall_health)
     details["overall_health"] = overall
-    mod = _num(context.module_health.get(candidate.source_module))
-    details["module_health"] = {candidate.source_module: mod}
+    source = candidate.source_module
+    mod = _num(context.module_health.get(source))
+    details["module_health"] = {source: mod}
     if cfg.health_gating:
-        if overall is None or overall < cfg.min_overall_health:
+        floor = context.health_floor if context.health_floor is not None else -math.inf
+        g_overall = gate_value(cfg.min_overall_health, _num(context.health_baselines.get(OVERALL)), floor,
+                               learned=cfg.learned_gates)  # fmt: skip
+        g_module = gate_value(cfg.min_module_health, _num(context.health_baselines.get(source)), floor,
+                              learned=cfg.learned_gates)  # fmt: skip
+        details["gates"] = {OVERALL: g_overall.value, source: g_module.value}
+        blocked = {}
+        if g_overall.blocks(overall):
             failed.append(Reason.ai_health_degraded)
-        if mod is None or mod < cfg.min_module_health:
+            blocked[Reason.ai_health_degraded.value] = {
+                "score": overall, "gate": g_overall.value, "gate_source": g_overall.source,
+                "drivers": list(context.health_drivers.get(OVERALL) or []),
+            }  # fmt: skip
+        if g_module.blocks(mod):
             failed.append(Reason.module_health_degraded)
+            blocked[Reason.module_health_degraded.value] = {
+                "module": source, "score": mod, "gate": g_module.value, "gate_source": g_module.source,
+                "drivers": list(context.health_drivers.get(source) or []),
+            }  # fmt: skip
+        if blocked:
+            details["health_gate"] = blocked
 
     if sym in context.open_position_symbols:
         failed.append(Reason.position_open)
@@ -138,3 +174,51 @@ def filter_candidate(
     if failed:
         return FilterResult(False, failed[0], details, tuple(failed))
     return FilterResult(True, Reason.accepted, details, ())
+
+
+def health_driver_text(details: Mapping[str, Any]) -> str | None:
+    """One line naming what drove the blocked health scores down, e.g.
+    ``overall < 80: ensemble/prediction_freshness -7.1; ensemble < 70: prediction_freshness -50.0``."""
+    gate = details.get("health_gate") or {}
+    parts = []
+    for rule in HEALTH_RULES:
+        g = gate.get(rule)
+        if not g:
+            continue
+        who = g.get("module", OVERALL)
+        drivers = ", ".join(
+            (f"{d['module']}/" if "module" in d else "") + f"{d['component']} -{float(d['lost']):.1f}"
+            for d in g.get("drivers", [])
+        )
+        score = "unknown" if g.get("score") is None else f"{float(g['score']):.1f}"
+        parts.append(f"{who} {score} < {float(g['gate']):g}" + (f": {drivers}" if drivers else ""))
+    return "; ".join(parts) or None
+
+
+def gate_block_counts(decisions: pd.DataFrame) -> pd.DataFrame:
+    """How many candidates each health-gate rule blocked, from ``decisions`` rows (reason_code, failed,
+    details): per rule, ``first`` (the rule was the candidate's reason code), ``any`` (the rule failed,
+    first or not) and ``only`` (it was the only failed rule: the gate alone kept the candidate out), and
+    the component that drove the blocked scores down most often (``top_driver``).
+    """
+    rows = {rule: {"rule": rule, "first": 0, "any": 0, "only": 0, "drivers": {}} for rule in HEALTH_RULES}
+    for r in decisions.to_dict("records") if len(decisions) else []:
+        failed = [f.strip() for f in str(r.get("failed") or "").split(",") if f.strip()]
+        details = r.get("details")
+        details = json.loads(details) if isinstance(details, str) else (details or {})
+        for rule in HEALTH_RULES:
+            if rule not in failed:
+                continue
+            row = rows[rule]
+            row["any"] += 1
+            row["first"] += r.get("reason_code") == rule
+            row["only"] += failed == [rule]
+            for d in ((details.get("health_gate") or {}).get(rule) or {}).get("drivers", [])[:1]:
+                key = (f"{d['module']}/" if "module" in d else "") + str(d["component"])
+                row["drivers"][key] = row["drivers"].get(key, 0) + 1
+    out = []
+    for row in rows.values():
+        drivers = row.pop("drivers")
+        row["top_driver"] = max(drivers, key=drivers.get) if drivers else None
+        out.append(row)
+    return pd.DataFrame(out, columns=["rule", "first", "any", "only", "top_driver"])

@@ -91,6 +91,10 @@ class SyntheticSettings(BaseSettings):
     seed: int = 7
     # Strength of the planted predictable component (see docs/synthetic.md); 0 gives pure noise.
     signal_strength: float = 0.12
+    # Annual log drift added to every symbol (0.69 = prices double in about a year, before the regimes).
+    trend: float = 0.0
+    # One market-wide regime path shared by every symbol, as in an index, instead of one per symbol.
+    market_regime: bool = False
 
 
 # Signal modules trained and benchmarked by default (models.signals.DEFAULT_MEMBERS; the ensemble is extra).
@@ -283,15 +287,18 @@ class FilterSettings(BaseModel):
     health_gating: bool = True  # False: overall and module health are not checked (the old system)
     allowed_consensus: list[str] = Field(default_factory=lambda: ["UNANIMOUS", "STRONG"])
     min_confidence: float = 0.55  # calibrated confidence of the predicted side
+    # Seed gates: the fallback before a module has a learned baseline, and the ceiling after
+    # (models/health.gate_value). learned_gates False: always these fixed values.
     min_overall_health: float = 80.0
     min_module_health: float = 70.0
+    learned_gates: bool = True
     max_open_positions: int = 10
     daily_loss_limit_pct: float = 0.02  # of start-of-day equity: no new entries past this loss
     cooldown_minutes: float = 30.0  # per symbol, after its last exit
 
 
 # Health, learned thresholds and predictive alerts (models/health.py, models/thresholds.py,
-# models/alerts.py; docs/health.md). Defaults equal the named constants of those modules.
+# models/alerts.py; docs/health.md). These sections are the only home of their numbers.
 DEFAULT_HEALTH_WEIGHTS: dict[str, float] = {
     "data_freshness": 0.15,
     "prediction_freshness": 0.15,
@@ -312,8 +319,11 @@ class HealthSettings(BaseModel):
     # Component weights (normalised over the measured components); a partial table overrides those named.
     weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_HEALTH_WEIGHTS))
     cap_margin: float = 50.0  # module score <= worst component + this
+    # Gates never go below cap_margin + this (the kill-switch floor, 55): a component within this of 0
+    # caps its module at or under the floor, so it always blocks, whatever the module's history.
+    kill_switch_margin: float = 5.0
     module_weights: dict[str, float] = Field(default_factory=dict)  # overall score; missing modules weigh 1
-    # Freshness in bars: completed bars not ingested; predictions behind the newest bar.
+    # Freshness in bars: completed bars not ingested; outputs behind the newest bar.
     data_lag_ok_daily: float = 1.0
     data_lag_bad_daily: float = 4.0
     data_lag_ok_intraday: float = 3.0
@@ -327,20 +337,24 @@ class HealthSettings(BaseModel):
     error_recent_runs: int = 5  # retrain runs checked for a module that raised
     latency_ratio_ok: float = 1.0  # p95 latency / learned latency_ms threshold
     latency_ratio_bad: float = 2.0
-    accuracy_drop_z_ok: float = 2.0  # (validation - recent accuracy) / its standard error
+    accuracy_drop_z_ok: float = 2.0  # (validation - recent accuracy) / the standard error of the difference
     accuracy_drop_z_bad: float = 5.0
     accuracy_window_daily: str = "30d"  # benchmarks.window_name compared with validation accuracy
     accuracy_window_intraday: str = "24h"
-    psi_ok: float = 0.10
-    psi_bad: float = 0.25
-    psi_recent_bars_daily: int = 63  # newest bar timestamps compared with the champion's training window
-    psi_recent_bars_intraday: int = 78
-    psi_max_rows: int = 20_000  # training-window sample size
-    psi_bins: int = 10
-    staleness_ratio_ok: float = 1.25  # champion age / retrain schedule
+    # Feature drift: share of recent input values outside the training window's central 1 - 2 x drift_tail
+    # (98%), beyond the share the window itself has there, mean over the module's inputs.
+    drift_ok: float = 0.05
+    drift_bad: float = 0.25
+    drift_tail: float = 0.01
+    drift_recent_bars_daily: int = 63  # newest bar timestamps compared with the champion's training window
+    drift_recent_bars_intraday: int = 78
+    drift_max_rows: int = 20_000  # training-window sample size
+    drift_min_rows: int = 20  # fewer finite values on either side: the feature is not compared
+    staleness_ratio_ok: float = 1.25  # hours since the champion was last confirmed / retrain schedule
     staleness_ratio_bad: float = 3.0
+    # prefect.yaml retrains both intervals weekly (Saturdays); a backtest sets its own cadence here.
     retrain_schedule_hours_daily: float = 168.0
-    retrain_schedule_hours_intraday: float = 24.0
+    retrain_schedule_hours_intraday: float = 168.0
     dq_failure_ok: float = 0.001  # failing / checked rows, critical verdicts of the input gates
     dq_failure_bad: float = 0.02
     dq_recent_runs: int = 3  # newest ingest and features runs per interval
@@ -355,18 +369,58 @@ class HealthSettings(BaseModel):
             raise ValueError("health weights must be >= 0")
         return {**DEFAULT_HEALTH_WEIGHTS, **value}
 
+    @property
+    def kill_floor(self) -> float:
+        """The lowest any health gate goes: cap_margin + kill_switch_margin."""
+        return self.cap_margin + self.kill_switch_margin
+
+
+# Per metric: the spread floor of a learned threshold (metric units), so a metric that has been constant
+# does not get a bound at its own value.
+DEFAULT_MIN_SPREAD: dict[str, float] = {
+    "latency_ms": 1.0,
+    "error_rate": 0.002,
+    "accuracy": 0.005,
+    "out_of_range": 0.01,
+    "dq_failure_rate": 0.0005,
+    "data_lag_bars": 1.0,
+    "prediction_lag_bars": 1.0,
+    "model_age_hours": 24.0,
+    "health_score": 1.0,
+    "stop_distance_atr": 0.05,
+}
+
 
 class ThresholdSettings(BaseModel):
-    """Learned thresholds: median +/- k x 1.4826 MAD (or a quantile) of each metric's trailing points."""
+    """Learned thresholds: median +/- k x 1.4826 MAD (or a quantile) of each metric's trailing points.
+
+    A metric's default (before ``min_history`` points) is the setting that defines it elsewhere
+    (models/thresholds.metric_specs), or one of the ``default_*`` fields here.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     method: str = "mad"  # mad | quantile
     k: float = 3.0
     quantile: float = 0.99
-    window: int = 500  # trailing points
+    window: int = 500  # trailing points per (module, metric)
     min_history: int = 30  # fewer points: the metric's default threshold, flagged as such
-    history_days: float = 30.0  # metric_history the thresholds flow reads
+    # Oldest metric_history read: the trailing ``window`` points within it are used. A daily system runs
+    # health once a bar, so a month holds ~21 points: a year lets its thresholds learn.
+    history_days: float = 365.0
+    min_spread: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MIN_SPREAD))
+    latency_rel_min_spread: float = 0.05  # latency spread floor as a share of its median (ratio scale)
+    default_latency_ms: float = 1000.0
+    default_error_rate: float = 0.05
+    default_dq_failure_rate: float = 0.01
+
+    @field_validator("min_spread", mode="after")
+    @classmethod
+    def _merge_spreads(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(DEFAULT_MIN_SPREAD))
+        if unknown:
+            raise ValueError(f"unknown threshold metrics {unknown}; known: {sorted(DEFAULT_MIN_SPREAD)}")
+        return {**DEFAULT_MIN_SPREAD, **value}
 
 
 class AlertSettings(BaseModel):
@@ -379,7 +433,7 @@ class AlertSettings(BaseModel):
             "latency_ms",
             "error_rate",
             "accuracy",
-            "psi",
+            "out_of_range",
             "dq_failure_rate",
             "health_score",
         ]
@@ -389,11 +443,12 @@ class AlertSettings(BaseModel):
     resolve_hours: float = 36.0  # an open alert resolves once the breach is > this many hours away
     confidence: float = 0.95  # of the slope's interval; trending = the whole interval on the threshold's side
     min_points: int = 8
-    max_points: int = 300
+    max_points: int = 300  # theilslopes is O(n^2) pairs: 300 points = 45k pairs, ~10 ms
     lookback_hours: float = 24.0
     breach_points: int = 3  # breached = the median of the last this many points is past the threshold
     max_extrapolation: float = 2.0  # no estimate beyond this multiple of the fitted span
     confirm_hours: float = 36.0  # the slow end of the slope interval must reach the threshold within this
+    max_autocorrelation: float = 0.9  # cap of the residuals' lag-1 autocorrelation used to widen the interval
 
 
 class DecisionSettings(BaseModel):

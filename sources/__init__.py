@@ -33,6 +33,8 @@ def make_source(
         return SyntheticSource(
             seed=settings.synthetic.seed,
             signal_strength=settings.synthetic.signal_strength,
+            trend=settings.synthetic.trend,
+            market_regime=settings.synthetic.market_regime,
             exchange=settings.exchange,
             faults=parse_faults(faults or []),
             now=now,

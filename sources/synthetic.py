@@ -339,11 +339,25 @@ class SyntheticSource:
         exchange: str = "XNYS",
         faults: list[Fault] | None = None,
         now: pd.Timestamp | None = None,
+        trend: float = 0.0,
+        market_regime: bool = False,
+        trend_start: pd.Timestamp | str | None = None,
     ) -> None:
         if signal_strength < 0:
             raise ValueError(f"signal_strength must be >= 0, got {signal_strength}")
+        if not math.isfinite(trend):
+            raise ValueError(f"trend must be finite, got {trend}")
         self.seed = int(seed) % 2**63
         self.signal_strength = float(signal_strength)
+        # Annual log drift added to every symbol (ln 2 = prices double in a year, on top of the regimes),
+        # from the session ``trend_start`` on (default: the epoch).
+        self.trend = float(trend)
+        self.trend_start = (
+            pd.Timestamp(trend_start).tz_localize(None).normalize() if trend_start is not None else None
+        )
+        # One regime path for the whole market (as an index's constituents share a market regime) instead
+        # of one per symbol.
+        self.market_regime = bool(market_regime)
         self.exchange = exchange
         self.faults = list(faults or [])
         self.now = utc(now) if now is not None else None
@@ -463,7 +477,10 @@ class SyntheticSource:
 
         # One stream per quantity: a prefix of a stream does not depend on its length, so a longer
         # simulation (a later window end) reproduces the shorter one exactly.
-        switch_u = self._draws(symbols, "regime", lambda r: r.random(n))
+        if self.market_regime:  # one market-wide stream: still independent of the symbols requested
+            switch_u = np.repeat(self._rng("market", "1d", "regime").random(n)[:, None], n_sym, axis=1)
+        else:
+            switch_u = self._draws(symbols, "regime", lambda r: r.random(n))
         shocks = self._draws(symbols, "returns", lambda r: r.standard_t(TAIL_DF, n) * _T_TO_UNIT)
 
         # Regime walk: the next regime for every (step, symbol, current regime) at once, then a cheap lookup.
@@ -481,6 +498,9 @@ class SyntheticSource:
 
         sigma = base_vol * _VOL[regimes]
         drift = base_vol * _DRIFT[regimes]
+        if self.trend:
+            first = 0 if self.trend_start is None else int(self._sessions.searchsorted(self.trend_start))
+            drift = drift + np.where(np.arange(n) >= first, self.trend / TRADING_DAYS, 0.0)[:, None]
         reversion = _REVERSION[regimes]
         kick = sigma * shocks
         tilt_scale = self.signal_strength * sigma

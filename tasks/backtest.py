@@ -46,6 +46,7 @@ from models import decision as dm
 from models import engine as me
 from models.features import FEATURE_SET_VERSION
 from models.fills import FillCosts
+from models.health import schedule_hours
 from models.signals.volatility import vol_state
 from models.training import live_predictions
 from qtrader.calendar import interval_minutes, is_daily
@@ -109,7 +110,11 @@ def scratch_overrides(
     """Settings of every scratch warehouse: the run's own overrides (``user``), its own data dir (model
     artifacts), one interval, the local paper broker with the backtest's costs."""
     b = settings.backtest
+    every = cadence(settings, interval)["retrain"]
+    family = "daily" if is_daily(interval) else "intraday"
     return mb.deep_merge(user or {}, {
+        # model staleness is measured against the retrain schedule the backtest keeps, not the live one
+        "health": {f"retrain_schedule_hours_{family}": schedule_hours(every, interval)},
         "data_dir": folder,
         "intervals": [interval],
         "broker": "local",

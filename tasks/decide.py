@@ -41,6 +41,7 @@ from models import engine as me
 from models.brackets import Bracket, Side
 from models.engine import HealthView, ModelView
 from models.features import FEATURE_SET_VERSION
+from models.thresholds import metric_specs
 from models.training import live_predictions
 from qtrader.calendar import in_session, is_daily
 from qtrader.faults import fault_point
@@ -72,10 +73,12 @@ def decision_broker(
     return make_broker(settings, wh, clock=clock, autocommit=False)
 
 
-def read_health(wh: Warehouse) -> HealthView:
+def read_health(wh: Warehouse, at: pd.Timestamp | None = None) -> HealthView:
+    """The newest health run and the active alerts (the run at ``at`` and the alerts as they stood then,
+    when given: a replay of a past decision)."""
     try:
-        scores = latest_health(wh)
-        alerts = active_alerts(wh)
+        scores = latest_health(wh, at)
+        alerts = active_alerts(wh, at)
     except Exception as exc:  # noqa: BLE001 - no health tables yet: reported as "no health run"
         if "does not exist" not in str(exc):
             raise
@@ -88,11 +91,23 @@ def read_health(wh: Warehouse) -> HealthView:
     }
     overall = mods.pop("overall", None)
     keep = ["module", "metric", "time_to_threshold_hours", "reason", "severity"]
+    baselines = {
+        str(m): (None if b is None or pd.isna(b) else float(b))
+        for m, b in zip(
+            scores["module"], scores.get("baseline", pd.Series([None] * len(scores))), strict=True
+        )
+    }
+    drivers = {
+        str(m): (json.loads(d) if isinstance(d, str) else None)
+        for m, d in zip(scores["module"], scores.get("drivers", pd.Series([None] * len(scores))), strict=True)
+    }
     return HealthView(
         pd.Timestamp(scores["ts"].iloc[0]).tz_convert("UTC"),
         overall,
         mods,
         tuple(alerts.reindex(columns=keep).to_dict("records")) if len(alerts) else (),
+        baselines,
+        drivers,
     )
 
 
@@ -276,7 +291,9 @@ def model_view(settings: Settings, wh: Warehouse, interval: str, champion: Champ
     d = settings.decision
     window = d.benchmark_window_daily if is_daily(interval) else d.benchmark_window_intraday
     stats = wd.latest_module_stats(wh, d.source_module, interval, window)
-    cap = learned_threshold(d.stop_threshold_module, "stop_distance_atr", warehouse=wh)
+    cap = learned_threshold(
+        d.stop_threshold_module, "stop_distance_atr", warehouse=wh, specs=metric_specs(settings)
+    )
     return view_of(d.source_module, champion, stats, cap.value)
 
 

@@ -15,16 +15,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from models.alerts import AlertChanges, Evaluation, evaluate_all
-from models.health import (
-    HEALTH_METRIC,
-    OVERALL,
-    HealthInputs,
-    ModuleAssessment,
-    assess_module,
-    measure,
-    overall_score,
-)
-from models.thresholds import METRICS, LearnedThreshold, default_threshold, learn_all
+from models.health import OVERALL, Gate, HealthInputs, ModuleAssessment, overall_drivers
+from models.health_timeline import combined_modules, score_inputs, trade_gates
+from models.thresholds import LearnedThreshold, learn_all, metric_specs
 from qtrader.settings import Settings
 from tasks.resources import warehouse
 from tasks.steps import step
@@ -33,6 +26,7 @@ from warehouse.health import (
     latest_thresholds,
     read_health_inputs,
     read_metric_history,
+    read_metric_window,
     read_open_alerts,
     threshold_rows,
     thresholds_map,
@@ -56,6 +50,7 @@ def monitored_modules(settings: Settings) -> list[str]:
 def load_health_inputs(settings: Settings, now: pd.Timestamp) -> HealthInputs:
     inputs = read_health_inputs(
         warehouse(settings), monitored_modules(settings), list(settings.intervals), now, settings.health,
+        combined=combined_modules(settings),
     )  # fmt: skip
     get_run_logger().info(
         "health inputs: %d champions, newest bars %s, %d prediction runs, %d benchmarks",
@@ -78,7 +73,7 @@ class AlertContext:
 def load_alert_context(settings: Settings, now: pd.Timestamp) -> AlertContext:
     since = now - pd.Timedelta(hours=settings.alerts.lookback_hours)
     history = read_metric_history(warehouse(settings), since, now)
-    learned = thresholds_map(latest_thresholds(warehouse(settings)))
+    learned = thresholds_map(latest_thresholds(warehouse(settings)), metric_specs(settings))
     opened = read_open_alerts(warehouse(settings))
     open_map = {
         (str(m), str(x)): str(a)
@@ -91,14 +86,42 @@ def load_alert_context(settings: Settings, now: pd.Timestamp) -> AlertContext:
 class HealthResult:
     assessments: dict[str, ModuleAssessment]
     overall: float | None
-    rows: pd.DataFrame  # health table rows (ts, module, score, components, capped_by)
+    rows: pd.DataFrame  # health table rows (ts, module, score, components, capped_by, baseline, gate, ...)
     points: pd.DataFrame  # metric_history points (module, metric, ts, value)
+    gates: dict[str, Gate] = None  # the trade filter's gate per module and OVERALL
 
 
-def threshold_for(
-    thresholds: dict[tuple[str, str], LearnedThreshold], module: str, metric: str
-) -> LearnedThreshold:
-    return thresholds.get((module, metric)) or default_threshold(METRICS[metric])
+def health_rows(
+    settings: Settings,
+    assessments: dict[str, ModuleAssessment],
+    overall: float | None,
+    gates: dict[str, Gate],
+    thresholds: dict[tuple[str, str], LearnedThreshold],
+    now: pd.Timestamp,
+) -> pd.DataFrame:
+    """One health row per module and the overall row, with the gate and what drove each score down."""
+    cfg = settings.health
+
+    def baseline(module: str) -> float | None:
+        t = thresholds.get((module, "health_score"))
+        return None if t is None or t.is_default else float(t.value)
+
+    rows = [
+        {"ts": now, "module": m, "score": a.health.score, "components": a.health.components_json(),
+         "capped_by": a.health.capped_by, "baseline": baseline(m), "gate": gates[m].value,
+         "gate_source": gates[m].source, "drivers": a.health.drivers()}
+        for m, a in assessments.items()
+    ]  # fmt: skip
+    scores = {m: a.health.score for m, a in assessments.items()}
+    rows.append(
+        {
+            "ts": now, "module": OVERALL, "score": overall, "capped_by": None,
+            "components": {m: {"score": s, "weight": cfg.module_weights.get(m, 1.0)} for m, s in scores.items()},
+            "baseline": baseline(OVERALL), "gate": gates[OVERALL].value, "gate_source": gates[OVERALL].source,
+            "drivers": overall_drivers({m: a.health for m, a in assessments.items()}, cfg.module_weights),
+        }
+    )  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 @task(name="score-health", cache_policy=NO_CACHE)
@@ -108,45 +131,18 @@ def score_health(
     thresholds: dict[tuple[str, str], LearnedThreshold],
     now: pd.Timestamp,
 ) -> HealthResult:
-    cfg = settings.health
-    measured = measure(inputs, now, psi_bins=cfg.psi_bins, exchange=settings.exchange)
-    assessments = {
-        module: assess_module(
-            module, per_interval, cfg, threshold_for(thresholds, module, "latency_ms").value
-        )
-        for module, per_interval in measured.items()
-    }
-    scores = {m: a.health.score for m, a in assessments.items()}
-    overall = overall_score(scores, cfg.module_weights)
-    rows = [
-        {"ts": now, "module": m, "score": a.health.score, "components": a.health.components_json(),
-         "capped_by": a.health.capped_by}
-        for m, a in assessments.items()
-    ]  # fmt: skip
-    rows.append(
-        {
-            "ts": now, "module": OVERALL, "score": overall, "capped_by": None,
-            "components": {m: {"score": s, "weight": cfg.module_weights.get(m, 1.0)} for m, s in scores.items()},
-        }
-    )  # fmt: skip
-    points = [
-        {"module": m, "metric": metric, "ts": at if at is not None else now, "value": value}
-        for m, a in assessments.items()
-        for metric, (value, at) in a.metrics.items()
-    ]
-    if overall is not None:
-        points.append({"module": OVERALL, "metric": HEALTH_METRIC, "ts": now, "value": overall})
+    assessments, overall, points = score_inputs(inputs, now, settings, thresholds)
+    gates = trade_gates(settings, list(assessments), thresholds)
+    rows = health_rows(settings, assessments, overall, gates, thresholds, now)
     log = get_run_logger()
     for m, a in assessments.items():
         movers = ", ".join(f"{name} -{pts:.0f}" for name, pts, _ in a.health.movers()[:3])
-        log.info("health %s: %s%s", m, _fmt(a.health.score), f" ({movers})" if movers else "")
-    log.info("overall health: %s", _fmt(overall))
-    return HealthResult(
-        assessments,
-        overall,
-        pd.DataFrame(rows),
-        pd.DataFrame(points, columns=["module", "metric", "ts", "value"]),
+        log.info("health %s: %s (gate %s)%s", m, _fmt(a.health.score), _fmt(gates[m].value),
+                 f" ({movers})" if movers else "")  # fmt: skip
+    log.info(
+        "overall health: %s (gate %s, %s)", _fmt(overall), _fmt(gates[OVERALL].value), gates[OVERALL].source
     )
+    return HealthResult(assessments, overall, rows, points, gates)
 
 
 @task(name="evaluate-alerts", cache_policy=NO_CACHE)
@@ -160,7 +156,9 @@ def evaluate_alerts(
         points = points.drop_duplicates(["module", "metric", "ts"], keep="last").sort_values(
             ["module", "metric", "ts"]
         )
-    evaluations, changes = evaluate_all(points, context.thresholds, context.open_alerts, now, settings.alerts)
+    evaluations, changes = evaluate_all(
+        points, context.thresholds, context.open_alerts, now, settings.alerts, metric_specs(settings)
+    )
     log = get_run_logger()
     for ev in changes.opened:
         log.warning("alert opened: %s/%s %s: %s", ev.module, ev.metric, ev.severity.value, ev.reason)
@@ -199,6 +197,11 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
+def _gate_text(result: HealthResult) -> str:
+    gate = (result.gates or {}).get(OVERALL)
+    return f"{_fmt(gate.value)} ({gate.reason})" if gate else "n/a"
+
+
 def _hours(x) -> str:
     return "n/a" if x is None or pd.isna(x) else ("breached" if x == 0 else f"{x:.1f}")
 
@@ -213,17 +216,19 @@ def health_markdown(
     out = [
         f"# Module health at {pd.Timestamp(now):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Overall: **{_fmt(result.overall)}** / 100 (run `{run_id}`)",
+        f"Overall: **{_fmt(result.overall)}** / 100, gate {_gate_text(result)} (run `{run_id}`)",
         "",
-        "| module | score | what moved it (points lost) |",
-        "|---|---|---|",
+        "| module | score | gate | what moved it (points lost) |",
+        "|---|---|---|---|",
     ]
     for m, a in sorted(
         result.assessments.items(), key=lambda kv: (kv[1].health.score is not None, kv[1].health.score or 0)
     ):
         movers = "; ".join(f"{name} -{pts:.1f}: {detail}" for name, pts, detail in a.health.movers()) or "-"
         cap = f" (capped by {a.health.capped_by})" if a.health.capped_by else ""
-        out.append(f"| {m} | {_fmt(a.health.score)}{cap} | {movers} |")
+        gate = result.gates[m] if result.gates else None
+        gate_txt = f"{_fmt(gate.value)} ({gate.source})" if gate else "n/a"
+        out.append(f"| {m} | {_fmt(a.health.score)}{cap} | {gate_txt} | {movers} |")
     out += ["", "## Active alerts", ""]
     if alerts.empty:
         out.append("None.")
@@ -266,7 +271,7 @@ def health_markdown(
 @task(name="load-metric-history", cache_policy=NO_CACHE)
 def load_metric_history(settings: Settings, now: pd.Timestamp) -> pd.DataFrame:
     since = now - pd.Timedelta(days=settings.thresholds.history_days)
-    history = read_metric_history(warehouse(settings), since, now)
+    history = read_metric_window(warehouse(settings), since, now, settings.thresholds.window)
     get_run_logger().info(
         "metric history: %d points of %d series",
         len(history),
@@ -280,18 +285,11 @@ def learn_thresholds(settings: Settings, history: pd.DataFrame) -> list[tuple[st
     t = settings.thresholds
     watched = sorted(set(settings.alerts.metrics) | {"latency_ms"})
     pairs = [(m, x) for m in monitored_modules(settings) for x in watched]
-    unknown = sorted(set(history["metric"]) - set(METRICS)) if len(history) else []
+    specs = metric_specs(settings)
+    unknown = sorted(set(history["metric"]) - set(specs)) if len(history) else []
     if unknown:
         get_run_logger().info("metrics without a threshold spec (skipped): %s", unknown)
-    return learn_all(
-        history,
-        pairs,
-        method=t.method,
-        k=t.k,
-        quantile=t.quantile,
-        window=t.window,
-        min_history=t.min_history,
-    )
+    return learn_all(history, pairs, specs, t)
 
 
 @task(name="record-thresholds", cache_policy=NO_CACHE)

@@ -26,7 +26,7 @@ from models.features import FEATURE_SET_VERSION
 from models.fills import FillCosts
 from qtrader.settings import Settings
 from tasks.backtest import order_gate
-from tasks.decide import bar_signals, market_open, predict_bar
+from tasks.decide import bar_signals, market_open, predict_bar, read_health
 from tasks.retrain import Champion
 from warehouse import decisions as wd
 from warehouse.db import Warehouse
@@ -68,19 +68,6 @@ class PaperReplay:
                 + ("identical" if d.empty else f"{len(d)} differ")
             )
         return out
-
-
-def _health(wh: Warehouse, ts: pd.Timestamp) -> me.HealthView:
-    with wh.read() as con:
-        rows = con.execute("SELECT module, score FROM health WHERE ts = ?", [ts]).fetchall()
-        alerts = con.execute(
-            "SELECT module, metric, time_to_threshold_hours, reason, severity FROM alerts WHERE ts <= ? "
-            "AND (resolved_at IS NULL OR resolved_at > ?) ORDER BY time_to_threshold_hours NULLS LAST, module, metric",
-            [ts, ts],
-        ).df()
-    scores = {str(m): (None if s is None else float(s)) for m, s in rows}
-    overall = scores.pop("overall", None)
-    return me.HealthView(ts, overall, scores, tuple(alerts.to_dict("records")))
 
 
 def _champions(wh: Warehouse, interval: str, versions: dict[str, int]) -> dict[str, Champion]:
@@ -162,7 +149,7 @@ def replay_paper(settings: Settings, interval: str, overrides: dict[str, Any] | 
             ts=t, interval=interval, market_open=market_open(t, interval, s.exchange),
             signals=bar_signals(s, champions[source], preds, feats),
             prices=dict(zip(feats["symbol"].astype(str), feats["bar_close"].astype(float), strict=True)),
-            health=_health(wh, pd.Timestamp(first["health_ts"]).tz_convert("UTC")), model=model,
+            health=read_health(wh, pd.Timestamp(first["health_ts"]).tz_convert("UTC")), model=model,
         )  # fmt: skip
 
     times = [pd.Timestamp(t).tz_convert("UTC") for t in firsts.index]

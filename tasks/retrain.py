@@ -265,6 +265,7 @@ def train_ensemble(
 class RetrainRecord:
     registry: pd.DataFrame
     retire: list[dict[str, Any]]
+    confirm: list[dict[str, Any]]  # champions this retrain evaluated and kept (module, interval, version)
     predictions: pd.DataFrame
     changes: pd.DataFrame  # one row per module: what happened and why (the artifact table)
 
@@ -318,7 +319,7 @@ def register_models(
     ts = data.keys["ts"]
     train_ts, valid_ts = ts.iloc[plan.final_train_rows], ts.iloc[plan.validation_rows]
     data_hash = data.data_hash()
-    rows, retire, frames, changes = [], [], [], []
+    rows, retire, confirm, frames, changes = [], [], [], [], []
     for name, t in trained.items():
         run, cal = t.candidate.run, t.candidate.calibration
         path = artifact_path(settings.data_dir, name, interval, t.version)
@@ -345,6 +346,8 @@ def register_models(
         save_artifact(artifact, path)
         status = "champion" if t.decision.promoted else "challenger"
         old = t.champion.row if t.champion else None
+        if not t.decision.promoted and old is not None:  # evaluated against its challenger and kept
+            confirm.append({"module": name, "interval": interval, "version": old["version"]})
         if t.decision.promoted and old is not None:
             retire.append(
                 {
@@ -409,7 +412,7 @@ def register_models(
         )
         log.info("%s v%d registered as %s (%s)", name, t.version, status, path)
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return RetrainRecord(pd.DataFrame(rows), retire, predictions, pd.DataFrame(changes))
+    return RetrainRecord(pd.DataFrame(rows), retire, confirm, predictions, pd.DataFrame(changes))
 
 
 def _champion_now(t: Trained, old: dict[str, Any] | None) -> str:
@@ -478,6 +481,8 @@ def record_retrain(
         quarantine_rows(gated, run_id, now),
         gated.dq_results,
         expected_versions=expected_versions,
+        confirm=record.confirm,
+        run_id=run_id,
     )
     get_run_logger().info(
         "recorded %d model versions, %d retirements, %d predictions (%d quarantined) in %s",

@@ -18,7 +18,7 @@ DECISION_COLUMNS = [
     "health_ts", "accuracy", "performance_score", "size_multiplier", "size_reason", "capped_by", "atr",
     "vol_state", "tp1_rate", "tp2_rate", "tp3_rate", "learned_stop_atr", "exit_profile", "entry_ref",
     "stop_price", "tp1_price", "tp2_price", "tp3_price", "qty", "accepted", "submitted", "reason_code",
-    "failed", "details", "client_order_ids", "run_id", "decided_at",
+    "failed", "details", "health_drivers", "client_order_ids", "run_id", "decided_at",
 ]  # fmt: skip
 DECISION_ORDER_COLUMNS = [
     "client_order_id", "decision_id", "leg", "symbol", "side", "qty", "entry_ref", "take_profit",

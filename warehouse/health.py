@@ -14,11 +14,14 @@ import pandas as pd
 
 from models.alerts import AlertChanges, Evaluation
 from models.health import HealthInputs
-from models.thresholds import METRICS, LearnedThreshold, MetricSpec, default_threshold, metric_spec
+from models.thresholds import LearnedThreshold, MetricSpec, default_threshold, metric_specs
 from qtrader.calendar import is_daily
 from warehouse.db import WarehouseLike, WarehouseMissing, connect, insert_frame, query_df, transaction
 
-HEALTH_COLUMNS = ["ts", "module", "score", "components", "capped_by", "run_id", "recorded_at"]
+HEALTH_COLUMNS = [
+    "ts", "module", "score", "components", "capped_by", "baseline", "gate", "gate_source", "drivers", "run_id",
+    "recorded_at",
+]  # fmt: skip
 METRIC_COLUMNS = ["module", "metric", "ts", "value", "run_id", "recorded_at"]
 THRESHOLD_COLUMNS = [
     "module", "metric", "learned_at", "value", "bound", "method", "window_points", "n", "center", "spread",
@@ -28,17 +31,27 @@ THRESHOLD_COLUMNS = [
 # ------------------------------------------------------------------------------------------ health inputs
 
 _CHAMPIONS_SQL = """
-SELECT module, interval, version, trained_at, train_start, train_end, feature_set_version, metrics
+SELECT module, interval, version, trained_at, confirmed_at, train_start, train_end, feature_set_version, metrics
 FROM model_registry WHERE status = 'champion' ORDER BY module, interval
 """
 _NEWEST_BARS_SQL = "SELECT interval, max(ts) AS ts FROM bars WHERE ts <= ? GROUP BY interval"
-# Per (module, interval): the newest predicted bar, and the newest predict run (by predicted_at) with its
-# row count, invalid probabilities, quarantined rows and p95 latency.
+# Per (module, interval): the newest bar with a valid prediction, and the newest predict run (by its
+# write time; a run whose every row the predictions gate quarantined counts too) with its stored rows,
+# invalid probabilities, quarantined rows and p95 latency. A quarantined row names its module first in
+# its detail ("direction v3: ...").
 _PREDICTIONS_SQL = """
-WITH newest AS (
-    SELECT module, interval, max(ts) AS newest_ts, arg_max(run_id, predicted_at) AS run_id,
-           max(predicted_at) AS predicted_at
-    FROM predictions WHERE ts <= ? GROUP BY module, interval
+WITH valid AS (
+    SELECT module, interval, max(ts) AS newest_ts FROM predictions WHERE ts <= $now GROUP BY module, interval
+),
+runs AS (
+    SELECT module, interval, run_id, max(predicted_at) AS run_at FROM predictions WHERE ts <= $now GROUP BY ALL
+    UNION ALL
+    SELECT split_part(detail, ' ', 1) AS module, interval, run_id, max(quarantined_at) AS run_at
+    FROM quarantine WHERE stage = 'predictions' AND ts <= $now GROUP BY ALL
+),
+newest AS (
+    SELECT module, interval, arg_max(run_id, run_at) AS run_id, max(run_at) AS predicted_at
+    FROM runs GROUP BY module, interval
 ),
 run_rows AS (
     SELECT p.module, p.interval, count(*) AS rows,
@@ -46,6 +59,7 @@ run_rows AS (
                                        AND isfinite(p.p_up_calibrated) AND p.p_up_calibrated BETWEEN 0 AND 1)) AS bad,
            quantile_cont(p.predict_latency_ms, 0.95) AS latency_p95_ms
     FROM predictions p JOIN newest n USING (module, interval, run_id)
+    WHERE p.ts <= $now
     GROUP BY p.module, p.interval
 ),
 quarantined AS (
@@ -53,10 +67,11 @@ quarantined AS (
     FROM quarantine q WHERE q.stage = 'predictions' AND q.run_id IN (SELECT run_id FROM newest)
     GROUP BY ALL
 )
-SELECT n.module, n.interval, n.newest_ts, n.run_id, n.predicted_at, r.rows, r.bad,
-       coalesce(q.quarantined, 0) AS quarantined, r.latency_p95_ms
+SELECT n.module, n.interval, v.newest_ts, n.run_id, n.predicted_at, coalesce(r.rows, 0) AS rows,
+       coalesce(r.bad, 0) AS bad, coalesce(q.quarantined, 0) AS quarantined, r.latency_p95_ms
 FROM newest n
-JOIN run_rows r USING (module, interval)
+LEFT JOIN valid v USING (module, interval)
+LEFT JOIN run_rows r USING (module, interval)
 LEFT JOIN quarantined q ON q.run_id = n.run_id AND q.interval = n.interval AND q.module = n.module
 """
 # Recent retrain runs of each interval (a run = a run_id in model_registry), and per module how many of
@@ -127,8 +142,12 @@ def read_health_inputs(
     default_intervals: list[str],
     now: pd.Timestamp,
     cfg,
+    *,
+    combined: dict[str, tuple[tuple[str, ...], int]] | None = None,
 ) -> HealthInputs:
     """Everything the health scores need, read in one short connection (``cfg``: HealthSettings).
+
+    ``combined``: {module: (members, min_voters)} of a module combined from others (the ensemble).
 
     Read-write open: a warehouse that predates the health tables gets them (migrations) first.
     ``now`` bounds the bars and feature rows read (their event time); runs, predictions batches and
@@ -137,7 +156,7 @@ def read_health_inputs(
     with connect(wh) as con:
         champions = con.execute(_CHAMPIONS_SQL).df()
         newest = con.execute(_NEWEST_BARS_SQL, [now]).df()
-        predictions = con.execute(_PREDICTIONS_SQL, [now]).df()
+        predictions = con.execute(_PREDICTIONS_SQL, {"now": now}).df()
         failed = con.execute(_FAILED_RUNS_SQL, [cfg.error_recent_runs]).df()
         windows = [cfg.accuracy_window_daily, cfg.accuracy_window_intraday]
         benchmarks = con.execute(_BENCHMARKS_SQL, [windows]).df()
@@ -160,11 +179,11 @@ def read_health_inputs(
             if key in features:
                 continue
             recent_bars = (
-                cfg.psi_recent_bars_daily if is_daily(row.interval) else cfg.psi_recent_bars_intraday
+                cfg.drift_recent_bars_daily if is_daily(row.interval) else cfg.drift_recent_bars_intraday
             )
             features[key] = _feature_frames(
                 con, row.interval, row.feature_set_version, row.train_start, row.train_end, recent_bars,
-                cfg.psi_max_rows, now,
+                cfg.drift_max_rows, now,
             )  # fmt: skip
     return HealthInputs(
         modules=list(dict.fromkeys([*modules, *champions["module"]])),
@@ -178,6 +197,19 @@ def read_health_inputs(
         benchmarks=benchmarks,
         features=features,
         dq=dq,
+        combined=dict(combined or {}),
+    )
+
+
+def read_metric_window(
+    wh: WarehouseLike, since: pd.Timestamp, until: pd.Timestamp, points: int
+) -> pd.DataFrame:
+    """The newest ``points`` metric_history points of each (module, metric) with since < ts <= until."""
+    return _read(
+        wh,
+        "SELECT module, metric, ts, value FROM metric_history WHERE ts > ? AND ts <= ? "
+        "QUALIFY row_number() OVER (PARTITION BY module, metric ORDER BY ts DESC) <= ? ORDER BY module, metric, ts",
+        [since, until, int(points)],
     )
 
 
@@ -198,8 +230,15 @@ def latest_thresholds(wh: WarehouseLike) -> pd.DataFrame:
     return _read(wh, "SELECT * FROM v_latest_thresholds ORDER BY module, metric", [])
 
 
-def latest_health(wh: WarehouseLike) -> pd.DataFrame:
-    """The newest health run: the overall row first, then modules by score (worst first)."""
+def latest_health(wh: WarehouseLike, at: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The newest health run (the run at ``at`` when given): the overall row first, then modules by score
+    (worst first)."""
+    if at is not None:
+        return _read(
+            wh,
+            "SELECT * FROM health WHERE ts = ? ORDER BY module <> 'overall', score NULLS FIRST, module",
+            [at],
+        )
     return _read(
         wh,
         "SELECT * FROM v_latest_health ORDER BY module <> 'overall', score NULLS FIRST, module",
@@ -207,7 +246,16 @@ def latest_health(wh: WarehouseLike) -> pd.DataFrame:
     )
 
 
-def active_alerts(wh: WarehouseLike) -> pd.DataFrame:
+def active_alerts(wh: WarehouseLike, at: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Alerts not resolved (as they stood at ``at`` when given: opened by then and not resolved by then;
+    an alert updated since shows its newest figures)."""
+    if at is not None:
+        return _read(
+            wh,
+            "SELECT * FROM alerts WHERE ts <= ? AND (resolved_at IS NULL OR resolved_at > ?) "
+            "ORDER BY time_to_threshold_hours NULLS LAST, module, metric",
+            [at, at],
+        )
     return _read(wh, "SELECT * FROM v_active_alerts", [])
 
 
@@ -227,8 +275,8 @@ def _read(wh: WarehouseLike, sql: str, params: list) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------- thresholds API
 
 
-def threshold_from_row(row: pd.Series | dict) -> LearnedThreshold:
-    spec = metric_spec(str(row["metric"]))
+def threshold_from_row(row: pd.Series | dict, specs: dict[str, MetricSpec]) -> LearnedThreshold:
+    spec = specs[str(row["metric"])]
 
     def opt(name):
         v = row.get(name)
@@ -252,13 +300,20 @@ def threshold_from_row(row: pd.Series | dict) -> LearnedThreshold:
     )
 
 
-def learned_threshold(module: str, metric: str, *, warehouse: WarehouseLike) -> LearnedThreshold:
+def learned_threshold(
+    module: str, metric: str, *, warehouse: WarehouseLike, specs: dict[str, MetricSpec] | None = None
+) -> LearnedThreshold:
     """The newest learned threshold of (module, metric), or the metric's default with the reason.
 
     What other stages call: the exit planner's ``stop_distance_atr``, the health flow's ``latency_ms``,
-    accuracy floors. Never raises for a missing warehouse or a threshold not learned yet.
+    accuracy floors. Never raises for a missing warehouse or a threshold not learned yet. ``specs``:
+    ``models.thresholds.metric_specs(settings)`` (default: of the default Settings).
     """
-    spec: MetricSpec = metric_spec(metric)
+    if specs is None:
+        from qtrader.settings import Settings
+
+        specs = metric_specs(Settings())
+    spec: MetricSpec = specs[metric]
     try:
         rows = query_df(
             warehouse,
@@ -273,19 +328,21 @@ def learned_threshold(module: str, metric: str, *, warehouse: WarehouseLike) -> 
         return _fallback(spec, "no thresholds table yet")
     if rows.empty:
         return _fallback(spec, f"no learned threshold for {module}/{metric} yet")
-    return threshold_from_row(rows.iloc[0])
+    return threshold_from_row(rows.iloc[0], specs)
 
 
 def _fallback(spec: MetricSpec, why: str) -> LearnedThreshold:
     return replace(default_threshold(spec), reason=f"default {spec.default:g}: {why}")
 
 
-def thresholds_map(frame: pd.DataFrame) -> dict[tuple[str, str], LearnedThreshold]:
+def thresholds_map(
+    frame: pd.DataFrame, specs: dict[str, MetricSpec]
+) -> dict[tuple[str, str], LearnedThreshold]:
     """{(module, metric): LearnedThreshold} from rows of v_latest_thresholds (unknown metrics skipped)."""
     out = {}
     for _, row in frame.iterrows():
-        if row["metric"] in METRICS:
-            out[(str(row["module"]), str(row["metric"]))] = threshold_from_row(row)
+        if row["metric"] in specs:
+            out[(str(row["module"]), str(row["metric"]))] = threshold_from_row(row, specs)
     return out
 
 
@@ -345,6 +402,10 @@ def write_health(
         run_id=run_id,
         recorded_at=recorded,
     )
+    if "drivers" in health.columns:
+        health["drivers"] = [
+            d if d is None or isinstance(d, str) else json.dumps(d, default=str) for d in health["drivers"]
+        ]
     metrics = metrics.assign(run_id=run_id, recorded_at=recorded)
     with transaction(wh) as con:
         insert_frame(con, "health", health.reindex(columns=HEALTH_COLUMNS), replace=True)

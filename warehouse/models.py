@@ -21,6 +21,7 @@ REGISTRY_COLUMNS = [
     "module", "interval", "version", "trained_at", "train_start", "train_end", "valid_start", "valid_end",
     "train_rows", "valid_rows", "label_horizon", "feature_set_version", "params", "config_hash", "data_hash",
     "metrics", "calibration", "status", "status_reason", "promoted_at", "retired_at", "artifact_path", "run_id",
+    "confirmed_at", "confirmed_by",
 ]  # fmt: skip
 PREDICTION_COLUMNS = [
     "symbol", "interval", "ts", "module", "model_version", "kind", "label_horizon", "p_up", "p_up_calibrated",
@@ -164,10 +165,14 @@ def write_retrain(
     dq_results: pd.DataFrame,
     *,
     expected_versions: dict[str, int],
+    confirm: list[dict[str, Any]] | None = None,
+    run_id: str | None = None,
 ) -> None:
     """Register the new versions, retire the replaced champions, upsert predictions: one transaction.
 
-    ``retire``: dicts with module, interval, version, reason, retired_at. ``expected_versions``: the newest
+    ``retire``: dicts with module, interval, version, reason, retired_at. ``confirm``: champions this retrain
+    evaluated and kept (module, interval, version): their ``confirmed_at`` becomes the registry rows'
+    ``trained_at`` and ``confirmed_by`` this ``run_id``. ``expected_versions``: the newest
     version of each module when the retrain started; if another retrain registered since, nothing is
     written (ConcurrentRetrain) rather than two champions or a version clash.
     """
@@ -193,6 +198,13 @@ def write_retrain(
                 [r["retired_at"], r["reason"], r["module"], r["interval"], int(r["version"])],
             )
         _insert(con, "model_registry", registry_rows, REGISTRY_COLUMNS)
+        confirmed_at = registry_rows["trained_at"].max() if len(registry_rows) else None
+        for c in confirm or []:
+            con.execute(
+                "UPDATE model_registry SET confirmed_at = ?, confirmed_by = ? "
+                "WHERE module = ? AND interval = ? AND version = ? AND status = 'champion'",
+                [confirmed_at, run_id, c["module"], c["interval"], int(c["version"])],
+            )
         # The newest prediction of a bar replaces an older one (key: symbol, interval, ts, module).
         _insert(con, "predictions", predictions, PREDICTION_COLUMNS, replace=True)
         _insert(con, "quarantine", quarantine, QUARANTINE_COLUMNS)

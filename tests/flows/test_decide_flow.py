@@ -35,7 +35,8 @@ def _set_health(db, overall: float, modules: float = 90.0) -> None:
         con.execute("DELETE FROM health")
         for m, s in rows:
             con.execute(
-                "INSERT INTO health VALUES (?, ?, ?, '{}', NULL, 'health-test', ?)",
+                "INSERT INTO health (ts, module, score, components, capped_by, run_id, recorded_at)"
+                " VALUES (?, ?, ?, '{}', NULL, 'health-test', ?)",
                 [HEALTH_TS, m, s, HEALTH_TS],
             )
 
@@ -75,6 +76,9 @@ def test_overall_health_below_80_rejects(retrained, tmp_path):
     assert len(directional) > 0
     assert set(directional["reason_code"]) == {"ai_health_degraded"}
     assert (rows["overall_health"] == 79.0).all()
+    # every health block says which gate it failed (no learned baseline here: the seed's 80)
+    blocked = rows[rows["failed"].str.contains("ai_health_degraded")]
+    assert len(blocked) and blocked["health_drivers"].str.startswith("overall 79.0 < 80").all()
     assert _orders(db) == 0
     assert all(b["submitted"] == 0 for b in result["bars"])
 

@@ -142,7 +142,16 @@ def test_a_healthy_warehouse_scores_every_module_high(baseline):
     comps = json.loads(rows.set_index("module").loc["direction", "components"])
     assert set(comps) >= {"data_freshness", "latency", "feature_drift", "dq_failure_rate"}
     points = query_df(db, "SELECT DISTINCT metric FROM metric_history WHERE module = 'direction' ORDER BY 1")
-    assert {"latency_ms", "accuracy", "psi", "health_score", "data_lag_bars"} <= set(points["metric"])
+    assert {"latency_ms", "accuracy", "out_of_range", "health_score", "data_lag_bars"} <= set(
+        points["metric"]
+    )
+    # every row carries the trade filter's gate: the seed's before any learned baseline
+    gates = query_df(db, "SELECT module, gate, gate_source, drivers FROM v_latest_health ORDER BY module")
+    assert set(gates["gate_source"]) == {"fallback"}
+    assert (
+        gates.set_index("module").loc["overall", "gate"] == 80.0
+        and gates.set_index("module").loc["direction", "gate"] == 70.0
+    )
 
 
 def _stale_intraday(con):
@@ -168,14 +177,28 @@ def _intraday_dq_failures(con):
     insert_frame(con, "dq_results", _dq("ingest-5m-bad", "raw_bars", 800, failing=120))
 
 
+def _selector_returns_nan(con):
+    # the newest predict run of selector: every row NaN, so the predictions gate quarantined them all and
+    # nothing of that run reached the predictions table
+    newest = con.execute("SELECT max(ts) AS t FROM predictions WHERE module = 'selector'").df()["t"].iloc[0]
+    rows = pd.DataFrame({
+        "run_id": "decide-nan", "stage": "predictions", "rule": "p_up_in_unit_interval", "severity": "critical",
+        "symbol": SYMBOLS, "interval": "1d", "ts": newest, "source": "decide",
+        "detail": "selector v1: p_up NaN (p_up=nan, p_up_calibrated=nan)", "quarantined_at": NOW,
+    })  # fmt: skip
+    insert_frame(con, "quarantine", rows)
+
+
 DEGRADATIONS = [
     # (injection, module whose score must drop, component that explains it, modules allowed to move)
     (_stale_intraday, INTRADAY_MODULE, "data_freshness", {INTRADAY_MODULE}),
     (_slow_direction, "direction", "latency", {"direction"}),
     (_regime_accuracy_drop, "regime", "accuracy_drift", {"regime"}),
-    # direction and ensemble read these 9 features among ~50: their median PSI does not move
-    (_volatility_feature_shift, "volatility", "feature_drift", {"volatility"}),
+    # direction and ensemble read these 9 features among ~50: their share moves too, less
+    (_volatility_feature_shift, "volatility", "feature_drift", {"volatility", "direction", "ensemble"}),
     (_intraday_dq_failures, INTRADAY_MODULE, "dq_failure_rate", {INTRADAY_MODULE}),
+    # a run whose every prediction failed is the newest run (it used to be invisible: no stored rows)
+    (_selector_returns_nan, "selector", "error_rate", {"selector"}),
 ]
 
 
@@ -270,5 +293,5 @@ def test_thresholds_flow_learns_from_history_and_defaults_when_short(baseline, t
     assert short.is_default and "history too short" in short.reason and short.value == 70.0
     # a metric no flow has learned yet (the exit planner's), and a warehouse that does not exist
     stop = learned_threshold("exit_planner", "stop_distance_atr", warehouse=db)
-    assert stop.is_default and stop.value == 1.95 and "no learned threshold" in stop.reason
+    assert stop.is_default and stop.value == pytest.approx(1.95) and "no learned threshold" in stop.reason
     assert learned_threshold("direction", "latency_ms", warehouse=tmp_path / "none.duckdb").is_default

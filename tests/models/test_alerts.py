@@ -6,16 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.alerts import (
-    FALSE_ALARM_BOUND,
-    AlertSeverity,
-    evaluate,
-    reconcile,
-    severity_for,
-)
-from models.thresholds import learn_threshold
+from models.alerts import AlertSeverity, evaluate, reconcile, severity_for
+from models.thresholds import learn_threshold, metric_specs
+from qtrader.settings import Settings
 
 NOW = pd.Timestamp("2026-11-20 15:00", tz="UTC")
+SETTINGS = Settings()
+CFG = SETTINGS.alerts
+LATENCY = metric_specs(SETTINGS)["latency_ms"]
+FALSE_ALARM_BOUND = 0.01  # stated bound on the per-evaluation false-alarm rate on stationary noise
 
 
 def _series(hours_back: np.ndarray, values: np.ndarray) -> pd.DatetimeIndex:
@@ -34,7 +33,7 @@ def _series(hours_back: np.ndarray, values: np.ndarray) -> pd.DatetimeIndex:
 def test_linear_ramp_time_to_threshold_is_exact(bound, level, slope, threshold, truth):
     h = np.arange(24.0)[::-1]  # 24 hourly points ending now
     y = level - slope * h
-    ev = evaluate("m", "x", _series(h, y), y, threshold, bound, NOW)
+    ev = evaluate("m", "x", _series(h, y), y, threshold, bound, NOW, CFG)
     assert ev.time_to_threshold_hours == pytest.approx(truth, rel=1e-9)
     assert ev.slope_per_hour == pytest.approx(slope)
     assert ev.severity == (AlertSeverity.critical if truth < 4 else AlertSeverity.warning)
@@ -48,7 +47,7 @@ def test_noisy_linear_ramp_time_to_threshold_within_10_percent():
         h = np.cumsum(rng.uniform(0.25, 1.25, 30))[::-1] - 0.25  # hours before now, irregular
         truth_level, slope, threshold = 100.0, 2.0, 120.0  # truth: 10 h
         y = truth_level - slope * h + rng.normal(0, 0.5, len(h))
-        ev = evaluate("m", "latency_ms", _series(h, y), y, threshold, "upper", NOW)
+        ev = evaluate("m", "latency_ms", _series(h, y), y, threshold, "upper", NOW, CFG)
         assert ev.time_to_threshold_hours is not None
         errors.append(abs(ev.time_to_threshold_hours / 10.0 - 1))
     assert max(errors) < 0.10, max(errors)
@@ -70,10 +69,10 @@ def _false_alarm_rate(phi: float, seeds: int = 200, evals_per_seed: int = 5) -> 
             for i in range(1, n):
                 x[i] = phi * x[i - 1] + np.sqrt(1 - phi**2) * e[i]
             y = 100 + 10 * x
-            threshold = learn_threshold(y[:200], "latency_ms").value
+            threshold = learn_threshold(y[:200], LATENCY, SETTINGS.thresholds).value
             ts = NOW + pd.to_timedelta(np.arange(n) * step_min, unit="min")
             for end in np.linspace(260, n, evals_per_seed).astype(int):
-                ev = evaluate("m", "latency_ms", ts[:end], y[:end], threshold, "upper", ts[end - 1])
+                ev = evaluate("m", "latency_ms", ts[:end], y[:end], threshold, "upper", ts[end - 1], CFG)
                 evaluations += 1
                 alerts += ev.severity is not None
     assert evaluations == 3 * seeds * evals_per_seed
@@ -91,33 +90,34 @@ def test_stationary_noise_false_alarm_rate_is_under_the_stated_bound():
 def test_flat_or_away_trends_do_not_alert_and_breach_is_critical():
     h = np.arange(24.0)[::-1]
     away = 100 + 2.0 * h  # falling, away from an upper bound
-    ev = evaluate("m", "latency_ms", _series(h, away), away, 150.0, "upper", NOW)
+    ev = evaluate("m", "latency_ms", _series(h, away), away, 150.0, "upper", NOW, CFG)
     assert ev.severity is None and ev.time_to_threshold_hours is None
     flat = np.full(24, 100.0)
-    assert evaluate("m", "latency_ms", _series(h, flat), flat, 150.0, "upper", NOW).severity is None
+    assert evaluate("m", "latency_ms", _series(h, flat), flat, 150.0, "upper", NOW, CFG).severity is None
     breached = np.r_[np.full(21, 100.0), [160.0, 170.0, 165.0]]
-    ev = evaluate("m", "latency_ms", _series(h, breached), breached, 150.0, "upper", NOW)
+    ev = evaluate("m", "latency_ms", _series(h, breached), breached, 150.0, "upper", NOW, CFG)
     assert ev.breached and ev.severity == AlertSeverity.critical and ev.current == 165.0
     # one spike does not count as a breach (median of the last 3)
     spike = np.r_[np.full(23, 100.0), [400.0]]
-    assert evaluate("m", "latency_ms", _series(h, spike), spike, 150.0, "upper", NOW).severity is None
+    assert evaluate("m", "latency_ms", _series(h, spike), spike, 150.0, "upper", NOW, CFG).severity is None
     # too few points for a trend, but three are enough to see a breach; one or two are not
     few = np.array([100.0, 101.0, 102.0])
-    ev = evaluate("m", "latency_ms", _series(h[-3:], few), few, 150.0, "upper", NOW)
+    ev = evaluate("m", "latency_ms", _series(h[-3:], few), few, 150.0, "upper", NOW, CFG)
     assert ev.severity is None and "no trend fit" in ev.reason
     high = np.array([160.0, 170.0, 165.0])
-    assert evaluate("m", "latency_ms", _series(h[-3:], high), high, 150.0, "upper", NOW).breached
+    assert evaluate("m", "latency_ms", _series(h[-3:], high), high, 150.0, "upper", NOW, CFG).breached
     assert (
-        evaluate("m", "latency_ms", _series(h[-2:], high[:2]), high[:2], 150.0, "upper", NOW).severity is None
+        evaluate("m", "latency_ms", _series(h[-2:], high[:2]), high[:2], 150.0, "upper", NOW, CFG).severity
+        is None
     )
-    assert evaluate("m", "x", [], [], 1.0, "upper", NOW).reason == "no recent points"
+    assert evaluate("m", "x", [], [], 1.0, "upper", NOW, CFG).reason == "no recent points"
 
 
 def test_a_trend_whose_slow_end_is_far_is_not_an_alert():
     rng = np.random.default_rng(0)
     h = np.arange(24.0)[::-1]
     y = 100 - 0.5 * h + rng.normal(0, 6, 24)  # a weak, noisy rise: ~23 h by the point estimate
-    ev = evaluate("m", "latency_ms", _series(h, y), y, 110.0, "upper", NOW)
+    ev = evaluate("m", "latency_ms", _series(h, y), y, 110.0, "upper", NOW, CFG)
     assert ev.severity is None and "slow end" in ev.reason
     assert ev.time_to_threshold_hours == pytest.approx(22.8, abs=0.1)  # kept: it holds an open alert open
 
@@ -125,44 +125,51 @@ def test_a_trend_whose_slow_end_is_far_is_not_an_alert():
 def test_far_extrapolation_is_not_an_alert():
     h = np.arange(8.0)[::-1] * 0.25  # 1.75 h of data
     y = 100 - 1.0 * h
-    ev = evaluate("m", "latency_ms", _series(h, y), y, 110.0, "upper", NOW)  # 10 h ahead: > 2 x 1.75 h
+    ev = evaluate("m", "latency_ms", _series(h, y), y, 110.0, "upper", NOW, CFG)  # 10 h ahead: > 2 x 1.75 h
     assert ev.severity is None and "beyond" in ev.reason
 
 
 def test_points_after_now_or_outside_the_lookback_are_ignored():
     h = np.r_[np.arange(30.0, 24.0, -1), np.arange(24.0)[::-1], [-5.0]]  # 6 too old, 1 in the future
     y = np.r_[np.full(6, 500.0), 100 - 2.0 * np.arange(24.0)[::-1], [999.0]]
-    ev = evaluate("m", "latency_ms", _series(h, y), y, 120.0, "upper", NOW)
+    ev = evaluate("m", "latency_ms", _series(h, y), y, 120.0, "upper", NOW, CFG)
     assert ev.n == 24 and ev.time_to_threshold_hours == pytest.approx(10.0)
 
 
 def test_severity_levels():
-    assert severity_for(0.0) == AlertSeverity.critical
-    assert severity_for(3.9) == AlertSeverity.critical
-    assert severity_for(4.0) == AlertSeverity.warning
-    assert severity_for(23.9) == AlertSeverity.warning
-    assert severity_for(24.0) is None and severity_for(None) is None
+    assert severity_for(0.0, CFG.critical_hours, CFG.warning_hours) == AlertSeverity.critical
+    assert severity_for(3.9, CFG.critical_hours, CFG.warning_hours) == AlertSeverity.critical
+    assert severity_for(4.0, CFG.critical_hours, CFG.warning_hours) == AlertSeverity.warning
+    assert severity_for(23.9, CFG.critical_hours, CFG.warning_hours) == AlertSeverity.warning
+    assert (
+        severity_for(24.0, CFG.critical_hours, CFG.warning_hours) is None
+        and severity_for(None, CFG.critical_hours, CFG.warning_hours) is None
+    )
 
 
 def test_reconcile_opens_updates_and_resolves_with_hysteresis():
     h = np.arange(24.0)[::-1]
     ramp = 100 - 2.0 * h
-    opening = evaluate("m", "latency_ms", _series(h, ramp), ramp, 120.0, "upper", NOW)  # 10 h
-    changes = reconcile({}, [opening])
+    opening = evaluate("m", "latency_ms", _series(h, ramp), ramp, 120.0, "upper", NOW, CFG)  # 10 h
+    changes = reconcile({}, [opening], resolve_hours=CFG.resolve_hours)
     assert changes.opened == [opening] and not changes.updated and not changes.resolved
     # still alerting -> update the open alert
-    changes = reconcile({("m", "latency_ms"): "a1"}, [opening])
+    changes = reconcile({("m", "latency_ms"): "a1"}, [opening], resolve_hours=CFG.resolve_hours)
     assert changes.updated == [("a1", opening)] and not changes.opened
     # 30 h left: beyond the warning horizon but within resolve_hours -> kept open
     slow = 100 - (20 / 30) * h
-    ev = evaluate("m", "latency_ms", _series(h, slow), slow, 120.0, "upper", NOW)
+    ev = evaluate("m", "latency_ms", _series(h, slow), slow, 120.0, "upper", NOW, CFG)
     assert ev.severity is None and ev.time_to_threshold_hours == pytest.approx(30.0)
-    assert reconcile({("m", "latency_ms"): "a1"}, [ev]).updated == [("a1", ev)]
+    assert reconcile({("m", "latency_ms"): "a1"}, [ev], resolve_hours=CFG.resolve_hours).updated == [
+        ("a1", ev)
+    ]
     # flat again -> resolved
     flat = np.full(24, 100.0)
-    ev = evaluate("m", "latency_ms", _series(h, flat), flat, 120.0, "upper", NOW)
-    changes = reconcile({("m", "latency_ms"): "a1"}, [ev])
+    ev = evaluate("m", "latency_ms", _series(h, flat), flat, 120.0, "upper", NOW, CFG)
+    changes = reconcile({("m", "latency_ms"): "a1"}, [ev], resolve_hours=CFG.resolve_hours)
     assert changes.resolved[0][0] == "a1" and changes.resolved[0][1].startswith("cleared")
     # no data: left alone
-    empty = evaluate("m", "latency_ms", [], [], 120.0, "upper", NOW)
-    assert reconcile({("m", "latency_ms"): "a1"}, [empty]) == reconcile({}, [])
+    empty = evaluate("m", "latency_ms", [], [], 120.0, "upper", NOW, CFG)
+    assert reconcile({("m", "latency_ms"): "a1"}, [empty], resolve_hours=CFG.resolve_hours) == reconcile(
+        {}, [], resolve_hours=CFG.resolve_hours
+    )

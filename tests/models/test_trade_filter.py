@@ -88,3 +88,55 @@ def test_thresholds_are_settings():
     assert filter_candidate(
         replace(GOOD, symbol="AMZN", confidence=0.9), replace(CTX, open_positions=0), cfg
     ).accepted
+
+
+def test_health_gates_follow_the_learned_baseline_within_the_floor_and_the_seed():
+    """A module whose health normally sits at 74 is gated at its own baseline (here 66), not at the
+    seed's 70; a baseline above the seed never makes the gate stricter; the kill floor always holds."""
+    learned = replace(
+        CTX, module_health={"ensemble": 68.0}, health_baselines={"ensemble": 66.0}, health_floor=55.0
+    )
+    assert filter_candidate(GOOD, learned).accepted
+    assert not filter_candidate(GOOD, replace(learned, health_baselines={})).accepted  # fallback: seed 70
+    assert filter_candidate(GOOD, replace(learned, module_health={"ensemble": 72.0},
+                                          health_baselines={"ensemble": 95.0})).accepted  # fmt: skip
+    dead = replace(learned, module_health={"ensemble": 50.0}, health_baselines={"ensemble": 20.0})
+    assert filter_candidate(GOOD, dead).reason_code is Reason.module_health_degraded  # floor 55
+    fixed = FilterSettings(learned_gates=False)
+    assert filter_candidate(GOOD, learned, fixed).reason_code is Reason.module_health_degraded
+
+
+def test_a_health_block_records_the_gate_and_what_drove_the_score_down():
+    from models.trade_filter import gate_block_counts, health_driver_text
+
+    drivers = {
+        "overall": [{"module": "ensemble", "component": "prediction_freshness", "lost": 7.1}],
+        "ensemble": [{"component": "prediction_freshness", "lost": 50.0, "score": 0.0, "detail": "x"}],
+    }
+    ctx = replace(CTX, overall_health=62.1, module_health={"ensemble": 50.0}, health_drivers=drivers,
+                  health_floor=55.0)  # fmt: skip
+    r = filter_candidate(GOOD, ctx)
+    gate = r.details["health_gate"]
+    assert set(gate) == {"ai_health_degraded", "module_health_degraded"}
+    assert (
+        gate["ai_health_degraded"]["gate"] == 80 and gate["ai_health_degraded"]["gate_source"] == "fallback"
+    )
+    assert gate["module_health_degraded"]["drivers"][0]["component"] == "prediction_freshness"
+    text = health_driver_text(r.details)
+    assert text == ("overall 62.1 < 80: ensemble/prediction_freshness -7.1; "
+                    "ensemble 50.0 < 70: prediction_freshness -50.0")  # fmt: skip
+    import json
+
+    import pandas as pd
+
+    rows = pd.DataFrame([
+        {"reason_code": r.reason_code.value, "failed": ", ".join(f.value for f in r.failed),
+         "details": json.dumps(r.details)},
+        {"reason_code": "low_confidence", "failed": "low_confidence, ai_health_degraded",
+         "details": json.dumps({"health_gate": {"ai_health_degraded": {"drivers": []}}})},
+        {"reason_code": "accepted", "failed": None, "details": "{}"},
+    ])  # fmt: skip
+    counts = gate_block_counts(rows).set_index("rule")
+    assert counts.loc["ai_health_degraded", ["first", "any", "only"]].tolist() == [1, 2, 0]
+    assert counts.loc["module_health_degraded", ["first", "any", "only"]].tolist() == [0, 1, 0]
+    assert counts.loc["ai_health_degraded", "top_driver"] == "ensemble/prediction_freshness"

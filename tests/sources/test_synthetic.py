@@ -211,6 +211,36 @@ def test_regimes_switch_and_move_volatility():
     assert len(intraday) == 3 * 78 + 42 and set(intraday) <= seen
 
 
+def test_trend_moves_every_symbol_the_same_way_and_keeps_the_path_otherwise():
+    window = (pd.Timestamp("2021-01-01", tz="UTC"), YEAR[1])
+    symbols = [f"T{i:02d}" for i in range(20)]
+
+    def growth(**kw) -> pd.Series:
+        bars = fetch(symbols, "1d", window, **kw).bars
+        return bars.groupby("symbol")["close"].agg(lambda c: c.iloc[-1] / c.iloc[0])
+
+    flat, up, down = growth(), growth(trend=0.7), growth(trend=-0.7)
+    # 4 years at ln 2 a year, damped in the mean-reverting regimes: far more than a doubling / halving
+    assert (up > flat).all() and (down < flat).all()
+    assert up.median() > 2 * flat.median() and down.median() < flat.median() / 2
+    # the trend is a drift on the same shocks: a symbol's path still does not depend on the others
+    alone = fetch(["T03"], "1d", window, trend=0.7).bars
+    assert_frame_equal(alone, of(fetch(symbols, "1d", window, trend=0.7).bars, "T03"))
+    with pytest.raises(ValueError):
+        SyntheticSource(trend=float("nan"))
+
+
+def test_market_regime_is_shared_by_every_symbol_and_independent_of_the_request():
+    src = SyntheticSource(now=NOW, market_regime=True)
+    regimes = pd.DataFrame({s: src.regimes(s, "1d", *YEAR) for s in ["AAA", "BBB", "CCC"]})
+    assert (regimes.nunique(axis=1) == 1).all() and regimes["AAA"].nunique() > 1
+    own = pd.DataFrame({s: SyntheticSource(now=NOW).regimes(s, "1d", *YEAR) for s in ["AAA", "BBB"]})
+    assert (own["AAA"] != own["BBB"]).any()  # the default: one regime path per symbol
+    both = src.fetch(FetchRequest(["AAA", "BBB"], "1d", *YEAR)).bars
+    assert_frame_equal(src.fetch(FetchRequest(["BBB"], "1d", *YEAR)).bars, of(both, "BBB"))
+    assert not of(both, "AAA")["close"].equals(of(both, "BBB")["close"])  # own shocks, shared regime
+
+
 # ------------------------------------------------------------------------------------ planted component
 
 

@@ -77,6 +77,23 @@ def _empty() -> pd.DataFrame:
     return pd.DataFrame()
 
 
+def test_a_retrain_that_keeps_the_champion_confirms_it(warehouse_path):
+    """Staleness counts from the newest retrain that evaluated the champion and kept it (docs/health.md)."""
+    db = warehouse_path
+    write_retrain(db, pd.DataFrame([_registry_row("direction", 1, "champion", T0)]), [], _empty(), _empty(),
+                  _empty(), expected_versions={})  # fmt: skip
+    for k, version in ((1, 2), (2, 3)):  # two retrains whose challengers lose
+        at = T0 + pd.Timedelta(days=7 * k)
+        write_retrain(db, pd.DataFrame([_registry_row("direction", version, "challenger", at)]), [], _empty(),
+                      _empty(), _empty(), expected_versions={"direction": version - 1},
+                      confirm=[{"module": "direction", "interval": "1d", "version": 1}], run_id=f"retrain-{k}")  # fmt: skip
+    champ = champions(db, "1d").iloc[0]
+    assert champ["version"] == 1 and champ["trained_at"] == T0
+    assert champ["confirmed_at"] == T0 + pd.Timedelta(days=14) and champ["confirmed_by"] == "retrain-2"
+    challengers = query_df(db, "SELECT confirmed_at FROM model_registry WHERE status = 'challenger'")
+    assert challengers["confirmed_at"].isna().all()
+
+
 def test_write_retrain_registers_retires_and_upserts_predictions(warehouse_path):
     db = warehouse_path
     first = pd.DataFrame([_registry_row("direction", 1, "champion", T0)])
