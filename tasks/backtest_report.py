@@ -21,6 +21,7 @@ import duckdb
 import pandas as pd
 
 from models import report as mr
+from models.health import OVERALL
 from tasks.report_views import NO_TRADES, Sheet, write_html, write_png
 from warehouse.db import connect
 
@@ -249,8 +250,9 @@ def _read_health(folder: Path | None, start, end) -> pd.DataFrame:
             cols = [r[0] for r in con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = 'health'"
             ).fetchall()]  # fmt: skip
-            extra = [c for c in cols if "gate" in c.lower()]
-            select = ", ".join(["ts", "module", "score", *[f'"{c}"' for c in extra]])
+            # Migration 008 records the gate each score was compared with (a number) and its source (text).
+            extra = [c for c in ("gate", "gate_source") if c in cols]
+            select = ", ".join(["ts", "module", "score", *extra])
             return con.execute(
                 f"SELECT {select} FROM health WHERE ts BETWEEN ? AND ? AND score IS NOT NULL ORDER BY ts, module",
                 [start, end],
@@ -382,11 +384,13 @@ def sheet_of(data: ReportData) -> Sheet:
 
     health = data.health
     gates: dict[str, float | pd.Series] = {f"{k} ({v:g}, trade filter)": v for k, v in data.gates.items()}
-    gate_cols = [c for c in health.columns if "gate" in c.lower()] if len(health) else []
-    if gate_cols:  # the health engineer's per-module gate values win over the filter's settings
-        g = health[health["module"] == "overall"]
-        src = g if len(g) else health
-        gates = {f"{c} (health)": src.groupby("ts")[c].max().astype(float) for c in gate_cols}
+    if len(health) and "gate" in health.columns and health["gate"].notna().any():
+        # The gate each overall score was compared with (learned per run) wins over the filter's settings.
+        overall = health[(health["module"] == OVERALL) & health["gate"].notna()]
+        src = overall if len(overall) else health[health["gate"].notna()]
+        line = src.groupby("ts")["gate"].max().astype(float)
+        kinds = sorted(src["gate_source"].dropna().unique()) if "gate_source" in src.columns else []
+        gates = {f"overall gate ({', '.join(kinds) or 'recorded'}, per health run)": line}
 
     return Sheet(
         title=title,

@@ -250,3 +250,32 @@ def test_trade_list_mode_notes_and_blocked_candidates(run):
     assert blocked, "no table of candidates not traded"
     flat = [" ".join(r) for r in blocked]
     assert any("ai_health_degraded" in r and "7" in r for r in flat)
+
+
+def test_health_gate_recorded_per_run_is_the_gate_line(run, tmp_path, saved_figures):  # noqa: F811
+    """Since migration 008 each health row carries the gate it was compared with (``gate``, a number) and
+    where that gate came from (``gate_source``, text): the panel draws the overall row's gate over time."""
+    db, html, _ = run
+    scratch = html.parent
+    models = scratch / "models.duckdb"
+    saved = tmp_path / "models.duckdb"
+    saved.write_bytes(models.read_bytes())
+    try:
+        con = duckdb.connect(str(models))
+        con.execute("ALTER TABLE health ADD COLUMN gate DOUBLE")
+        con.execute("ALTER TABLE health ADD COLUMN gate_source VARCHAR")
+        con.execute(
+            "UPDATE health SET gate = CASE WHEN module = 'overall' THEN 60 + epoch(ts) % 3 ELSE 50 END, "
+            "gate_source = 'learned'"
+        )
+        learned = con.execute("SELECT ts, gate FROM health WHERE module = 'overall' ORDER BY ts").df()
+        con.close()
+        html2, _ = write_report(db, RUN, tmp_path / "out", symbol="AAA")
+    finally:
+        models.write_bytes(saved.read_bytes())
+    page, _ = read_page(html2)
+    gate = [t for t in traces(page) if "gate" in (t.get("name") or "").lower()]
+    assert len(gate) == 1, [t.get("name") for t in gate]
+    np.testing.assert_allclose(values(gate[0]["y"]), learned["gate"].to_numpy(float))
+    ax = find_axes(saved_figures[-1], "health")
+    assert [ln for ln in ax.get_lines() if "gate" in ln.get_label().lower()]
