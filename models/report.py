@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from models.health import OVERALL
+
 # What each backtest mode means, in a trader's words (the settings are in models/backtest.py).
 MODE_NOTES: dict[str, str] = {
     "static": "the old system: fixed TP1 1R / TP2 2.5R / TP3 4R, stop 1.5 ATR, no health gate, "
@@ -202,3 +204,16 @@ def same_curve_note(groups: Sequence[Sequence[str]]) -> str | None:
         return None
     parts = [f"{g[0]} = {', '.join(g[1:])}" for g in merged]
     return "Identical equity curves, drawn as one line: " + "; ".join(parts) + "."
+
+
+def gate_lines(health: pd.DataFrame, filter_gates: Mapping[str, float]) -> dict[str, float | pd.Series]:
+    """The health panel's gate lines: the gate each overall score was compared with, over time, when the
+    health rows carry one (``gate``, ``gate_source``: migration 008), else the trade filter's settings."""
+    if len(health) and "gate" in health.columns and health["gate"].notna().any():
+        recorded = health[health["gate"].notna()]
+        overall = recorded[recorded["module"] == OVERALL]
+        src = overall if len(overall) else recorded
+        line = src.groupby("ts")["gate"].max().astype(float)
+        kinds = sorted(src["gate_source"].dropna().unique()) if "gate_source" in src.columns else []
+        return {f"overall gate ({', '.join(kinds) or 'recorded'}, per health run)": line}
+    return {f"{k} ({v:g}, trade filter)": float(v) for k, v in filter_gates.items()}

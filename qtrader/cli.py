@@ -774,7 +774,10 @@ def pd_ts(value):
 @app.command()
 def account(
     warehouse: WarehouseOpt = None,
-    plot: Annotated[bool, typer.Option("--plot", help="Write the equity curve (HTML and PNG).")] = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Write the account report (HTML and PNG).")] = False,
+    symbol: Annotated[
+        str | None, typer.Option(help="The report's price panel symbol (default: the most traded).")
+    ] = None,
     recent: Annotated[int, typer.Option(help="Rows of fills, trades and stop moves to show.")] = 15,
 ) -> None:
     """Paper account review: equity, positions, open brackets, fills, closed trades (R, exit reason),
@@ -782,8 +785,10 @@ def account(
     settings = _guard(lambda: _settings(warehouse=warehouse))
     _print_account(settings.warehouse, str(settings.broker), recent)
     if plot:
-        html, png = _guard(lambda: _plot_equity(settings.warehouse, str(settings.broker), settings.data_dir))
-        console.print(f"Equity curve: {html}\nEquity curve: {png}")
+        html, png = _guard(
+            lambda: _plot_equity(settings.warehouse, str(settings.broker), settings.data_dir, symbol)
+        )
+        console.print(f"Account report: {Path(html).resolve()}\nAccount report: {Path(png).resolve()}")
 
 
 def _money(v) -> str:
@@ -932,36 +937,11 @@ def _print_account(db, broker: str, recent: int = 15) -> None:
     )
 
 
-def _plot_equity(db, broker: str, data_dir) -> tuple[Path, Path]:
-    """The equity curve from account snapshots: Plotly HTML (self-contained) and a matplotlib PNG."""
-    import matplotlib
+def _plot_equity(db, broker: str, data_dir, symbol: str | None = None) -> tuple[Path, Path]:
+    """The account report (tasks/account_report.py): data/reports/account.html and account.png."""
+    from tasks.account_report import write_account_report
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import plotly.graph_objects as go
-
-    from warehouse.decisions import account_review
-
-    eq = account_review(db, broker)["equity"]
-    if eq.empty:
-        raise ValueError("no account snapshots yet: run `qtrader decide` first")
-    out = Path(data_dir) / "reports"
-    out.mkdir(parents=True, exist_ok=True)
-    html, png = out / "equity.html", out / "equity.png"
-    fig = go.Figure()
-    fig.add_scatter(x=eq["ts"], y=eq["equity"].astype(float), name="equity")
-    fig.add_scatter(x=eq["ts"], y=eq["cash"].astype(float), name="cash", line={"dash": "dot"})
-    fig.update_layout(title=f"Paper account equity ({broker})", xaxis_title="bar", yaxis_title="USD")
-    fig.write_html(html, include_plotlyjs=True)  # self-contained: works offline
-    ax = plt.figure(figsize=(9, 4)).gca()
-    ax.plot(eq["ts"], eq["equity"].astype(float), label="equity")
-    ax.set_title(f"Paper account equity ({broker})")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    plt.tight_layout()
-    plt.savefig(png, dpi=110)
-    plt.close("all")
-    return html, png
+    return write_account_report(db, broker, Path(data_dir) / "reports", symbol=symbol)
 
 
 def _demo_decide(db: str) -> None:
@@ -1000,7 +980,7 @@ def _demo_decide(db: str) -> None:
     settings = _guard(lambda: _settings(warehouse=db))
     _print_account(db, str(settings.broker), recent=12)
     html, png = _guard(lambda: _plot_equity(db, str(settings.broker), settings.data_dir))
-    console.print(f"Equity curve: {html} and {png}  (any time: qtrader account --plot)")
+    console.print(f"Account report: {html} and {png}  (any time: qtrader account --plot)")
 
 
 def _explain_rejections(db: str, since) -> None:

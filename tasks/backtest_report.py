@@ -21,7 +21,6 @@ import duckdb
 import pandas as pd
 
 from models import report as mr
-from models.health import OVERALL
 from tasks.report_views import NO_TRADES, Sheet, write_html, write_png
 from warehouse.db import connect
 
@@ -383,14 +382,7 @@ def sheet_of(data: ReportData) -> Sheet:
     mp["curve"] = mp["mode"].map(curve_of)
 
     health = data.health
-    gates: dict[str, float | pd.Series] = {f"{k} ({v:g}, trade filter)": v for k, v in data.gates.items()}
-    if len(health) and "gate" in health.columns and health["gate"].notna().any():
-        # The gate each overall score was compared with (learned per run) wins over the filter's settings.
-        overall = health[(health["module"] == OVERALL) & health["gate"].notna()]
-        src = overall if len(overall) else health[health["gate"].notna()]
-        line = src.groupby("ts")["gate"].max().astype(float)
-        kinds = sorted(src["gate_source"].dropna().unique()) if "gate_source" in src.columns else []
-        gates = {f"overall gate ({', '.join(kinds) or 'recorded'}, per health run)": line}
+    gates = mr.gate_lines(health, data.gates)
 
     return Sheet(
         title=title,
@@ -411,7 +403,7 @@ def sheet_of(data: ReportData) -> Sheet:
         gates=gates,
         health_note="no health recorded in the run's scratch warehouse",
         blocked=_blocked_table(data.blocked, data.modes),
-        trade_list=_trade_list(trades, data.interval),
+        trade_list=trade_list(trades, data.interval),
         trade_list_note=(
             f"{len(trades)} closed trades"
             + (" (identical modes listed once)" if any(len(g) > 1 for g in groups) else "")
@@ -488,7 +480,8 @@ def _blocked_table(blocked: pd.DataFrame, modes: list[str]) -> pd.DataFrame | No
     return out
 
 
-def _trade_list(trades: pd.DataFrame, interval: str) -> pd.DataFrame:
+def trade_list(trades: pd.DataFrame, interval: str) -> pd.DataFrame:
+    """The trade list's rows, newest exit first, formatted for reading (``curve`` names the line)."""
     if trades.empty:
         return pd.DataFrame()
     t = trades.sort_values(["exit_ts", "curve", "symbol"], ascending=[False, True, True]).head(TRADES_SHOWN)
