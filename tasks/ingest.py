@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from expectations.gate import GateResult, build_data_docs, gate_bars
+from qtrader import artifacts as qa
 from qtrader import progress
 from qtrader.settings import Settings
 from sources.base import FetchRequest, FetchResult, MarketDataSource, TransientSourceError
@@ -135,16 +136,19 @@ def ingest_summary_markdown(runs: list[IngestRun], lines: list[str], docs_path: 
     out = [
         "# Ingest summary",
         "",
-        "| run | source | interval | symbols | rows in | written | quarantined | blocked | failed | status |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in runs:
-        out.append(
-            f"| {r.run_id} | {r.source} | {r.interval} | {len(r.symbols)} | {r.rows_in} | {r.rows_written} | "
-            f"{r.rows_quarantined} | {len(r.symbols_blocked)} | {len(r.symbols_failed)} | {r.status} |"
-        )
+    head = ["Run", "Source", "Interval", "Symbols", "Rows in", "Written", "Quarantined", "Blocked", "Failed",
+            "Status"]  # fmt: skip
+    rows = [
+        {"Run": f"`{r.run_id}`", "Source": r.source, "Interval": r.interval, "Symbols": qa.count(len(r.symbols)),
+         "Rows in": qa.count(r.rows_in), "Written": qa.count(r.rows_written),
+         "Quarantined": qa.count(r.rows_quarantined), "Blocked": qa.count(len(r.symbols_blocked)),
+         "Failed": qa.count(len(r.symbols_failed)), "Status": r.status}
+        for r in runs
+    ]  # fmt: skip
+    out += qa.md_table(rows, head, head[3:9])
     if lines:
         out += ["", "## Data-quality findings", ""] + [f"- {line}" for line in lines]
     if docs_path:
-        out += ["", f"Data Docs: `{docs_path}`"]
+        out += ["", f"Data Docs: {qa.file_link(docs_path)}"]
     return "\n".join(out)
