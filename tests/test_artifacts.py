@@ -166,3 +166,20 @@ def test_count_format(value, text):
     from qtrader.artifacts import count
 
     assert count(value) == text
+
+
+# ---- features ----------------------------------------------------------------------------------------
+
+
+def test_features_summary_thousands_and_absolute_data_docs_link(tmp_path, monkeypatch):
+    from tasks.features import features_markdown
+
+    monkeypatch.chdir(tmp_path)
+    summary = [{"interval": "5m", "bars_read": 1234567, "batches": 12, "new": 15040, "written": 15040,
+                "quarantined": 3}]  # fmt: skip
+    md = features_markdown(summary, ["[5m] AAA 2026-04-10 20:00: rsi_14 (warning)"], "features-1", "thread",
+                           "data/dq/index.html")  # fmt: skip
+    assert "1,234,567" in md and "15,040" in md
+    assert_links_absolute(md, tmp_path / "data/dq/index.html")
+    for table in md_tables(md):
+        assert_readable_headers(table[0])
