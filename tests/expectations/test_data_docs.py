@@ -165,3 +165,24 @@ def test_a_scratch_warehouse_never_overwrites_the_projects_site(tmp_path):
     listed = " ".join(" ".join(r) for r in _index_rows(project_index))
     assert "project-run" in listed and "scratch-run" not in listed
     assert "scratch-run" in " ".join(" ".join(r) for r in _index_rows(scratch_index))
+
+
+def test_a_predictions_failure_names_symbol_timestamp_rule_and_severity_offline(tmp_path):
+    """The frame gates (features, predictions) write to the same offline site, with the same findings."""
+    from expectations.frame_gate import build_frame_docs, gate_frame
+
+    ts = pd.date_range("2026-04-01 14:30", periods=6, freq="5min", tz="UTC")
+    preds = pd.DataFrame({"symbol": "NVDA", "interval": "5m", "ts": ts, "module": "direction", "model_version": 1,
+                          "p_up": 0.6, "p_up_calibrated": 0.58, "confidence_raw": 0.6, "confidence_seed": 0.55,
+                          "confidence_calibrated": 0.58, "direction": 1})  # fmt: skip
+    preds.loc[3, "p_up"] = 1.2
+    result = gate_frame(preds, suite="predictions", run_id="retrain-x", stage="predictions")
+    index = build_frame_docs([result], tmp_path / "docs")
+    for path in html_files(index.parent):
+        remote = [u for _, _, u in parse(path).urls if re.match(r"(https?:)?//", u)]
+        assert not remote, f"{path.name} loads {remote}"
+    page = parse(_validation_page(index))
+    when = f"{ts[3]:%Y-%m-%d %H:%M}"
+    hits = [r for r in page.rows if "NVDA" in r and any(when in c for c in r)]
+    assert hits, f"no row naming NVDA at {when}: {page.rows[:12]}"
+    assert "probability_in_unit_interval" in hits[0] and "critical" in hits[0]
