@@ -1077,6 +1077,40 @@ def backtest(
     _print_backtest(settings.warehouse, result)
 
 
+@app.command()
+def report(
+    run_id: Annotated[str | None, typer.Argument(help="The backtest run (default: the newest).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Symbol whose price shows the trade markers.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder of report.html and report.png (default: the run's folder).")
+    ] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Redraw a stored backtest's report (HTML and PNG), e.g. with another symbol's price panel."""
+    from tasks.backtest_report import write_report
+    from warehouse.db import query_df
+
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    db = settings.warehouse
+    if run_id is None:
+        newest = _guard(
+            lambda: query_df(db, "SELECT run_id FROM backtest_runs ORDER BY started_at DESC LIMIT 1")
+        )
+        if newest.empty:
+            _fail("no backtest has been recorded yet: run `qtrader backtest` first")
+        run_id = str(newest["run_id"].iloc[0])
+    if out is None:
+        scratch = _guard(
+            lambda: query_df(db, "SELECT max(scratch) AS s FROM backtest_runs WHERE run_id = ?", [run_id])
+        )
+        s = scratch["s"].iloc[0] if len(scratch) else None
+        out = Path(s).parent if isinstance(s, str) and s else Path(settings.data_dir) / "backtests" / run_id
+    html, png = _guard(lambda: write_report(db, run_id, out, symbol=symbol))
+    console.print(
+        f"Report: {Path(html).resolve()}\nReport: {Path(png).resolve()}", soft_wrap=True, highlight=False
+    )
+
+
 def _print_backtest(db, result: dict) -> None:
     from tasks.backtest import table_rows
     from warehouse.backtest import latest_table

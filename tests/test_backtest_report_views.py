@@ -279,3 +279,24 @@ def test_health_gate_recorded_per_run_is_the_gate_line(run, tmp_path, saved_figu
     np.testing.assert_allclose(values(gate[0]["y"]), learned["gate"].to_numpy(float))
     ax = find_axes(saved_figures[-1], "health")
     assert [ln for ln in ax.get_lines() if "gate" in ln.get_label().lower()]
+
+
+def test_report_command_redraws_a_stored_run_for_another_symbol(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from qtrader.cli import app
+
+    db, _, _ = run
+    out = CliRunner().invoke(
+        app, ["report", RUN, "--symbol", "BBB", "--out", str(tmp_path), "--warehouse", str(db)]
+    )
+    assert out.exit_code == 0, out.output
+    page, _ = read_page(tmp_path / "report.html")
+    assert any((t.get("name") or "") == "BBB close" for t in traces(page))
+    assert (tmp_path / "report.png").exists() and str(
+        (tmp_path / "report.html").resolve()
+    ) in out.output.replace("\n", "")
+    bad = CliRunner().invoke(
+        app, ["report", RUN, "--symbol", "ZZZ", "--out", str(tmp_path), "--warehouse", str(db)]
+    )
+    assert bad.exit_code != 0 and "ZZZ" in bad.output
