@@ -81,6 +81,11 @@ def account_data(
         start, end = snaps["ts"].min(), snaps["ts"].max()
         if symbol is None:
             symbol = _most_traded(fills)
+        if symbol is None:  # an account that never traded: the first symbol with bars over its span
+            symbol = con.execute(
+                "SELECT min(symbol) FROM bars WHERE interval = ? AND ts BETWEEN ? AND ?",
+                [interval, start, end],
+            ).fetchall()[0][0]
         bars = pd.DataFrame(columns=["ts", "close"])
         if symbol is not None:
             bars = con.execute(
@@ -102,10 +107,12 @@ def account_data(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'health'"
         ).fetchall()}  # fmt: skip
         extra = [c for c in ("gate", "gate_source") if c in cols]
+        # From the first snapshot on, with no upper bound: health runs on the wall clock, and a replay's
+        # snapshots carry the (older) bar times.
         health = con.execute(
             f"SELECT {', '.join(['ts', 'module', 'score', *extra])} FROM health "
-            "WHERE ts BETWEEN ? AND ? AND score IS NOT NULL ORDER BY ts, module",
-            [start, end],
+            "WHERE ts >= ? AND score IS NOT NULL ORDER BY ts, module",
+            [start],
         ).df()
 
     benchmark = pd.Series(dtype=float)
@@ -191,7 +198,9 @@ def account_sheet(data: AccountData) -> Sheet:
     )
     price_note = None
     if data.symbol is None:
-        price_note = f"no fills: {NO_TRADES}"
+        price_note = f"no {data.interval} bars and {NO_TRADES}"
+    elif data.fills.empty:
+        price_note = "the account has no fills yet"
     elif price_trades.empty:
         price_note = f"{NO_TRADES} in {data.symbol}"
     return Sheet(
@@ -212,7 +221,7 @@ def account_sheet(data: AccountData) -> Sheet:
         module_pnl=mp,
         health=data.health[["ts", "module", "score"]] if len(data.health) else pd.DataFrame(),
         gates=gates,
-        health_note="no health runs over the account's span (qtrader health --run)",
+        health_note="no health run since the first snapshot (qtrader health --run)",
         trade_list=trade_list(trades, data.interval).drop(columns="mode") if len(trades) else pd.DataFrame(),
         trade_list_note=f"{len(trades):,} closed trades; open positions are in `qtrader account`",
     )

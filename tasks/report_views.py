@@ -287,7 +287,15 @@ def _px_rolling(sheet: Sheet):
     _layout(fig, f"Rolling Sharpe ({w} bars, annualised)", ytitle="Sharpe")
     if not sheet.curves:
         _empty(fig, "no equity rows")
+    elif all(
+        not mr.rolling_sharpe(r, w, sheet.periods_per_year).notna().any() for r in sheet.returns().values()
+    ):
+        _empty(fig, rolling_note(sheet))
     return fig
+
+
+def rolling_note(sheet: Sheet) -> str:
+    return f"not enough bars with varying returns for a {sheet.window}-bar window"
 
 
 def _px_distribution(sheet: Sheet):
@@ -412,7 +420,7 @@ def png_figure(sheet: Sheet):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import PercentFormatter, StrMethodFormatter
+    from matplotlib.ticker import MaxNLocator, PercentFormatter, StrMethodFormatter
 
     fig = Figure(figsize=(18, 21), layout="constrained")
     FigureCanvasAgg(fig)
@@ -432,14 +440,24 @@ def png_figure(sheet: Sheet):
             ax.set_yticks([])
         ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="#666")
 
+    def outside(ax, **kw) -> None:
+        """A panel's own legend, right of the panel: it never covers a line or a bar."""
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kw)
+
     curves = sheet.all_curves()
+    # One legend for the curves (same colour in every panel), above the panels.
+    keys = []
     # Cumulative return, drawdown.
     for name, eq in curves.items():
         style = {"color": sheet.colour(name), "ls": "--" if name == sheet.benchmark_label else "-", "lw": 1.4}
         cum = mr.cumulative_return(eq, sheet.starting_equity)
         last = mr.fmt_pct(cum.iloc[-1]) if len(cum) else "n/a"
-        ax_ret.plot(eq.index, cum.to_numpy(), label=f"{name} ({last})", **style)
+        (line,) = ax_ret.plot(eq.index, cum.to_numpy(), label=f"{name} ({last})", **style)
+        keys.append(line)
         ax_dd.plot(eq.index, mr.drawdown(eq, sheet.starting_equity).to_numpy(), label=name, **style)
+    if keys:
+        fig.legend(handles=keys, loc="outside upper center", ncols=min(len(keys), 3), fontsize=9,
+                   title="return over the run", title_fontsize=9)  # fmt: skip
     if sheet.markers is not None and len(sheet.markers) and sheet.curves:
         first = next(iter(sheet.curves.values()))
         cum = mr.cumulative_return(first, sheet.starting_equity)
@@ -449,6 +467,7 @@ def png_figure(sheet: Sheet):
             ax_ret.scatter(ts, at.to_numpy(), marker="^" if kind == "entry" else "o", s=45, zorder=3,
                            color=REASON_COLOURS.get(kind, "#444"), edgecolors="#222", linewidths=0.6,
                            label=f"fills: {kind}")  # fmt: skip
+        outside(ax_ret, handles=[c for c in ax_ret.collections if c.get_label().startswith("fills")])
     ax_ret.set_title("Cumulative return vs buy & hold")
     ax_dd.set_title("Drawdown (from the running peak)")
     for ax, ylabel in ((ax_ret, "return"), (ax_dd, "drawdown")):
@@ -457,7 +476,6 @@ def png_figure(sheet: Sheet):
         ax.yaxis.set_major_formatter(pct)
         if curves:
             dates(ax)
-            ax.legend(fontsize=8, loc="best")
         else:
             note(ax, "no equity rows")
 
@@ -471,29 +489,35 @@ def png_figure(sheet: Sheet):
         lim = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 0.01
         im = ax_mon.imshow(np.ma.masked_invalid(z), cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
         ax_mon.set_xticks(range(len(table.columns)), table.columns, rotation=45, ha="right", fontsize=8)
-        ax_mon.set_yticks(range(len(table.index)), table.index, fontsize=8)
+        ax_mon.set_yticks(
+            range(len(table.index)), [str(n).replace(" = ", "\n= ") for n in table.index], fontsize=8
+        )
         for i in range(z.shape[0]):
             for j in range(z.shape[1]):
                 if z[i, j] == z[i, j] and z.shape[1] <= 24:
-                    ax_mon.text(j, i, mr.fmt_pct(z[i, j], 1), ha="center", va="center", fontsize=8)
+                    dark = abs(z[i, j]) > 0.6 * lim
+                    ax_mon.text(j, i, mr.fmt_pct(z[i, j], 1), ha="center", va="center", fontsize=8,
+                                color="white" if dark else "#222")  # fmt: skip
         fig.colorbar(im, ax=ax_mon, format=pct, shrink=0.8)
         ax_mon.set_xlabel("month")
 
     # Rolling Sharpe.
     w = sheet.window
     ax_rs.set_title(f"Rolling Sharpe ({w} bars, annualised)")
+    drawn = 0
     for name, r in sheet.returns().items():
         rs = mr.rolling_sharpe(r, w, sheet.periods_per_year)
-        ax_rs.plot(rs.index, rs.to_numpy(), color=sheet.colour(name), lw=1.2,
-                   ls="--" if name == sheet.benchmark_label else "-", label=name)  # fmt: skip
-    ax_rs.axhline(0, color="#999", lw=0.8)
+        if rs.notna().any():
+            drawn += 1
+            ax_rs.plot(rs.index, rs.to_numpy(), color=sheet.colour(name), lw=1.2,
+                       ls="--" if name == sheet.benchmark_label else "-", label=name)  # fmt: skip
     ax_rs.set_ylabel("Sharpe")
     ax_rs.set_xlabel("time (UTC)")
-    if curves:
+    if drawn:
+        ax_rs.axhline(0, color="#999", lw=0.8)
         dates(ax_rs)
-        ax_rs.legend(fontsize=8, loc="best")
     else:
-        note(ax_rs, "no equity rows")
+        note(ax_rs, rolling_note(sheet) if curves else "no equity rows")
 
     # Distribution of bar returns.
     ax_dist.set_title(f"Distribution of {sheet.interval} bar returns")
@@ -505,8 +529,8 @@ def png_figure(sheet: Sheet):
         edges = np.histogram_bin_edges(values, bins=40)
         for name, v in rets.items():
             ax_dist.hist(v, bins=edges, alpha=0.5, color=sheet.colour(name), label=name)
-        ax_dist.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=2))
-        ax_dist.legend(fontsize=8, loc="best")
+        ax_dist.xaxis.set_major_locator(MaxNLocator(6))
+        ax_dist.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     else:
         note(ax_dist, "no equity rows")
     ax_dist.set_xlabel("bar return")
@@ -547,7 +571,7 @@ def png_figure(sheet: Sheet):
         ]
         keys += [Line2D([], [], ls="", marker="o", mfc="none", mec=sheet.colour(c), ms=7, label=f"outline: {c}")
                  for c in t["curve"].unique()]  # fmt: skip
-        ax_px.legend(handles=keys, fontsize=8, loc="best")
+        outside(ax_px, handles=keys)
     if not sheet.price_bars.empty or len(t):
         dates(ax_px)
     ax_px.set_ylabel("price")

@@ -191,3 +191,53 @@ def test_price_panel_symbol_is_the_users_choice(account, saved_figures):  # noqa
     find_axes(saved_figures[-1], r"^BBB")
     page, _ = read_page(html)
     assert any((t.get("name") or "") == "BBB close" for t in traces(page))
+
+
+def test_no_legend_covers_a_panel(drawn):
+    _, fig = drawn
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    legends = [ax.get_legend() for ax in panels if ax.get_legend() is not None] + list(fig.legends)
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        hit = [o.get_title() for o in panels if box.overlaps(o.get_window_extent(renderer))]
+        assert not hit, f"a legend ({[t.get_text() for t in legend.get_texts()][:3]}) covers {hit}"
+
+
+@pytest.fixture(scope="module")
+def idle_account(tmp_path_factory):
+    """An account that never traded (the demo's default policy rejects every candidate), with health runs
+    after its last snapshot (the health flow runs at wall-clock time, the replayed bars are older)."""
+    root = tmp_path_factory.mktemp("idle")
+    db = root / "warehouse.duckdb"
+    bars = [{"symbol": s, "interval": "1d", "ts": day(k), "open": close(s, k), "high": close(s, k),
+             "low": close(s, k), "close": close(s, k), "volume": 1e6, "source": "test", "run_id": "i",
+             "ingested_at": day(k)} for s in BASE for k in range(DAYS)]  # fmt: skip
+    snaps = pd.DataFrame({"broker": BROKER, "ts": [day(k) for k in range(DAYS)], "cash": START, "equity": START,
+                          "buying_power": START, "recorded_at": [day(k) for k in range(DAYS)]})  # fmt: skip
+    health = pd.DataFrame([{"ts": day(DAYS + 1), "module": "overall", "score": 90.0, "components": "{}",
+                            "run_id": "h", "recorded_at": day(DAYS + 1), "gate": 80.0, "gate_source": "ceiling"}])  # fmt: skip
+    with transaction(db) as con:
+        insert_frame(con, "bars", pd.DataFrame(bars))
+        insert_frame(con, "account_snapshots", snaps)
+        insert_frame(con, "health", health)
+    return db, root
+
+
+def test_an_idle_account_still_shows_a_price_health_and_says_why_panels_are_empty(
+    idle_account,
+    saved_figures,  # noqa: F811
+):
+    db, root = idle_account
+    html, _ = _plot_equity(db, BROKER, root)
+    fig = saved_figures[-1]
+    px = find_axes(fig, r"close")  # a symbol's close, though the account has no fills
+    assert px.get_lines(), "no price line"
+    h = find_axes(fig, "health")
+    assert [ln for ln in h.get_lines() if "overall" in ln.get_label()], (
+        "the health run after the snapshots is missing"
+    )
+    rs = find_axes(fig, "rolling sharpe")
+    texts = [t.get_text() for t in rs.texts]
+    assert any("not enough" in t for t in texts), f"an empty rolling Sharpe panel says nothing: {texts}"

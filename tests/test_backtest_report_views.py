@@ -300,3 +300,27 @@ def test_report_command_redraws_a_stored_run_for_another_symbol(run, tmp_path):
         app, ["report", RUN, "--symbol", "ZZZ", "--out", str(tmp_path), "--warehouse", str(db)]
     )
     assert bad.exit_code != 0 and "ZZZ" in bad.output
+
+
+def test_no_legend_covers_a_panel(drawn):
+    """Legends sit outside the panels (one figure legend names the curves): none hides a line or a bar."""
+    drawn.canvas.draw()
+    renderer = drawn.canvas.get_renderer()
+    panels = [ax for ax in drawn.axes if ax.get_title()]
+    for ax in panels:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        for other in panels:
+            assert not box.overlaps(other.get_window_extent(renderer)), (
+                f"the legend of {ax.get_title()!r} covers panel {other.get_title()!r}"
+            )
+    for legend in drawn.legends:  # figure legends
+        box = legend.get_window_extent(renderer)
+        hit = [ax.get_title() for ax in panels if box.overlaps(ax.get_window_extent(renderer))]
+        assert not hit, f"the figure legend covers {hit}"
+    names = [t.get_text() for lg in drawn.legends for t in lg.get_texts()]
+    assert any(n.startswith("buy & hold") for n in names) and any(n.startswith("static") for n in names), (
+        names
+    )
