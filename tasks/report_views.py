@@ -422,9 +422,11 @@ def png_figure(sheet: Sheet):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator, PercentFormatter, StrMethodFormatter
 
-    fig = Figure(figsize=(18, 21), layout="constrained")
+    fig = Figure(figsize=(18, 23), layout="constrained")
     FigureCanvasAgg(fig)
-    axs = fig.subplots(4, 2)
+    # The curves' legend gets a band of its own under the title (a figure legend and a suptitle overlap).
+    head, body = fig.subfigures(2, 1, height_ratios=[1, 14])
+    axs = body.subplots(4, 2)
     (ax_ret, ax_dd), (ax_mon, ax_rs), (ax_dist, ax_px), (ax_mod, ax_h) = axs
     fig.suptitle(f"{sheet.title}\n{sheet.subtitle}", fontsize=13)
     pct = PercentFormatter(1.0, decimals=1)
@@ -440,9 +442,11 @@ def png_figure(sheet: Sheet):
             ax.set_yticks([])
         ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="#666")
 
-    def outside(ax, **kw) -> None:
-        """A panel's own legend, right of the panel: it never covers a line or a bar."""
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kw)
+    def outside(ax, ncols: int = 3, **kw) -> None:
+        """A panel's own legend, under the panel's axis title: it never covers a line or a bar."""
+        ax.legend(
+            fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=ncols, borderaxespad=0.0, **kw
+        )
 
     curves = sheet.all_curves()
     # One legend for the curves (same colour in every panel), above the panels.
@@ -456,8 +460,8 @@ def png_figure(sheet: Sheet):
         keys.append(line)
         ax_dd.plot(eq.index, mr.drawdown(eq, sheet.starting_equity).to_numpy(), label=name, **style)
     if keys:
-        fig.legend(handles=keys, loc="outside upper center", ncols=min(len(keys), 3), fontsize=9,
-                   title="return over the run", title_fontsize=9)  # fmt: skip
+        head.legend(handles=keys, loc="lower center", ncols=min(len(keys), 3), fontsize=10, frameon=False,
+                    title="return over the run", title_fontsize=10)  # fmt: skip
     if sheet.markers is not None and len(sheet.markers) and sheet.curves:
         first = next(iter(sheet.curves.values()))
         cum = mr.cumulative_return(first, sheet.starting_equity)
@@ -498,7 +502,7 @@ def png_figure(sheet: Sheet):
                     dark = abs(z[i, j]) > 0.6 * lim
                     ax_mon.text(j, i, mr.fmt_pct(z[i, j], 1), ha="center", va="center", fontsize=8,
                                 color="white" if dark else "#222")  # fmt: skip
-        fig.colorbar(im, ax=ax_mon, format=pct, shrink=0.8)
+        body.colorbar(im, ax=ax_mon, format=pct, shrink=0.8)
         ax_mon.set_xlabel("month")
 
     # Rolling Sharpe.
@@ -571,7 +575,7 @@ def png_figure(sheet: Sheet):
         ]
         keys += [Line2D([], [], ls="", marker="o", mfc="none", mec=sheet.colour(c), ms=7, label=f"outline: {c}")
                  for c in t["curve"].unique()]  # fmt: skip
-        outside(ax_px, handles=keys)
+        outside(ax_px, ncols=2, handles=keys)
     if not sheet.price_bars.empty or len(t):
         dates(ax_px)
     ax_px.set_ylabel("price")
@@ -595,7 +599,7 @@ def png_figure(sheet: Sheet):
         ax_mod.set_yticks(range(len(order)), order)
         ax_mod.axvline(0, color="#999", lw=0.8)
         ax_mod.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-        ax_mod.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        outside(ax_mod)
     ax_mod.set_xlabel("P&L")
     ax_mod.set_ylabel("module")
 
@@ -616,7 +620,7 @@ def png_figure(sheet: Sheet):
                       label=label)  # fmt: skip
         ax_h.set_ylim(0, 100)
         dates(ax_h)
-        ax_h.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        outside(ax_h)
     ax_h.set_ylabel("health (0-100)")
     ax_h.set_xlabel("time (UTC)")
 

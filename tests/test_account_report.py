@@ -198,7 +198,9 @@ def test_no_legend_covers_a_panel(drawn):
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     panels = [ax for ax in fig.axes if ax.get_title()]
-    legends = [ax.get_legend() for ax in panels if ax.get_legend() is not None] + list(fig.legends)
+    legends = [ax.get_legend() for ax in panels if ax.get_legend() is not None] + [
+        lg for f in (fig, *fig.subfigs) for lg in f.legends
+    ]
     for legend in legends:
         box = legend.get_window_extent(renderer)
         hit = [o.get_title() for o in panels if box.overlaps(o.get_window_extent(renderer))]

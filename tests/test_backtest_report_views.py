@@ -312,15 +312,19 @@ def test_no_legend_covers_a_panel(drawn):
         if legend is None:
             continue
         box = legend.get_window_extent(renderer)
+        fb = drawn.bbox
+        assert fb.x0 <= box.x0 and box.x1 <= fb.x1 and fb.y0 <= box.y0 and box.y1 <= fb.y1, (
+            f"the legend of {ax.get_title()!r} is cut off by the figure's edge"
+        )
         for other in panels:
             assert not box.overlaps(other.get_window_extent(renderer)), (
                 f"the legend of {ax.get_title()!r} covers panel {other.get_title()!r}"
             )
-    for legend in drawn.legends:  # figure legends
+    for legend in [lg for f in (drawn, *drawn.subfigs) for lg in f.legends]:  # figure legends
         box = legend.get_window_extent(renderer)
         hit = [ax.get_title() for ax in panels if box.overlaps(ax.get_window_extent(renderer))]
         assert not hit, f"the figure legend covers {hit}"
-    names = [t.get_text() for lg in drawn.legends for t in lg.get_texts()]
+    names = [t.get_text() for f in (drawn, *drawn.subfigs) for lg in f.legends for t in lg.get_texts()]
     assert any(n.startswith("buy & hold") for n in names) and any(n.startswith("static") for n in names), (
         names
     )
