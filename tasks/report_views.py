@@ -31,6 +31,7 @@ REASON_COLOURS = {
 OTHER_REASON_COLOURS = ("#b15928", "#fb9a99", "#cab2d6", "#ffff99", "#1f78b4")
 UNKNOWN_REASON = "unknown"
 NO_TRADES = "no closed trades"
+FEW_POINTS = 10  # a health series this short is drawn with markers (one run alone is invisible as a line)
 TRADES_SHOWN = 500  # rows of the trade list (the newest first); the rest are in the warehouse
 
 
@@ -96,6 +97,14 @@ class Sheet:
             return table
         table.columns = [f"{t:%Y-%m}" for t in table.columns]
         return table
+
+
+def value_at(curve: pd.Series, times) -> pd.Series:
+    """The curve's value at each of ``times`` (the last one at or before it); times may repeat (several
+    fills in one bar)."""
+    ts = pd.DatetimeIndex(times)
+    unique = curve[~curve.index.duplicated(keep="last")]
+    return unique.reindex(unique.index.union(ts.unique())).ffill().reindex(ts)
 
 
 def reason(value) -> str:
@@ -221,11 +230,7 @@ def _px_returns(sheet: Sheet):
         first = next(iter(sheet.curves.values()))
         cum = mr.cumulative_return(first, sheet.starting_equity)
         for kind, m in sheet.markers.groupby("kind", sort=True):
-            at = (
-                cum.reindex(cum.index.union(pd.DatetimeIndex(m["ts"])))
-                .ffill()
-                .reindex(pd.DatetimeIndex(m["ts"]))
-            )
+            at = value_at(cum, m["ts"])
             fig.add_scatter(
                 x=m["ts"], y=at.to_numpy(), mode="markers", name=f"fills: {kind}",
                 marker={"symbol": "triangle-up" if kind == "entry" else "circle", "size": 9,
@@ -399,7 +404,8 @@ def _px_health(sheet: Sheet):
         return fig
     for module, g in h.groupby("module", sort=True):
         overall = module == "overall"
-        fig.add_scatter(x=g["ts"], y=g["score"], name=f"{module} health", mode="lines",
+        fig.add_scatter(x=g["ts"], y=g["score"], name=f"{module} health",
+                        mode="lines" if len(g) > FEW_POINTS else "lines+markers",
                         line={"width": 2.4 if overall else 1, "color": "#222" if overall else None},
                         opacity=1 if overall else 0.7)  # fmt: skip
     index = pd.DatetimeIndex(sorted(h["ts"].unique()))
@@ -467,7 +473,7 @@ def png_figure(sheet: Sheet):
         cum = mr.cumulative_return(first, sheet.starting_equity)
         for kind, m in sheet.markers.groupby("kind", sort=True):
             ts = pd.DatetimeIndex(m["ts"])
-            at = cum.reindex(cum.index.union(ts)).ffill().reindex(ts)
+            at = value_at(cum, ts)
             ax_ret.scatter(ts, at.to_numpy(), marker="^" if kind == "entry" else "o", s=45, zorder=3,
                            color=REASON_COLOURS.get(kind, "#444"), edgecolors="#222", linewidths=0.6,
                            label=f"fills: {kind}")  # fmt: skip
@@ -612,7 +618,8 @@ def png_figure(sheet: Sheet):
         for module, g in h.groupby("module", sort=True):
             overall = module == "overall"
             ax_h.plot(g["ts"], g["score"], lw=2.2 if overall else 0.9, color="#222" if overall else None,
-                      alpha=1 if overall else 0.7, label=f"{module} health")  # fmt: skip
+                      alpha=1 if overall else 0.7, label=f"{module} health",
+                      marker="o" if len(g) <= FEW_POINTS else None, ms=4)  # fmt: skip
         index = pd.DatetimeIndex(sorted(h["ts"].unique()))
         for label, level in sheet.gates.items():
             s = _gate_series(level, index)

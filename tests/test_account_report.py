@@ -237,9 +237,30 @@ def test_an_idle_account_still_shows_a_price_health_and_says_why_panels_are_empt
     px = find_axes(fig, r"close")  # a symbol's close, though the account has no fills
     assert px.get_lines(), "no price line"
     h = find_axes(fig, "health")
-    assert [ln for ln in h.get_lines() if "overall" in ln.get_label()], (
-        "the health run after the snapshots is missing"
-    )
+    overall = [ln for ln in h.get_lines() if "overall" in ln.get_label()]
+    assert overall, "the health run after the snapshots is missing"
+    assert overall[0].get_marker() not in (None, "", "None"), "a single health run drawn as a line is invisible"
     rs = find_axes(fig, "rolling sharpe")
     texts = [t.get_text() for t in rs.texts]
     assert any("not enough" in t for t in texts), f"an empty rolling Sharpe panel says nothing: {texts}"
+
+
+def test_fills_at_the_same_time_are_all_markers(tmp_path, saved_figures):  # noqa: F811
+    """A bar often has several fills (entries of different symbols, a bracket's legs): each is a marker."""
+    from tasks.report_views import Sheet, write_html, write_png
+
+    idx = pd.DatetimeIndex([day(k) for k in range(10)])
+    equity = pd.Series(START * (1 + 0.001 * np.arange(10)), index=idx)
+    markers = pd.DataFrame({"ts": [day(3), day(3), day(3), day(6)], "kind": ["entry", "entry", "take_profit", "stop_loss"],
+                            "symbol": ["AAA", "BBB", "AAA", "BBB"], "side": ["buy", "sell", "sell", "buy"],
+                            "qty": [10, 20, 10, 20], "price": [100.0, 40.0, 101.0, 41.0]})  # fmt: skip
+    sheet = Sheet(title="t", subtitle="s", interval="1d", periods_per_year=252, starting_equity=START,
+                  curves={"account (local)": equity}, markers=markers)  # fmt: skip
+    write_html(sheet, tmp_path / "a.html")
+    write_png(sheet, tmp_path / "a.png")
+    page, _ = read_page(tmp_path / "a.html")
+    returns = [f for f in plotly_figures(page) if "return" in f["layout"]["title"]["text"].lower()][0]
+    shown = [t for t in returns["data"] if t.get("mode") == "markers" and t.get("x")]
+    assert sum(len(values(t["x"])) for t in shown) == len(markers)
+    ax = find_axes(saved_figures[-1], r"return")
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(markers)
