@@ -239,7 +239,9 @@ def test_an_idle_account_still_shows_a_price_health_and_says_why_panels_are_empt
     h = find_axes(fig, "health")
     overall = [ln for ln in h.get_lines() if "overall" in ln.get_label()]
     assert overall, "the health run after the snapshots is missing"
-    assert overall[0].get_marker() not in (None, "", "None"), "a single health run drawn as a line is invisible"
+    assert overall[0].get_marker() not in (None, "", "None"), (
+        "a single health run drawn as a line is invisible"
+    )
     rs = find_axes(fig, "rolling sharpe")
     texts = [t.get_text() for t in rs.texts]
     assert any("not enough" in t for t in texts), f"an empty rolling Sharpe panel says nothing: {texts}"
