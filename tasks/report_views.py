@@ -196,9 +196,10 @@ def write_html(sheet: Sheet, path: Path) -> None:
 def _layout(fig, title: str, *, ytitle: str, xtitle: str = "time (UTC)", yformat: str | None = None) -> None:
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 15}},
-        height=380,
-        margin={"l": 60, "r": 10, "t": 50, "b": 45},
-        legend={"orientation": "h", "y": -0.18, "x": 0, "font": {"size": 10}},
+        height=420,
+        # The legend under the axis title, not on it (nor on the plot).
+        margin={"l": 60, "r": 10, "t": 50, "b": 110},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0, "font": {"size": 10}},
         hovermode="x unified",
         template="plotly_white",
     )
@@ -274,6 +275,7 @@ def _px_monthly(sheet: Sheet):
                     colorscale="RdYlGn", zmid=0, zmin=-lim, zmax=lim, colorbar={"tickformat": ".1%", "len": 0.8},
                     hovertemplate="%{y} %{x}: %{z:.2%}<extra></extra>", name="monthly returns")  # fmt: skip
     _layout(fig, "Monthly returns", ytitle="", xtitle="month")
+    fig.update_xaxes(type="category")  # "2026-03" is a month, not a date between ticks
     fig.update_yaxes(autorange="reversed")
     return fig
 

@@ -19,6 +19,7 @@ from tasks.backtest_report import report_data, write_report
 from tests.report_pages import (  # noqa: F401 - saved_figures is a fixture
     figure_texts,
     find_axes,
+    plotly_figures,
     read_page,
     saved_figures,
     traces,
@@ -328,3 +329,14 @@ def test_no_legend_covers_a_panel(drawn):
     assert any(n.startswith("buy & hold") for n in names) and any(n.startswith("static") for n in names), (
         names
     )
+
+
+def test_html_months_are_categories_and_legends_sit_below_the_axis_title(run):
+    page, _ = read_page(run[1])
+    figs = plotly_figures(page)
+    monthly = [f for f in figs if f["layout"]["title"]["text"].lower().startswith("monthly")][0]
+    # "2026-03" read as a date puts the cells between ticks like "Feb 22"; they are months, one per column.
+    assert monthly["layout"]["xaxis"].get("type") == "category", monthly["layout"]["xaxis"]
+    for f in figs:
+        legend = f["layout"].get("legend", {})
+        assert legend.get("yanchor") == "top" and legend.get("y", 0) <= -0.25, (f["layout"]["title"], legend)
