@@ -610,7 +610,11 @@ def build_data_docs(results: GateResult | Iterable[GateResult], docs_dir: str | 
             f"{g.stage}-{g.interval}",
             severity=dict(zip(g.dq_results["rule"], g.dq_results["severity"], strict=True)),
             findings=pd.concat(
-                [f[["symbol", "ts", "rule", "severity", "detail"]] for f in (g.quarantined, g.warnings) if len(f)]
+                [
+                    f[["symbol", "ts", "rule", "severity", "detail"]]
+                    for f in (g.quarantined, g.warnings)
+                    if len(f)
+                ]
                 or [g.warnings.reindex(columns=["symbol", "ts", "rule", "severity", "detail"])],
                 ignore_index=True,
             ),
