@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pandas as pd
 from expectations import runtime
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
+WARNING_COLUMNS = ["symbol", "ts", "rule", "severity", "detail"]
 DQ_COLUMNS = [
     "run_id", "stage", "suite", "expectation", "rule", "severity", "column_name",
     "success", "observed_value", "element_count", "unexpected_count", "validated_at",
@@ -70,6 +71,8 @@ class FrameGateResult:
     dq_results: pd.DataFrame
     failures: dict[str, int]  # rule -> failing rows
     validation: Any
+    # Rows that broke a warning rule (kept): the frame's symbol/ts (when it has them), rule, severity, detail.
+    warnings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=WARNING_COLUMNS))
 
     @property
     def ok(self) -> bool:
@@ -134,6 +137,18 @@ def gate_frame(
         f"{p} failed" + (f"; also broke: {b}" if b else "")
         for p, b in zip(primary[bad], broke[bad], strict=True)
     ]
+    warned = [
+        frame.loc[masks[r], [c for c in ("symbol", "ts") if c in frame]].assign(
+            rule=r, severity="warning", detail=f"{r} failed (warning: row kept)"
+        )
+        for r in spec.rules
+        if spec.severity[r] == "warning" and r in masks and masks[r].any()
+    ]
+    warnings = (
+        pd.concat(warned, ignore_index=True).reindex(columns=WARNING_COLUMNS)
+        if warned
+        else pd.DataFrame(columns=WARNING_COLUMNS)
+    )
     dq = pd.DataFrame(
         runtime.dq_rows(validation, spec.name, spec.severity, run_id, stage, validated_at), columns=DQ_COLUMNS
     ).astype({"element_count": "Int64", "unexpected_count": "Int64"})
@@ -148,6 +163,7 @@ def gate_frame(
         dq_results=dq,
         failures={r: int(m.sum()) for r, m in masks.items()},
         validation=validation,
+        warnings=warnings,
     )
 
 
@@ -221,5 +237,15 @@ def _stamp(validation: Any, run_id: str, at: pd.Timestamp) -> None:
 
 
 def build_frame_docs(results: list[FrameGateResult], docs_dir: str | Path) -> Path:
-    items = [runtime.DocsItem(r.suite, r.validation, f"{r.stage}-{r.run_id}") for r in results]
+    """Add the results' validations to the offline Data Docs site ``docs_dir``; returns its index.html."""
+    items = [
+        runtime.DocsItem(
+            r.suite,
+            r.validation,
+            f"{r.stage}-{r.run_id}",
+            severity=load_frame_suite(r.suite).severity,
+            findings=pd.concat([r.quarantined, r.warnings], ignore_index=True),
+        )
+        for r in results
+    ]
     return runtime.build_docs(items, docs_dir)

@@ -620,15 +620,29 @@ def _dq_frame(validation, spec, sev, run_id, stage, validated_at) -> pd.DataFram
 
 
 def build_data_docs(results: GateResult | Iterable[GateResult], docs_dir: str | Path) -> Path:
-    """Render the gate results' GX validations as a static Data Docs site; returns its index.html.
+    """Add the gate results' GX validations to the offline Data Docs site ``docs_dir``; returns its
+    index.html. Each page lists the quarantined and warned rows (symbol, ts, rule, severity, detail).
 
     Re-uses the validation results kept in each GateResult (nothing is validated twice).
     """
     gated = [results] if isinstance(results, GateResult) else list(results)
     spec = load_suite()
-    runtime.register_suite(spec.raw)
     items = [
-        runtime.DocsItem(spec.name, g.validation, f"{g.stage}-{g.interval}")
+        runtime.DocsItem(
+            spec.name,
+            g.validation,
+            f"{g.stage}-{g.interval}",
+            severity=dict(zip(g.dq_results["rule"], g.dq_results["severity"], strict=True)),
+            findings=pd.concat(
+                [
+                    f[["symbol", "ts", "rule", "severity", "detail"]]
+                    for f in (g.quarantined, g.warnings)
+                    if len(f)
+                ]
+                or [g.warnings.reindex(columns=["symbol", "ts", "rule", "severity", "detail"])],
+                ignore_index=True,
+            ),
+        )
         for g in gated
         if g.validation is not None
     ]

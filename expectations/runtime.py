@@ -8,17 +8,17 @@ back (``unexpected_index_list``); each expectation's ``meta.rule`` names the qtr
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from expectations.docs import DocsItem
 
 log = logging.getLogger(__name__)
 
@@ -192,59 +192,12 @@ def slim(results: Iterable[Any]) -> None:
             (r.result or {}).pop(k, None)
 
 
-@dataclass(frozen=True)
-class DocsItem:
-    suite_name: str
-    validation: Any
-    batch_identifier: str
-
-
 def build_docs(items: Iterable[DocsItem], docs_dir: str | Path) -> Path:
-    """Render validations as a static Data Docs site under ``docs_dir``; returns its index.html.
-
-    The site shows exactly the validations given, plus their suites' pages: GX cleans earlier pages.
-    """
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
+    """Add validations to the offline Data Docs site ``docs_dir`` (expectations/docs.py); returns its
+    index.html. Earlier validations in the site are kept and listed."""
+    from expectations.docs import write_site
 
     started = time.perf_counter()
-    docs_dir = Path(docs_dir).resolve()
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    with LOCK:
-        ctx = context()
-        # One site per folder; the name is stable so repeated builds to one folder reuse it.
-        site = "qtrader_" + hashlib.sha1(str(docs_dir).encode(), usedforsecurity=False).hexdigest()[:10]
-        if site not in ctx.list_data_docs_sites():
-            ctx.add_data_docs_site(
-                site,
-                {
-                    "class_name": "SiteBuilder",
-                    "show_how_to_buttons": False,
-                    "store_backend": {
-                        "class_name": "TupleFilesystemStoreBackend",
-                        "base_directory": str(docs_dir),
-                    },
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                },
-            )
-        store = ctx.validation_results_store
-        for key in store.list_keys():  # the in-memory store is per process: show only these results
-            store.remove_key(key)
-        keys: list[Any] = []
-        for item in items:
-            suite_id = ExpectationSuiteIdentifier(name=item.suite_name)
-            if suite_id not in keys:
-                keys.append(suite_id)
-            key = ValidationResultIdentifier(
-                expectation_suite_identifier=suite_id,
-                run_id=item.validation.meta["run_id"],
-                batch_identifier=item.batch_identifier,
-            )
-            store.store_validation_results(item.validation, key, suite_id)
-            keys.append(key)
-        ctx.build_data_docs(site_names=[site], resource_identifiers=keys)
-    index = docs_dir / "index.html"
+    index = write_site(items, docs_dir)
     log.debug("Data Docs at %s in %.2fs", index, time.perf_counter() - started)
     return index

@@ -13,15 +13,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import TaskRunner
 
 from expectations.frame_gate import build_frame_docs
-from models.features import FEATURE_SET_VERSION
 from qtrader import progress
 from qtrader.calendar import is_daily
 from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.runners import symbol_batches, task_runner
 from qtrader.settings import Settings, load_settings
 from tasks.failures import publish_failure
-from tasks.features import compute_batch, gate, load_bars, load_daily_context, write
+from tasks.features import compute_batch, features_markdown, gate, load_bars, load_daily_context, write
 from tasks.ingest import new_run_id
+from tasks.resources import data_docs_site
 
 
 def _compute(
@@ -91,21 +91,9 @@ def features(
             summary.append(row | {"written": written, "quarantined": len(gated.quarantined)})
             gated_all.append(gated)
             findings += [f"[{iv}] {line}" for line in gated.summary_lines()]
-    docs = str(build_frame_docs(gated_all, settings.dq_docs_dir / "features")) if gated_all else None
-    md = [
-        "# Features",
-        "",
-        f"feature set `{FEATURE_SET_VERSION}`, run `{run_id}`, task runner `{runner_name}`",
-        "",
-        "| interval | bars read | batches | new | written | quarantined |",
-        "|---|---|---|---|---|---|",
-    ]
-    md += [
-        f"| {s['interval']} | {s['bars_read']} | {s['batches']} | {s['new']} | {s['written']} | {s['quarantined']} |"
-        for s in summary
-    ]
-    md += [""] + [f"- {f}" for f in findings] + ([f"\nData Docs: `{docs}`"] if docs else [])
-    create_markdown_artifact(key="features-summary", markdown="\n".join(md), description="Features computed")
+    docs = str(build_frame_docs(gated_all, data_docs_site(settings))) if gated_all else None
+    md = features_markdown(summary, findings, run_id, runner_name, docs)
+    create_markdown_artifact(key="features-summary", markdown=md, description="Features computed")
     get_run_logger().info(
         "features: %s", "; ".join(f"{s['interval']} {s['written']} written" for s in summary)
     )

@@ -1141,7 +1141,10 @@ def pd_ts(value):
 @app.command()
 def account(
     warehouse: WarehouseOpt = None,
-    plot: Annotated[bool, typer.Option("--plot", help="Write the equity curve (HTML and PNG).")] = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Write the account report (HTML and PNG).")] = False,
+    symbol: Annotated[
+        str | None, typer.Option(help="The report's price panel symbol (default: the most traded).")
+    ] = None,
     recent: Annotated[int, typer.Option(help="Rows of fills, trades and stop moves to show.")] = 15,
     as_json: JsonOpt = False,
 ) -> None:
@@ -1160,8 +1163,10 @@ def account(
         return
     _print_account(settings.warehouse, str(settings.broker), recent)
     if plot:
-        html, png = _guard(lambda: _plot_equity(settings.warehouse, str(settings.broker), settings.data_dir))
-        console.print(f"Equity curve: {html}\nEquity curve: {png}")
+        html, png = _guard(
+            lambda: _plot_equity(settings.warehouse, str(settings.broker), settings.data_dir, symbol)
+        )
+        console.print(f"Account report: {Path(html).resolve()}\nAccount report: {Path(png).resolve()}")
 
 
 def _money(v) -> str:
@@ -1267,36 +1272,11 @@ def _print_account(db, broker: str, recent: int = 15) -> None:
     )
 
 
-def _plot_equity(db, broker: str, data_dir) -> tuple[Path, Path]:
-    """The equity curve from account snapshots: Plotly HTML (self-contained) and a matplotlib PNG."""
-    import matplotlib
+def _plot_equity(db, broker: str, data_dir, symbol: str | None = None) -> tuple[Path, Path]:
+    """The account report (tasks/account_report.py): data/reports/account.html and account.png."""
+    from tasks.account_report import write_account_report
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import plotly.graph_objects as go
-
-    from warehouse.decisions import account_review
-
-    eq = account_review(db, broker)["equity"]
-    if eq.empty:
-        raise ValueError("no account snapshots yet: run `qtrader decide` first")
-    out = Path(data_dir) / "reports"
-    out.mkdir(parents=True, exist_ok=True)
-    html, png = out / "equity.html", out / "equity.png"
-    fig = go.Figure()
-    fig.add_scatter(x=eq["ts"], y=eq["equity"].astype(float), name="equity")
-    fig.add_scatter(x=eq["ts"], y=eq["cash"].astype(float), name="cash", line={"dash": "dot"})
-    fig.update_layout(title=f"Paper account equity ({broker})", xaxis_title="bar", yaxis_title="USD")
-    fig.write_html(html, include_plotlyjs=True)  # self-contained: works offline
-    ax = plt.figure(figsize=(9, 4)).gca()
-    ax.plot(eq["ts"], eq["equity"].astype(float), label="equity")
-    ax.set_title(f"Paper account equity ({broker})")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    plt.tight_layout()
-    plt.savefig(png, dpi=110)
-    plt.close("all")
-    return html, png
+    return write_account_report(db, broker, Path(data_dir) / "reports", symbol=symbol)
 
 
 def _demo_decide(db: str) -> None:
@@ -1336,7 +1316,7 @@ def _demo_decide(db: str) -> None:
     settings = _guard(lambda: _settings(warehouse=db))
     _print_account(db, str(settings.broker), recent=12)
     html, png = _guard(lambda: _plot_equity(db, str(settings.broker), settings.data_dir))
-    console.print(f"Equity curve: {html} and {png}  (any time: qtrader account --plot)")
+    console.print(f"Account report: {html} and {png}  (any time: qtrader account --plot)")
 
 
 def _explain_rejections(db: str, since) -> None:
@@ -1463,6 +1443,40 @@ def _backtest_arguments(settings, interval, start, end, symbols, modes, signals,
         modes=checks.choices(modes, MODES, "--modes") if modes else None,
         signals=str(signals) if signals else None, report_symbol=report_symbol[0] if report_symbol else None,
     )  # fmt: skip
+
+
+@app.command()
+def report(
+    run_id: Annotated[str | None, typer.Argument(help="The backtest run (default: the newest).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Symbol whose price shows the trade markers.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder of report.html and report.png (default: the run's folder).")
+    ] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Redraw a stored backtest's report (HTML and PNG), e.g. with another symbol's price panel."""
+    from tasks.backtest_report import write_report
+    from warehouse.db import query_df
+
+    settings = _guard(lambda: _settings(warehouse=warehouse))
+    db = settings.warehouse
+    if run_id is None:
+        newest = _guard(
+            lambda: query_df(db, "SELECT run_id FROM backtest_runs ORDER BY started_at DESC LIMIT 1")
+        )
+        if newest.empty:
+            _fail("no backtest has been recorded yet: run `qtrader backtest` first")
+        run_id = str(newest["run_id"].iloc[0])
+    if out is None:
+        scratch = _guard(
+            lambda: query_df(db, "SELECT max(scratch) AS s FROM backtest_runs WHERE run_id = ?", [run_id])
+        )
+        s = scratch["s"].iloc[0] if len(scratch) else None
+        out = Path(s).parent if isinstance(s, str) and s else Path(settings.data_dir) / "backtests" / run_id
+    html, png = _guard(lambda: write_report(db, run_id, out, symbol=symbol))
+    console.print(
+        f"Report: {Path(html).resolve()}\nReport: {Path(png).resolve()}", soft_wrap=True, highlight=False
+    )
 
 
 def _print_backtest(db, result: dict) -> None:

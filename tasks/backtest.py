@@ -50,6 +50,7 @@ from models.health import schedule_hours
 from models.signals.volatility import vol_state
 from models.trade_filter import gate_block_counts
 from models.training import live_predictions
+from qtrader import artifacts as qa
 from qtrader.calendar import interval_minutes, is_daily
 from qtrader.progress import report
 from qtrader.settings import Settings, load_settings
@@ -575,16 +576,16 @@ def record_backtest(
 
 
 def _fmt(value: Any, kind: str, signed: bool = False) -> str:
+    """One table cell: fixed precision, thousands separators, never "-0.0%" (qtrader.artifacts)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
-    sign = "+" if signed else ""
     return {
-        "pct": f"{value * 100:{sign}.1f}%",
-        "pct2": f"{value * 100:{sign}.2f}%",
-        "num": f"{value:{sign}.2f}",
-        "num1": f"{value:{sign}.1f}",
-        "int": f"{int(round(value)):{sign}d}",
-    }[kind]
+        "pct": lambda: qa.percent(value, 1, signed=signed),
+        "pct2": lambda: qa.percent(value, 2, signed=signed),
+        "num": lambda: qa.number(value, 2, signed=signed),
+        "num1": lambda: qa.number(value, 1, signed=signed),
+        "int": lambda: ("+" if signed and round(value) > 0 else "") + qa.count(value),
+    }[kind]()
 
 
 def table_rows(
@@ -629,22 +630,30 @@ def gate_lines(runs: pd.DataFrame) -> list[str]:
 
 
 def table_markdown(runs: pd.DataFrame, run_id: str, report_paths: tuple[str, str] | None) -> str:
-    rows = table_rows(runs)
-    head = ["mode", *[t for _, t, _ in mb.TABLE_COLUMNS]]
+    """The backtest artifact: a human title, each mode's metrics, their difference from static in a second
+    table (two narrow tables instead of one with "value (difference)" cells), absolute report links."""
+    head = ["Mode", *[t for _, t, _ in mb.TABLE_COLUMNS]]
+    numeric = head[1:]
+
+    def cells(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [{"Mode": r["mode"], **{h: r[h] for h in numeric}} for r in rows]
+
     r0 = runs.iloc[0]
+    daily = str(r0["interval"]).endswith("d")
+    start, end = qa.short_ts(r0["start_ts"], date_only=daily), qa.short_ts(r0["end_ts"], date_only=daily)
     md = [
-        f"# Backtest {run_id}",
+        f"# Backtest: {r0['interval']} bars {start} to {end}",
         "",
-        f"{r0['interval']} bars {r0['start_ts']} to {r0['end_ts']} ({r0['bars']} bars, {r0['symbols']} symbols); "
-        "costs included; (difference from static) in brackets.",
+        f"run `{run_id}`; {qa.count(r0['bars'])} bars, {qa.count(r0['symbols'])} symbols; costs included.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-        *["| " + " | ".join(row[h] for h in head) + " |" for row in rows],
+        *qa.md_table(cells(table_rows(runs, with_diff=False)), head, numeric),
     ]
+    diff = table_rows(runs, diff_only=True)
+    if diff:
+        md += ["", f"## Difference from {mb.STATIC}", "", *qa.md_table(cells(diff), head, numeric)]
     md += ["", *gate_lines(runs)]
     if report_paths:
-        md += ["", f"Report: `{report_paths[0]}` and `{report_paths[1]}`"]
+        md += ["", f"Report: {qa.file_link(report_paths[0])} and {qa.file_link(report_paths[1])}"]
     return "\n".join(md)
 
 

@@ -1,73 +1,34 @@
-"""The backtest report: one run's modes side by side, as a self-contained Plotly page and a matplotlib PNG.
+"""The backtest report: one run's modes side by side, as one self-contained HTML page (Plotly, offline)
+and a matplotlib PNG with the same panels (tasks/report_views.py).
 
-Four views of the same data (``report_data``): equity per mode, drawdown per mode, one symbol's close with
-every mode's entries and exits, and P&L by contributing module. The HTML adds the run's metrics table
-(``backtest_runs``) at the top. Everything is read from the warehouse with one read-only connection.
+What it shows: cumulative return of every distinct equity curve against an equal-weight buy-and-hold of
+the replayed symbols, drawdown, monthly returns, rolling Sharpe, the distribution of bar returns, one
+symbol's close with every mode's entries and exits, P&L by contributing module, the timeline's health
+against the trade filter's gate, the candidates each mode did not trade (by rule), and the trade list.
+Modes whose equity curves are identical are drawn once, and the page says which. Everything is read
+with read-only connections: the user's warehouse, the run's scratch ``models.duckdb`` (health) and
+each mode's results file (decisions).
 """
 
 from __future__ import annotations
 
-import html
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
+from models import report as mr
+from tasks.report_views import NO_TRADES, Sheet, write_html, write_png
 from warehouse.db import connect
 
 log = logging.getLogger(__name__)
 
 EXTERNAL = "external"  # P&L of trades no module voted for
-NO_TRADES = "no closed trades"
 NEWEST_RUNS_SHOWN = 5  # run ids named when a run_id is unknown
-PNG_DPI = 150
-
-# Mode colours in run order (static, adaptive, then the ablations), shared by both outputs (tab10).
-MODE_COLOURS = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
-# Exit markers: take-profits green (darker = further), stops red, breakeven grey.
-REASON_COLOURS = {
-    "TP1": "#a1d99b",
-    "TP2": "#41ab5d",
-    "TP3": "#006d2c",
-    "take_profit": "#41ab5d",
-    "stop": "#e31a1c",
-    "stop_loss": "#e31a1c",
-    "breakeven": "#969696",
-    "manual": "#6a3d9a",
-}
-OTHER_REASON_COLOURS = ("#b15928", "#fb9a99", "#cab2d6", "#ffff99", "#1f78b4")
-UNKNOWN_REASON = "unknown"
-
-# Metrics table of the HTML page: column -> (header, format).
-METRICS = {
-    "mode": ("mode", "{}"),
-    "trades": ("trades", "{:d}"),
-    "open_trades": ("open", "{:d}"),
-    "win_rate": ("win rate", "{:.1%}"),
-    "avg_pnl_pct": ("avg trade", "{:+.2%}"),
-    "avg_pnl": ("avg P&L", "{:+,.2f}"),
-    "total_return": ("return", "{:+.2%}"),
-    "sharpe": ("Sharpe", "{:.2f}"),
-    "sortino": ("Sortino", "{:.2f}"),
-    "max_drawdown": ("max DD", "{:.2%}"),
-    "exposure": ("exposure", "{:.1%}"),
-    "turnover": ("turnover", "{:.2f}"),
-    "final_equity": ("final equity", "{:,.2f}"),
-    "commission": ("commission", "{:,.2f}"),
-    "refused_bars": ("refused bars", "{:d}"),
-}
+__all__ = ["EXTERNAL", "NO_TRADES", "ReportData", "module_pnl", "report_data", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +44,11 @@ class ReportData:
     trades: pd.DataFrame  # every closed trade of the run (backtest_trades)
     bars: pd.DataFrame  # ts, open, high, low, close, volume of ``symbol`` over the run's span
     module_pnl: pd.DataFrame  # mode, module, trades, pnl: each trade's P&L split among its contributors
+    benchmark: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))  # buy & hold equity by ts
+    benchmark_symbols: list[str] = field(default_factory=list)
+    health: pd.DataFrame = field(default_factory=pd.DataFrame)  # ts, module, score (+ gate columns)
+    gates: dict[str, float] = field(default_factory=dict)  # the trade filter's health minimums
+    blocked: pd.DataFrame = field(default_factory=pd.DataFrame)  # mode, rule, candidates
 
     @property
     def symbol_trades(self) -> pd.DataFrame:
@@ -197,6 +163,25 @@ def report_data(
                 f"{span_end:%Y-%m-%d} and no trades in backtest run {run_id!r}"
             )
 
+        folder = _scratch_folder(runs)
+        replayed = _replayed_symbols(folder, interval) or [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT symbol FROM bars WHERE interval = ? AND ts BETWEEN ? AND ? ORDER BY symbol",
+                [interval, runs["start_ts"].min(), runs["end_ts"].max()],
+            ).fetchall()
+        ]
+        closes = con.execute(
+            "SELECT ts, symbol, close FROM bars WHERE interval = ? AND ts BETWEEN ? AND ? "
+            "AND list_contains(?, symbol) ORDER BY ts",
+            [interval, runs["start_ts"].min(), runs["end_ts"].max(), replayed],
+        ).df()
+
+    benchmark = pd.Series(dtype=float)
+    if len(closes) and len(equity):
+        wide = closes.pivot_table(index="ts", columns="symbol", values="close", aggfunc="last")
+        index = pd.DatetimeIndex(sorted(equity["ts"].unique()))
+        benchmark = mr.buy_and_hold(wide, float(runs["starting_equity"].iloc[0]), index)
     return ReportData(
         run_id=run_id,
         interval=interval,
@@ -207,7 +192,118 @@ def report_data(
         trades=trades,
         bars=bars,
         module_pnl=module_pnl(trades),
+        benchmark=benchmark,
+        benchmark_symbols=sorted(closes["symbol"].unique()) if len(closes) else [],
+        health=_read_health(folder, runs["start_ts"].min(), runs["end_ts"].max()),
+        gates=_gates(runs),
+        blocked=_read_blocked(runs),
     )
+
+
+# ---- the run's scratch files -------------------------------------------------------------------------
+
+
+def _scratch_folder(runs: pd.DataFrame) -> Path | None:
+    """``data/backtests/<run_id>/``: the folder of the modes' results files (``backtest_runs.scratch``)."""
+    paths = [p for p in runs.get("scratch", pd.Series(dtype=object)) if isinstance(p, str) and p]
+    return Path(paths[0]).parent if paths else None
+
+
+def _read_only(path: Path):
+    return duckdb.connect(str(path), read_only=True)
+
+
+def _tables(con) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+def _replayed_symbols(folder: Path | None, interval: str) -> list[str]:
+    """The symbols the timeline replayed: those of its scratch warehouse's bars."""
+    path = folder / "models.duckdb" if folder is not None else None
+    if path is None or not path.exists():
+        return []
+    try:
+        with _read_only(path) as con:
+            if "bars" not in _tables(con):
+                return []
+            return [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT symbol FROM bars WHERE interval = ? ORDER BY symbol", [interval]
+                ).fetchall()
+            ]
+    except duckdb.Error as err:  # a scratch file another process holds, or an older layout
+        log.warning("backtest report: cannot read %s (%s)", path, err)
+        return []
+
+
+def _read_health(folder: Path | None, start, end) -> pd.DataFrame:
+    """The timeline's health runs over the replayed span (ts, module, score, and any gate column)."""
+    path = folder / "models.duckdb" if folder is not None else None
+    if path is None or not path.exists():
+        return pd.DataFrame()
+    try:
+        with _read_only(path) as con:
+            if "health" not in _tables(con):
+                return pd.DataFrame()
+            cols = [r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'health'"
+            ).fetchall()]  # fmt: skip
+            # Migration 008 records the gate each score was compared with (a number) and its source (text).
+            extra = [c for c in ("gate", "gate_source") if c in cols]
+            select = ", ".join(["ts", "module", "score", *extra])
+            return con.execute(
+                f"SELECT {select} FROM health WHERE ts BETWEEN ? AND ? AND score IS NOT NULL ORDER BY ts, module",
+                [start, end],
+            ).df()
+    except duckdb.Error as err:
+        log.warning("backtest report: cannot read health from %s (%s)", path, err)
+        return pd.DataFrame()
+
+
+def _gates(runs: pd.DataFrame) -> dict[str, float]:
+    """The trade filter's health minimums the adaptive mode ran with (its overrides, else the defaults)."""
+    from qtrader.settings import FilterSettings
+
+    defaults = FilterSettings()
+    chosen = runs[runs["mode"] == "adaptive"] if (runs["mode"] == "adaptive").any() else runs
+    tf = {}
+    if len(chosen) and isinstance(chosen["overrides"].iloc[0], str):
+        try:
+            tf = (json.loads(chosen["overrides"].iloc[0]) or {}).get("trade_filter") or {}
+        except json.JSONDecodeError:
+            tf = {}
+    return {
+        "overall gate": float(tf.get("min_overall_health", defaults.min_overall_health)),
+        "module gate": float(tf.get("min_module_health", defaults.min_module_health)),
+    }
+
+
+def _read_blocked(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per mode, candidates not traded by each rule they failed (a candidate counts once per rule)."""
+    parts = []
+    for mode, path in zip(runs["mode"], runs.get("scratch", [None] * len(runs)), strict=True):
+        if not isinstance(path, str) or not Path(path).exists():
+            continue
+        try:
+            with _read_only(Path(path)) as con:
+                if "decisions" not in _tables(con):
+                    continue
+                df = con.execute(
+                    "SELECT trim(f.rule) AS rule, count(*) AS candidates FROM decisions, "
+                    "unnest(string_split(coalesce(nullif(failed, ''), reason_code), ',')) AS f(rule) "
+                    "WHERE NOT accepted GROUP BY ALL"
+                ).df()
+        except duckdb.Error as err:
+            log.warning("backtest report: cannot read decisions from %s (%s)", path, err)
+            continue
+        parts.append(df.assign(mode=mode))
+    if not parts:
+        return pd.DataFrame(columns=["mode", "rule", "candidates"])
+    return pd.concat(parts, ignore_index=True)[["mode", "rule", "candidates"]]
+
+
+# ---- the report ---------------------------------------------------------------------------------------
 
 
 def write_report(
@@ -218,44 +314,108 @@ def write_report(
     symbol: str | None = None,
     interval: str | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``out_dir/report.html`` (self-contained Plotly, works offline) and ``out_dir/report.png``
-    (matplotlib, 2x2 at 150 dpi) for one backtest run; returns their paths."""
+    """Write ``out_dir/report.html`` (one self-contained page, works offline) and ``out_dir/report.png``
+    (the same panels) for one backtest run; returns their paths."""
     data = report_data(warehouse, run_id, symbol=symbol, interval=interval)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, png_path = out / "report.html", out / "report.png"
-    _write_html(data, html_path)
-    _write_png(data, png_path)
+    sheet = sheet_of(data)
+    write_html(sheet, html_path)
+    write_png(sheet, png_path)
     log.info("backtest report for %s: %s, %s", run_id, html_path, png_path)
     return html_path, png_path
 
 
-# ---- shared presentation helpers ---------------------------------------------------------------------
+def _periods_per_year(interval: str) -> float:
+    from qtrader.calendar import interval_minutes, is_daily
+
+    return 252.0 if is_daily(interval) else 252.0 * (390 / interval_minutes(interval))
 
 
-def _mode_colours(modes: list[str]) -> dict[str, str]:
-    return {m: MODE_COLOURS[i % len(MODE_COLOURS)] for i, m in enumerate(modes)}
+def short_ts(values, interval: str) -> list[str]:
+    from qtrader.calendar import is_daily
+
+    fmt = "%Y-%m-%d" if is_daily(interval) else "%Y-%m-%d %H:%M"
+    return ["" if pd.isna(v) else f"{pd.Timestamp(v).tz_convert('UTC'):{fmt}}" for v in values]
 
 
-def _reason_colours(reasons) -> dict[str, str]:
-    out, others = {}, iter(OTHER_REASON_COLOURS * 4)
-    for r in sorted({_reason(r) for r in reasons}, key=lambda r: (r not in REASON_COLOURS, r)):
-        out[r] = REASON_COLOURS.get(r) or next(others, "#000000")
-    return out
+def sheet_of(data: ReportData) -> Sheet:
+    """The tearsheet of one run: identical curves merged, a buy-and-hold benchmark, every table."""
+    runs = data.runs
+    start_eq = float(runs["starting_equity"].iloc[0]) if len(runs) else 100_000.0
+    series = {
+        m: data.equity[data.equity["mode"] == m].set_index("ts")["equity"].astype(float)
+        for m in data.modes
+        if (data.equity["mode"] == m).any()
+    }
+    groups = mr.identical_groups(series)
+    label = {g[0]: (g[0] if len(g) == 1 else f"{g[0]} = {', '.join(g[1:])}") for g in groups}
+    shown = [g[0] for g in groups]  # each group's representative
+    curves = {label[m]: series[m] for m in shown}
+    curve_of = {m: label[g[0]] for g in groups for m in g}
+
+    start, end = runs["start_ts"].min(), runs["end_ts"].max()
+    symbols = int(runs["symbols"].max()) if runs["symbols"].notna().any() else len(data.benchmark_symbols)
+    title = f"Backtest · {data.interval} bars {start:%Y-%m-%d} to {end:%Y-%m-%d} · {symbols} symbols"
+    subtitle = (
+        f"run {data.run_id}; {int(runs['bars'].max())} bars, starting equity {start_eq:,.0f}, costs included; "
+        f"{len(data.trades)} closed trades over {len(data.modes)} mode{'' if len(data.modes) == 1 else 's'}"
+    )
+
+    notes = [f"{m}: {mr.MODE_NOTES.get(m, 'custom settings')}" for m in data.modes]
+    if (same := mr.same_curve_note(groups)) is not None:
+        notes.insert(0, same)
+    if len(data.benchmark):
+        notes.append(
+            f"{mr.BENCHMARK}: equal weights of the {len(data.benchmark_symbols)} replayed symbols "
+            f"({', '.join(data.benchmark_symbols[:12])}{', ...' if len(data.benchmark_symbols) > 12 else ''}) "
+            f"bought at the first bar's close with the same starting equity, no costs"
+        )
+
+    keep = set(shown)
+    trades = data.trades[data.trades["mode"].isin(keep)].copy() if len(data.trades) else data.trades
+    if len(trades):
+        trades["curve"] = trades["mode"].map(curve_of)
+    price_trades = trades[trades["symbol"] == data.symbol] if len(trades) else trades
+    mp = data.module_pnl[data.module_pnl["mode"].isin(keep)].copy()
+    mp["curve"] = mp["mode"].map(curve_of)
+
+    health = data.health
+    gates = mr.gate_lines(health, data.gates)
+
+    return Sheet(
+        title=title,
+        subtitle=subtitle,
+        interval=data.interval,
+        periods_per_year=_periods_per_year(data.interval),
+        starting_equity=start_eq,
+        curves=curves,
+        benchmark=data.benchmark if len(data.benchmark) else None,
+        notes=notes,
+        metrics=_metrics(data, groups, label, start_eq),
+        price_symbol=data.symbol,
+        price_bars=data.bars,
+        price_trades=price_trades,
+        price_note=_price_note(data),
+        module_pnl=mp,
+        health=health[["ts", "module", "score"]] if len(health) else pd.DataFrame(),
+        gates=gates,
+        health_note="no health recorded in the run's scratch warehouse",
+        blocked=_blocked_table(data.blocked, data.modes),
+        trade_list=trade_list(trades, data.interval),
+        trade_list_note=(
+            f"{len(trades)} closed trades"
+            + (" (identical modes listed once)" if any(len(g) > 1 for g in groups) else "")
+            + (f"; the newest {TRADES_SHOWN} shown" if len(trades) > TRADES_SHOWN else "")
+        ),
+    )
 
 
-def _reason(value) -> str:
-    return value if isinstance(value, str) and value else UNKNOWN_REASON
-
-
-def _price_title(data: ReportData) -> str:
-    if data.symbol is None:
-        return f"Price ({data.interval}): no bars"
-    return f"{data.symbol} {data.interval} close with entries and exits"
+TRADES_SHOWN = 500
 
 
 def _price_note(data: ReportData) -> str | None:
-    """The price panel's empty-state text, if any."""
     if data.symbol is None:
         return f"no {data.interval} bars and {NO_TRADES}"
     if data.trades.empty:
@@ -265,366 +425,78 @@ def _price_note(data: ReportData) -> str | None:
     return None
 
 
-def _metrics_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    shown = {}
-    for col, (header, fmt) in METRICS.items():
-        if col not in runs:
-            continue
-        shown[header] = [
-            "" if v is None or (isinstance(v, float) and v != v) else fmt.format(int(v) if "d}" in fmt else v)
-            for v in runs[col]
-        ]
-    return pd.DataFrame(shown)
+def _metrics(data: ReportData, groups, label, start_eq: float) -> pd.DataFrame:
+    ppy = _periods_per_year(data.interval)
+    runs = data.runs.set_index("mode")
+    rows = []
+
+    def num(v, fmt: str) -> str:
+        return "n/a" if v is None or pd.isna(v) else fmt.format(v)
+
+    for g in groups:
+        m = g[0]
+        r = runs.loc[m] if m in runs.index else None
+        eq = data.equity[data.equity["mode"] == m].set_index("ts")["equity"].astype(float)
+        s = mr.summary(eq, start_eq, ppy)
+        years = len(eq) / ppy
+        rows.append({
+            "mode": label[m],
+            "return": mr.fmt_pct(s["total_return"]),
+            "CAGR": mr.fmt_pct(s["cagr"]) if years >= 1 else "n/a (< 1 year)",
+            "Sharpe": num(r["sharpe"] if r is not None else s["sharpe"], "{:.2f}"),
+            "Sortino": num(r["sortino"] if r is not None else s["sortino"], "{:.2f}"),
+            "max DD": mr.fmt_pct(s["max_drawdown"], signed=False),
+            "volatility": mr.fmt_pct(s["volatility"], signed=False),
+            "trades": num(r["trades"] if r is not None else None, "{:,.0f}"),
+            "open": num(r["open_trades"] if r is not None else None, "{:,.0f}"),
+            "win rate": mr.fmt_pct(r["win_rate"], 1, signed=False) if r is not None else "n/a",
+            "avg trade": mr.fmt_pct(r["avg_pnl_pct"]) if r is not None else "n/a",
+            "exposure": mr.fmt_pct(r["exposure"], 1, signed=False) if r is not None else "n/a",
+            "turnover": num(r["turnover"] if r is not None else None, "{:.2f}"),
+            "commission": mr.fmt_money(r["commission"]) if r is not None else "n/a",
+        })  # fmt: skip
+    if len(data.benchmark):
+        s = mr.summary(data.benchmark, start_eq, ppy)
+        years = len(data.benchmark) / ppy
+        rows.append({
+            "mode": mr.BENCHMARK, "return": mr.fmt_pct(s["total_return"]),
+            "CAGR": mr.fmt_pct(s["cagr"]) if years >= 1 else "n/a (< 1 year)",
+            "Sharpe": num(s["sharpe"], "{:.2f}"), "Sortino": num(s["sortino"], "{:.2f}"),
+            "max DD": mr.fmt_pct(s["max_drawdown"], signed=False),
+            "volatility": mr.fmt_pct(s["volatility"], signed=False),
+        })  # fmt: skip
+    return pd.DataFrame(rows).fillna("")
 
 
-# ---- HTML (Plotly) -----------------------------------------------------------------------------------
-
-_PAGE = """<!DOCTYPE html>
-<html>
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-table.metrics {{ border-collapse: collapse; font-size: 0.9em; margin-bottom: 1em; }}
-table.metrics th, table.metrics td {{
-  border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right;
-}}
-table.metrics td:first-child, table.metrics th:first-child {{ text-align: left; }}
-</style>
-</head>
-<body>
-<h1>{title}</h1>
-<p>{subtitle}</p>
-{table}
-{figure}
-</body>
-</html>
-"""
+def _blocked_table(blocked: pd.DataFrame, modes: list[str]) -> pd.DataFrame | None:
+    """Rows: rules (most candidates first); columns: modes; cells: candidates that failed the rule."""
+    if blocked.empty:
+        return None
+    wide = blocked.pivot_table(index="rule", columns="mode", values="candidates", aggfunc="sum", fill_value=0)
+    wide = wide[[m for m in modes if m in wide.columns]]
+    wide = wide.loc[wide.sum(axis=1).sort_values(ascending=False).index]
+    out = wide.map(lambda v: f"{int(v):,}").reset_index()
+    out.columns.name = None
+    return out
 
 
-def _subtitle(data: ReportData) -> str:
-    runs = data.runs
-    start, end = runs["start_ts"].min(), runs["end_ts"].max()
-    return (
-        f"{', '.join(runs['interval'].unique())} bars {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, "
-        f"{int(runs['bars'].max())} bars, {int(runs['symbols'].max())} symbols, "
-        f"starting equity {float(runs['starting_equity'].iloc[0]):,.2f}; "
-        f"{len(data.trades)} closed trades over {len(data.modes)} mode{'' if len(data.modes) == 1 else 's'}"
-    )
-
-
-def _write_html(data: ReportData, path: Path) -> None:
-    from plotly.subplots import make_subplots
-
-    colours = _mode_colours(data.modes)
-    fig = make_subplots(
-        rows=4,
-        cols=1,
-        row_heights=[0.3, 0.18, 0.3, 0.22],
-        vertical_spacing=0.06,
-        subplot_titles=(
-            "Equity per mode",
-            "Drawdown per mode (equity / running peak - 1)",
-            _price_title(data),
-            "P&L by contributing module (each trade's P&L split equally among its contributors)",
-        ),
-    )
-
-    def note(row: int, text: str, *, blank: bool = False) -> None:
-        if blank:
-            # plotly.js draws no subplot without a trace, and a "domain" reference to an undrawn subplot
-            # falls back to the first one: an empty trace keeps the panel (and its note) in place.
-            fig.add_scatter(
-                x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip", row=row, col=1
-            )
-            hidden = {"showticklabels": False, "showgrid": False, "zeroline": False, "row": row, "col": 1}
-            fig.update_xaxes(**hidden)
-            fig.update_yaxes(**hidden)
-        fig.add_annotation(
-            text=text,
-            row=row,
-            col=1,
-            xref="x domain",
-            yref="y domain",
-            x=0.5,
-            y=0.5,
-            showarrow=False,
-            font={"size": 16, "color": "#666"},
-        )
-
-    for mode in data.modes:
-        eq = data.equity[data.equity["mode"] == mode]
-        style = {"legendgroup": mode, "line": {"color": colours[mode]}}
-        fig.add_scatter(x=eq["ts"], y=eq["equity"], name=mode, mode="lines", row=1, col=1, **style)
-        fig.add_scatter(
-            x=eq["ts"], y=eq["drawdown"], name=mode, mode="lines", showlegend=False, row=2, col=1, **style
-        )
-    if data.equity.empty:
-        note(1, "no equity rows", blank=True)
-        note(2, "no equity rows", blank=True)
-
-    if not data.bars.empty:
-        fig.add_scatter(
-            x=data.bars["ts"],
-            y=data.bars["close"],
-            name=f"{data.symbol} close",
-            mode="lines",
-            line={"color": "#444", "width": 1},
-            row=3,
-            col=1,
-        )
-    trades = data.symbol_trades
-    reasons = _reason_colours(trades["exit_reason"]) if len(trades) else {}
-    for mode in data.modes:
-        t = trades[trades["mode"] == mode]
-        if t.empty:
-            continue
-        paths_x, paths_y = [], []
-        for e_ts, x_ts, e_px, x_px in zip(
-            t["entry_ts"], t["exit_ts"], t["entry_price"], t["exit_price"], strict=True
-        ):
-            paths_x += [e_ts, x_ts, None]
-            paths_y += [e_px, x_px, None]
-        fig.add_scatter(
-            x=paths_x,
-            y=paths_y,
-            mode="lines",
-            line={"color": colours[mode], "width": 1, "dash": "dot"},
-            legendgroup=mode,
-            showlegend=False,
-            hoverinfo="skip",
-            row=3,
-            col=1,
-        )
-        fig.add_scatter(
-            x=t["entry_ts"],
-            y=t["entry_price"],
-            mode="markers",
-            name=f"{mode} entries",
-            legendgroup=mode,
-            showlegend=False,
-            row=3,
-            col=1,
-            marker={
-                "symbol": ["triangle-up" if s == "buy" else "triangle-down" for s in t["side"]],
-                "size": 11,
-                "color": colours[mode],
-                "line": {"color": "#222", "width": 1},
-            },
-            hovertext=[
-                f"{mode}: {s} {q} @ {p:,.2f}<br>{d}"
-                for s, q, p, d in zip(t["side"], t["qty"], t["entry_price"], t["decision_id"], strict=True)
-            ],
-            hoverinfo="x+text",
-        )
-        fig.add_scatter(
-            x=t["exit_ts"],
-            y=t["exit_price"],
-            mode="markers",
-            name=f"{mode} exits",
-            legendgroup=mode,
-            showlegend=False,
-            row=3,
-            col=1,
-            marker={
-                "symbol": "circle",
-                "size": 10,
-                "color": [reasons[_reason(r)] for r in t["exit_reason"]],
-                "line": {"color": colours[mode], "width": 2},
-            },
-            hovertext=[
-                f"{mode}: {_reason(r)} @ {p:,.2f}<br>P&L {pnl:+,.2f} ({pct:+.2%})"
-                + ("" if r_mult is None or r_mult != r_mult else f", {r_mult:+.2f}R")
-                for r, p, pnl, pct, r_mult in zip(
-                    t["exit_reason"], t["exit_price"], t["pnl"], t["pnl_pct"], t["r_multiple"], strict=True
-                )
-            ],
-            hoverinfo="x+text",
-        )
-    # Legend keys for the marker shapes and exit colours (no data of their own).
-    if len(trades):
-        for label, shape in (("buy entry", "triangle-up"), ("sell entry", "triangle-down")):
-            fig.add_scatter(
-                x=[None],
-                y=[None],
-                mode="markers",
-                name=label,
-                legendgroup="keys",
-                row=3,
-                col=1,
-                marker={"symbol": shape, "size": 11, "color": "#bbb", "line": {"color": "#222", "width": 1}},
-            )
-        for reason, colour in reasons.items():
-            fig.add_scatter(
-                x=[None],
-                y=[None],
-                mode="markers",
-                name=f"exit: {reason}",
-                legendgroup="keys",
-                row=3,
-                col=1,
-                marker={"symbol": "circle", "size": 10, "color": colour},
-            )
-    if (text := _price_note(data)) is not None:
-        note(3, text, blank=data.bars.empty and trades.empty)
-
-    mp = data.module_pnl
-    if mp.empty:
-        note(4, NO_TRADES, blank=True)
-    else:
-        order = mp.groupby("module")["pnl"].sum().sort_values(ascending=False).index.tolist()
-        for mode in data.modes:
-            m = mp[mp["mode"] == mode].set_index("module").reindex(order)
-            if m["trades"].isna().all():
-                continue
-            fig.add_bar(
-                x=order,
-                y=m["pnl"],
-                name=mode,
-                legendgroup=mode,
-                showlegend=False,
-                marker_color=colours[mode],
-                customdata=m["trades"].fillna(0),
-                row=4,
-                col=1,
-                hovertemplate=f"{mode}<br>%{{x}}: %{{y:+,.2f}}, %{{customdata:.0f}} trades<extra></extra>",
-            )
-        fig.add_hline(y=0, line={"color": "#999", "width": 1}, row=4, col=1)
-
-    fig.update_yaxes(title_text="equity", tickformat=",.0f", row=1, col=1)
-    fig.update_yaxes(title_text="drawdown", tickformat=".2%", row=2, col=1)
-    fig.update_yaxes(title_text="price", row=3, col=1)
-    fig.update_yaxes(title_text="P&L", row=4, col=1)
-    fig.update_layout(height=1700, barmode="group", hovermode="closest", margin={"t": 40})
-
-    title = f"Backtest {data.run_id}"
-    table = _metrics_frame(data.runs).to_html(index=False, classes="metrics", border=0, escape=True)
-    page = _PAGE.format(
-        title=html.escape(title),
-        subtitle=html.escape(_subtitle(data)),
-        table=table,
-        figure=fig.to_html(full_html=False, include_plotlyjs=True),  # self-contained: works offline
-    )
-    path.write_text(page, encoding="utf-8")
-
-
-# ---- PNG (matplotlib) --------------------------------------------------------------------------------
-
-
-def _write_png(data: ReportData, path: Path) -> None:
-    # The object-oriented API with an explicit Agg canvas: no pyplot global state, safe in any thread.
-    import matplotlib.dates as mdates
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import PercentFormatter, StrMethodFormatter
-
-    colours = _mode_colours(data.modes)
-    fig = Figure(figsize=(16, 10), layout="constrained")
-    FigureCanvasAgg(fig)
-    (ax_eq, ax_dd), (ax_px, ax_mod) = fig.subplots(2, 2)
-    fig.suptitle(f"Backtest {data.run_id} ({data.interval})", fontsize=14)
-
-    def note(ax, text: str, *, blank: bool = False) -> None:
-        if blank:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=13, color="#666")
-
-    def dates(ax) -> None:
-        locator = mdates.AutoDateLocator()
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-
-    returns = dict(zip(data.runs["mode"], data.runs["total_return"], strict=True))
-    for mode in data.modes:
-        eq = data.equity[data.equity["mode"] == mode]
-        ret = returns.get(mode)
-        label = mode if ret is None or ret != ret else f"{mode} ({ret:+.2%})"
-        ax_eq.plot(eq["ts"], eq["equity"], color=colours[mode], label=label, lw=1.4)
-        ax_dd.plot(eq["ts"], eq["drawdown"], color=colours[mode], label=mode, lw=1.2)
-    ax_eq.set_title("Equity per mode")
-    ax_dd.set_title("Drawdown per mode")
-    ax_eq.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))  # no "+1e5" offset
-    ax_dd.yaxis.set_major_formatter(PercentFormatter(1.0))
-    if data.equity.empty:
-        note(ax_eq, "no equity rows", blank=True)
-        note(ax_dd, "no equity rows", blank=True)
-    else:
-        ax_eq.legend(fontsize=9, loc="best")
-        dates(ax_eq)
-        dates(ax_dd)
-
-    ax_px.set_title(_price_title(data))
-    if not data.bars.empty:
-        ax_px.plot(data.bars["ts"], data.bars["close"], color="#444", lw=1, label=f"{data.symbol} close")
-    trades = data.symbol_trades
-    reasons = _reason_colours(trades["exit_reason"]) if len(trades) else {}
-    for mode in data.modes:
-        t = trades[trades["mode"] == mode]
-        if t.empty:
-            continue
-        for e_ts, x_ts, e_px, x_px in zip(
-            t["entry_ts"], t["exit_ts"], t["entry_price"], t["exit_price"], strict=True
-        ):
-            ax_px.plot([e_ts, x_ts], [e_px, x_px], color=colours[mode], lw=0.8, ls=":")
-        for side, marker in (("buy", "^"), ("sell", "v")):
-            s = t[t["side"] == side]
-            ax_px.scatter(
-                s["entry_ts"],
-                s["entry_price"],
-                marker=marker,
-                s=60,
-                color=colours[mode],
-                edgecolors="#222",
-                linewidths=0.6,
-                zorder=3,
-            )
-        ax_px.scatter(
-            t["exit_ts"],
-            t["exit_price"],
-            marker="o",
-            s=50,
-            zorder=3,
-            c=[reasons[_reason(r)] for r in t["exit_reason"]],
-            edgecolors=colours[mode],
-            linewidths=1.5,
-        )
-    if len(trades):
-        keys = [Line2D([], [], color="#444", lw=1, label=f"{data.symbol} close")]
-        keys += [
-            Line2D([], [], ls="", marker=m, color="#bbb", mec="#222", ms=8, label=f"{side} entry")
-            for side, m in (("buy", "^"), ("sell", "v"))
-        ]
-        keys += [
-            Line2D([], [], ls="", marker="o", color=c, mec="#222", ms=7, label=f"exit: {r}")
-            for r, c in reasons.items()
-        ]
-        keys.append(Line2D([], [], ls="", marker="o", mfc="none", mec="#222", ms=7, label="outline: mode"))
-        ax_px.legend(handles=keys, fontsize=8, loc="best")
-    if not data.bars.empty or len(trades):
-        dates(ax_px)
-    if (text := _price_note(data)) is not None:
-        note(ax_px, text, blank=data.bars.empty and trades.empty)
-
-    ax_mod.set_title("P&L by contributing module (split equally)")
-    mp = data.module_pnl
-    if mp.empty:
-        note(ax_mod, NO_TRADES, blank=True)
-    else:
-        order = mp.groupby("module")["pnl"].sum().sort_values().index.tolist()  # best at the top
-        shown = [m for m in data.modes if (mp["mode"] == m).any()]
-        height = 0.8 / len(shown)
-        for i, mode in enumerate(shown):
-            m = mp[mp["mode"] == mode].set_index("module").reindex(order)["pnl"].fillna(0.0)
-            ys = [k + 0.4 - height * (i + 0.5) for k in range(len(order))]  # first mode on top
-            ax_mod.barh(ys, m.to_numpy(), height=height, color=colours[mode], label=mode)
-        ax_mod.set_yticks(range(len(order)), order)
-        ax_mod.axvline(0, color="#999", lw=0.8)
-        ax_mod.set_xlabel("P&L")
-        ax_mod.legend(fontsize=8, loc="best")
-
-    for ax in (ax_eq, ax_dd, ax_px, ax_mod):
-        ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=PNG_DPI)
+def trade_list(trades: pd.DataFrame, interval: str) -> pd.DataFrame:
+    """The trade list's rows, newest exit first, formatted for reading (``curve`` names the line)."""
+    if trades.empty:
+        return pd.DataFrame()
+    t = trades.sort_values(["exit_ts", "curve", "symbol"], ascending=[False, True, True]).head(TRADES_SHOWN)
+    return pd.DataFrame({
+        "mode": t["curve"].to_numpy(),
+        "symbol": t["symbol"].to_numpy(),
+        "side": t["side"].to_numpy(),
+        "entry": short_ts(t["entry_ts"], interval),
+        "exit": short_ts(t["exit_ts"], interval),
+        "qty": [f"{int(q):,}" for q in t["qty"]],
+        "entry price": [mr.fmt_money(v) for v in t["entry_price"]],
+        "exit price": [mr.fmt_money(v) for v in t["exit_price"]],
+        "P&L": [mr.fmt_money(v, signed=True) for v in t["pnl"]],
+        "return": [mr.fmt_pct(v) for v in t["pnl_pct"]],
+        "R": ["n/a" if pd.isna(v) else f"{v:+.2f}" for v in t["r_multiple"]],
+        "exit reason": [str(v) if isinstance(v, str) else "" for v in t["exit_reason"]],
+        "modules": [", ".join(_modules(c)) for c in t["contributors"]],
+    })  # fmt: skip

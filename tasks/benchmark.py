@@ -20,6 +20,7 @@ from models.evaluation import (
 )
 from models.features import FEATURE_SET_VERSION
 from models.labels import BarrierProfile
+from qtrader import artifacts as qa
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
 from tasks.resources import warehouse
@@ -100,12 +101,54 @@ def publish_benchmark_table(
     interval: str, run_id: str, benchmarks: pd.DataFrame, exits: pd.DataFrame
 ) -> list[dict]:
     table = artifact_rows(benchmarks, exits)
-    create_table_artifact(
-        key=f"benchmark-{interval}".lower(),
-        table=table,
-        description=f"Module benchmarks of run {run_id} ({interval}): metrics and exit statistics per window",
-    )
+    end = qa.short_ts(benchmarks["window_end"].max()) if len(benchmarks) else "n/a"
+    for suffix, rows, what in benchmark_tables(benchmarks, exits):
+        create_table_artifact(
+            key=f"benchmark-{interval}{suffix}".lower(),
+            table=rows,
+            description=f"Module benchmarks ({interval}), windows ending {end} UTC: {what} (run {run_id})",
+        )
     return table
+
+
+# The 20 benchmark columns as two tables that fit the UI: what a module predicts, then how its calls exit.
+_QUALITY = [("n", "Predictions", "count"), ("accuracy", "Accuracy", "pct"), ("auc", "AUC", "num3"),
+            ("brier", "Brier", "num3"), ("ece_calibrated", "ECE", "num3"), ("latency_p95_ms", "p95 ms", "num1"),
+            ("performance_score", "Score", "num1")]  # fmt: skip
+_EXITS = [("tp1_rate", "TP1 rate", "pct"), ("tp2_rate", "TP2 rate", "pct"), ("tp3_rate", "TP3 rate", "pct"),
+          ("stop_rate", "Stop rate", "pct"), ("timeout_rate", "Timeout rate", "pct"), ("avg_r", "Avg R", "num2")]  # fmt: skip
+
+
+def _cell(value, kind: str) -> str:
+    return {
+        "count": lambda: qa.count(value),
+        "pct": lambda: qa.percent(value, 1),
+        "num1": lambda: qa.number(value, 1),
+        "num2": lambda: qa.number(value, 2, signed=True),
+        "num3": lambda: qa.number(value, 3),
+    }[kind]()
+
+
+def benchmark_tables(benchmarks: pd.DataFrame, exits: pd.DataFrame) -> list[tuple[str, list[dict], str]]:
+    """(key suffix, rows, what it shows) of the benchmark's table artifacts: module, window and its first
+    day, then at most 7 figures each, with human headers and formatted cells."""
+    keys = ["module", "window_name"]
+    merged = benchmarks.merge(exits[keys + [c for c, _, _ in _EXITS]], on=keys, how="left")
+
+    def rows(spec, with_start: bool) -> list[dict]:
+        out = []
+        for r in merged.to_dict("records"):
+            row = {"Module": r["module"], "Window": r["window_name"]}
+            if with_start:
+                row["From"] = qa.short_ts(r["window_start"], date_only=True)
+            row |= {title: _cell(r.get(col), kind) for col, title, kind in spec}
+            out.append(row)
+        return out
+
+    return [
+        ("", rows(_QUALITY, True), "accuracy, calibration (ECE after calibration), p95 latency and score"),
+        ("-exits", rows(_EXITS, False), "how the calls' brackets would have exited"),
+    ]
 
 
 def artifact_rows(benchmarks: pd.DataFrame, exits: pd.DataFrame) -> list[dict]:

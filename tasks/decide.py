@@ -10,7 +10,6 @@ leaves the warehouse as it was before the bar; the local account with it.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from models.engine import HealthView, ModelView
 from models.features import FEATURE_SET_VERSION
 from models.thresholds import metric_specs
 from models.training import live_predictions
+from qtrader import artifacts as qa
 from qtrader.calendar import in_session, is_daily
 from qtrader.faults import fault_point
 from qtrader.settings import Settings
@@ -596,7 +596,9 @@ def new_trader(settings: Settings, wh: Warehouse, broker: Broker, run_id: str) -
 
 def _fmt(x: Any) -> str:
     if isinstance(x, float):
-        return "n/a" if not math.isfinite(x) else f"{x:,.2f}"
+        return qa.number(x, 2)
+    if isinstance(x, int):
+        return qa.count(x)
     return str(x)
 
 
@@ -604,19 +606,22 @@ def decide_markdown(interval: str, run_id: str, bars: list[dict[str, Any]], heal
     md = [
         f"# Decisions {interval}",
         "",
-        f"run `{run_id}`; health {_fmt(health.overall)} (run at {health.ts}); "
-        f"{len(bars)} bar(s) from {bars[0]['ts'] if bars else '-'} to {bars[-1]['ts'] if bars else '-'}",
+        f"run `{run_id}`; health {_fmt(health.overall)} (run at {qa.short_ts(health.ts)} UTC); "
+        f"{len(bars)} bar(s) from {qa.short_ts(bars[0]['ts']) if bars else '-'} to "
+        f"{qa.short_ts(bars[-1]['ts']) if bars else '-'} UTC",
         "",
-        "| bar | candidates | accepted | sent | stop moves | fills | equity | top reasons | order gate |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for b in bars:
-        reasons = ", ".join(f"{k} {v}" for k, v in list(b["reasons"].items())[:3])
-        gate = ", ".join(b["order_gate_failures"]) or "ok"
-        md.append(
-            f"| {b['ts']} | {b['candidates']} | {b['accepted']} | {b['submitted']} | {len(b['stop_moves'])} | "
-            f"{b['fills']} | {_fmt(b['equity'])} | {reasons} | {gate} |"
-        )
+    head = ["Bar (UTC)", "Candidates", "Accepted", "Sent", "Stop moves", "Fills", "Equity", "Top reasons",
+            "Order gate"]  # fmt: skip
+    rows = [
+        {"Bar (UTC)": qa.short_ts(b["ts"], date_only=False), "Candidates": _fmt(b["candidates"]),
+         "Accepted": _fmt(b["accepted"]), "Sent": _fmt(b["submitted"]), "Stop moves": _fmt(len(b["stop_moves"])),
+         "Fills": _fmt(b["fills"]), "Equity": _fmt(b["equity"]),
+         "Top reasons": ", ".join(f"{k} {_fmt(v)}" for k, v in list(b["reasons"].items())[:3]),
+         "Order gate": ", ".join(b["order_gate_failures"]) or "ok"}
+        for b in bars
+    ]  # fmt: skip
+    md += qa.md_table(rows, head, head[1:7])
     return "\n".join(md)
 
 

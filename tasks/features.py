@@ -21,6 +21,7 @@ from models.features import (
     add_daily_context,
     compute_features_many,
 )
+from qtrader import artifacts as qa
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
 from sources.base import BAR_COLUMNS
@@ -131,3 +132,22 @@ def write(settings: Settings, gated: FrameGateResult, run_id: str) -> int:
         "wrote %d feature rows (%d quarantined) to %s", n, len(quarantine), settings.warehouse
     )
     return n
+
+
+def features_markdown(
+    summary: list[dict], findings: list[str], run_id: str, runner_name: str, docs: str | None
+) -> str:
+    """The features flow's artifact: per interval what was read, computed, written and quarantined."""
+    head = ["Interval", "Bars read", "Batches", "New", "Written", "Quarantined"]
+    keys = ["interval", "bars_read", "batches", "new", "written", "quarantined"]
+    rows = [{h: (s[k] if k == "interval" else qa.count(s[k])) for h, k in zip(head, keys, strict=True)}
+            for s in summary]  # fmt: skip
+    md = [
+        "# Features",
+        "",
+        f"feature set `{FEATURE_SET_VERSION}`, run `{run_id}`, task runner `{runner_name}`",
+        "",
+    ]
+    md += qa.md_table(rows, head, head[1:])
+    md += [""] + [f"- {f}" for f in findings] + ([f"\nData Docs: {qa.file_link(docs)}"] if docs else [])
+    return "\n".join(md)

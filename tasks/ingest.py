@@ -12,10 +12,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from expectations.gate import GateResult, build_data_docs, gate_bars
+from qtrader import artifacts as qa
 from qtrader import progress
 from qtrader.settings import Settings
 from sources.base import FetchRequest, FetchResult, MarketDataSource, TransientSourceError
-from tasks.resources import warehouse
+from tasks.resources import data_docs_site, warehouse
 from tasks.retry import NETWORK_RETRIES, NETWORK_RETRY_DELAYS_S, NETWORK_RETRY_JITTER, retry_on
 from warehouse.ingest import IngestRun, record_failed_run, write_ingest
 
@@ -148,7 +149,7 @@ def build_dq_docs(settings: Settings, gated: list[GateResult]) -> str | None:
     if not gated:
         return None
     with progress.step("data docs"):
-        return str(build_data_docs([g for g in gated], settings.dq_docs_dir))
+        return str(build_data_docs(list(gated), data_docs_site(settings)))
 
 
 @task(name="ingest-summary", cache_policy=NO_CACHE)
@@ -164,16 +165,19 @@ def ingest_summary_markdown(runs: list[IngestRun], lines: list[str], docs_path: 
     out = [
         "# Ingest summary",
         "",
-        "| run | source | interval | symbols | rows in | written | quarantined | blocked | failed | status |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in runs:
-        out.append(
-            f"| {r.run_id} | {r.source} | {r.interval} | {len(r.symbols)} | {r.rows_in} | {r.rows_written} | "
-            f"{r.rows_quarantined} | {len(r.symbols_blocked)} | {len(r.symbols_failed)} | {r.status} |"
-        )
+    head = ["Run", "Source", "Interval", "Symbols", "Rows in", "Written", "Quarantined", "Blocked", "Failed",
+            "Status"]  # fmt: skip
+    rows = [
+        {"Run": f"`{r.run_id}`", "Source": r.source, "Interval": r.interval, "Symbols": qa.count(len(r.symbols)),
+         "Rows in": qa.count(r.rows_in), "Written": qa.count(r.rows_written),
+         "Quarantined": qa.count(r.rows_quarantined), "Blocked": qa.count(len(r.symbols_blocked)),
+         "Failed": qa.count(len(r.symbols_failed)), "Status": r.status}
+        for r in runs
+    ]  # fmt: skip
+    out += qa.md_table(rows, head, head[3:9])
     if lines:
         out += ["", "## Data-quality findings", ""] + [f"- {line}" for line in lines]
     if docs_path:
-        out += ["", f"Data Docs: `{docs_path}`"]
+        out += ["", f"Data Docs: {qa.file_link(docs_path)}"]
     return "\n".join(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
+from pathlib import Path
 
 from brokers.base import Broker
 from qtrader.settings import Settings
@@ -25,6 +26,14 @@ def warehouse(settings: Settings) -> Warehouse:
         return warehouse_writer(timeout, wh.path)
 
     return Warehouse.from_settings(settings, writer=guard)
+
+
+def data_docs_site(settings: Settings) -> Path:
+    """The warehouse's own Data Docs site under ``settings.dq_docs_dir`` (one per warehouse file, so a
+    scratch warehouse's validations never replace the project's)."""
+    from expectations.docs import site_dir
+
+    return site_dir(settings.dq_docs_dir, settings.warehouse)
 
 
 def make_broker(

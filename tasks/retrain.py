@@ -38,9 +38,10 @@ from models.training import (
     train_candidate,
     walk_forward_frame,
 )
+from qtrader import artifacts as qa
 from qtrader.calendar import is_daily
 from qtrader.settings import Settings
-from tasks.resources import warehouse
+from tasks.resources import data_docs_site, warehouse
 from warehouse.models import (
     artifact_check_changes,
     artifact_dir,
@@ -500,14 +501,14 @@ def record_retrain(
 
 @task(name="build-predictions-docs", cache_policy=NO_CACHE)
 def build_predictions_docs(settings: Settings, gated: FrameGateResult) -> str:
-    return str(build_frame_docs([gated], settings.dq_docs_dir / "predictions"))
+    return str(build_frame_docs([gated], data_docs_site(settings)))
 
 
 @task(name="retrain-summary", cache_policy=NO_CACHE)
 def publish_retrain_summary(
     interval: str, run_id: str, record: RetrainRecord, failed: list[str], gated: FrameGateResult
 ) -> str:
-    table = record.changes.astype(object).where(record.changes.notna(), None).to_dict("records")
+    table = retrain_table(record.changes)
     create_table_artifact(
         key=f"retrain-{interval}".replace("_", "-").lower(),
         table=table,
@@ -518,6 +519,26 @@ def publish_retrain_summary(
         key=f"retrain-summary-{interval}".lower(), markdown=md, description="Who was promoted and why"
     )
     return md
+
+
+# The retrain table's columns: header and format (the reasons are in the markdown summary).
+_RETRAIN_COLUMNS = [("module", "Module", str), ("version", "Version", lambda v: f"v{v}"), ("status", "Status", str),
+                    ("champion_now", "Champion now", str), ("val_accuracy", "Val accuracy", lambda v: qa.percent(v, 1)),
+                    ("val_auc", "Val AUC", lambda v: qa.number(v, 3)),
+                    ("champion_auc", "Champion AUC", lambda v: qa.number(v, 3)), ("calibration", "Calibration", str),
+                    ("live_predictions", "Live predictions", str), ("seconds", "Seconds", lambda v: qa.number(v, 1))]  # fmt: skip
+
+
+def retrain_table(changes: pd.DataFrame) -> list[dict]:
+    """The registry changes as a table artifact: human headers, formatted cells, n/a for missing."""
+    out = []
+    for r in changes.to_dict("records"):
+        row = {}
+        for col, title, fmt in _RETRAIN_COLUMNS:
+            v = r.get(col)
+            row[title] = "n/a" if v is None or (not isinstance(v, str) and pd.isna(v)) else fmt(v)
+        out.append(row)
+    return out
 
 
 def retrain_markdown(

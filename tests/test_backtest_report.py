@@ -167,7 +167,16 @@ def test_write_report(db, tmp_path):
     page = html.read_text(encoding="utf-8")
     assert len(page) > 1_000_000  # plotly.js inline: the page works offline
     assert "plotly" in page and not re.search(r"<script[^>]*\bsrc=", page)
-    for text in ("static", "adaptive", "Backtest r1", "BBB 1d close", "exit: stop", EXTERNAL, "regime"):
+    for text in (
+        "static",
+        "adaptive",
+        "run r1",
+        "2026-03-02 to 2026-03-13",
+        "BBB 1d close",
+        "exit: stop",
+        EXTERNAL,
+        "regime",
+    ):
         assert text in page
     assert NO_TRADES not in page
 

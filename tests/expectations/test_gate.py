@@ -450,7 +450,7 @@ def test_data_docs_index_is_written(tmp_path):
     assert index == (tmp_path / "dq_docs" / "index.html").resolve()
     assert index.is_file() and "bars_raw" in index.read_text()
     pages = list((tmp_path / "dq_docs" / "validations" / "bars_raw").rglob("*.html"))
-    assert sorted(p.stem for p in pages) == ["raw_bars-1d", "raw_bars-5m"]
+    assert sorted(p.stem.split("-t-1-")[1] for p in pages) == ["raw_bars-1d", "raw_bars-5m"]
 
 
 def _order_batch(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
