@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from qtrader.calendar import utc
+from qtrader.faults import fault_point
 from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.settings import load_settings
 from tasks import resources
@@ -65,6 +66,7 @@ def decide(
     run_id = new_run_id("decide")
     wh = resources.warehouse(settings)
     wh.ensure_schema()
+    fault_point("decide:start")
 
     times = decision_bars(wh, interval, utc(at) if at else None, bars)
     champions, _ = load_champions(settings, interval)

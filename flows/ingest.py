@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from qtrader.calendar import ingest_window, utc
+from qtrader.faults import fault_point
 from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.settings import Settings, SourceName, load_settings
 from sources import make_source
@@ -79,6 +80,7 @@ def ingest(
         request = _request(settings, universe, iv, start, end, clock, is_files)
         run_started = pd.Timestamp.now(tz="UTC")
         t0 = time.perf_counter()
+        fault_point("ingest:fetch")
         try:
             fetched = fetch_bars(src, request)
         except SourceError as exc:
