@@ -81,10 +81,45 @@ def _usage(problem: BadInput | str) -> None:
 
 
 _FLOWS_PENDING: tuple | None = None  # (Prefect target, command): set by the app callback, see _begin_flows
+_GUARDED = 0  # depth of _guard calls: a signal inside one is reported by _guard, outside by the handler
+_COMMAND: str | None = None
+
+
+def _stopped(signum: int) -> None:
+    """One line for SIGINT / SIGTERM, then exit 130 / 143 (README, "Exit codes")."""
+    import signal
+
+    from qtrader.interrupts import exit_code
+
+    code = exit_code(signum)
+    what = f"qtrader {_COMMAND}" if _COMMAND else "qtrader"
+    err.print(f"interrupted: {what} stopped by {signal.Signals(signum).name}; a run it started is recorded "
+              f"as interrupted (exit {code})", soft_wrap=True, highlight=False, markup=False)  # fmt: skip
+    raise typer.Exit(code)
+
+
+def _stop_on_signals(command: str) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM stop a flow command within seconds: the flow records its run as
+    interrupted and Prefect's run as Crashed, the temporary server stops, one line is printed."""
+    from qtrader import interrupts
+
+    global _COMMAND
+    _COMMAND = command
+
+    def first(signum: int) -> None:
+        if not _GUARDED:  # no flow running (imports, argument checks): end here
+            try:
+                _stopped(signum)
+            except typer.Exit as done:
+                raise SystemExit(done.exit_code) from None
+
+    interrupts.install(first)
 
 
 def _guard(fn: Callable[[], object]) -> object:
-    """Run fn; turn any exception into a one-line reason: exit 2 for bad input, else 1."""
+    """Run fn; turn any exception into a one-line reason: exit 2 for bad input, else 1; a signal 130/143."""
+    global _GUARDED
+    _GUARDED += 1
     try:
         from qtrader.prefect_env import wait_ready
 
@@ -92,8 +127,6 @@ def _guard(fn: Callable[[], object]) -> object:
         return fn()
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     except BadInput as exc:  # a setting, an argument or the query itself: the user fixes it
         _usage(exc)
     except Refused as exc:
@@ -107,6 +140,15 @@ def _guard(fn: Callable[[], object]) -> object:
             _fail(why)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         _fail(f"{type(exc).__name__}: {first}  (set QTRADER_DEBUG=1 for the traceback)")
+    except BaseException as exc:  # KeyboardInterrupt, our Stopped, Prefect's TerminationSignal
+        from qtrader.interrupts import stopping_signal
+
+        signum = stopping_signal(exc)
+        if signum is None:
+            raise
+        _stopped(signum)
+    finally:
+        _GUARDED -= 1
 
 
 def _quiet_third_parties() -> None:
@@ -146,6 +188,7 @@ def main(
         os.environ["QTRADER_CONFIG"] = str(config)
     _quiet_third_parties()
     if ctx.invoked_subcommand in FLOW_COMMANDS:
+        _stop_on_signals(ctx.invoked_subcommand)
         _use_prefect(ctx)
 
 
@@ -462,9 +505,11 @@ def sql(
 
 @app.command()
 def status(warehouse: WarehouseOpt = None) -> None:
-    """What is in the warehouse, the last ingest runs, and recent quarantines."""
+    """What is in the warehouse, the last ingest and decide runs (interrupted and crashed ones too), and
+    recent quarantines."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
     db = settings.warehouse
+    _guard(lambda: _mark_crashed_runs(settings))
     console.rule(f"Warehouse {db}")
     _print_sql(
         db,
@@ -480,12 +525,34 @@ def status(warehouse: WarehouseOpt = None) -> None:
                   round(epoch(finished_at - started_at), 1) AS seconds
            FROM ingest_runs ORDER BY started_at DESC LIMIT 10""",
     )
+    console.rule("Last decide runs")
+    _print_sql(
+        db,
+        """SELECT run_id, interval, status, stage, started_at,
+                  round(epoch(finished_at - started_at), 1) AS seconds, message
+           FROM pipeline_runs WHERE flow = 'decide' ORDER BY started_at DESC LIMIT 10""",
+    )
     console.rule("Recent quarantines")
     _print_sql(
         db,
         """SELECT run_id, rule, severity, symbol, interval, count(*) AS rows, any_value(detail) AS example
            FROM quarantine GROUP BY ALL ORDER BY max(quarantined_at) DESC, rows DESC LIMIT 15""",
     )
+
+
+def _mark_crashed_runs(settings) -> None:
+    """Runs of this machine whose process is gone without closing them (kill -9) are marked crashed now,
+    so status shows them so (qtrader/runs.py); a warehouse busy with a writer is left for the next start."""
+    from qtrader.runs import reap_crashed
+    from warehouse.db import Warehouse, WarehouseBusy
+
+    wh = Warehouse.from_settings(settings)
+    if not wh.exists():
+        return
+    try:
+        reap_crashed(wh)
+    except WarehouseBusy:
+        pass
 
 
 @app.command()
