@@ -17,16 +17,26 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from uuid import UUID
 
 import pandas as pd
 import psutil
 
 from qtrader.interrupts import stopping_signal
 from warehouse.db import Warehouse, transaction
-from warehouse.runs import PipelineRun, close_run, move_run, open_run, record_ingest_end, running_on
+from warehouse.runs import (
+    PipelineRun,
+    close_run,
+    crashed_flow_runs,
+    move_run,
+    open_run,
+    record_ingest_end,
+    running_on,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +107,48 @@ def reap_crashed(wh: Warehouse, host: str | None = None, now: pd.Timestamp | Non
     return reaped
 
 
+def close_prefect_runs(wh: Warehouse, days: int = 7) -> int:
+    """In a flow: the Prefect flow runs of runs marked crashed (in the last ``days``) that Prefect still
+    shows Running or Pending are set Crashed, with the warehouse's reason. A killed process could not report
+    its end; this is the next start doing it. Best effort: the flow's own work comes first."""
+    if "prefect" not in sys.modules:
+        return 0
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return 0
+    crashed = crashed_flow_runs(wh, pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=days))
+    if not crashed:
+        return 0
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    closed = 0
+    try:
+        with get_client(sync_client=True) as client:
+            stuck = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=[UUID(i) for i in crashed]),
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+                    ),
+                )
+            )
+            for fr in stuck:
+                client.set_flow_run_state(fr.id, Crashed(message=crashed[str(fr.id)]), force=True)
+                closed += 1
+    except Exception:  # noqa: BLE001 - never fail a run over an older run's Prefect state
+        log.exception("could not mark the Prefect flow runs of crashed runs")
+    return closed
+
+
 def _json(text) -> dict:
     import json
 
@@ -119,6 +171,7 @@ def recorded(
     """Record the run for the block: open as it starts, closed with its outcome however it ends."""
     wh = Warehouse(wh.path, wh.policy)  # no writer guard: see the module's docstring
     reap_crashed(wh)
+    close_prefect_runs(wh)
     pid = os.getpid()
     run = PipelineRun(run_id=run_id, flow=flow, host=socket.gethostname(), pid=pid,
                       pid_started=_process_started(pid), started_at=pd.Timestamp.now(tz="UTC"),

@@ -99,3 +99,35 @@ def test_an_ingest_that_fails_before_fetching_is_listed_by_status(prefect_harnes
     out = runner.invoke(app, ["status", "--warehouse", str(db)])
     assert out.exit_code == 0, out.output
     assert "failed" in out.output and "files" in out.output
+
+
+@pytest.mark.slow
+def test_the_next_flow_marks_a_killed_runs_prefect_flow_run_crashed(prefect_harness, tmp_path):
+    """kill -9 leaves the Prefect flow run Running (nothing reports it); the next flow on the warehouse does."""
+    from prefect import get_client
+    from prefect.states import Running
+
+    from flows.ingest import ingest
+
+    with get_client(sync_client=True) as client:
+        from prefect import flow
+
+        @flow(name="killed-ingest")
+        def killed() -> None:
+            pass
+
+        run = client.create_flow_run(killed, name="killed", state=Running())
+    db = tmp_path / "w.duckdb"
+    _running(db, "ingest-killed", "ingest", _dead_pid(), "1d", "fetch")
+    with transaction(db) as con:
+        con.execute("UPDATE pipeline_runs SET flow_run_id = ? WHERE run_id = 'ingest-killed'", [str(run.id)])
+    with pytest.raises(Exception, match="does not exist"):
+        ingest(source="files", path=str(tmp_path / "nope"), warehouse=str(db))
+    assert (
+        query_df(db, "SELECT status FROM pipeline_runs WHERE run_id = 'ingest-killed'")["status"][0]
+        == "crashed"
+    )
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    assert state.type.value == "CRASHED", state
+    assert "ended without closing the run" in state.message

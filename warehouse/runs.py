@@ -75,6 +75,17 @@ def running_on(wh: WarehouseLike, host: str) -> pd.DataFrame:
         ).df()
 
 
+def crashed_flow_runs(wh: WarehouseLike, since: pd.Timestamp) -> dict[str, str]:
+    """Prefect flow run id -> why, of the runs marked crashed since ``since``."""
+    with transaction(wh) as con:
+        rows = con.execute(
+            "SELECT flow_run_id, message FROM pipeline_runs WHERE status = 'crashed' "
+            "AND flow_run_id IS NOT NULL AND finished_at >= ?",
+            [since],
+        ).fetchall()
+    return {str(fid): str(msg) for fid, msg in rows}
+
+
 def record_ingest_end(con, run: PipelineRun, status: str, message: str, at: pd.Timestamp) -> None:
     """The ingest_runs row of the interval an ingest was working on when it was stopped or died."""
     params = run.parameters or {}
