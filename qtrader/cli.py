@@ -83,6 +83,7 @@ def _usage(problem: BadInput | str) -> None:
 _FLOWS_PENDING: tuple | None = None  # (Prefect target, command): set by the app callback, see _begin_flows
 _GUARDED = 0  # depth of _guard calls: a signal inside one is reported by _guard, outside by the handler
 _COMMAND: str | None = None
+_STOPPED_WITH: list[int] = []  # the exit code of a command stopped by a signal
 
 
 def _stopped(signum: int) -> None:
@@ -92,6 +93,7 @@ def _stopped(signum: int) -> None:
     from qtrader.interrupts import exit_code
 
     code = exit_code(signum)
+    _STOPPED_WITH.append(code)
     what = f"qtrader {_COMMAND}" if _COMMAND else "qtrader"
     err.print(f"interrupted: {what} stopped by {signal.Signals(signum).name}; a run it started is recorded "
               f"as interrupted (exit {code})", soft_wrap=True, highlight=False, markup=False)  # fmt: skip
@@ -101,10 +103,23 @@ def _stopped(signum: int) -> None:
 def _stop_on_signals(command: str) -> None:
     """SIGINT (Ctrl-C) and SIGTERM stop a flow command within seconds: the flow records its run as
     interrupted and Prefect's run as Crashed, the temporary server stops, one line is printed."""
+    import atexit
+
     from qtrader import interrupts
 
     global _COMMAND
     _COMMAND = command
+
+    def skip_finalization() -> None:
+        # Registered before Prefect's exit handlers, so it runs after them (the flow's logs and events
+        # drained, the temporary server stopped); then the interpreter's final garbage collection, which
+        # takes seconds after a flow on a loaded machine, is skipped.
+        if _STOPPED_WITH:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(_STOPPED_WITH[0])
+
+    atexit.register(skip_finalization)
 
     def first(signum: int) -> None:
         if not _GUARDED:  # no flow running (imports, argument checks): end here

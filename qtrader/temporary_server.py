@@ -26,7 +26,10 @@ import sys
 import threading
 import time
 
-GRACE_S = 10.0  # uvicorn's own shutdown, then a hard exit
+GRACE_S = 10.0  # after the lifeline breaks: uvicorn's own shutdown, then a hard exit
+# Open connections (the CLI's events websocket) would hold uvicorn's shutdown past the 5 s Prefect's ``stop``
+# waits before a kill: a temporary server has nothing worth waiting longer for.
+GRACEFUL_S = 1
 
 
 def server_class():
@@ -47,7 +50,8 @@ def server_class():
             }
             args = ["--app-dir", str(prefect.__module_path__.parent), "--factory",
                     "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                    "--log-level", "error", "--lifespan", "on"]  # fmt: skip
+                    "--log-level", "error", "--lifespan", "on",
+                    "--timeout-graceful-shutdown", str(GRACEFUL_S)]  # fmt: skip
             return subprocess.Popen(
                 [sys.executable, "-m", "qtrader.temporary_server", *args],
                 env=env,
