@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INGEST = ["ingest", "--source", "synthetic", "--symbols", "AAA", "--interval", "1d",
           "--start", "2026-06-01", "--end", "2026-11-20"]  # fmt: skip
 REACH_S = 150  # imports and a temporary server's start-up on two loaded cores
-STOP_S = 15  # "within a few seconds", with room for a loaded machine
+STOP_S = 10  # "within a few seconds" (1-3 s measured), with room for a loaded machine
 
 pytestmark = pytest.mark.slow
 
@@ -136,6 +136,7 @@ def _interrupted_by(sig: int, prefect_home: Path, tmp_path: Path, code: int, *, 
         got, took = cli.stop_within(STOP_S)
         said = _after(cli.lines, "fault point ingest:fetch reached")
         assert got == code, f"exit {got} after {took:.1f} s:\n" + "\n".join(said[-30:])
+        print(f"{signal.Signals(sig).name}: exit {got} {took:.1f} s after the signal")
         assert _gone(servers, 10), "the temporary Prefect server outlived the CLI"
     finally:
         cli.cleanup(servers)
@@ -195,6 +196,7 @@ def test_sigterm_stops_decide_and_status_lists_the_run(prefect_home, tmp_path):
         got, took = cli.stop_within(STOP_S)
         said = _after(cli.lines, "fault point decide:start reached")
         assert got == 143, f"exit {got} after {took:.1f} s:\n" + "\n".join(said[-30:])
+        print(f"decide SIGTERM: exit {got} {took:.1f} s after the signal")
         assert _gone(servers, 10), "the temporary Prefect server outlived the CLI"
     finally:
         cli.cleanup(servers)

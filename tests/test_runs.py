@@ -77,13 +77,18 @@ def test_an_exception_or_a_signal_closes_the_run(tmp_path):
     with pytest.raises(ValueError), recorded(db, "ingest", "ingest-bad", interval="1d") as run:
         run.stage("fetch", "1d")
         raise ValueError("no such folder\nsecond line")
-    with pytest.raises(Stopped), recorded(db, "decide", "decide-stopped", interval="5m"):
+    secret = {"overrides": {"alpaca_api_key": "AKXYZ", "alpaca": {"secret_block": "b", "url_override": "u"}}}
+    with pytest.raises(Stopped), recorded(db, "decide", "decide-stopped", interval="5m", parameters=secret):
         raise Stopped(15)
     got = query_df(db, "SELECT run_id, status, message FROM pipeline_runs ORDER BY run_id")
     assert got.values.tolist() == [
         ["decide-stopped", "interrupted", "stopped by SIGTERM"],
         ["ingest-bad", "failed", "ValueError: no such folder"],
     ]
+    stored = query_df(db, "SELECT parameters FROM pipeline_runs WHERE run_id = 'decide-stopped'")[
+        "parameters"
+    ][0]
+    assert "AKXYZ" not in stored and json.loads(stored)["overrides"]["alpaca"]["url_override"] == "u"
 
 
 @pytest.mark.slow

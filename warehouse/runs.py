@@ -12,6 +12,20 @@ from warehouse.db import WarehouseLike, transaction
 from warehouse.ingest import IngestRun, _insert_run
 
 ENDED = ("success", "partial", "failed", "refused", "interrupted", "crashed")
+MASK = "********"
+
+
+def masked(value):
+    """``value`` with every entry whose name says key or secret masked (overrides may carry Alpaca keys):
+    secrets never reach the warehouse."""
+    if isinstance(value, dict):
+        return {
+            k: MASK if isinstance(k, str) and ("key" in k.lower() or "secret" in k.lower()) else masked(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [masked(v) for v in value]
+    return value
 
 
 @dataclass
@@ -35,7 +49,7 @@ def open_run(wh: WarehouseLike, run: PipelineRun) -> None:
             "INSERT INTO pipeline_runs (run_id, flow, flow_run_id, interval, status, stage, host, pid, "
             "pid_started, parameters, started_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
             [run.run_id, run.flow, run.flow_run_id, run.interval, run.stage, run.host, run.pid,
-             run.pid_started, json.dumps(run.parameters or {}, default=str), run.started_at],
+             run.pid_started, json.dumps(masked(run.parameters or {}), default=str), run.started_at],
         )  # fmt: skip
 
 
