@@ -20,3 +20,8 @@ CREATE TABLE IF NOT EXISTS pipeline_runs (
 );
 
 -- ingest_runs.status gains interrupted and crashed: the interval in flight when the run was stopped.
+
+-- A resumed bar (a run that died after storing its plan) sends its brackets in the order they were
+-- planned, which matters for buying power. The rowid of an INSERT OR IGNORE does not keep that order
+-- (DuckDB 2.0 inserts such a batch in another order), so the plan's position is stored.
+ALTER TABLE decision_orders ADD COLUMN IF NOT EXISTS plan_seq INTEGER;  -- position in its bar's plan (NULL: before 012)
