@@ -15,6 +15,7 @@ from qtrader.runs import RunHandle, recorded
 from qtrader.settings import Settings, SourceName, load_settings
 from sources import make_source
 from sources.base import AUTO_INTERVAL, FetchRequest, SourceError
+from tasks import resources
 from tasks.failures import publish_failure
 from tasks.ingest import (
     build_dq_docs,
@@ -26,7 +27,6 @@ from tasks.ingest import (
     stale_reference,
     write_gated,
 )
-from warehouse.db import Warehouse
 from warehouse.ingest import IngestRun
 
 
@@ -71,7 +71,7 @@ def ingest(
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     is_files = settings.source == SourceName.files
     intervals = [interval] if interval else ([AUTO_INTERVAL] if is_files else list(settings.intervals))
-    wh = Warehouse.from_settings(settings)
+    wh = resources.warehouse(settings)
     asked = dict(source=settings.source.value, symbols=symbols or [], interval=interval, start=start, end=end,
                  path=path, as_of=as_of)  # fmt: skip
     with recorded(wh, "ingest", new_run_id(), flow_run_id=str(flow_run.id) if flow_run.id else None,

@@ -7,8 +7,9 @@ line, or ``interrupted`` with the signal (SIGINT arrives as KeyboardInterrupt, S
 TerminationSignal or the CLI's ``qtrader.interrupts.Stopped``). An ingest also writes the ``ingest_runs`` row of the
 interval it was working on, so ``qtrader status`` lists the run with the others.
 
-The run-record writes use the warehouse without the Prefect writer limit: they are one short statement,
-and they must land when Prefect's server is already gone (a crashed run, a signal).
+The run-record writes hold the warehouse's writer limit like every other write of a flow; when the limit
+cannot be had (Prefect's server gone while a run ends), the record is written without it: it is one short
+statement, and DuckDB's own lock still orders it.
 """
 
 from __future__ import annotations
@@ -81,7 +82,21 @@ def _ingest_row_needed(run: PipelineRun) -> bool:
     return run.flow == "ingest" and run.stage != "recorded"
 
 
+def _guarded_or_not(wh: Warehouse, write: Callable[[Warehouse], object]) -> object:
+    try:
+        return write(wh)
+    except Exception:  # noqa: BLE001 - the limit (a Prefect API call) failed: the record still matters
+        if wh.writer is None:
+            raise
+        log.warning("run record written without the writer limit (Prefect unavailable)", exc_info=True)
+        return write(Warehouse(wh.path, wh.policy))
+
+
 def _end(wh: Warehouse, run: PipelineRun, status: str, message: str, at: pd.Timestamp) -> None:
+    _guarded_or_not(wh, lambda w: _end_in(w, run, status, message, at))
+
+
+def _end_in(wh: Warehouse, run: PipelineRun, status: str, message: str, at: pd.Timestamp) -> None:
     with transaction(wh) as con:
         closed = close_run(wh, run.run_id, status, message, at, con=con)
         if closed and status in ("failed", "interrupted", "crashed") and _ingest_row_needed(run):
@@ -169,8 +184,7 @@ def recorded(
     parameters: dict | None = None,
 ) -> Iterator[RunHandle]:
     """Record the run for the block: open as it starts, closed with its outcome however it ends."""
-    wh = Warehouse(wh.path, wh.policy)  # no writer guard: see the module's docstring
-    reap_crashed(wh)
+    _guarded_or_not(wh, reap_crashed)
     close_prefect_runs(wh)
     pid = os.getpid()
     run = PipelineRun(run_id=run_id, flow=flow, host=socket.gethostname(), pid=pid,
