@@ -9,7 +9,9 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from qtrader.calendar import utc
+from qtrader.faults import fault_point
 from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
+from qtrader.runs import RunHandle, recorded
 from qtrader.settings import load_settings
 from tasks import resources
 from tasks.decide import (
@@ -58,20 +60,29 @@ def decide(
         overrides: Settings to override for this run, e.g. {"trade_filter": {"min_overall_health": 60}}
             (the demo's policy).
     """
-    log = get_run_logger()
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
     interval = interval or settings.decision.interval
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     run_id = new_run_id("decide")
     wh = resources.warehouse(settings)
     wh.ensure_schema()
+    asked = dict(at=at, bars=bars, now=now, overrides=overrides)
+    with recorded(wh, "decide", run_id, flow_run_id=str(flow_run.id) if flow_run.id else None,
+                  interval=interval, parameters=asked) as record:  # fmt: skip
+        return _decide(record, settings, wh, interval, at, bars, broker, clock, run_id)
 
+
+def _decide(record: RunHandle, settings, wh, interval, at, bars, broker, clock, run_id):
+    """The flow's body, inside its run record."""
+    log = get_run_logger()
+    fault_point("decide:start")
     times = decision_bars(wh, interval, utc(at) if at else None, bars)
     champions, _ = load_champions(settings, interval)
     health = read_health(wh)
     problems = check_preconditions(settings, wh, interval, times, champions, health, clock)
     if problems:
         publish_refusal(interval, problems)
+        record.outcome("refused", "; ".join(problems))
         return Completed(
             name="Refused",
             message="refused to trade: " + "; ".join(problems),

@@ -9,10 +9,13 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from qtrader.calendar import ingest_window, utc
+from qtrader.faults import fault_point
 from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
+from qtrader.runs import RunHandle, recorded
 from qtrader.settings import Settings, SourceName, load_settings
 from sources import make_source
 from sources.base import AUTO_INTERVAL, FetchRequest, SourceError
+from tasks import resources
 from tasks.failures import publish_failure
 from tasks.ingest import (
     build_dq_docs,
@@ -63,12 +66,24 @@ def ingest(
             (files: each file's own last bar).
         date_format: The files' date format, e.g. %d/%m/%Y (over [files] date_format); empty: detected per file.
     """
-    log = get_run_logger()
     files = {"date_format": date_format} if date_format else None
     settings = load_settings(source=source, warehouse=warehouse, files_path=path, files=files)
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     is_files = settings.source == SourceName.files
     intervals = [interval] if interval else ([AUTO_INTERVAL] if is_files else list(settings.intervals))
+    wh = resources.warehouse(settings)
+    asked = dict(source=settings.source.value, symbols=symbols or [], interval=interval, start=start, end=end,
+                 path=path, as_of=as_of)  # fmt: skip
+    with recorded(wh, "ingest", new_run_id(), flow_run_id=str(flow_run.id) if flow_run.id else None,
+                  interval=",".join(intervals), parameters=asked) as record:  # fmt: skip
+        return _ingest(record, settings, interval, intervals, symbols, start, end, faults, clock, as_of,
+                       is_files)  # fmt: skip
+
+
+def _ingest(record: RunHandle, settings: Settings, interval, intervals, symbols, start, end, faults, clock,
+            as_of, is_files) -> dict:  # fmt: skip
+    """The flow's body, inside its run record: ``record.stage`` says which interval is in flight."""
+    log = get_run_logger()
     src = make_source(settings, faults=faults, now=clock, interval=interval)
     universe = symbols or (None if is_files else list(settings.universe))
 
@@ -79,11 +94,14 @@ def ingest(
         request = _request(settings, universe, iv, start, end, clock, is_files)
         run_started = pd.Timestamp.now(tz="UTC")
         t0 = time.perf_counter()
+        record.stage("fetch", iv)
+        fault_point("ingest:fetch")
         try:
             fetched = fetch_bars(src, request)
         except SourceError as exc:
             run = _run(settings, request, iv, run_started, status="failed", message=str(exc))
             record_failure(settings, run)
+            record.stage("recorded")
             raise
         fetch_s = time.perf_counter() - t0
         lines += [f"[{iv}] {sym}: FAILED to fetch: {why}" for sym, why in fetched.failures.items()]
@@ -100,6 +118,7 @@ def ingest(
                 message="no rows fetched",
             )
             record_failure(settings, run)
+            record.stage("recorded")
             runs.append(run)
             continue
         for group_iv, bars in groups.items():
@@ -113,6 +132,7 @@ def ingest(
                 symbols=sorted(bars["symbol"].unique()),
             )
             run.rows_in = len(bars)
+            record.stage("gate", group_iv)
             t1 = time.perf_counter()
             reference_end = stale_reference(bars, request.end, utc(as_of) if as_of else None, is_files)
             gated = gate_raw_bars(bars, group_iv, settings, run.run_id, reference_end)
@@ -122,6 +142,7 @@ def ingest(
             run.status = "partial" if blocked_or_failed else "success"
             run.message = f"{len(gated.quarantined)} rows quarantined" if len(gated.quarantined) else None
             runs.append(write_gated(settings, run, gated, settings.source.value))
+            record.stage("recorded")
             gated_all.append(gated)
 
     docs = build_dq_docs(settings, gated_all)
@@ -136,6 +157,8 @@ def ingest(
     failed = [r for r in runs if r.status == "failed"]
     if failed and len(failed) == len(runs):
         raise RuntimeError(f"ingest wrote nothing: {failed[0].message}; " + "; ".join(lines[:5]))
+    if any(r.status != "success" for r in runs):
+        record.outcome("partial", "; ".join(f"{r.interval} {r.status}" for r in runs))
     return {
         "runs": [r.__dict__ for r in runs],
         "findings": lines,

@@ -168,10 +168,60 @@ def _usage(problem: BadInput | str) -> None:
 
 
 _FLOWS_PENDING: tuple | None = None  # (Prefect target, command): set by the app callback, see _begin_flows
+_GUARDED = 0  # depth of _guard calls: a signal inside one is reported by _guard, outside by the handler
+_COMMAND: str | None = None
+_STOPPED_WITH: list[int] = []  # the exit code of a command stopped by a signal
+
+
+def _stopped(signum: int) -> None:
+    """One line for SIGINT / SIGTERM, then exit 130 / 143 (README, "Exit codes")."""
+    import signal
+
+    from qtrader.interrupts import exit_code
+
+    code = exit_code(signum)
+    _STOPPED_WITH.append(code)
+    what = f"qtrader {_COMMAND}" if _COMMAND else "qtrader"
+    err.print(f"interrupted: {what} stopped by {signal.Signals(signum).name}; a run it started is recorded "
+              f"as interrupted (exit {code})", soft_wrap=True, highlight=False, markup=False)  # fmt: skip
+    raise typer.Exit(code)
+
+
+def _stop_on_signals(command: str) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM stop a flow command within seconds: the flow records its run as
+    interrupted and Prefect's run as Crashed, the temporary server stops, one line is printed."""
+    import atexit
+
+    from qtrader import interrupts
+
+    global _COMMAND
+    _COMMAND = command
+
+    def skip_finalization() -> None:
+        # Registered before Prefect's exit handlers, so it runs after them (the flow's logs and events
+        # drained, the temporary server stopped); then the interpreter's final garbage collection, which
+        # takes seconds after a flow on a loaded machine, is skipped.
+        if _STOPPED_WITH:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(_STOPPED_WITH[0])
+
+    atexit.register(skip_finalization)
+
+    def first(signum: int) -> None:
+        if not _GUARDED:  # no flow running (imports, argument checks): end here
+            try:
+                _stopped(signum)
+            except typer.Exit as done:
+                raise SystemExit(done.exit_code) from None
+
+    interrupts.install(first)
 
 
 def _guard(fn: Callable[[], object]) -> object:
-    """Run fn; turn any exception into a one-line reason: exit 2 for bad input, else 1."""
+    """Run fn; turn any exception into a one-line reason: exit 2 for bad input, else 1; a signal 130/143."""
+    global _GUARDED
+    _GUARDED += 1
     try:
         from qtrader.prefect_env import wait_ready
 
@@ -179,8 +229,6 @@ def _guard(fn: Callable[[], object]) -> object:
         return fn()
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     except BadInput as exc:  # a setting, an argument or the query itself: the user fixes it
         _usage(exc)
     except Refused as exc:
@@ -194,6 +242,15 @@ def _guard(fn: Callable[[], object]) -> object:
             _fail(why)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         _fail(f"{type(exc).__name__}: {first}  (set QTRADER_DEBUG=1 for the traceback)")
+    except BaseException as exc:  # KeyboardInterrupt, our Stopped, Prefect's TerminationSignal
+        from qtrader.interrupts import stopping_signal
+
+        signum = stopping_signal(exc)
+        if signum is None:
+            raise
+        _stopped(signum)
+    finally:
+        _GUARDED -= 1
 
 
 def _quiet_third_parties() -> None:
@@ -263,6 +320,7 @@ def main(
         os.environ["QTRADER_CONFIG"] = str(config)
     _quiet_third_parties()
     if ctx.invoked_subcommand in FLOW_COMMANDS:
+        _stop_on_signals(ctx.invoked_subcommand)
         _use_prefect(ctx)
 
 
@@ -584,6 +642,9 @@ STATUS_SQL = {
                              rows_quarantined, len(symbols_failed) AS failed, len(symbols_blocked) AS blocked,
                              status, round(epoch(finished_at - started_at), 1) AS seconds, message
                       FROM ingest_runs ORDER BY started_at DESC LIMIT 10""",
+    "decide_runs": """SELECT run_id, interval, status, stage, started_at,
+                             round(epoch(finished_at - started_at), 1) AS seconds, message
+                      FROM pipeline_runs WHERE flow = 'decide' ORDER BY started_at DESC LIMIT 10""",
     "quarantine": """SELECT run_id, rule, severity, symbol, interval, count(*) AS rows, min(ts) AS first_bar,
                             any_value(detail) AS example
                      FROM quarantine GROUP BY ALL ORDER BY max(quarantined_at) DESC, rows DESC LIMIT 15""",
@@ -603,6 +664,12 @@ STATUS_COLUMNS = {
         Column("status", "status", priority=KEEP), Column("seconds", "seconds", Kind.score, LOW, short="secs"),
         Column("run_id", "run id", Kind.id, LOW), Column("message", "message", Kind.text, LOW),
     ],
+    "decide_runs": [
+        Column("started_at", "started", Kind.ts, KEEP), Column("interval", "interval", priority=KEEP),
+        Column("status", "status", priority=KEEP), Column("stage", "stage"),
+        Column("seconds", "seconds", Kind.score, LOW, short="secs"), Column("run_id", "run id", Kind.id, LOW),
+        Column("message", "message", Kind.text, LOW),
+    ],
     "quarantine": [
         Column("first_bar", "first bar", Kind.ts, KEEP, interval_key="interval"), Column("symbol", "symbol", priority=KEEP),
         Column("interval", "interval", short="iv"), Column("rule", "rule", Kind.id, KEEP),
@@ -614,17 +681,19 @@ STATUS_COLUMNS = {
 
 @app.command()
 def status(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
-    """What is in the warehouse, the last ingest runs, and recent quarantines."""
+    """What is in the warehouse, the last ingest and decide runs (interrupted and crashed ones too), and
+    recent quarantines."""
     from warehouse.db import query_df
 
     settings = _guard(lambda: _settings(warehouse=warehouse))
     db = settings.warehouse
+    _guard(lambda: _mark_crashed_runs(settings))
     frames = {k: _guard(lambda q=q: query_df(db, q)) for k, q in STATUS_SQL.items()}
     if as_json:
         _print_json({"warehouse": str(db), **{k: records(df) for k, df in frames.items()}})
         return
     for key, title in (("coverage", "Warehouse"), ("ingest_runs", "Last ingest runs"),
-                       ("quarantine", "Recent quarantines")):  # fmt: skip
+                       ("decide_runs", "Last decide runs"), ("quarantine", "Recent quarantines")):  # fmt: skip
         console.rule(title)
         if key == "coverage":
             console.print(str(db), highlight=False, overflow="fold")  # a long path folds, never cut
@@ -632,6 +701,21 @@ def status(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
             console.print("none")
         else:
             _table(STATUS_COLUMNS[key], frames[key])
+
+
+def _mark_crashed_runs(settings) -> None:
+    """Runs of this machine whose process is gone without closing them (kill -9) are marked crashed now,
+    so status shows them so (qtrader/runs.py); a warehouse busy with a writer is left for the next start."""
+    from qtrader.runs import reap_crashed
+    from warehouse.db import Warehouse, WarehouseBusy
+
+    wh = Warehouse.from_settings(settings)
+    if not wh.exists():
+        return
+    try:
+        reap_crashed(wh)
+    except WarehouseBusy:
+        pass
 
 
 @app.command()

@@ -100,7 +100,8 @@ def resolve(environ: os._Environ | dict | None = None, *, check: bool = True) ->
 class _EarlyServer:
     """Prefect's own temporary server, started on a thread as soon as the CLI knows it needs one, so its
     start-up (a separate process) runs while this process imports pandas, Prefect and the flows. The
-    flow's client later finds the same (singleton) server already up."""
+    flow's client later finds the same (singleton) server already up. The server is qtrader's subclass
+    (qtrader/temporary_server.py): out of the terminal's signals, and gone when this process is."""
 
     thread: threading.Thread | None = None
     error: BaseException | None = None
@@ -112,9 +113,9 @@ class _EarlyServer:
 
         def run() -> None:
             try:
-                from prefect.server.api.server import SubprocessASGIServer
+                from qtrader.temporary_server import server_class
 
-                SubprocessASGIServer().start()
+                server_class()().start()
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread by wait_ready
                 cls.error = exc
 

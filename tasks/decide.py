@@ -471,8 +471,8 @@ def store_plan(
         {"client_order_id": p.bracket.client_order_id, "decision_id": p.decision_id, "leg": p.leg,
          "symbol": p.bracket.symbol, "side": p.bracket.side.value, "qty": p.bracket.qty,
          "entry_ref": p.bracket.entry_ref, "take_profit": p.bracket.take_profit, "stop_price": p.bracket.stop,
-         "broker": name, "broker_order_id": None, "recorded_at": now}
-        for p in plan.result.brackets
+         "broker": name, "broker_order_id": None, "recorded_at": now, "plan_seq": i}
+        for i, p in enumerate(plan.result.brackets)
     ]  # fmt: skip
     stops = [
         {"replaced_order_id": m.bracket.stop_order_id, "ts": plan.ts, "broker": name, "symbol": m.bracket.symbol,

@@ -22,7 +22,7 @@ DECISION_COLUMNS = [
 ]  # fmt: skip
 DECISION_ORDER_COLUMNS = [
     "client_order_id", "decision_id", "leg", "symbol", "side", "qty", "entry_ref", "take_profit",
-    "stop_price", "broker", "broker_order_id", "recorded_at",
+    "stop_price", "broker", "broker_order_id", "recorded_at", "plan_seq",
 ]  # fmt: skip
 FILL_COLUMNS = [
     "fill_key", "broker", "order_id", "client_order_id", "entry_client_order_id", "symbol", "side", "role",
@@ -334,7 +334,7 @@ def unfinished_plan(wh: WarehouseLike, broker: str, ts: pd.Timestamp) -> tuple[p
     """(brackets planned at ``ts`` without a broker order id, stop moves planned at ``ts`` not recorded)."""
     with connect(wh, read_only=True) as con:
         # In the order they were planned (the order the broker sees them matters for buying power).
-        legs = con.execute(f"{_UNSENT} AND d.ts = ? ORDER BY seq", [broker, ts]).df()
+        legs = con.execute(f"{_UNSENT} AND d.ts = ? ORDER BY o.plan_seq NULLS LAST, seq", [broker, ts]).df()
         stops = con.execute(
             f"{_UNMOVED} AND p.ts = ? ORDER BY p.planned_at, p.replaced_order_id", [broker, ts]
         ).df()

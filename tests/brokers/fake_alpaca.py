@@ -36,7 +36,8 @@ documentation and which only against users' reports):
   ``rate limit exceeded``; every answer carries ``X-Ratelimit-Limit``, ``X-Ratelimit-Remaining`` and
   ``X-Ratelimit-Reset`` (epoch seconds). Tests set a small limit to reach it cheaply.
 
-Test controls (Python, not HTTP): ``set_price``; ``fill(order_id, price)`` (an entry releases its legs; a
+Test controls (Python, not HTTP): ``set_price``; ``fill_market_orders=True`` (a simple market order fills
+as it arrives, at the symbol's price, as in a market in session); ``fill(order_id, price)`` (an entry releases its legs; a
 leg or an OCO member cancels the rest of its group; cash, positions and day trades follow);
 ``set_status(order_id, status)`` (e.g. ``pending_replace``); ``day_trades`` (dates); and
 ``fail_next(kind)`` with kind ``reject`` (422), ``duplicate`` (422 duplicate client id), ``500``, ``hang``
@@ -105,11 +106,13 @@ class FakeAlpaca:
         *,
         rate_limit: int = 200,
         rate_window_s: float = 60.0,
+        fill_market_orders: bool = False,
     ) -> None:
         self.api_key, self.secret_key = api_key, secret_key
         self.cash = Decimal(str(cash))
         self.clock = clock or _ticking_clock(datetime(2024, 1, 2, 15, 0, tzinfo=UTC))
         self.hang_s = hang_s
+        self.fill_market_orders = fill_market_orders  # as a market in session would: at once, at the price
         self.prices: dict[str, Decimal] = {}
         self.orders: dict[str, dict[str, Any]] = {}  # id -> Alpaca order JSON (legs kept as ids)
         self.leg_ids: dict[str, list[str]] = {}  # parent id -> current leg ids
@@ -504,6 +507,8 @@ class FakeAlpaca:
                              tif=tif)  # fmt: skip
         if opening:
             self.reserve[parent["id"]] = qty * base
+        if self.fill_market_orders and typ == "market" and order_class == "simple":
+            self.fill(parent["id"], base)
         if order_class == "bracket":
             exit_side = "sell" if side == "buy" else "buy"
             tp_leg = self._order(symbol, int(qty), exit_side, "limit", "held", None, "bracket",

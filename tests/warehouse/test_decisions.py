@@ -24,7 +24,8 @@ def _decision(con, did, symbol, side, contributors):
 
 def _bracket(con, did, coid, leg, symbol, side, qty, stop, tp):
     con.execute(
-        "INSERT INTO decision_orders VALUES (?, ?, ?, ?, ?, ?, 100.0, ?, ?, 'local', ?, ?)",
+        "INSERT INTO decision_orders (client_order_id, decision_id, leg, symbol, side, qty, entry_ref, take_profit, "
+        "stop_price, broker, broker_order_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, 100.0, ?, ?, 'local', ?, ?)",
         [coid, did, leg, symbol, side, qty, tp, stop, f"id-{coid}", day(0)],
     )
 
