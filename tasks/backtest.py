@@ -499,6 +499,7 @@ class ModeResult:
     refused: int
     seconds: float
     reasons: dict[str, int]
+    write_seconds: float = 0.0  # of ``seconds``: writing the mode's results file
 
 
 @task(name="replay-mode", cache_policy=NO_CACHE)
@@ -556,6 +557,7 @@ def replay_mode(
         report(f"backtest: {mode}", i + 1, len(timeline.times))
 
     refused = replay(trader, timeline.times, market_at, records, run_id, on_bar=on_bar)
+    w0 = time.perf_counter()
     path = write_records(records, timeline.folder / f"{mode}.duckdb", broker)
     res = wb.mode_results(path, broker.name)
     seconds = time.perf_counter() - started
@@ -564,7 +566,7 @@ def replay_mode(
         res["open_trades"], refused, seconds, ", ".join(f"{k} {v}" for k, v in reasons.items()) or "none",
     )  # fmt: skip
     return ModeResult(mode, overrides, path, res["trades"], res["equity"], res["notional"], res["commission"],
-                      res["open_trades"], refused, seconds, reasons)  # fmt: skip
+                      res["open_trades"], refused, seconds, reasons, time.perf_counter() - w0)  # fmt: skip
 
 
 def order_gate(columns) -> GateVerdict:
@@ -654,12 +656,28 @@ def record_backtest(
     results: list[ModeResult],
     started_at,
     n_symbols: int,
+    stages: dict[str, float] | None = None,
 ) -> pd.DataFrame:
+    """The run record: backtest_runs / trades / equity rows, and ``stages`` (seconds per stage, in order)
+    with this write's own time added as ``write`` and the wall time so far as ``total``."""
+    w0 = time.perf_counter()
     finished_at = pd.Timestamp.now(tz="UTC")
     runs, trades, equity = result_frames(settings, run_id, timeline, results, started_at, finished_at)
     runs["symbols"] = n_symbols
-    counts = wb.write_results(warehouse(settings), runs, trades, equity)
-    get_run_logger().info("recorded backtest %s in %s: %s", run_id, settings.warehouse, counts)
+    stages = dict(stages or {})
+    stages["write"] = time.perf_counter() - w0  # the frames; the insert below is not in it
+    stages["total"] = (finished_at - pd.Timestamp(started_at)).total_seconds() + stages["write"]
+    rows = pd.DataFrame(
+        [
+            {"run_id": run_id, "stage": k, "seconds": float(v), "position": i}
+            for i, (k, v) in enumerate(stages.items())
+        ]
+    )
+    counts = wb.write_results(warehouse(settings), runs, trades, equity, rows)
+    get_run_logger().info(
+        "recorded backtest %s in %s: %s; seconds per stage: %s", run_id, settings.warehouse, counts,
+        ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
+    )  # fmt: skip
     return runs
 
 

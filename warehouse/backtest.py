@@ -259,15 +259,28 @@ def write_results(
     runs: pd.DataFrame,
     trades: pd.DataFrame,
     equity: pd.DataFrame,
+    stages: pd.DataFrame | None = None,
 ) -> dict[str, int]:
-    """One transaction: a failed write leaves earlier backtests untouched."""
+    """One transaction: a failed write leaves earlier backtests untouched. ``stages``: run_id, stage,
+    seconds, position (backtest_stage_timings)."""
     with transaction(wh) as con:
         counts = {
             "backtest_runs": insert_frame(con, "backtest_runs", runs, replace=True),
             "backtest_trades": insert_frame(con, "backtest_trades", trades, replace=True),
             "backtest_equity": insert_frame(con, "backtest_equity", equity, replace=True),
         }
+        if stages is not None and len(stages):
+            counts["backtest_stage_timings"] = insert_frame(
+                con, "backtest_stage_timings", stages, replace=True
+            )
     return counts
+
+
+def stage_timings(wh: WarehouseLike, run_id: str) -> pd.DataFrame:
+    """Seconds per stage of a backtest run (stage, seconds), in the run's order."""
+    return query_df(
+        wh, "SELECT stage, seconds FROM backtest_stage_timings WHERE run_id = ? ORDER BY position", [run_id]
+    )
 
 
 def latest_table(wh: WarehouseLike, run_id: str | None = None):
