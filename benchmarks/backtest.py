@@ -376,9 +376,11 @@ def model_timeline(args) -> dict:
     print(
         f"    seconds per bar: first {k} bars {early:.3f}, last {k} bars {late:.3f}; peak RSS {rss:,.0f} MiB"
     )
-    ok = without <= TIMELINE_TARGET_S
+    # the target is for 50 symbols x 1,264 bars: a smaller run is a measurement, not a pass
+    ok = without <= TIMELINE_TARGET_S and len(symbols) >= 50 and len(tl.times) >= 1264
     print(
-        f"    without the retrain {without:.1f}s (target <= {TIMELINE_TARGET_S:.0f}s): {'OK' if ok else 'MISSED'}"
+        f"    without the retrain {without:.1f}s (target <= {TIMELINE_TARGET_S:.0f}s at 50 x 1,264): "
+        f"{'OK' if ok else 'MISSED or not at the target scale'}"
     )
     return {"ok": ok, "seconds": without, "early": early, "late": late, "peak_rss_mib": rss}
 
