@@ -93,7 +93,11 @@ def main() -> None:
     now = pd.Timestamp.now(tz="UTC")
     with transaction(db) as con:
         for m in [*MODULES, "overall"]:
-            con.execute("INSERT INTO health VALUES (?, ?, 90, '{}', NULL, 'bench', ?)", [now, m, now])
+            con.execute(  # by name: migration 008 added the gate columns
+                "INSERT INTO health (ts, module, score, components, capped_by, run_id, recorded_at) "
+                "VALUES (?, ?, 90, '{}', NULL, 'bench', ?)",
+                [now, m, now],
+            )
     times = decision_bars(db, "1d", None, 3)
     # Open positions to manage: a warm-up flow run on the first of the three newest bars.
     decide(interval="1d", bars=1, at=str(times[0]), warehouse=str(db), overrides=POLICY)

@@ -3,6 +3,8 @@ decision bar -> record backtest_runs / trades / equity -> report and table artif
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -11,6 +13,7 @@ from prefect.utilities.annotations import quote
 from models import backtest as mb
 from qtrader.calendar import utc
 from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
+from qtrader.progress import report as progress
 from qtrader.runners import task_runner
 from qtrader.settings import load_settings
 from tasks.backtest import (
@@ -72,6 +75,8 @@ def backtest(
     run_id = new_run_id("backtest")
     started_at = pd.Timestamp.now(tz="UTC")
 
+    clock = time.perf_counter()
+    progress("backtest: load", 0, 1)
     history = load_history(settings, interval, symbols, utc(end) if end else None)
     entries = read_signals(signals, history) if signals else None
     times = replay_times(history.times, utc(start) if start else None, utc(end) if end else None,
@@ -80,7 +85,10 @@ def backtest(
     log.info("backtest %s: %d %s bars from %s to %s, modes %s", run_id, len(times), interval, times[0],
              times[-1], ", ".join(chosen + (["signals"] if signals else [])))  # fmt: skip
 
+    stages = {"load": time.perf_counter() - clock}
+    progress("backtest: load", 1, 1)
     timeline = model_timeline(settings, interval, quote(history), times, folder, run_id, overrides)
+    stages.update(timeline.stages)
     plans = [(m, o, None) for m, o in mode_settings(settings, chosen).items()]
     if entries is not None:
         plans.append((mb.SIGNALS, signals_overrides(settings), external_signals(entries)))
@@ -103,9 +111,12 @@ def backtest(
             for m, o, src in plans
         ]
         results = [f.result() for f in futures]
+    stages.update({f"replay {r.mode}": r.seconds for r in results})
+    progress("backtest: write", 0, 1)
     runs = record_backtest(
-        settings, run_id, timeline, results, started_at, int(history.bars["symbol"].nunique())
+        settings, run_id, timeline, results, started_at, int(history.bars["symbol"].nunique()), stages
     )
+    progress("backtest: write", 1, 1)
 
     paths = backtest_report(settings, run_id, folder, report_symbol or cfg.report_symbol) if report else None
     table = publish_backtest(runs, run_id, paths)

@@ -22,8 +22,10 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import NamedTuple
 
+from qtrader.settings import OrderSettings
+
 MAX_CLIENT_ORDER_ID = 128  # Alpaca's limit
-DEFAULT_TICK = 0.01
+DEFAULT_TICK = OrderSettings().tick  # the venue tick's only home is qtrader/settings.py
 SUB_DOLLAR_TICK = 0.0001  # Alpaca accepts 4 decimals below $1
 _PRICE_EPS = 1e-9  # float noise tolerated when comparing prices to tick gaps
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")

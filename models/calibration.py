@@ -14,17 +14,23 @@ P(up) against label_up as well as confidence against correct.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-# Seed 000 section 2.3: calibrated = raw * (0.7 * accuracy / raw + 0.3) when raw > 0.5, clamped.
-SEED_ACCURACY_WEIGHT = 0.7
-SEED_FLOOR = 0.1
-SEED_CAP = 0.95
-DEFAULT_N_BINS = 10
+from qtrader.settings import BenchmarkSettings, RetrainSettings
+
+# Seed 000 section 2.3: calibrated = raw * (0.7 * accuracy / raw + 0.3) when raw > 0.5, clamped; the
+# numbers default to RetrainSettings' (their only home) and the ECE bins to BenchmarkSettings.ece_bins.
+_R = RetrainSettings()
+SEED_ACCURACY_WEIGHT = _R.seed_accuracy_weight
+SEED_FLOOR = _R.seed_confidence_floor
+SEED_CAP = _R.seed_confidence_cap
+DEFAULT_N_BINS = BenchmarkSettings().ece_bins
 LOG_LOSS_EPS = 1e-6
 
 
@@ -80,9 +86,26 @@ class Calibrator(BaseEstimator):
     deterministic and picklable.
     """
 
-    def __init__(self, method: str = "isotonic", min_samples: int = 50):
+    def __init__(
+        self,
+        method: str = "isotonic",
+        min_samples: int = _R.calibration_min_samples,
+        accuracy_weight: float = SEED_ACCURACY_WEIGHT,
+        floor: float = SEED_FLOOR,
+        cap: float = SEED_CAP,
+    ):
         self.method = method
         self.min_samples = min_samples
+        # the seed formula's numbers (method "seed"; side_values' confidence_seed): RetrainSettings'
+        self.accuracy_weight = accuracy_weight
+        self.floor = floor
+        self.cap = cap
+
+    def seed_params(self) -> dict[str, float]:
+        """The seed formula's keyword arguments this calibrator was made with (a calibrator pickled before
+        they were stored: the settings' defaults)."""
+        return {"accuracy_weight": getattr(self, "accuracy_weight", SEED_ACCURACY_WEIGHT),
+                "floor": getattr(self, "floor", SEED_FLOOR), "cap": getattr(self, "cap", SEED_CAP)}  # fmt: skip
 
     def fit(self, confidence: object, correct: object) -> Calibrator:
         conf, hit = _as_float(confidence), _as_float(correct)
@@ -114,7 +137,7 @@ class Calibrator(BaseEstimator):
         ok = np.isfinite(conf)
         if ok.any():
             if self.method == "seed":
-                out[ok] = seed_calibration(conf[ok], self.accuracy_)
+                out[ok] = seed_calibration(conf[ok], self.accuracy_, **self.seed_params())
             elif self.method == "isotonic":
                 out[ok] = self.map_.predict(conf[ok])
             else:
@@ -139,9 +162,10 @@ def select_calibrator(
     confidence: object,
     correct: object,
     methods: tuple[str, ...] = METHODS,
-    holdout_fraction: float = 0.3,
-    min_samples: int = 50,
+    holdout_fraction: float = _R.calibration_holdout_fraction,
+    min_samples: int = _R.calibration_min_samples,
     n_bins: int = DEFAULT_N_BINS,
+    seed: Mapping[str, float] | None = None,
 ) -> tuple[Calibrator, dict[str, float]]:
     """The calibration used downstream, and the holdout ECE of every candidate.
 
@@ -152,23 +176,24 @@ def select_calibrator(
     all pairs. With fewer than ``min_samples`` pairs in the older part only the seed formula is fitted
     (on all pairs) and the ECE dict is empty.
     """
+    seed = dict(seed or {})  # the seed formula's numbers (default: the settings' defaults)
     conf, hit = _as_float(confidence), _as_float(correct)
     keep = np.isfinite(conf) & np.isfinite(hit)
     conf, hit = conf[keep], hit[keep]
     cut = int(round(len(conf) * (1.0 - holdout_fraction)))
     if cut < min_samples or cut == len(conf):
-        return Calibrator("seed", min_samples=1).fit(conf, hit), {}
+        return Calibrator("seed", min_samples=1, **seed).fit(conf, hit), {}
     scores = {}
     for method in methods:
         try:
-            fitted = Calibrator(method, min_samples=min_samples).fit(conf[:cut], hit[:cut])
+            fitted = Calibrator(method, min_samples=min_samples, **seed).fit(conf[:cut], hit[:cut])
         except ValueError:  # e.g. sigmoid on a part with no misses
             continue
         scores[method] = expected_calibration_error(fitted.transform(conf[cut:]), hit[cut:], n_bins)
     if not scores:
-        return Calibrator("seed", min_samples=1).fit(conf, hit), {}
+        return Calibrator("seed", min_samples=1, **seed).fit(conf, hit), {}
     best = min(scores, key=lambda m: (scores[m], methods.index(m)))
-    return Calibrator(best, min_samples=min_samples).fit(conf, hit), scores
+    return Calibrator(best, min_samples=min_samples, **seed).fit(conf, hit), scores
 
 
 def _logit(p: np.ndarray, eps: float = LOG_LOSS_EPS) -> np.ndarray:

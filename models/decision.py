@@ -35,7 +35,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.brackets import Bracket, InvalidBracket, Side, client_order_id, round_exit, split_quantity
+from models.brackets import (
+    DEFAULT_TICK,
+    Bracket,
+    InvalidBracket,
+    Side,
+    client_order_id,
+    round_exit,
+    split_quantity,
+)
 from models.exits import adaptive_profile, is_tighter, next_stop, plan_levels
 from models.signals.ensemble import combine, ensemble_p_up
 from models.signals.volatility import vol_state
@@ -164,7 +172,7 @@ class DecisionContext:
     day_pnl: float = 0.0
     last_exit_ts: Mapping[str, datetime] = field(default_factory=dict)
     allow_short: bool = True
-    tick: float = 0.01
+    tick: float = DEFAULT_TICK
     tp_weights: Sequence[float] = (1 / 3, 1 / 3, 1 / 3)
     time_in_force: str = "day"
     use_calibration: bool = True  # False: filter and rank on the raw ensemble confidence
@@ -516,7 +524,7 @@ def plan_stop_moves(
     ensemble_health: float | None,
     alerts: Iterable[Any] = (),
     cfg: ExitSettings | None = None,
-    tick: float = 0.01,
+    tick: float = DEFAULT_TICK,
     overall_gate: float | None = None,
     ensemble_gate: float | None = None,
 ) -> list[StopMove]:

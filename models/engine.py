@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from models import decision as dm
+from models.brackets import DEFAULT_TICK
 from models.decision import DecisionBatch, OpenBracket, PlannedBracket, Signal, StopMove
 from models.health import gate_value
 from qtrader.settings import ExitSettings, FilterSettings, Settings, SizingSettings
@@ -103,7 +104,7 @@ class EngineConfig:
     exits: ExitSettings
     allow_short: bool = True
     use_calibration: bool = True
-    tick: float = 0.01
+    tick: float = DEFAULT_TICK
     tp_weights: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
     time_in_force: str = "day"
     health_floor: float | None = None  # the kill-switch floor under every learned health gate

@@ -14,7 +14,10 @@ Frames (``MarketFrames``), each sorted by its time column:
 - ``features``: symbol, interval, ts and the feature columns
 - ``predictions``: symbol, interval, ts, module, model_version, p_up, predict_latency_ms, run_id,
   predicted_at (a row whose p_up is not a finite probability is counted as an error, as the predictions
-  gate would quarantine it)
+  gate would quarantine it); optional ``stored_at``: when the row became readable (default its
+  ``predicted_at``). A frame that is the predictions table as stored (a backtest rebuilds it at each
+  retrain, when stored rows change) sets ``stored_at`` to the bar, so a run whose ``predicted_at`` comes
+  from another clock is read as the SQL reads it (``warehouse.health.read_health_inputs``).
 - ``registry``: module, interval, version, trained_at, train_start, train_end, feature_set_version,
   metrics (dict: the validation metrics), status ('champion' once promoted, 'challenger' otherwise),
   run_id, confirmed_at (NaT: the retrain that evaluated a champion and kept it, see ``confirmations``)
@@ -25,6 +28,7 @@ Frames (``MarketFrames``), each sorted by its time column:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -111,7 +115,8 @@ class _Index:
         self.registry_memo: dict = {}
         self.features: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
         for interval, f in frames.features.groupby("interval", sort=False):
-            f = f.sort_values("ts", kind="stable").reset_index(drop=True)
+            by = ["ts", "symbol"] if "symbol" in f.columns else ["ts"]  # the warehouse sample's order
+            f = f.sort_values(by, kind="stable").reset_index(drop=True)
             ts = _ns(f["ts"])
             # one float64 block: slices and column picks are cheap (the key columns are not compared)
             values = f.drop(columns=[c for c in ("symbol", "interval", "ts") if c in f.columns]).astype(
@@ -124,9 +129,10 @@ class _Index:
             g = g.sort_values("predicted_at", kind="stable")
             p = g["p_up"].to_numpy(dtype="float64")
             codes, runs = pd.factorize(g["run_id"])
+            stored = g["stored_at"] if "stored_at" in g.columns else g["predicted_at"]
             self.predictions[(str(module), str(interval))] = (
                 _ns(g["ts"]), _ns(g["predicted_at"]), np.isfinite(p) & (p >= 0) & (p <= 1),
-                g["predict_latency_ms"].to_numpy(dtype="float64"), codes, np.asarray(runs),
+                g["predict_latency_ms"].to_numpy(dtype="float64"), codes, np.asarray(runs), _ns(stored),
             )  # fmt: skip
 
 
@@ -143,9 +149,8 @@ def _predictions_at(idx: _Index, now: pd.Timestamp) -> pd.DataFrame:
     every row failed, and was quarantined, included) with its rows, failed rows and p95 latency."""
     now_ns = now.value
     rows = []
-    for (module, interval), (ts, at, ok, lat, codes, runs) in idx.predictions.items():
-        k = int(np.searchsorted(at, now_ns, side="right"))
-        seen = np.flatnonzero(ts[:k] <= now_ns)
+    for (module, interval), (ts, at, ok, lat, codes, runs, stored) in idx.predictions.items():
+        seen = np.flatnonzero((ts <= now_ns) & (stored <= now_ns))  # by predicted_at, then as given
         if len(seen) == 0:
             continue
         last = seen[-1]
@@ -195,7 +200,8 @@ def _train_sample(idx: _Index, interval: str, start, end, max_rows: int) -> pd.D
         return pd.DataFrame()
     f, ts, _ = idx.features[interval]
     f = f.iloc[int(np.searchsorted(ts, start.value, "left")) : int(np.searchsorted(ts, end.value, "right"))]
-    return f.sample(max_rows, random_state=7) if len(f) > max_rows else f
+    # every k-th row by (ts, symbol), as warehouse.health._feature_frames samples it
+    return f.iloc[:: math.ceil(len(f) / max_rows)] if len(f) > max_rows else f
 
 
 def inputs_at(
@@ -348,8 +354,27 @@ class HealthTimeline:
         self.series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self.thresholds: dict[tuple[str, str], LearnedThreshold] = {}
         self.open_alerts: dict[tuple[str, str], str] = {}
+        # alert_id -> what the alerts table holds of an open alert (as warehouse.health.write_health keeps it)
+        self.alerts: dict[str, dict] = {}
         self._train_cache: dict = {}
         self._references: dict = {}
+
+    def active_alerts(self) -> list[dict]:
+        """Open alerts (module, metric, time_to_threshold_hours, reason, severity) in ``v_active_alerts``'s
+        order: soonest breach first (no estimate last), then module, metric; a missing estimate is NaN, as
+        a NULL read from the table."""
+        keep = ["module", "metric", "time_to_threshold_hours", "reason", "severity"]
+        rows = [
+            {**{k: a[k] for k in keep},
+             "time_to_threshold_hours": float("nan") if a["time_to_threshold_hours"] is None
+             else float(a["time_to_threshold_hours"])}
+            for a in self.alerts.values()
+        ]  # fmt: skip
+        return sorted(
+            rows,
+            key=lambda r: (np.isnan(r["time_to_threshold_hours"]), np.nan_to_num(r["time_to_threshold_hours"]),
+                           r["module"], r["metric"]),
+        )  # fmt: skip
 
     def history(self) -> pd.DataFrame:
         """The metric history so far (module, metric, ts, value)."""
@@ -423,9 +448,20 @@ class HealthTimeline:
             self.specs,
         )  # fmt: skip
         for ev in changes.opened:
-            self.open_alerts[(ev.module, ev.metric)] = f"alert-{ev.module}-{ev.metric}-{now:%Y%m%dT%H%M%S}"
+            aid = f"alert-{ev.module}-{ev.metric}-{now:%Y%m%dT%H%M%S}"
+            self.open_alerts[(ev.module, ev.metric)] = aid
+            self.alerts[aid] = {"module": ev.module, "metric": ev.metric, "ts": now,
+                                "time_to_threshold_hours": ev.time_to_threshold_hours, "reason": ev.reason,
+                                "severity": ev.severity.value if ev.severity else None}  # fmt: skip
+        for aid, ev in changes.updated:
+            if aid in self.alerts:  # inside the resolve band an evaluation keeps the alert's last severity
+                rec = self.alerts[aid]
+                rec.update(time_to_threshold_hours=ev.time_to_threshold_hours, reason=ev.reason,
+                           severity=ev.severity.value if ev.severity else rec["severity"])  # fmt: skip
         closed = {aid for aid, _ in changes.resolved}
         self.open_alerts = {k: v for k, v in self.open_alerts.items() if v not in closed}
+        for aid in closed:
+            self.alerts.pop(aid, None)
         gates = trade_gates(self.settings, list(assessments), self.thresholds)
         return HealthSnapshot(
             now, assessments, overall, gates, points, evaluations, changes, dict(self.thresholds)

@@ -14,18 +14,22 @@ import pandas as pd
 import talib
 
 from models.features import KEY_COLUMNS
+from qtrader.settings import SignalSettings
+
+_SIGNAL = SignalSettings.model_fields  # the defaults' only home is qtrader/settings.py
 
 
 @dataclass(frozen=True)
 class BarrierProfile:
-    """Exit profile in ATR multiples; defaults are the seed's exit profile (TP1/TP2/TP3 = 1.0/2.5/4.0 ATR,
-    stop = 1.5 ATR). ``horizon`` is the number of bars after entry that are watched."""
+    """Exit profile in ATR multiples; defaults are SignalSettings' (the seed's exit profile, tp1_atr ...
+    stop_atr; ``tasks.benchmark.exit_profile`` builds it from the configured ones). ``horizon`` is the
+    number of bars after entry that are watched (exit_horizon_bars)."""
 
-    tp1: float = 1.0
-    tp2: float = 2.5
-    tp3: float = 4.0
-    stop: float = 1.5
-    horizon: int = 20
+    tp1: float = _SIGNAL["tp1_atr"].default
+    tp2: float = _SIGNAL["tp2_atr"].default
+    tp3: float = _SIGNAL["tp3_atr"].default
+    stop: float = _SIGNAL["stop_atr"].default
+    horizon: int = _SIGNAL["exit_horizon_bars"].default
     atr_period: int = 14  # used only when no atr is passed in (matches features' atr_14)
 
     def __post_init__(self) -> None:

@@ -15,18 +15,21 @@ from models.calibration import (
     expected_calibration_error,
 )
 from models.signals.base import NO_OPINION
+from qtrader.settings import BenchmarkSettings
 
-# performance_score: weights of its three parts, and the edge that earns a part full marks.
-W_ACCURACY = 0.4
-W_AUC = 0.4
-W_CALIBRATION = 0.2
-ACCURACY_SPAN = 0.10  # accuracy 0.60 (10 points over a coin flip) earns the accuracy part in full
-AUC_SPAN = 0.10  # AUC 0.60 earns the AUC part in full
-ECE_SPAN = 0.10  # ECE 0 earns the calibration part in full, ECE >= 0.10 earns nothing
+# performance_score: weights of its three parts, and the edge that earns a part full marks, defaulting to
+# BenchmarkSettings' (their only home; tasks pass the configured ones, tasks.retrain.score_params).
+_B = BenchmarkSettings()
+W_ACCURACY = _B.score_w_accuracy
+W_AUC = _B.score_w_auc
+W_CALIBRATION = _B.score_w_calibration
+ACCURACY_SPAN = _B.score_accuracy_span  # accuracy 0.60 (10 points over a coin flip) earns the part in full
+AUC_SPAN = _B.score_auc_span  # AUC 0.60 earns the AUC part in full
+ECE_SPAN = _B.score_ece_span  # ECE 0 earns the calibration part in full, ECE >= 0.10 earns nothing
 
 
 def classification_metrics(
-    y_true: object, p_up: object, threshold: float = 0.5, n_bins: int = DEFAULT_N_BINS
+    y_true: object, p_up: object, threshold: float = NO_OPINION, n_bins: int = DEFAULT_N_BINS
 ) -> dict[str, float]:
     """n, coverage, base_rate, accuracy, precision, recall, auc, brier, log_loss, ece of P(up) vs label_up.
 

@@ -38,13 +38,22 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from models.calibration import Calibrator, seed_calibration, select_calibrator, side_confidence
+from models.calibration import (
+    DEFAULT_N_BINS,
+    Calibrator,
+    seed_calibration,
+    select_calibrator,
+    side_confidence,
+)
 from models.features import FEATURE_SET_VERSION, FINITE_FROM_ROW, KEY_COLUMNS, feature_columns, feature_dtypes
 from models.labels import BarrierProfile, make_labels
 from models.metrics import classification_metrics, performance_score
 from models.signals import EnsembleModule, accuracy_weights, combine, ensemble_p_up, make_module
 from models.signals.base import NO_OPINION
 from models.walkforward import Split, promote, walk_forward_splits
+from qtrader.settings import RetrainSettings, SignalSettings
+
+_R, _S = RetrainSettings(), SignalSettings()  # the defaults' only home is qtrader/settings.py
 
 ENSEMBLE = "ensemble"
 WALK_FORWARD, LIVE = "walk_forward", "live"
@@ -64,13 +73,22 @@ class TrainingConfig:
     min_train_window: int
     test_window: int
     embargo: int
-    calibration_methods: tuple[str, ...] = ("seed", "isotonic", "sigmoid")
-    calibration_holdout_fraction: float = 0.3
-    calibration_min_samples: int = 50
-    seed_accuracy_prior: float = 0.5
-    n_bins: int = 10
-    skip_warmup: bool = True
-    random_state: int = 0
+    # defaults: RetrainSettings' and BenchmarkSettings' (tasks.retrain.training_config passes the configured)
+    calibration_methods: tuple[str, ...] = tuple(_R.calibration_methods)
+    calibration_holdout_fraction: float = _R.calibration_holdout_fraction
+    calibration_min_samples: int = _R.calibration_min_samples
+    seed_accuracy_prior: float = _R.seed_accuracy_prior
+    n_bins: int = DEFAULT_N_BINS
+    skip_warmup: bool = _R.skip_warmup
+    random_state: int = SignalSettings().random_state
+    seed_accuracy_weight: float = _R.seed_accuracy_weight
+    seed_confidence_floor: float = _R.seed_confidence_floor
+    seed_confidence_cap: float = _R.seed_confidence_cap
+
+    def seed_params(self) -> dict[str, float]:
+        """The seed formula's keyword arguments (models.calibration.seed_calibration)."""
+        return {"accuracy_weight": self.seed_accuracy_weight, "floor": self.seed_confidence_floor,
+                "cap": self.seed_confidence_cap}  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -78,11 +96,12 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    min_edge: float = 0.05
-    strong: float = 0.75
-    weak: float = 0.5
-    min_voters: int = 2
-    weight_floor: float = 0.5
+    # defaults: SignalSettings' (tasks.retrain.ensemble_config passes the configured)
+    min_edge: float = _S.ensemble_min_edge
+    strong: float = _S.ensemble_strong
+    weak: float = _S.ensemble_weak
+    min_voters: int = _S.ensemble_min_voters
+    weight_floor: float = _S.accuracy_weight_floor
 
 
 def _json_default(value: Any) -> Any:
@@ -396,6 +415,7 @@ def _select(confidence: np.ndarray, correct: np.ndarray, config: TrainingConfig)
         holdout_fraction=config.calibration_holdout_fraction,
         min_samples=config.calibration_min_samples,
         n_bins=config.n_bins,
+        seed=config.seed_params(),
     )
 
 
@@ -408,7 +428,9 @@ def side_values(p_up: np.ndarray, calibrator: Calibrator | None, accuracy: np.nd
     """
     p = np.asarray(p_up, dtype="float64")
     raw = np.maximum(p, 1.0 - p)
-    seed = np.asarray(seed_calibration(raw, accuracy), dtype="float64")
+    # the seed formula's numbers travel with the calibrator the retrain fitted (RetrainSettings' then)
+    params = calibrator.seed_params() if calibrator is not None else {}
+    seed = np.asarray(seed_calibration(raw, accuracy, **params), dtype="float64")
     if calibrator is None:
         fitted = raw.copy()
     else:
@@ -491,7 +513,10 @@ class ModelArtifact:
 
 
 def validation_metrics(
-    y: np.ndarray, p_up: np.ndarray, n_bins: int = 10, score_params: Mapping[str, float] | None = None
+    y: np.ndarray,
+    p_up: np.ndarray,
+    n_bins: int = DEFAULT_N_BINS,
+    score_params: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """classification_metrics of raw P(up) plus performance_score (what promotion compares)."""
     metrics = classification_metrics(y, p_up, n_bins=n_bins)

@@ -27,12 +27,14 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from qtrader.settings import RetrainSettings
+
 Split = tuple[np.ndarray, np.ndarray]
 
 HIGHER_IS_BETTER = frozenset({"auc", "accuracy", "precision", "recall", "performance_score"})
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece"})
-DEFAULT_PROMOTION_METRIC = "auc"
-DEFAULT_PROMOTION_MARGIN = 0.005
+DEFAULT_PROMOTION_METRIC = RetrainSettings().promotion_metric  # defaults: RetrainSettings'
+DEFAULT_PROMOTION_MARGIN = RetrainSettings().promotion_margin
 # 0.555 - 0.55 is 0.00500000000000004 in floats; a tie at the margin must stay a tie.
 _FLOAT_TOLERANCE = 1e-12
 

@@ -505,9 +505,17 @@ def _exit_if_partial(result: dict) -> None:
     raise typer.Exit(EXIT_PARTIAL)
 
 
-def _with_progress(fn: Callable[[], object]) -> object:
-    """Run ``fn`` with a progress bar per stage that library code reports (qtrader.progress)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _with_progress(fn: Callable[[], object], *, eta: bool = False) -> object:
+    """Run ``fn`` with a progress bar per stage that library code reports (qtrader.progress); ``eta``:
+    with each stage's time remaining."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from qtrader import progress
 
@@ -516,6 +524,7 @@ def _with_progress(fn: Callable[[], object]) -> object:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        *([TextColumn("ETA"), TimeRemainingColumn()] if eta else []),
         console=err,
         transient=True,
     ) as bar:
@@ -1446,7 +1455,9 @@ def _demo_backtest(db: str) -> None:
     times = _guard(lambda: decision_bars(db, "1d", None, DEMO_BACKTEST_BARS))
     console.rule(f"Backtest the last {len(times)} daily bars: static vs adaptive and each ablation")
     console.print(f"Settings for the demo: {DEMO_BACKTEST}  (full run: qtrader backtest)")
-    result = _with_progress(lambda: backtest_flow(start=str(times[0]), warehouse=db, overrides=DEMO_BACKTEST))
+    result = _with_progress(
+        lambda: backtest_flow(start=str(times[0]), warehouse=db, overrides=DEMO_BACKTEST), eta=True
+    )
     _print_backtest(db, result)
 
 
@@ -1493,7 +1504,9 @@ def backtest(
     _begin_flows()
     from flows.backtest import backtest as backtest_flow
 
-    result = _with_progress(lambda: backtest_flow(**args, warehouse=str(settings.warehouse), report=report))
+    result = _with_progress(
+        lambda: backtest_flow(**args, warehouse=str(settings.warehouse), report=report), eta=True
+    )
     if as_json:
         from warehouse.backtest import latest_table
 
@@ -1565,7 +1578,7 @@ def report(
 
 def _print_backtest(db, result: dict) -> None:
     from tasks.backtest import table_rows
-    from warehouse.backtest import latest_table
+    from warehouse.backtest import latest_table, stage_timings
 
     runs = _guard(lambda: latest_table(db, result["run_id"]))
     r0 = runs.iloc[0]
@@ -1600,6 +1613,12 @@ def _print_backtest(db, result: dict) -> None:
         f"model timeline: {result['timeline_seconds']}s ({', '.join(f'{k} {v}' for k, v in result['model_runs'].items())}); "
         f"modes: {', '.join(f'{k} {v}s' for k, v in result['mode_seconds'].items())}"
     )
+    stages = _guard(lambda: stage_timings(db, result["run_id"]))
+    if len(stages):
+        console.print(
+            "seconds per stage: "
+            + ", ".join(f"{s} {v:.1f}" for s, v in zip(stages["stage"], stages["seconds"], strict=True))
+        )
     if result.get("report"):
         console.print(f"Report: {result['report'][0]} and {result['report'][1]}")
     console.print(f"Scratch warehouses (every decision, order and fill per mode): {result['scratch']}")

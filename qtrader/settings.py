@@ -164,6 +164,14 @@ class SyntheticSettings(BaseSettings):
 # Signal modules trained and benchmarked by default (models.signals.DEFAULT_MEMBERS; the ensemble is extra).
 DEFAULT_SIGNAL_MEMBERS = ["patterns", "volatility", "regime", "selector", "imbalance", "direction"]
 
+# Seed 000 section 1.1's exit profile in ATR multiples (seed 002's old system used the same): TP1 1R, TP2
+# 2.5R, TP3 4R, stop 1.5 ATR. The one home of these four numbers: the signal labels (SignalSettings), the
+# exit planner (ExitSettings) and the backtest's static mode (BacktestSettings.static_*) default to them.
+SEED_TP1_ATR = 1.0
+SEED_TP2_ATR = 2.5
+SEED_TP3_ATR = 4.0
+SEED_STOP_ATR = 1.5
+
 
 class SignalSettings(BaseSettings):
     """What the signal modules learn, the exit profile their calls are judged with, and the ensemble."""
@@ -181,10 +189,10 @@ class SignalSettings(BaseSettings):
     # Constructor overrides per module, e.g. {"direction": {"max_iter": 200}} (docs/modules.md).
     module_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Exit profile of seed 000 section 1.1 in ATR multiples; exit statistics watch exit_horizon_bars bars.
-    tp1_atr: PositiveFloat = 1.0
-    tp2_atr: PositiveFloat = 2.5
-    tp3_atr: PositiveFloat = 4.0
-    stop_atr: PositiveFloat = 1.5
+    tp1_atr: PositiveFloat = SEED_TP1_ATR
+    tp2_atr: PositiveFloat = SEED_TP2_ATR
+    tp3_atr: PositiveFloat = SEED_TP3_ATR
+    stop_atr: PositiveFloat = SEED_STOP_ATR
     exit_horizon_bars: PositiveInt = 20
     # Ensemble vote (models.signals.ensemble.combine) and its accuracy weights (accuracy_weights floor).
     ensemble_min_edge: Fraction = 0.05
@@ -243,6 +251,11 @@ class RetrainSettings(BaseSettings):
     calibration_min_samples: PositiveInt = 50
     # Accuracy the seed formula assumes before a module has any out-of-sample history (a coin flip).
     seed_accuracy_prior: Fraction = 0.5
+    # Seed 000 section 2.3's confidence formula: raw * (w * accuracy / raw + (1 - w)) when raw > 0.5,
+    # clamped to [floor, cap] (models/calibration.seed_calibration).
+    seed_accuracy_weight: Fraction = 0.7
+    seed_confidence_floor: Fraction = 0.1
+    seed_confidence_cap: Fraction = 0.95
 
 
 class BenchmarkSettings(BaseSettings):
@@ -341,10 +354,10 @@ class ExitSettings(BaseModel):
     # learned adjustment, no health-driven tightening). Breakeven after TP1 stays: the old system had it.
     adaptive: bool = True
     predictive: bool = True  # predictive tightening on alerts (seed 000 section 1.3)
-    tp1_atr: PositiveFloat = 1.0
-    tp2_atr: PositiveFloat = 2.5
-    tp3_atr: PositiveFloat = 4.0
-    stop_atr: PositiveFloat = 1.5
+    tp1_atr: PositiveFloat = SEED_TP1_ATR
+    tp2_atr: PositiveFloat = SEED_TP2_ATR
+    tp3_atr: PositiveFloat = SEED_TP3_ATR
+    stop_atr: PositiveFloat = SEED_STOP_ATR
     # Take-profit multiplier per level from its own benchmarked hit rate: > high -> x up, < low -> x down.
     tp1_rate_high: Fraction = 0.80
     tp1_rate_low: Fraction = 0.70
@@ -614,10 +627,10 @@ class BacktestSettings(BaseModel):
         ]
     )  # fmt: skip
     # Seed 002's old system, the static mode: TP1 1R, TP2 2.5R, TP3 4R (R = 1 ATR), stop 1.5 ATR.
-    static_tp1_atr: PositiveFloat = 1.0
-    static_tp2_atr: PositiveFloat = 2.5
-    static_tp3_atr: PositiveFloat = 4.0
-    static_stop_atr: PositiveFloat = 1.5
+    static_tp1_atr: PositiveFloat = SEED_TP1_ATR
+    static_tp2_atr: PositiveFloat = SEED_TP2_ATR
+    static_tp3_atr: PositiveFloat = SEED_TP3_ATR
+    static_stop_atr: PositiveFloat = SEED_STOP_ATR
     # Costs of every mode (the local paper broker's fill engine applies them).
     starting_cash: Decimal = Field(default=Decimal("100000"), gt=0)
     slippage_bps: NonNegativeFloat = 5.0  # market entries and triggered stops, against you

@@ -5,10 +5,13 @@ Two passes over the replayed bars, both in scratch warehouses under ``data/backt
 1. **Model timeline** (``models.duckdb``): the scratch warehouse starts with the warm-up history and
    grows one bar at a time, as ingest and the features flow would have filled it. At each bar the
    scheduled flows run on their cadence in simulated time (``BacktestSettings``): retrain (walk-forward,
-   calibration, champion/challenger), benchmark, thresholds and health, each with ``now`` = the bar, so
-   they only see what existed then; the champions' predictions for the bar are made and gated as the
-   decision flow does. What the decision step reads of all that (champions, health and alerts, module
-   stats, the learned stop cap) is kept per bar.
+   calibration, champion/challenger) and benchmark in the scratch warehouse; thresholds, health and
+   alerts in memory (``models.health_timeline.HealthTimeline``: the metric history, learned thresholds
+   and open alerts carried from bar to bar, the same numbers as the flows' full recompute over the
+   scratch warehouse, ``tests/flows/test_model_timeline.py``), each with ``now`` = the bar, so they only
+   see what existed then; the champions' predictions for the bar are made and gated as the decision flow
+   does. What the decision step reads of all that (champions, health and alerts, module stats, the
+   learned stop cap) is kept per bar.
 2. **Modes** (``<mode>.duckdb``): a copy of the timeline's warehouse with an empty paper account; each
    bar runs ``tasks.decide.run_bar`` (the live decision bar: reconcile, stop moves, filter, size, exit
    plan, order gate, brackets to the local paper broker, which fills them against the bars) with the
@@ -47,6 +50,7 @@ from models import engine as me
 from models.features import FEATURE_SET_VERSION
 from models.fills import FillCosts
 from models.health import schedule_hours
+from models.health_timeline import HealthSnapshot, HealthTimeline, MarketFrames, threshold_for
 from models.signals.volatility import vol_state
 from models.trade_filter import gate_block_counts
 from models.training import live_predictions
@@ -59,16 +63,18 @@ from tasks.benchmark import benchmark_pass, benchmark_windows
 from tasks.decide import (
     SignalSource,
     bar_signals,
+    health_view,
     market_open,
-    model_view,
     preconditions,
     predict_bar,
     read_health,
+    view_of,
 )
-from tasks.health import health_pass, thresholds_pass
+from tasks.health import health_pass, health_rows, monitored_modules, thresholds_pass
 from tasks.resources import warehouse
 from tasks.retrain import Champion, load_champions
 from warehouse import backtest as wb
+from warehouse import decisions as wd
 from warehouse.db import Warehouse, pinned
 from warehouse.models import PREDICTION_COLUMNS
 
@@ -222,6 +228,10 @@ class Timeline:
     predictions: pd.DataFrame = field(default_factory=pd.DataFrame)  # each bar's, as they stood at the bar
     runs: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # recompute=True only: the health view each bar would read from the flows' full recompute over the
+    # scratch warehouse (thresholds and health passes), to compare with the in-memory one
+    recomputed: dict[pd.Timestamp, me.HealthView] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds: retrains and the rest of the timeline
 
 
 def _due(i: int, every: int) -> bool:
@@ -267,11 +277,16 @@ def model_timeline(
     folder: Path,
     run_id: str,
     user_overrides: dict[str, Any] | None = None,
+    *,
+    recompute: bool = False,
 ) -> Timeline:
     """Pass 1 (module docstring): the scheduled flows' work in simulated time, bar by bar.
 
-    Retrain runs as its flow (monthly: its summary artifact is worth having); benchmark, thresholds and
-    health run their flows' bodies untracked (``tracked=False``), without a task run or artifact per bar.
+    Retrain runs as its flow (monthly: its summary artifact is worth having); benchmark runs its flow's
+    body untracked (``tracked=False``), without a task run or artifact per bar; thresholds, health and
+    alerts step in memory. ``recompute``: also run the thresholds and health flows' bodies over the
+    scratch warehouse at their cadence and keep what the bar would read from them
+    (``Timeline.recomputed``), the full recompute the in-memory timeline is tested against.
     """
     from flows.retrain import retrain as retrain_flow
 
@@ -291,10 +306,15 @@ def model_timeline(
     pending = pd.DataFrame(columns=PREDICTION_COLUMNS)
     seen: list[pd.DataFrame] = []
     retrain_at = [i for i in range(len(times)) if _due(i, every["retrain"])] or [0]
+    health = HealthTimeline(s, monitored_modules(s), list(s.intervals))
+    frames: MarketFrames | None = None
+    view, stats, recomputed = me.HealthView(None, None, {}), None, {}
+    retrain_seconds = 0.0
     with pinned(path), quiet_task_logs():
         for i, t in enumerate(times):
             wb.append_bar(path, *history.at(t))
             if i in retrain_at or not champions:
+                r0 = time.perf_counter()
                 retrain_flow.fn(interval=interval, warehouse=str(path), now=t.isoformat(), overrides=over)
                 champions, _ = load_champions.fn(s, interval)
                 runs["retrain"] += 1
@@ -304,46 +324,126 @@ def model_timeline(
                 nxt = next((j for j in retrain_at if j > i), len(times))
                 period = history.features[history.features["ts"].isin(times[i:nxt])]
                 pending, dq = predict_period(champions, members, period, interval, run_id, t)
+                frames, stats = market_frames(path, history, pending), None
+                retrain_seconds += time.perf_counter() - r0
             else:
                 dq = None
             runs["predictions"] += wb.append_predictions(path, pending[pending["ts"] == t], dq)
             if _due(i, every["benchmark"]):
                 benchmark_pass(s, interval, windows, t, f"{run_id}-b{i}", tracked=False)
+                frames.benchmarks, stats = wb.benchmarks(path), None
                 runs["benchmark"] += 1
-            if _due(i, every["thresholds"]):
-                thresholds_pass(s, t, f"{run_id}-t{i}", tracked=False)
-                runs["thresholds"] += 1
+            learn = _due(i, every["thresholds"])
+            runs["thresholds"] += learn
             if _due(i, every["health"]):
-                health_pass(s, t, f"{run_id}-h{i}", tracked=False)
+                view = health_view_at(s, health, health.step(frames, t, learn=learn))
                 runs["health"] += 1
+            elif learn:
+                health.learn(t)
+            if recompute:
+                recomputed[t] = recompute_health(s, path, t, every, i, run_id)
+            if stats is None and source in champions:
+                stats = latest_module_stats(s, path, interval)
             asof = wb.predictions_at(path, t)
             seen.append(asof)
-            snapshots[t] = snapshot(s, path, interval, t, champions, history, asof, run_id)
+            snapshots[t] = snapshot(s, interval, t, champions, history, asof, run_id, view,
+                                    stop_cap(s, health), stats)  # fmt: skip
             report("backtest: models", i + 1, len(times))
     seconds = time.perf_counter() - started
     log.info(
-        "model timeline over %d bars in %.1fs (%s); source module %s", len(times), seconds,
-        ", ".join(f"{k} {v}" for k, v in runs.items()), source,
+        "model timeline over %d bars in %.1fs (retrains %.1fs; %s); source module %s", len(times), seconds,
+        retrain_seconds, ", ".join(f"{k} {v}" for k, v in runs.items()), source,
     )  # fmt: skip
     as_of = pd.concat([f for f in seen if len(f)], ignore_index=True) if any(len(f) for f in seen) else None
-    return Timeline(interval, times, path, folder, snapshots, over, as_of, runs, seconds)
+    stages = {"retrains": retrain_seconds, "model timeline": seconds - retrain_seconds}
+    return Timeline(interval, times, path, folder, snapshots, over, as_of, runs, seconds, recomputed, stages)
+
+
+def market_frames(path: Path, history: wb.History, pending: pd.DataFrame) -> MarketFrames:
+    """What the health flow reads of the scratch warehouse, in memory, after a retrain: the history's bars
+    and features, the registry, and the predictions as stored plus the period's predictions, each
+    readable from its bar on (``stored_at``; a row the retrain stored for the same key wins, as
+    ``append_predictions`` ignores it). Rebuilt at each retrain: the only step that rewrites stored rows."""
+    registry, stored, benchmarks = wb.model_state(path)
+    confirmations = registry.loc[registry["confirmed_at"].notna(),
+                                 ["module", "interval", "version", "confirmed_at", "run_id"]]  # fmt: skip
+    cols = ["symbol", "interval", "ts", "module", "model_version", "p_up", "predict_latency_ms", "run_id",
+            "predicted_at"]  # fmt: skip
+    new = pending.reindex(columns=cols)
+    if len(stored) and len(new):
+        key = ["symbol", "interval", "ts", "module"]
+        known = pd.MultiIndex.from_frame(stored[key])
+        new = new[~pd.MultiIndex.from_frame(new[key]).isin(known)]
+    predictions = pd.concat([f for f in (stored.reindex(columns=cols), new) if len(f)], ignore_index=True)
+    if len(predictions):
+        predictions["ts"] = pd.to_datetime(predictions["ts"], utc=True)
+        predictions["predicted_at"] = pd.to_datetime(predictions["predicted_at"], utc=True)
+    else:
+        predictions = pd.DataFrame(columns=cols)
+    predictions["stored_at"] = predictions["ts"]
+    features = history.features.drop(
+        columns=[c for c in ("feature_set_version", "run_id", "computed_at") if c in history.features.columns]
+    )
+    return MarketFrames(
+        bars=history.bars[["symbol", "interval", "ts", "close"]], features=features, predictions=predictions,
+        registry=registry.drop(columns=["confirmed_at"]), confirmations=confirmations, benchmarks=benchmarks,
+    )  # fmt: skip
+
+
+def health_view_at(s: Settings, timeline: HealthTimeline, run: HealthSnapshot) -> me.HealthView:
+    """What the decision bar reads of a health run (``read_health`` of the rows the flow would store)."""
+    rows = health_rows(s, run.assessments, run.overall, run.gates, run.thresholds, run.now)
+    rows["drivers"] = [
+        d if d is None or isinstance(d, str) else json.dumps(d, default=str) for d in rows["drivers"]
+    ]
+    rows = rows.assign(_o=rows["module"] != "overall").sort_values(
+        ["_o", "score", "module"], na_position="first", kind="stable"
+    )
+    return health_view(rows, tuple(timeline.active_alerts()))
+
+
+def stop_cap(s: Settings, timeline: HealthTimeline) -> float:
+    """The learned ``stop_distance_atr`` of the exit planner's module (its default until learned)."""
+    d = s.decision
+    return threshold_for(
+        timeline.thresholds, timeline.specs, d.stop_threshold_module, "stop_distance_atr"
+    ).value
+
+
+def latest_module_stats(s: Settings, path: Path, interval: str) -> dict[str, float | None]:
+    d = s.decision
+    window = d.benchmark_window_daily if is_daily(interval) else d.benchmark_window_intraday
+    return wd.latest_module_stats(Warehouse(path), d.source_module, interval, window)
+
+
+def recompute_health(
+    s: Settings, path: Path, t: pd.Timestamp, every: dict, i: int, run_id: str
+) -> me.HealthView:
+    """The thresholds and health flows' bodies over the scratch warehouse at ``t`` (on their cadence), and
+    the health the bar reads back from it."""
+    if _due(i, every["thresholds"]):
+        thresholds_pass(s, t, f"{run_id}-t{i}", tracked=False)
+    if _due(i, every["health"]):
+        health_pass(s, t, f"{run_id}-h{i}", tracked=False)
+    return read_health(Warehouse(path))
 
 
 def snapshot(
     s: Settings,
-    path: Path,
     interval: str,
     t: pd.Timestamp,
     champions: dict[str, Champion],
     history: wb.History,
     asof: pd.DataFrame,
     run_id: str,
+    health: me.HealthView,
+    cap: float,
+    stats: dict[str, float | None] | None,
 ) -> Snapshot:
     """The model side at bar ``t`` and the bar's signals, as the live decision bar would compute them."""
     source = s.decision.source_module
-    health = read_health(Warehouse(path))
     usable = source in champions and champions[source].artifact is not None
-    model = model_view(s, Warehouse(path), interval, champions[source]) if usable else None
+    model = view_of(source, champions[source], stats, cap) if usable else None
     features = bar_features(history, t)
     slim = features[[c for c in SNAPSHOT_FEATURES if c in features.columns]]
     if not usable or features.empty:
@@ -402,6 +502,7 @@ class ModeResult:
     seconds: float
     reasons: dict[str, int]
     gate_blocks: pd.DataFrame  # models.trade_filter.gate_block_counts of the mode's decisions
+    write_seconds: float = 0.0  # of ``seconds``: writing the mode's results file
 
 
 @task(name="replay-mode", cache_policy=NO_CACHE)
@@ -460,7 +561,9 @@ def replay_mode(
 
     refused = replay(trader, timeline.times, market_at, records, run_id, on_bar=on_bar)
     frames = records.frames()
+    w0 = time.perf_counter()
     path = write_records(records, frames, timeline.folder / f"{mode}.duckdb", broker)
+    write_seconds = time.perf_counter() - w0
     blocks = gate_block_counts(frames["decisions"])
     res = wb.mode_results(path, broker.name)
     seconds = time.perf_counter() - started
@@ -469,7 +572,7 @@ def replay_mode(
         res["open_trades"], refused, seconds, ", ".join(f"{k} {v}" for k, v in reasons.items()) or "none",
     )  # fmt: skip
     return ModeResult(mode, overrides, path, res["trades"], res["equity"], res["notional"], res["commission"],
-                      res["open_trades"], refused, seconds, reasons, blocks)  # fmt: skip
+                      res["open_trades"], refused, seconds, reasons, blocks, write_seconds)  # fmt: skip
 
 
 def order_gate(columns) -> GateVerdict:
@@ -563,12 +666,28 @@ def record_backtest(
     results: list[ModeResult],
     started_at,
     n_symbols: int,
+    stages: dict[str, float] | None = None,
 ) -> pd.DataFrame:
+    """The run record: backtest_runs / trades / equity rows, and ``stages`` (seconds per stage, in order)
+    with this write's own time added as ``write`` and the wall time so far as ``total``."""
+    w0 = time.perf_counter()
     finished_at = pd.Timestamp.now(tz="UTC")
     runs, trades, equity = result_frames(settings, run_id, timeline, results, started_at, finished_at)
     runs["symbols"] = n_symbols
-    counts = wb.write_results(warehouse(settings), runs, trades, equity)
-    get_run_logger().info("recorded backtest %s in %s: %s", run_id, settings.warehouse, counts)
+    stages = dict(stages or {})
+    stages["write"] = time.perf_counter() - w0  # the frames; the insert below is not in it
+    stages["total"] = (finished_at - pd.Timestamp(started_at)).total_seconds() + stages["write"]
+    rows = pd.DataFrame(
+        [
+            {"run_id": run_id, "stage": k, "seconds": float(v), "position": i}
+            for i, (k, v) in enumerate(stages.items())
+        ]
+    )
+    counts = wb.write_results(warehouse(settings), runs, trades, equity, rows)
+    get_run_logger().info(
+        "recorded backtest %s in %s: %s; seconds per stage: %s", run_id, settings.warehouse, counts,
+        ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
+    )  # fmt: skip
     return runs
 
 

@@ -83,6 +83,13 @@ def read_health(wh: Warehouse, at: pd.Timestamp | None = None) -> HealthView:
         if "does not exist" not in str(exc):
             raise
         return HealthView(None, None, {})
+    keep = ["module", "metric", "time_to_threshold_hours", "reason", "severity"]
+    return health_view(scores, tuple(alerts.reindex(columns=keep).to_dict("records")) if len(alerts) else ())
+
+
+def health_view(scores: pd.DataFrame, alerts: tuple) -> HealthView:
+    """A health run's rows (``latest_health``: module, ts, score, baseline, drivers as JSON text) and its
+    active alerts as the bar decides with them."""
     if scores.empty:
         return HealthView(None, None, {}, ())
     mods = {
@@ -90,7 +97,6 @@ def read_health(wh: Warehouse, at: pd.Timestamp | None = None) -> HealthView:
         for m, s in zip(scores["module"], scores["score"], strict=True)
     }
     overall = mods.pop("overall", None)
-    keep = ["module", "metric", "time_to_threshold_hours", "reason", "severity"]
     baselines = {
         str(m): (None if b is None or pd.isna(b) else float(b))
         for m, b in zip(
@@ -105,7 +111,7 @@ def read_health(wh: Warehouse, at: pd.Timestamp | None = None) -> HealthView:
         pd.Timestamp(scores["ts"].iloc[0]).tz_convert("UTC"),
         overall,
         mods,
-        tuple(alerts.reindex(columns=keep).to_dict("records")) if len(alerts) else (),
+        alerts,
         baselines,
         drivers,
     )

@@ -259,15 +259,28 @@ def write_results(
     runs: pd.DataFrame,
     trades: pd.DataFrame,
     equity: pd.DataFrame,
+    stages: pd.DataFrame | None = None,
 ) -> dict[str, int]:
-    """One transaction: a failed write leaves earlier backtests untouched."""
+    """One transaction: a failed write leaves earlier backtests untouched. ``stages``: run_id, stage,
+    seconds, position (backtest_stage_timings)."""
     with transaction(wh) as con:
         counts = {
             "backtest_runs": insert_frame(con, "backtest_runs", runs, replace=True),
             "backtest_trades": insert_frame(con, "backtest_trades", trades, replace=True),
             "backtest_equity": insert_frame(con, "backtest_equity", equity, replace=True),
         }
+        if stages is not None and len(stages):
+            counts["backtest_stage_timings"] = insert_frame(
+                con, "backtest_stage_timings", stages, replace=True
+            )
     return counts
+
+
+def stage_timings(wh: WarehouseLike, run_id: str) -> pd.DataFrame:
+    """Seconds per stage of a backtest run (stage, seconds), in the run's order."""
+    return query_df(
+        wh, "SELECT stage, seconds FROM backtest_stage_timings WHERE run_id = ? ORDER BY position", [run_id]
+    )
 
 
 def latest_table(wh: WarehouseLike, run_id: str | None = None):
@@ -278,3 +291,31 @@ def latest_table(wh: WarehouseLike, run_id: str | None = None):
             [run_id],
         )
     return query_df(wh, "SELECT * FROM v_backtest_latest")
+
+
+_REGISTRY_SQL = (
+    "SELECT module, interval, version, trained_at, train_start, train_end, feature_set_version, metrics, status,"
+    " run_id, confirmed_at FROM model_registry"
+)
+_PREDICTIONS_SQL = (
+    "SELECT symbol, interval, ts, module, model_version, p_up, predict_latency_ms, run_id, predicted_at"
+    " FROM predictions"
+)
+_BENCHMARKS_SQL = (
+    "SELECT module, interval, window_name, accuracy, n, coverage, computed_at, run_id FROM benchmarks"
+)
+
+
+def model_state(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(registry, predictions, benchmarks) of a scratch warehouse, as the health flow's inputs read them."""
+    with connect(path, read_only=True) as con:
+        return (
+            con.execute(_REGISTRY_SQL).df(),
+            con.execute(_PREDICTIONS_SQL).df(),
+            con.execute(_BENCHMARKS_SQL).df(),
+        )
+
+
+def benchmarks(path: str | Path) -> pd.DataFrame:
+    """Every stored benchmark row of a scratch warehouse (the health flow picks the newest of each window)."""
+    return query_df(path, _BENCHMARKS_SQL)

@@ -119,12 +119,15 @@ WHERE severity = 'critical'
 
 def _feature_frames(con, interval: str, version: str, start, end, recent_bars: int, max_rows: int, now):
     """(training-window sample, recent rows): features of ``interval`` inside [start, end], and of the
-    newest ``recent_bars`` timestamps up to ``now``. Samples are reproducible (fixed seed)."""
+    newest ``recent_bars`` timestamps up to ``now``. The sample is every k-th row by (ts, symbol), k the
+    smallest stride that keeps at most ``max_rows`` (``models.health_timeline`` takes the same rows from
+    frames in memory)."""
     train = con.execute(
-        "SELECT * EXCLUDE (feature_set_version, run_id, computed_at) FROM ("
-        " SELECT * FROM features WHERE interval = ? AND feature_set_version = ? AND ts BETWEEN ? AND ?"
-        f") USING SAMPLE reservoir({int(max_rows)} ROWS) REPEATABLE (7)",  # an int we control, not user input
-        [interval, version, start, end],
+        "SELECT * EXCLUDE (feature_set_version, run_id, computed_at) FROM features"
+        " WHERE interval = ? AND feature_set_version = ? AND ts BETWEEN ? AND ?"
+        " QUALIFY (row_number() OVER (ORDER BY ts, symbol) - 1)"
+        "  % CAST(ceil(count(*) OVER () / ?) AS BIGINT) = 0 ORDER BY ts, symbol",
+        [interval, version, start, end, int(max_rows)],
     ).df()
     recent = con.execute(
         "SELECT * EXCLUDE (feature_set_version, run_id, computed_at) FROM features"

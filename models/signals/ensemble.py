@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from models.signals.base import NO_OPINION, SignalModule, check_frame, stack_proba
+from qtrader.settings import DEFAULT_SIGNAL_MEMBERS, SignalSettings
 
 
 class ConsensusType(str, Enum):  # noqa: UP042 - the project convention (STYLE.md) is str, Enum
@@ -37,11 +38,12 @@ class ConsensusType(str, Enum):  # noqa: UP042 - the project convention (STYLE.m
     NONE = "NONE"
 
 
-DEFAULT_MIN_EDGE = 0.05
-DEFAULT_STRONG = 0.75
-DEFAULT_WEAK = 0.5
-DEFAULT_MIN_VOTERS = 2
-DEFAULT_MEMBERS = ("patterns", "volatility", "regime", "selector", "imbalance", "direction")
+_S = SignalSettings()  # the defaults' only home is qtrader/settings.py
+DEFAULT_MIN_EDGE = _S.ensemble_min_edge
+DEFAULT_STRONG = _S.ensemble_strong
+DEFAULT_WEAK = _S.ensemble_weak
+DEFAULT_MIN_VOTERS = _S.ensemble_min_voters
+DEFAULT_MEMBERS = tuple(DEFAULT_SIGNAL_MEMBERS)
 COMBINED_COLUMNS = ["direction", "consensus", "confidence", "voters", "agree", "contributors"]
 
 
@@ -114,7 +116,9 @@ def _contributors(agreeing: np.ndarray, names: list[str]) -> np.ndarray:
     return labels[inverse.reshape(-1)]
 
 
-def accuracy_weights(accuracy: Mapping[str, float], floor: float = 0.5) -> dict[str, float]:
+def accuracy_weights(
+    accuracy: Mapping[str, float], floor: float = _S.accuracy_weight_floor
+) -> dict[str, float]:
     """Module weights from benchmarked accuracy: ``max(accuracy - floor, 0)``, scaled so the best is 1.
 
     A module at or below ``floor`` (a coin flip by default) gets weight 0 and so stops voting. When no

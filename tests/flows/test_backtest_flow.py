@@ -74,6 +74,19 @@ def test_results_are_recorded_per_mode(replays):
     assert static.commission > 0  # costs are in
 
 
+def test_the_run_record_has_seconds_per_stage(replays):
+    full, db = replays["full"], replays["changed"]
+    stages = query_df(db, "SELECT stage, seconds FROM backtest_stage_timings WHERE run_id = ? ORDER BY position",
+                      [full["run_id"]])  # fmt: skip
+    assert list(stages["stage"]) == ["load", "retrains", "model timeline", "replay static", "replay adaptive",
+                                     "replay signals", "write", "total"]  # fmt: skip
+    s = dict(zip(stages["stage"], stages["seconds"], strict=True))
+    assert all(v >= 0 for v in s.values()) and s["retrains"] > 0
+    # the timeline's two parts are its time; the stages run one after another (modes side by side)
+    assert s["retrains"] + s["model timeline"] == pytest.approx(full["timeline_seconds"], abs=0.1)
+    assert s["load"] + s["retrains"] + s["model timeline"] + s["write"] <= s["total"]
+
+
 def test_static_uses_the_old_exit_profile_and_adaptive_the_health_of_its_bar(replays):
     full = replays["full"]
     static = query_df(_scratch(full, "static"), "SELECT exit_profile FROM decisions WHERE accepted")
