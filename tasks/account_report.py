@@ -19,7 +19,7 @@ import pandas as pd
 
 from models import report as mr
 from tasks.backtest_report import module_pnl, trade_list
-from tasks.report_views import NO_TRADES, Sheet, write_html, write_png
+from tasks.report_views import NO_TRADES, Sheet, write_sheet
 from warehouse.db import WarehouseLike, connect
 
 log = logging.getLogger(__name__)
@@ -264,11 +264,6 @@ def write_account_report(
     """Write ``out_dir/account.html`` (one self-contained page, works offline) and ``out_dir/account.png``
     (the same panels); returns their paths."""
     data = account_data(warehouse, broker, symbol=symbol, interval=interval)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    html_path, png_path = out / "account.html", out / "account.png"
-    sheet = account_sheet(data)
-    write_html(sheet, html_path)
-    write_png(sheet, png_path)
+    html_path, png_path = write_sheet(account_sheet(data), out_dir, "account")
     log.info("account report for %s: %s, %s", broker, html_path, png_path)
     return html_path, png_path

@@ -21,7 +21,7 @@ import duckdb
 import pandas as pd
 
 from models import report as mr
-from tasks.report_views import NO_TRADES, Sheet, write_html, write_png
+from tasks.report_views import NO_TRADES, Sheet, write_sheet
 from warehouse.db import connect
 
 log = logging.getLogger(__name__)
@@ -317,12 +317,7 @@ def write_report(
     """Write ``out_dir/report.html`` (one self-contained page, works offline) and ``out_dir/report.png``
     (the same panels) for one backtest run; returns their paths."""
     data = report_data(warehouse, run_id, symbol=symbol, interval=interval)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    html_path, png_path = out / "report.html", out / "report.png"
-    sheet = sheet_of(data)
-    write_html(sheet, html_path)
-    write_png(sheet, png_path)
+    html_path, png_path = write_sheet(sheet_of(data), out_dir, "report")
     log.info("backtest report for %s: %s, %s", run_id, html_path, png_path)
     return html_path, png_path
 

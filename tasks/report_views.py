@@ -638,5 +638,16 @@ def png_figure(sheet: Sheet):
     return fig
 
 
+def write_sheet(sheet: Sheet, out_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """``out_dir/<name>.html`` (one self-contained page, works offline) and ``out_dir/<name>.png`` (the same
+    panels); returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html_path, png_path = out / f"{name}.html", out / f"{name}.png"
+    write_html(sheet, html_path)
+    write_png(sheet, png_path)
+    return html_path, png_path
+
+
 def write_png(sheet: Sheet, path: Path) -> None:
     png_figure(sheet).savefig(path, dpi=PNG_DPI)

@@ -14,8 +14,6 @@ A refused statement becomes one line (``QueryRefused``); an empty query is ``Emp
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ import duckdb
 import pandas as pd
 
 from qtrader.validation import BadInput, Refused
-from warehouse.db import Warehouse, WarehouseBusy, WarehouseLike, WarehouseMissing, is_lock_error
+from warehouse.db import Warehouse, WarehouseLike, WarehouseMissing, open_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +52,7 @@ def locked_connection(wh: WarehouseLike) -> Iterator[duckdb.DuckDBPyConnection]:
     path, policy = wh.path, wh.policy
     if not path.exists():
         raise WarehouseMissing(f"no warehouse at {path}: run `qtrader init` or `qtrader ingest` first")
-    deadline = time.monotonic() + policy.timeout_s
-    delay = policy.backoff_initial_s
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=True, config=dict(LOCKED_CONFIG))
-            break
-        except duckdb.IOException as exc:
-            if not is_lock_error(exc):
-                raise
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WarehouseBusy(
-                    f"warehouse {path} stayed locked by another process for {policy.timeout_s:.0f}s"
-                ) from exc
-            time.sleep(min(delay * (0.5 + random.random()), remaining))
-            delay = min(delay * 2, policy.backoff_max_s)
+    con = open_with_retry(path, True, policy, dict(LOCKED_CONFIG))
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET lock_configuration = true")

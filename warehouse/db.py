@@ -62,14 +62,18 @@ def is_lock_error(exc: BaseException) -> bool:
     )
 
 
-def _open_with_retry(path: Path, read_only: bool, policy: LockPolicy) -> duckdb.DuckDBPyConnection:
+def open_with_retry(
+    path: Path, read_only: bool, policy: LockPolicy, config: dict | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open the file, retrying with jittered backoff while another process holds its lock (``policy``);
+    WarehouseBusy past the deadline. ``config``: DuckDB settings fixed at open."""
     deadline = time.monotonic() + policy.timeout_s
     delay = policy.backoff_initial_s
     attempts = 0
     while True:
         attempts += 1
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=config or {})
         except duckdb.IOException as exc:
             if not is_lock_error(exc):
                 raise
@@ -197,7 +201,7 @@ class Warehouse:
             )
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = _open_with_retry(self.path, read_only, self.policy)
+        con = open_with_retry(self.path, read_only, self.policy)
         try:
             _configure(con)
             if not read_only:

@@ -36,15 +36,15 @@ def test_every_decide_write_holds_the_writer_limit(retrained, tmp_path, monkeypa
         finally:
             held["depth"] -= 1
 
-    real_open = warehouse.db._open_with_retry
+    real_open = warehouse.db.open_with_retry
 
-    def recording_open(path, read_only, policy):
+    def recording_open(path, read_only, *args, **kwargs):
         if path.resolve() == db.resolve():
             opens.append((read_only, held["depth"]))
-        return real_open(path, read_only, policy)
+        return real_open(path, read_only, *args, **kwargs)
 
     monkeypatch.setattr(prefect.concurrency.sync, "concurrency", recording_limit)
-    monkeypatch.setattr(warehouse.db, "_open_with_retry", recording_open)
+    monkeypatch.setattr(warehouse.db, "open_with_retry", recording_open)
     result = decide(interval="1d", bars=3, warehouse=str(db), now=NOW, overrides=OPEN_POLICY)
     assert len(result["bars"]) == 3 and sum(b["submitted"] for b in result["bars"]) > 0
 
