@@ -41,8 +41,18 @@ prefect-db: $(PREFECT_DB)
 demo: $(STAMP) $(PREFECT_DB)
 	$(VENV)/bin/qtrader demo
 
+# The end-to-end module (a real Prefect server, worker and scheduler: ~11 min, mostly waiting for
+# schedules) runs beside the rest of the suite; its output follows. Either failing fails the target,
+# and so does "no tests collected" (pytest's exit 5).
+E2E_LOG := data/e2e-test.log
 test: $(STAMP)
-	$(PY) -m pytest -q
+	@mkdir -p data
+	@$(PY) -m pytest -q tests/e2e > $(E2E_LOG) 2>&1 & e2e=$$!; \
+	$(PY) -m pytest -q --ignore=tests/e2e; rest=$$?; \
+	wait $$e2e; e2e_rc=$$?; \
+	echo "---- tests/e2e (ran beside the suite above) ----"; cat $(E2E_LOG); \
+	echo "suite exit $$rest, e2e exit $$e2e_rc"; \
+	test $$rest -eq 0 && test $$e2e_rc -eq 0
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
