@@ -77,7 +77,11 @@ def _champions(wh: Warehouse, interval: str, versions: dict[str, int]) -> dict[s
         row = reg[(reg["module"] == module) & (reg["version"] == version)]
         if len(row):
             r = row.iloc[0].to_dict()
-            out[module] = Champion(r, load_artifact(r["artifact_path"]))
+            # The version the bar used, checked against its registry hash like any champion (a changed
+            # or missing file raises ArtifactRefused: the replay cannot claim parity without it).
+            out[module] = Champion(
+                r, load_artifact(r["artifact_path"], r.get("artifact_sha256"), interval=interval)
+            )
     return out
 
 
