@@ -20,12 +20,12 @@ from tasks.backtest import (
     backtest_report,
     external_signals,
     load_history,
-    mode_settings,
     model_timeline,
     publish_backtest,
     read_signals,
     record_backtest,
     replay_mode,
+    replay_plans,
     replay_times,
     signals_overrides,
 )
@@ -46,6 +46,7 @@ def backtest(
     end: str | None = None,
     symbols: list[str] | None = None,
     modes: list[str] | None = None,
+    sweep: dict[str, list] | None = None,
     signals: str | None = None,
     warehouse: str | None = None,
     overrides: dict | None = None,
@@ -59,7 +60,9 @@ def backtest(
         start: First replayed bar; empty: after backtest.warmup_bars of history.
         end: Last replayed bar; empty: the newest stored.
         symbols: Symbols to replay; empty: every stored symbol.
-        modes: Modes to compare; empty: backtest.modes.
+        modes: Modes to compare; empty: backtest.modes, or adaptive alone with a sweep.
+        sweep: A grid of settings the replay reads, e.g. {"exits.tp1_atr": [1.5, 2.0]}: each mode is also
+            replayed at every point, as mode "adaptive[exits.tp1_atr=1.5]" (docs/backtest.md).
         signals: A CSV/Parquet file of your own entries (symbol, ts, side), replayed as mode "signals"
             through qtrader's exits and fills (alone unless modes are given).
         warehouse: DuckDB file; empty: the configured warehouse (data/warehouse.duckdb).
@@ -71,7 +74,9 @@ def backtest(
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
     cfg = settings.backtest
     interval = interval or cfg.interval
-    chosen = mb.check_modes(modes if modes is not None else ([] if signals else cfg.modes))
+    default = [mb.ADAPTIVE] if sweep else [] if signals else cfg.modes
+    chosen = mb.check_modes(modes if modes is not None else default)
+    replays = replay_plans(settings, chosen, sweep, overrides)
     run_id = new_run_id("backtest")
     started_at = pd.Timestamp.now(tz="UTC")
 
@@ -83,13 +88,13 @@ def backtest(
                          cfg.warmup_bars)  # fmt: skip
     folder = settings.data_dir / "backtests" / run_id
     log.info("backtest %s: %d %s bars from %s to %s, modes %s", run_id, len(times), interval, times[0],
-             times[-1], ", ".join(chosen + (["signals"] if signals else [])))  # fmt: skip
+             times[-1], ", ".join([*replays, *(["signals"] if signals else [])]))  # fmt: skip
 
     stages = {"load": time.perf_counter() - clock}
     progress("backtest: load", 1, 1)
     timeline = model_timeline(settings, interval, quote(history), times, folder, run_id, overrides)
     stages.update(timeline.stages)
-    plans = [(m, o, None) for m, o in mode_settings(settings, chosen).items()]
+    plans = [(m, o, None) for m, o in replays.items()]
     if entries is not None:
         plans.append((mb.SIGNALS, signals_overrides(settings), external_signals(entries)))
     # Modes are independent replays of one timeline: they fan out through the configured task runner

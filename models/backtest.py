@@ -13,8 +13,11 @@ Modes are settings overrides, so a backtest runs exactly the live decision code 
 from __future__ import annotations
 
 import copy
+import itertools
+import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,6 +122,123 @@ def validate_signals(frame: pd.DataFrame, bars: pd.DataFrame, *, source: str = "
     if problems:
         raise ValueError(f"{source}: " + "; ".join(problems))
     return out[["symbol", "ts", "direction"]].sort_values(["ts", "symbol"]).reset_index(drop=True)
+
+
+# A parameter sweep varies only settings the replay reads (the decision engine, its orders, the simulated
+# broker's costs): every variant reuses the one model timeline (retrains, predictions, health), which the
+# other sections shape. Entries are a section (every field of it) or one section.field.
+SWEEPABLE = ("trade_filter", "sizing", "exits", "orders", "paper", "decision.allow_short",
+             "decision.calibrated_confidence")  # fmt: skip
+
+
+def sweep_value(text: str) -> Any:
+    """One value as typed on the command line: JSON (numbers, true/false, lists, quoted strings), else the
+    text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.strip()
+
+
+def parse_sweep(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``section.field=v1,v2,...`` (or ``section.field=[v1, v2]`` in JSON, for values that hold commas) per
+    item -> {"section.field": [v1, v2, ...]}. Raises ValueError naming the item."""
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise ValueError(f"--sweep {item!r}: expected section.field=v1,v2 (e.g. exits.tp1_atr=1.5,2,2.5)")
+        text = values.strip()
+        parsed = sweep_value(text) if text.startswith("[") else [sweep_value(v) for v in text.split(",")]
+        if not isinstance(parsed, list) or not parsed:
+            raise ValueError(f"--sweep {item!r}: the values must be a non-empty list")
+        if key in out:
+            raise ValueError(f"--sweep {key}: given twice")
+        out[key] = parsed
+    return out
+
+
+def check_sweep(sweep: Mapping[str, Sequence[Any]], max_variants: int) -> dict[str, list[Any]]:
+    """The sweep's keys are sweepable section.field paths with at least one value, at most ``max_variants``
+    points (backtest.max_sweep_variants); ValueError otherwise."""
+    out: dict[str, list[Any]] = {}
+    for key, values in sweep.items():
+        parts = str(key).split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"--sweep {key}: expected section.field (e.g. exits.tp1_atr)")
+        if parts[0] not in SWEEPABLE and key not in SWEEPABLE:
+            raise ValueError(
+                f"--sweep {key}: only settings the replay reads can be swept ({', '.join(SWEEPABLE)}); "
+                "the others change the model timeline every variant shares: run one backtest per value"
+            )
+        vals = list(values) if isinstance(values, list | tuple) else [values]
+        if not vals:
+            raise ValueError(f"--sweep {key}: no values")
+        out[str(key)] = vals
+    points = math.prod(len(v) for v in out.values())
+    if points > max_variants:
+        raise ValueError(
+            f"--sweep: {points} variants per mode, more than backtest.max_sweep_variants = {max_variants}; "
+            "narrow the grid or raise the setting"
+        )
+    return out
+
+
+def sweep_points(sweep: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The grid's points in order (the first key varies slowest), each {"section.field": value}."""
+    keys = list(sweep)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(sweep[k] for k in keys))]
+
+
+def point_overrides(point: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in point.items():
+        section, field = key.split(".")
+        out = deep_merge(out, {section: {field: value}})
+    return out
+
+
+def _label(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
+
+
+def variant_name(mode: str, point: Mapping[str, Any]) -> str:
+    """``adaptive[exits.tp1_atr=2.0]``: the mode and the point, also the variant's results file name (so
+    characters a file name should not hold become ``_``)."""
+    inside = ",".join(f"{k}={_label(v)}" for k, v in point.items())
+    return f"{mode}[{re.sub(r'[^A-Za-z0-9._=,+-]', '_', inside)}]"
+
+
+def base_mode(name: str) -> str:
+    """The mode a variant name starts from (the name itself for a plain mode)."""
+    return name.split("[", 1)[0]
+
+
+def sweep_variants(
+    modes: Sequence[str],
+    mode_overrides_of: Mapping[str, Mapping[str, Any]],
+    sweep: Mapping[str, Sequence[Any]],
+) -> dict[str, dict[str, Any]]:
+    """Each mode x each point of the grid: {variant name: the mode's overrides with the point's on top}."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in modes:
+        for point in sweep_points(sweep):
+            out[variant_name(m, point)] = deep_merge(mode_overrides_of[m], point_overrides(point))
+    return out
+
+
+def check_sweep_values(grid: Mapping[str, Sequence[Any]], load: Callable[[dict[str, Any]], object]) -> None:
+    """Each value of the grid through the settings' own validation (``load``: overrides -> Settings, raising
+    ValueError), so a bad value stops the run before its model timeline, naming the key and the reason."""
+    for key, values in grid.items():
+        for value in values:
+            try:
+                load(point_overrides({key: value}))
+            except ValueError as exc:
+                # the settings' message without its "override <section>" origin
+                reason = str(exc).split(": ", 1)[-1]
+                raise ValueError(f"--sweep {key}={_label(value)}: {reason}") from None
 
 
 def check_modes(modes: list[str]) -> list[str]:

@@ -30,6 +30,15 @@ MODE_NOTES: dict[str, str] = {
     "signals": "your --signals entries through qtrader's sizing, exits and fills",
 }
 BENCHMARK = "buy & hold"
+
+
+def mode_note(mode: str) -> str:
+    """What a mode means; a sweep variant (``adaptive[exits.tp1_atr=2]``) is its mode's note and its point."""
+    base, _, point = mode.partition("[")
+    note = MODE_NOTES.get(base, "custom settings")
+    return f"{note}, with {point.rstrip(']')}" if point else note
+
+
 # Curves closer than this (in currency, at every bar) are drawn as one line.
 SAME_CURVE_ATOL = 0.005
 MIN_ROLLING_WINDOW = 5

@@ -1481,6 +1481,15 @@ def backtest(
             "no_performance_sizing, no_calibration, no_predictive_tightening (default: all)."
         ),
     ] = None,  # fmt: skip
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also replay each mode at each value: --sweep exits.tp1_atr=1,1.5,2; repeat it for a grid; "
+            "a JSON list for list values (docs/backtest.md). Only what the replay reads can vary: "
+            "trade_filter, sizing, exits, orders, paper. With a sweep the default modes are: adaptive.",
+            metavar="SECTION.FIELD=V1,V2",
+        ),
+    ] = None,  # fmt: skip
     signals: Annotated[
         Path | None,
         typer.Option(
@@ -1499,7 +1508,7 @@ def backtest(
     (every decision, order and fill) stays under data/backtests/<run_id>/ for SQL."""
     settings = _guard(lambda: _settings(warehouse=warehouse))
     args = _guard(
-        lambda: _backtest_arguments(settings, interval, start, end, symbols, modes, signals, symbol)
+        lambda: _backtest_arguments(settings, interval, start, end, symbols, modes, signals, symbol, sweep)
     )
     _begin_flows()
     from flows.backtest import backtest as backtest_flow
@@ -1517,9 +1526,11 @@ def backtest(
     _print_backtest(settings.warehouse, result)
 
 
-def _backtest_arguments(settings, interval, start, end, symbols, modes, signals, symbol) -> dict:
+def _backtest_arguments(settings, interval, start, end, symbols, modes, signals, symbol, sweep=None) -> dict:
     """The backtest flow's parameters, every one checked (BadInput otherwise); symbols against the warehouse."""
+    from models import backtest as mb
     from models.backtest import MODES
+    from qtrader.settings import load_settings
     from warehouse.console import stored_symbols
     from warehouse.db import Warehouse
 
@@ -1535,8 +1546,15 @@ def _backtest_arguments(settings, interval, start, end, symbols, modes, signals,
     report_symbol = _symbols_arg(symbol, settings, "--symbol")
     if report_symbol and len(report_symbol) > 1:
         raise BadInput(f"--symbol takes one symbol, got {', '.join(report_symbol)}")
+    grid = None
+    if sweep:
+        try:
+            grid = mb.check_sweep(mb.parse_sweep(sweep), settings.backtest.max_sweep_variants)
+            mb.check_sweep_values(grid, lambda o: load_settings(warehouse=settings.warehouse, **o))
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
     return dict(
-        interval=interval, start=start, end=end, symbols=picked,
+        interval=interval, start=start, end=end, symbols=picked, sweep=grid,
         modes=checks.choices(modes, MODES, "--modes") if modes else None,
         signals=str(signals) if signals else None, report_symbol=report_symbol[0] if report_symbol else None,
     )  # fmt: skip

@@ -638,6 +638,8 @@ class BacktestSettings(BaseModel):
     commission_bps: NonNegativeFloat = 0.0
     # Settings overrides applied to every mode (e.g. a looser trade filter), as the decide flow's.
     policy: dict[str, Any] = Field(default_factory=dict)
+    # `--sweep`: at most this many grid points per mode (a guard against a mistyped grid; each is a replay).
+    max_sweep_variants: PositiveInt = 64
     # Trade markers on this symbol's price (default: the most traded).
     report_symbol: Symbol | None = None
 

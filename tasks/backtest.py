@@ -794,5 +794,24 @@ def mode_settings(settings: Settings, modes: list[str]) -> dict[str, dict[str, A
     return {m: mb.mode_overrides(m, static_exits(settings), settings.backtest.policy) for m in modes}
 
 
+def replay_plans(
+    settings: Settings,
+    modes: list[str],
+    sweep: dict[str, list[Any]] | None,
+    overrides: dict[str, Any] | None,
+) -> dict[str, dict[str, Any]]:
+    """Every replay of a run and its settings overrides: each mode, then each mode at each point of the
+    ``sweep`` grid (models.backtest.sweep_variants). The grid's values are checked here, before the model
+    timeline starts, against the settings the run loads (``overrides`` included)."""
+    plans = mode_settings(settings, modes)
+    if not sweep:
+        return plans
+    grid = mb.check_sweep(sweep, settings.backtest.max_sweep_variants)
+    mb.check_sweep_values(
+        grid, lambda o: load_settings(warehouse=settings.warehouse, **mb.deep_merge(overrides or {}, o))
+    )
+    return {**plans, **mb.sweep_variants(modes, plans, grid)}
+
+
 def signals_overrides(settings: Settings) -> dict[str, Any]:
     return mb.deep_merge(settings.backtest.policy, mb.SIGNALS_POLICY)

@@ -358,7 +358,7 @@ def sheet_of(data: ReportData) -> Sheet:
         f"{len(data.trades)} closed trades over {len(data.modes)} mode{'' if len(data.modes) == 1 else 's'}"
     )
 
-    notes = [f"{m}: {mr.MODE_NOTES.get(m, 'custom settings')}" for m in data.modes]
+    notes = [f"{m}: {mr.mode_note(m)}" for m in data.modes]
     if (same := mr.same_curve_note(groups)) is not None:
         notes.insert(0, same)
     if len(data.benchmark):

@@ -21,6 +21,8 @@ SYMBOLS = ["S000", "S001", "S002", "S003", "S004", "S005"]
 # to fill; the health gate keeps its defaults (seed 80/70 until learned): on this calm market it must not block.
 POLICY = {"trade_filter": {"min_confidence": 0.5, "allowed_consensus": ["UNANIMOUS", "STRONG", "WEAK"]}}
 OVERRIDES = {"backtest": {"policy": POLICY, "retrain_every_bars_daily": 10}}
+# The shorter run also sweeps TP1: the default (1.0 ATR) and twice it, beside its plain adaptive mode.
+SWEEP = {"exits.tp1_atr": [1.0, 2.0]}
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,10 @@ def replays(market_warehouse, tmp_path_factory, prefect_harness):
                         signals=str(signals), warehouse=str(changed), overrides=OVERRIDES)  # fmt: skip
     original, data2 = fresh_copy(market_warehouse, folder / "original")
     with data_dir(data2):
-        upto = backtest(start=str(start), end=str(mid), symbols=SYMBOLS, modes=["adaptive"],
+        upto = backtest(start=str(start), end=str(mid), symbols=SYMBOLS, modes=["adaptive"], sweep=SWEEP,
                         warehouse=str(original), overrides=OVERRIDES, report=False)  # fmt: skip
-    return {"full": full, "upto": upto, "changed": changed, "mid": mid, "start": start, "end": end}
+    return {"full": full, "upto": upto, "changed": changed, "original": original, "mid": mid, "start": start,
+            "end": end}  # fmt: skip
 
 
 def _scratch(result, mode):
@@ -169,3 +172,30 @@ def test_health_gate_blocks_are_counted_per_mode(replays):
     )
     md = table_markdown(runs, full["run_id"], None)
     assert "Gate blocks" in md and "health gate" in md
+
+
+def test_a_sweep_replays_the_mode_at_each_point_of_the_grid(replays):
+    """Sweep variants share the run's model timeline: at the default value a variant is its mode trade for
+    trade; at twice TP1 the same first decision's TP1 lies twice as far from its entry reference."""
+    upto = replays["upto"]
+    same, wide = "adaptive[exits.tp1_atr=1.0]", "adaptive[exits.tp1_atr=2.0]"
+    assert upto["modes"] == ["adaptive", same, wide]
+    assert upto["model_runs"]["retrain"] == 2  # one timeline for the three replays
+    db = replays["original"]
+    runs = query_df(db, "SELECT mode, overrides FROM backtest_runs WHERE run_id = ?", [upto["run_id"]])
+    over = {r.mode: json.loads(r.overrides) for r in runs.itertuples()}
+    assert over[wide]["exits"]["tp1_atr"] == 2.0 and "tp1_atr" not in over["adaptive"].get("exits", {})
+    cols = "symbol, ts, side, accepted, reason_code, qty, stop_price, tp1_price, tp2_price"
+    decisions = {m: query_df(_scratch(upto, m), f"SELECT {cols}, entry_ref FROM decisions ORDER BY ts, symbol")
+                 for m in upto["modes"]}  # fmt: skip
+    pd.testing.assert_frame_equal(decisions["adaptive"], decisions[same])
+    trades = query_df(db, "SELECT * EXCLUDE (mode) FROM backtest_trades WHERE run_id = ? AND mode = ? "
+                          "ORDER BY decision_id", [upto["run_id"], "adaptive"])  # fmt: skip
+    trades_same = query_df(db, "SELECT * EXCLUDE (mode) FROM backtest_trades WHERE run_id = ? AND mode = ? "
+                               "ORDER BY decision_id", [upto["run_id"], same])  # fmt: skip
+    assert len(trades) > 0
+    pd.testing.assert_frame_equal(trades, trades_same)
+    first = decisions["adaptive"][decisions["adaptive"]["accepted"]].iloc[0]
+    mine = decisions[wide].set_index(["symbol", "ts"]).loc[(first["symbol"], first["ts"])]
+    base = abs(first["tp1_price"] - first["entry_ref"])
+    assert abs(mine["tp1_price"] - mine["entry_ref"]) == pytest.approx(2 * base, rel=0.02, abs=0.02)

@@ -102,3 +102,72 @@ def test_signals_are_parsed_and_sorted():
 def test_bad_signals_fail_clearly(frame, message):
     with pytest.raises(ValueError, match=message):
         mb.validate_signals(frame, BARS, source="my.csv")
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+
+
+def test_sweep_is_parsed_as_typed_values_and_gridded_in_order():
+    grid = mb.parse_sweep(["exits.tp1_atr=1,1.5", "trade_filter.health_gating=true,false"])
+    assert grid == {"exits.tp1_atr": [1, 1.5], "trade_filter.health_gating": [True, False]}
+    points = mb.sweep_points(grid)
+    assert points == [
+        {"exits.tp1_atr": 1, "trade_filter.health_gating": True},
+        {"exits.tp1_atr": 1, "trade_filter.health_gating": False},
+        {"exits.tp1_atr": 1.5, "trade_filter.health_gating": True},
+        {"exits.tp1_atr": 1.5, "trade_filter.health_gating": False},
+    ]
+    lists = mb.parse_sweep(['trade_filter.allowed_consensus=[["STRONG"], ["STRONG", "WEAK"]]'])
+    assert lists == {"trade_filter.allowed_consensus": [["STRONG"], ["STRONG", "WEAK"]]}
+
+
+def test_each_variant_is_its_mode_with_the_point_on_top():
+    base = {m: mb.mode_overrides(m, STATIC_EXITS) for m in ("static", "adaptive")}
+    variants = mb.sweep_variants(["static", "adaptive"], base, {"exits.tp1_atr": [2.0, 3.0]})
+    assert list(variants) == ["static[exits.tp1_atr=2.0]", "static[exits.tp1_atr=3.0]",
+                              "adaptive[exits.tp1_atr=2.0]", "adaptive[exits.tp1_atr=3.0]"]  # fmt: skip
+    s = load_settings(**variants["static[exits.tp1_atr=3.0]"])
+    assert s.exits.tp1_atr == 3.0 and s.exits.tp2_atr == 2.5 and not s.exits.adaptive  # static's, but TP1
+    a = load_settings(**variants["adaptive[exits.tp1_atr=2.0]"])
+    assert a.exits.tp1_atr == 2.0 and a.exits.adaptive
+    assert base["static"] == mb.mode_overrides("static", STATIC_EXITS)  # the modes' own overrides untouched
+    assert mb.base_mode("static[exits.tp1_atr=3.0]") == "static"
+
+
+def test_a_variant_name_is_a_safe_file_name():
+    name = mb.variant_name(
+        "adaptive", {"orders.strategy": "a/b c", "trade_filter.allowed_consensus": ["STRONG"]}
+    )
+    assert "/" not in name and " " not in name and name.startswith("adaptive[")
+
+
+@pytest.mark.parametrize(
+    ("items", "words"),
+    [
+        (["exits.tp1_atr"], ["exits.tp1_atr", "section.field=v1,v2"]),
+        (["exits.tp1_atr="], ["section.field=v1,v2"]),
+        (["exits.tp1_atr=1", "exits.tp1_atr=2"], ["given twice"]),
+        (["health.kill_floor=50,60"], ["health.kill_floor", "trade_filter, sizing, exits", "model timeline"]),
+        (["signal.members=1"], ["signal.members", "only settings the replay reads"]),
+        (["exits=1"], ["section.field"]),
+    ],
+)
+def test_a_bad_sweep_names_the_item_and_what_is_allowed(items, words):
+    with pytest.raises(ValueError) as err:
+        mb.check_sweep(mb.parse_sweep(items), 64)
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_a_grid_larger_than_the_setting_is_refused():
+    with pytest.raises(ValueError, match="max_sweep_variants = 4"):
+        mb.check_sweep({"exits.tp1_atr": [1, 2, 3], "exits.tp2_atr": [3, 4]}, 4)
+
+
+def test_sweep_values_go_through_the_settings_validation():
+    mb.check_sweep_values({"exits.tp1_atr": [1.5, 2]}, lambda o: load_settings(**o))
+    with pytest.raises(ValueError) as err:
+        mb.check_sweep_values({"exits.tp1_atr": [1.5, -1]}, lambda o: load_settings(**o))
+    assert str(err.value).startswith("--sweep exits.tp1_atr=-1: ") and "greater than 0" in str(err.value)
+    with pytest.raises(ValueError, match="unknown setting"):
+        mb.check_sweep_values({"exits.tp1_atrr": [2]}, lambda o: load_settings(**o))
