@@ -57,7 +57,7 @@ from warehouse.trading import (
     apply_reconciliation,
     load_order_records,
     record_exit_adjustments,
-    record_submission,
+    record_submissions,
 )
 
 
@@ -513,9 +513,8 @@ def store_outcome(wh: Warehouse, trader: Trader, outcome: BarOutcome, now: pd.Ti
     name = broker.name
     with wh.transaction() as con:
         broker.commit(con)
-        for s in outcome.sent:
-            record_submission(con, name, s.order, strategy=trader.cfg.strategy, leg=f"tp{s.planned.leg}",
-                              bar_ts=outcome.ts.to_pydatetime(), recorded_at=now)  # fmt: skip
+        record_submissions(con, name, [(s.order, f"tp{s.planned.leg}") for s in outcome.sent],
+                           strategy=trader.cfg.strategy, bar_ts=outcome.ts.to_pydatetime(), recorded_at=now)  # fmt: skip
         wd.record_sent(con, [(s.planned.bracket.client_order_id, s.order.id) for s in outcome.sent])
         wd.record_refusals(con, outcome.refused, outcome.created)
         record_exit_adjustments(con, stop_move_rows(outcome, name, now))
