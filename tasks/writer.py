@@ -106,7 +106,7 @@ class BusyRetryTransport(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
-busy_retries = [0]  # how many slot requests this process resent after a 503 (tests read it)
+busy_retries = [0]  # how many slot requests this process resent after a 503 (for a debugger or a benchmark)
 
 
 def _holder():
