@@ -64,6 +64,10 @@ def write_market(db: Path, symbols: list[str], years: float, run: str) -> None:
     write_features(db, feats, pd.DataFrame(), pd.DataFrame())
 
 
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())  # 1/5/15-minute load averages
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--symbols", type=int, default=500)
@@ -114,22 +118,23 @@ def main() -> None:
         c.row["module"]: Champion(c.row, c.artifact, c.problem) for c in load_champion_artifacts(db, "1d")
     }
     health = read_health(wh)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     summary = run_bar(settings, wh, trader, "1d", times[1], champs, health, "bench-run")
-    plain = time.perf_counter() - t
+    plain, plain_cpu = time.perf_counter() - t, time.process_time() - cpu
     print(
-        f"run_bar (plain functions): {plain:.2f}s wall; {summary['candidates']} candidates, "
+        f"run_bar (plain functions): {plain:.2f}s wall, {plain_cpu:.2f}s CPU (load {_load()}); "
+        f"{summary['candidates']} candidates, "
         f"{summary['predictions_made']} predictions made, {summary['accepted']} accepted, "
         f"{summary['submitted']} brackets sent, {len(summary['stop_moves'])} stop moves, {summary['fills']} fills; "
         f"stages {summary['timings_s']}"
     )
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     decide(interval="1d", bars=1, at=str(times[2]), warehouse=str(db), overrides=POLICY)
-    flow_s = time.perf_counter() - t
+    flow_s, flow_cpu = time.perf_counter() - t, time.process_time() - cpu
     worst = max(plain, flow_s)
     status = "OK" if worst <= TARGET_S else "SLOWER THAN TARGET"
     print(
-        f"decide flow, the next bar (server running): {flow_s:.2f}s wall; target <= {TARGET_S:.0f}s: {status}; "
+        f"decide flow, the next bar (server running): {flow_s:.2f}s wall, {flow_cpu:.2f}s CPU (load {_load()}); target <= {TARGET_S:.0f}s: {status}; "
         f"peak RSS {peak_rss_mib():,.0f} MiB"
     )
     print(f"machine: {describe()}")

@@ -119,7 +119,82 @@ def gate_frame(
     validation = runtime.validate(view, spec.name, spec.gx_suite, params)
     masks: dict[str, np.ndarray] = {}
     runtime.failing_rows(validation, n, masks)
-    critical = [r for r in spec.rules if spec.severity[r] == "critical"]
+    dq = pd.DataFrame(
+        runtime.dq_rows(validation, spec.name, spec.severity, run_id, stage, validated_at), columns=DQ_COLUMNS
+    ).astype({"element_count": "Int64", "unexpected_count": "Int64"})
+    runtime.slim(validation.results)
+    _stamp(validation, run_id, validated_at)
+    return _gated(frame, spec.name, spec.rules, spec.severity, masks, dq, run_id, stage, validation)
+
+
+def gate_rows(
+    frame: pd.DataFrame,
+    *,
+    suite: str,
+    run_id: str,
+    stage: str,
+    derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    now: pd.Timestamp | None = None,
+) -> FrameGateResult:
+    """``gate_frame`` without Great Expectations: the suite's rules checked on the frame's columns
+    (``_CHECKS``), for a gate that runs on every live decision bar (its predictions and order batch),
+    where a GX validation cost about a second each. The same passed and quarantined rows, failures and
+    ``dq_results`` rows (observed_value in the same words); no GX validation object, so no Data Docs page.
+    Only suites whose expectation types all have an in-memory check; parameters are not supported.
+    tests/expectations/test_gate.py checks it against ``gate_frame``."""
+    raw, rules, severity = read_suite(suite)
+    frame = frame.reset_index(drop=True)
+    view = frame if derive is None else derive(frame).reset_index(drop=True)
+    if len(view) != len(frame):
+        raise ValueError("derive must keep one row per input row")
+    n = len(frame)
+    validated_at = now if now is not None else pd.Timestamp.now(tz="UTC")
+    cols = {c: view[c].to_numpy() for c in view.columns}
+    masks: dict[str, np.ndarray] = {}
+    rows = []
+    for e in raw["expectations"]:
+        check = _CHECKS.get(e["type"])
+        if check is None:
+            raise ValueError(f"suite {suite}: {e['type']} has no in-memory check; use gate_frame")
+        kw, rule = e["kwargs"], e["meta"]["rule"]
+        m = check(cols, kw) if n else np.zeros(0, dtype=bool)
+        masks[rule] = masks.get(rule, np.zeros(n, dtype=bool)) | m
+        bad = int(m.sum())
+        names = kw.get("column_list") or [kw["column"]]
+        sample = [
+            (dict(zip(names, vals, strict=True)) if "column_list" in kw else vals[0])
+            for vals in zip(*(cols[c][m][: runtime.RESULT_FORMAT["partial_unexpected_count"]].tolist()
+                              for c in names), strict=True)
+        ]  # fmt: skip
+        rows.append({
+            "run_id": run_id, "stage": stage, "suite": raw["name"], "expectation": e["type"], "rule": rule,
+            "severity": severity[rule], "column_name": kw.get("column") or ",".join(kw.get("column_list", [])),
+            "success": bad == 0,
+            "observed_value": runtime.observed(
+                {"unexpected_count": bad, "element_count": n, "partial_unexpected_list": sample}
+            ),
+            "element_count": n, "unexpected_count": bad, "validated_at": validated_at,
+        })  # fmt: skip
+    dq = pd.DataFrame(rows, columns=DQ_COLUMNS).astype(
+        {"element_count": "Int64", "unexpected_count": "Int64"}
+    )
+    return _gated(frame, raw["name"], rules, severity, masks, dq, run_id, stage, None)
+
+
+def _gated(
+    frame: pd.DataFrame,
+    suite: str,
+    rules: tuple[str, ...],
+    severity: Mapping[str, str],
+    masks: dict[str, np.ndarray],
+    dq: pd.DataFrame,
+    run_id: str,
+    stage: str,
+    validation: Any,
+) -> FrameGateResult:
+    """Rows failing a critical rule quarantined (the first rule in suite order named), warnings kept."""
+    n = len(frame)
+    critical = [r for r in rules if severity[r] == "critical"]
     bad = np.zeros(n, dtype=bool)
     primary = np.full(n, "", dtype=object)
     for rule in critical:
@@ -127,7 +202,7 @@ def gate_frame(
         primary = np.where(m & ~bad, rule, primary)
         bad |= m
     broke = np.full(n, "", dtype=object)
-    for rule in spec.rules:
+    for rule in rules:
         m = masks.get(rule, np.zeros(n, dtype=bool)) & bad & (primary != rule)
         broke = np.where(m, np.where(broke == "", rule, broke + ", " + rule), broke)
     quarantined = frame[bad].copy()
@@ -141,21 +216,16 @@ def gate_frame(
         frame.loc[masks[r], [c for c in ("symbol", "ts") if c in frame]].assign(
             rule=r, severity="warning", detail=f"{r} failed (warning: row kept)"
         )
-        for r in spec.rules
-        if spec.severity[r] == "warning" and r in masks and masks[r].any()
+        for r in rules
+        if severity[r] == "warning" and r in masks and masks[r].any()
     ]
     warnings = (
         pd.concat(warned, ignore_index=True).reindex(columns=WARNING_COLUMNS)
         if warned
         else pd.DataFrame(columns=WARNING_COLUMNS)
     )
-    dq = pd.DataFrame(
-        runtime.dq_rows(validation, spec.name, spec.severity, run_id, stage, validated_at), columns=DQ_COLUMNS
-    ).astype({"element_count": "Int64", "unexpected_count": "Int64"})
-    runtime.slim(validation.results)
-    _stamp(validation, run_id, validated_at)
     return FrameGateResult(
-        suite=spec.name,
+        suite=suite,
         stage=stage,
         run_id=run_id,
         passed=frame[~bad].reset_index(drop=True),
@@ -180,7 +250,8 @@ def _between(values: np.ndarray, kw: dict[str, Any]) -> np.ndarray:
 
 
 def _missing(values: np.ndarray) -> np.ndarray:
-    return pd.isna(pd.Series(values)).to_numpy() if values.dtype == object else np.isnan(values)
+    # Floats as before; anything else (objects, timestamps, ints) through pandas' idea of missing.
+    return np.isnan(values) if values.dtype.kind == "f" else pd.isna(pd.Series(values)).to_numpy()
 
 
 def _duplicated(cols: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:

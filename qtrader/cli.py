@@ -274,7 +274,8 @@ FLOW_COMMANDS = {
     "demo",
     "serve",
 }
-GATED_COMMANDS = {"ingest", "features", "retrain", "decide", "backtest", "demo"}  # they run a GX gate
+# They run a Great Expectations gate (decide gates its bars in memory: expectations.frame_gate.gate_rows).
+GATED_COMMANDS = {"ingest", "features", "retrain", "backtest", "demo"}
 
 
 def _version(value: bool) -> None:

@@ -10,14 +10,28 @@ create it. Slots are then acquired strictly: a limit that is missing or switched
 names it, never a silent skip. A warehouse this process holds ``pinned`` (a backtest's scratch
 warehouse, which no other process opens) skips the limit: it would only queue unrelated writers and cost
 an API round trip per write.
+
+The slot is taken with a Prefect lease (it frees itself if this process dies) through the client's
+plain lease calls rather than ``prefect.concurrency.sync.concurrency``: Prefect's server reads the limit
+and then updates it in one deferred SQLite transaction, which fails at once with "database is locked"
+(HTTP 503) whenever the server's own writes (the task-run events it records after every task start and
+end) land in between. The client answers a 503 by sleeping ~2 s, so most writes after a task boundary
+waited 2 s on an idle limit. Here the transport resends a 503 on the slot request after a few
+milliseconds instead; a 423 (another process holds the slot) still waits as long as the server asks.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
 
 from warehouse.db import is_pinned
 
@@ -27,6 +41,7 @@ WRITER_SLOTS = 1
 
 _ensured: set[str] = set()  # API URLs on which this process has checked (or created) the limit
 _ensure_lock = threading.Lock()
+_log = logging.getLogger(__name__)
 
 
 class WriterLimitError(RuntimeError):
@@ -64,20 +79,148 @@ def ensure_writer_limit() -> str:
             return url
 
 
+# A 503 on the slot request is SQLite contention inside the server, gone in milliseconds: resend soon,
+# doubling, for about 2.5 s in all; then the client's own back-off (2 s, 4 s, ...) takes over.
+BUSY_RETRY_FIRST_S = 0.02
+BUSY_RETRIES = 7
+# Prefect's own default lease; renewed at 3/4 of it while the block runs.
+LEASE_S = 300.0
+LEASE_RENEW_AT = 0.75
+_SLOT_PATH = "/v2/concurrency_limits/increment-with-lease"
+
+
+class BusyRetryTransport(httpx.HTTPTransport):
+    """Resends the slot request at once when the server answers 503 (its SQLite was busy), before the
+    Prefect client sees the 503 and sleeps 2 s. The request is idempotent there: a 503 took no slot."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        wait = BUSY_RETRY_FIRST_S
+        for _ in range(BUSY_RETRIES):
+            response = super().handle_request(request)
+            if response.status_code != 503 or not request.url.path.endswith(_SLOT_PATH):
+                return response
+            response.close()
+            busy_retries[0] += 1
+            time.sleep(wait)
+            wait *= 2
+        return super().handle_request(request)
+
+
+busy_retries = [0]  # how many slot requests this process resent after a 503 (for a debugger or a benchmark)
+
+
+def _holder():
+    """The task or flow run taking the slot, so the UI names who holds it."""
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if (task_ctx := TaskRunContext.get()) is not None:
+        return ConcurrencyLeaseHolder(type="task_run", id=task_ctx.task_run.id)
+    if (flow_ctx := FlowRunContext.get()) is not None and flow_ctx.flow_run is not None:
+        return ConcurrencyLeaseHolder(type="flow_run", id=flow_ctx.flow_run.id)
+    return None
+
+
+def _acquire(client, timeout_s: float, url: str) -> UUID:
+    """A lease on one slot of the limit; waits for it up to ``timeout_s``."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    deadline = time.monotonic() + timeout_s
+    holder = _holder()
+    while True:
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=[WRITER_LIMIT], slots=WRITER_SLOTS, mode="concurrency", lease_duration=LEASE_S,
+                holder=holder,
+            )  # fmt: skip
+        except PrefectHTTPStatusError as exc:
+            status = exc.response.status_code
+            if status == 423:  # held by another writer: wait as long as the server suggests
+                wait = float(exc.response.headers.get("Retry-After", 1.0))
+            else:
+                raise
+            if time.monotonic() + wait > deadline:
+                raise TimeoutError(
+                    f"no slot of the global concurrency limit {WRITER_LIMIT!r} on {url} within {timeout_s:.0f}s"
+                ) from exc
+            time.sleep(wait)
+            continue
+        body = response.json()
+        if not body.get("limits"):
+            raise _LimitMissing(f"the server has no limit named {WRITER_LIMIT!r}")
+        return UUID(body["lease_id"])
+
+
+class _LimitMissing(RuntimeError):
+    pass
+
+
+@contextmanager
+def _renewed(lease_id: UUID) -> Iterator[None]:
+    """Renew the lease while the block runs longer than most of it (a long write must not lose its slot)."""
+    from prefect.client.orchestration import get_client
+
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LEASE_S * LEASE_RENEW_AT):
+            try:
+                with get_client(sync_client=True) as client:
+                    client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_S)
+            except Exception:  # noqa: BLE001 - the write goes on; say that the slot may be lost
+                _log.warning("could not renew the %s lease %s", WRITER_LIMIT, lease_id, exc_info=True)
+
+    thread = threading.Thread(target=renew, daemon=True, name=f"{WRITER_LIMIT}-lease-{lease_id}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+_slot_clients: dict[str, Any] = {}  # API URL -> this process's open client for the slot requests
+
+
+def _slot_client(url: str):
+    """One client per process and API for the slot requests, opened once (a new client and its transport
+    cost ~0.1 s of setup per write); ``with`` on it re-enters it without closing it."""
+    from prefect.client.orchestration import get_client
+
+    with _ensure_lock:
+        client = _slot_clients.get(url)
+        if client is None:
+            # Only a server reached over HTTP gets the transport (an in-process app has its own).
+            http = {"transport": BusyRetryTransport(retries=3)} if url.startswith("http") else None
+            client = get_client(sync_client=True, httpx_settings=http)
+            client.__enter__()  # held open for the process's life
+            _slot_clients[url] = client
+        return client
+
+
+@contextmanager
+def writer_slot(timeout_s: float, url: str) -> Iterator[None]:
+    """Hold one slot of the ``warehouse-writer`` limit for the block: a lease taken, renewed while the
+    block runs, and released when it ends."""
+    with _slot_client(url) as client:
+        lease_id = _acquire(client, timeout_s, url)
+        try:
+            with _renewed(lease_id):
+                yield
+        finally:
+            client.release_concurrency_slots_with_lease(lease_id=lease_id)
+
+
 @contextmanager
 def warehouse_writer(timeout_s: float = 600.0, path: str | Path | None = None) -> Iterator[None]:
     """Hold the writer slot for the block (none for a pinned warehouse)."""
     if path is not None and is_pinned(path):
         yield
         return
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-    from prefect.concurrency.sync import concurrency
-
     url = ensure_writer_limit()
     with ExitStack() as held:
         try:
-            held.enter_context(concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=timeout_s, strict=True))
-        except ConcurrencySlotAcquisitionError as exc:
+            held.enter_context(writer_slot(timeout_s, url))
+        except _LimitMissing as exc:
             _ensured.discard(url)  # the next write checks (and re-creates) it
             raise WriterLimitError(
                 f"no slot of the global concurrency limit {WRITER_LIMIT!r} on {url}: it was removed or "

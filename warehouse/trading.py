@@ -41,6 +41,35 @@ def record_submission(
     return bool(n)
 
 
+def record_submissions(
+    wh: WarehouseLike,
+    broker: str,
+    orders: list[tuple[Order, str | None]],
+    *,
+    strategy: str | None,
+    bar_ts: datetime | None,
+    recorded_at: datetime,
+) -> None:
+    """``record_submission`` for a bar's brackets at once: (order, leg) each, one prepared statement (a
+    re-run's rows already recorded are kept as they are)."""
+    if not orders:
+        return
+    rows = [
+        [
+            o.client_order_id, broker, o.id, strategy, o.symbol, o.side.value, o.qty, leg, bar_ts,
+            o.take_profit.limit_price if o.take_profit else None, o.stop_loss.stop_price if o.stop_loss else None,
+            bracket_state(o), recorded_at, recorded_at,
+        ]
+        for o, leg in orders
+    ]  # fmt: skip
+    with within(wh) as con:
+        con.executemany(
+            "INSERT INTO order_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'submitted', NULL, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            rows,
+        )
+
+
 def load_order_records(wh: WarehouseLike, broker: str) -> list[OrderRecord]:
     if not Warehouse.of(wh).exists():
         return []  # no warehouse yet: nothing was ever recorded

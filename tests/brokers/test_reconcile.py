@@ -161,3 +161,19 @@ def test_a_record_the_broker_never_got_is_marked(warehouse_path):
     plan, sent = next_run(broker, warehouse_path, "local", [])
     assert [(a.kind, a.client_order_id) for a in plan.actions] == [(ActionKind.mark_missing, "ghost")]
     assert _records(warehouse_path) == [("ghost", "submitted", MISSING)]
+
+
+def test_a_bars_submissions_recorded_at_once_are_the_rows_recorded_one_by_one(tmp_path):
+    """store_outcome records a bar's brackets with one statement (record_submissions): the same rows as
+    record_submission per order, and a re-run keeps the rows already there."""
+    from warehouse.trading import record_submissions
+
+    orders = [(_order("c1"), "tp1"), (_order("c2", OrderStatus.filled, OrderStatus.new), "tp2")]
+    one, bulk = tmp_path / "one.duckdb", tmp_path / "bulk.duckdb"
+    for o, leg in orders:
+        record_submission(one, "local", o, strategy="s", leg=leg, bar_ts=T0, recorded_at=NOW)
+    record_submissions(bulk, "local", orders, strategy="s", bar_ts=T0, recorded_at=NOW)
+    record_submissions(bulk, "local", orders[:1], strategy="other", bar_ts=T0, recorded_at=NOW)
+    sql = "SELECT * FROM order_records ORDER BY client_order_id"
+    with connect(one, read_only=True) as a, connect(bulk, read_only=True) as b:
+        assert a.execute(sql).fetchall() == b.execute(sql).fetchall()

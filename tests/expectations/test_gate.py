@@ -491,3 +491,47 @@ def test_the_in_memory_order_gate_agrees_with_great_expectations():
             fast = check_rules(cols, "orders", derive=dm.order_gate_derived)
             assert {r: n for r, n in fast.items() if n} == {r: n for r, n in gx.failures.items() if n}
     assert any(check_rules(_order_batch(rng, 60), "orders", derive=dm.order_gate_derived).values())
+
+
+def _predictions(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """New prediction rows with a share of every fault the predictions suite looks for."""
+    p = rng.uniform(-0.1, 1.1, n)
+    return pd.DataFrame({
+        "symbol": rng.choice(["AAA", "BBB", None], n, p=[0.5, 0.45, 0.05]),
+        "interval": "1d",
+        "ts": pd.Timestamp("2026-10-30", tz="UTC") + pd.to_timedelta(rng.integers(0, 3, n), unit="D"),
+        "module": rng.choice(["regime", "volatility"], n),
+        "model_version": rng.integers(1, 3, n),
+        "p_up": np.where(rng.random(n) < 0.1, np.nan, p),
+        "p_up_calibrated": p,
+        "confidence_raw": rng.uniform(0, 1.05, n),
+        "confidence_seed": rng.uniform(0, 1, n),
+        "confidence_calibrated": rng.uniform(0, 1, n),
+        "direction": rng.choice([-1, 0, 1, 2], n, p=[0.3, 0.3, 0.3, 0.1]),
+    })  # fmt: skip
+
+
+def test_the_gate_without_great_expectations_gives_the_same_result():
+    """The live decision gates its predictions and order batch with gate_rows (no GX per bar): the same
+    passed and quarantined rows, failures and dq_results rows as gate_frame, on frames full of faults."""
+    from expectations.frame_gate import gate_frame, gate_rows
+    from models import decision as dm
+
+    rng = np.random.default_rng(5)
+    now = pd.Timestamp("2026-11-02 15:00", tz="UTC")
+    cases = [("orders", pd.DataFrame(_order_batch(rng, n), columns=dm.ORDER_BATCH_COLUMNS), dm.order_gate_view)
+             for n in (0, 1, 7, 60)] + [("predictions", _predictions(rng, n), None) for n in (1, 9, 80)]  # fmt: skip
+    for suite, frame, derive in cases:
+        gx = gate_frame(frame, suite=suite, run_id="t", stage=suite, derive=derive, now=now)
+        fast = gate_rows(frame, suite=suite, run_id="t", stage=suite, derive=derive, now=now)
+        what = f"{suite}, {len(frame)} rows"
+        pd.testing.assert_frame_equal(fast.passed, gx.passed, obj=what)
+        pd.testing.assert_frame_equal(fast.quarantined, gx.quarantined, obj=what)
+        assert fast.failures == gx.failures, what
+        key = ["expectation", "column_name"]  # GX orders its results by column; the table has no order
+        pd.testing.assert_frame_equal(
+            fast.dq_results.sort_values(key, ignore_index=True),
+            gx.dq_results.sort_values(key, ignore_index=True),
+            obj=what,
+        )
+    assert any(gate_rows(f, suite=s, run_id="t", stage=s, derive=d).failures.values() for s, f, d in cases)

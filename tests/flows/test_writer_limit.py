@@ -7,11 +7,12 @@ checked: it must happen while the limit is held. Reads open read-only and need n
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
-import prefect.concurrency.sync
 import pytest
 
+import tasks.writer
 import warehouse.db
 from flows.decide import decide
 from tests.flows.test_decide_flow import NOW, OPEN_POLICY, _warehouse
@@ -43,7 +44,7 @@ def test_every_decide_write_holds_the_writer_limit(retrained, tmp_path, monkeypa
             opens.append((read_only, held["depth"]))
         return real_open(path, read_only, *args, **kwargs)
 
-    monkeypatch.setattr(prefect.concurrency.sync, "concurrency", recording_limit)
+    monkeypatch.setattr(tasks.writer, "writer_slot", recording_limit)
     monkeypatch.setattr(warehouse.db, "open_with_retry", recording_open)
     result = decide(interval="1d", bars=3, warehouse=str(db), now=NOW, overrides=OPEN_POLICY)
     assert len(result["bars"]) == 3 and sum(b["submitted"] for b in result["bars"]) > 0
@@ -53,3 +54,53 @@ def test_every_decide_write_holds_the_writer_limit(retrained, tmp_path, monkeypa
     unguarded = sum(1 for depth in writes if depth == 0)
     assert unguarded == 0, f"{unguarded} of {len(writes)} read-write opens happened outside the writer limit"
     assert held["acquired"] > 0
+
+
+class _Retries(logging.Handler):
+    """Counts the Prefect client's back-offs on a 503 (it sleeps ~2 s before asking again)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retryable status code 503" in record.getMessage():
+            self.count += 1
+
+
+def test_a_write_after_a_task_boundary_does_not_wait_on_the_clients_503_backoff(tmp_path):
+    """The test server answers the slot request with 503 (SQLite busy: its read-then-update transaction
+    meets the server's own writes of the task runs' events) right after a task starts or ends. Each such
+    write used to sleep through the client's 2 s back-off; the writer retries it at once instead."""
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+
+    from tasks.writer import WRITER_LIMIT, warehouse_writer
+
+    path = str(tmp_path / "w.duckdb")
+
+    @task
+    def write_in_a_task() -> None:
+        with warehouse_writer(30, path):
+            pass
+
+    @flow
+    def writes_around_tasks() -> None:
+        for _ in range(4):
+            write_in_a_task()
+            with warehouse_writer(30, path):
+                pass
+
+    retries = _Retries()
+    client_log = logging.getLogger("prefect.client")
+    level = client_log.level
+    client_log.addHandler(retries)
+    client_log.setLevel(logging.DEBUG)
+    try:
+        writes_around_tasks()
+    finally:
+        client_log.removeHandler(retries)
+        client_log.setLevel(level)
+    assert retries.count == 0, f"{retries.count} writes slept through the client's 503 back-off"
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(WRITER_LIMIT).active_slots == 0
