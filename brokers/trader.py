@@ -395,7 +395,7 @@ class Recorder:
 
     def __init__(self, broker: str) -> None:
         self.broker = broker
-        self.decisions: list[dict[str, Any]] = []
+        self.decisions: dict[str, list[Any]] = {k: [] for k in (*dm.DECISION_FIELDS, "run_id", "decided_at")}
         self.orders: list[dict[str, Any]] = []
         self.fill_rows: list[dict[str, Any]] = []
         self.stops: list[dict[str, Any]] = []
@@ -420,14 +420,17 @@ class Recorder:
         self.stops += stop_move_rows(outcome, self.broker, t)
         self.orders += decision_order_rows(outcome, self.broker, t)
         self.sent += [(s, t) for s in outcome.sent]
-        for d in outcome.result.decisions:
-            row = d.row()
-            row["run_id"], row["decided_at"] = run_id, t
-            self.decisions.append(row)
+        table = outcome.result.decisions
+        for k, col in table.columns.items():
+            self.decisions[k] += col
+        self.decisions["run_id"] += [run_id] * len(table)
+        self.decisions["decided_at"] += [t] * len(table)
 
     def frames(self) -> dict[str, pd.DataFrame]:
+        d = dict(self.decisions)
+        d["client_order_ids"] = [",".join(c) if c else None for c in d["client_order_ids"]]
         return {
-            "decisions": pd.DataFrame(self.decisions),
+            "decisions": pd.DataFrame(d) if d["decision_id"] else pd.DataFrame([]),
             "orders": pd.DataFrame(self.orders),
             "fills": pd.DataFrame(self.fill_rows),
             "stops": pd.DataFrame(self.stops),
