@@ -515,8 +515,7 @@ def assemble_columns(
     working = np.fromiter(
         (s in seen or first_accept.get(s, n) < i for i, s in enumerate(symbol)), dtype=bool, count=n
     )
-    final = filter_batch(symbol, cols["consensus"], conf, ctx.source_module, ctx.ts, fctx, filter_cfg,
-                         open_positions=ctx.open_positions + before, pending=working)  # fmt: skip
+    final = first.with_slots(ctx.open_positions + before, working, filter_cfg)
     codes, fails, texts = final.reason_codes(), final.failed(), final.details_json()
     drivers = final.health_drivers
     cols["health_drivers"] = [drivers] * n

@@ -206,6 +206,14 @@ class FilterBatch:
     def accepted(self) -> np.ndarray:
         return self.mask == 0
 
+    def with_slots(self, open_positions: np.ndarray, pending: np.ndarray, cfg: FilterSettings) -> FilterBatch:
+        """The verdicts with other open-position counts and working orders (``filter_batch`` with them)."""
+        slots = _BIT[Reason.order_pending] | _BIT[Reason.max_positions]
+        op = np.asarray(open_positions)
+        mask = (self.mask & ~slots) | np.asarray(pending, dtype=bool) * _BIT[Reason.order_pending]
+        mask |= (op >= cfg.max_open_positions) * _BIT[Reason.max_positions]
+        return replace(self, mask=mask, open_positions=op.tolist())
+
     def reason_codes(self) -> list[str]:
         return [_reason_of(m) for m in self.mask.tolist()]
 

@@ -63,6 +63,11 @@ def test_filter_batch_gives_filter_candidates_verdicts(seed):
     for explicit in (False, True):
         kw = {"open_positions": np.array(open_positions), "pending": np.array(pending)} if explicit else {}
         batch = filter_batch(symbols, consensus, conf, source, NOW, ctx, cfg, **kw)
+        if explicit:  # the same verdicts when the slots come after the first pass
+            again = filter_batch(symbols, consensus, conf, source, NOW, ctx, cfg).with_slots(
+                np.array(open_positions, dtype=np.int64), np.array(pending, dtype=bool), cfg
+            )
+            assert np.array_equal(again.mask, batch.mask) and again.details_json() == batch.details_json()
         codes, failed, details = batch.reason_codes(), batch.failed(), batch.details_json()
         for i, sym in enumerate(symbols):
             c = ctx
