@@ -425,12 +425,54 @@ class Recorder:
             self.decisions[k] += col
         self.decisions["run_id"] += [run_id] * len(table)
         self.decisions["decided_at"] += [t] * len(table)
+        if len(self.decisions["decision_id"]) >= self.text_chunk:
+            self._pack_text()
+
+    # The decisions' text columns that always hold a string (never None, so a chunk's inferred dtype is the
+    # whole column's): packed into pandas arrays every ``text_chunk`` rows, so a long replay keeps one
+    # compact copy of them instead of a Python string per row until the end.
+    TEXT_COLUMNS = ("decision_id", "details")
+    text_chunk = 200_000
+
+    def _pack_text(self) -> None:
+        packed = getattr(self, "_packed", None)
+        if packed is None:
+            packed = self._packed = {k: [] for k in self.TEXT_COLUMNS}
+        for k in self.TEXT_COLUMNS:
+            col = self.decisions[k]
+            if col:
+                packed[k].append(pd.Series(col).array)
+                self.decisions[k] = []
+
+    def _decision_frame(self) -> pd.DataFrame:
+        """The decisions rows as one frame (what ``pd.DataFrame`` of the rows gives), made column by column:
+        each column's list is dropped once converted, so its objects are freed as the frame grows. Ends the
+        recording of decisions."""
+        d = self.decisions
+        if not d["decision_id"] and getattr(self, "_packed", None) is None:
+            return pd.DataFrame([])
+        if getattr(self, "_packed", None) is not None:
+            self._pack_text()
+        n = len(d["ts"])
+        out: dict[str, pd.Series] = {}
+        for k in list(d):
+            col = d.pop(k)
+            if k == "client_order_ids":
+                col = [",".join(c) if c else None for c in col]
+            if k in self.TEXT_COLUMNS and getattr(self, "_packed", None) is not None:
+                chunks = self._packed.pop(k)
+                values = type(chunks[0])._concat_same_type(chunks) if len(chunks) > 1 else chunks[0]
+                out[k] = pd.Series(values, index=pd.RangeIndex(n), copy=False)
+            else:
+                out[k] = pd.Series(col, index=pd.RangeIndex(n))
+            del col
+        self.decisions = {k: [] for k in out}
+        self._packed = None
+        return pd.DataFrame(out, copy=False)
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        d = dict(self.decisions)
-        d["client_order_ids"] = [",".join(c) if c else None for c in d["client_order_ids"]]
         return {
-            "decisions": pd.DataFrame(d) if d["decision_id"] else pd.DataFrame([]),
+            "decisions": self._decision_frame(),
             "orders": pd.DataFrame(self.orders),
             "fills": pd.DataFrame(self.fill_rows),
             "stops": pd.DataFrame(self.stops),
