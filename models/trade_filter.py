@@ -350,6 +350,19 @@ def gate_block_counts(decisions: pd.DataFrame) -> pd.DataFrame:
     """
     rows = {rule: {"rule": rule, "first": 0, "any": 0, "only": 0, "drivers": {}} for rule in HEALTH_RULES}
     candidates = 0
+    # Only rows where a health rule failed count: find them with one string search over the column (a long
+    # backtest has millions of rows, few of them blocked by health).
+    if len(decisions):
+        failed_text = (
+            decisions["failed"] if "failed" in decisions.columns else pd.Series("", index=decisions.index)
+        )
+        hit = (
+            failed_text.fillna("")
+            .astype(str)
+            .str.contains("_health_degraded", regex=False)
+            .to_numpy(dtype=bool)
+        )
+        decisions = decisions[hit]
     for r in decisions.to_dict("records") if len(decisions) else []:
         failed = [f.strip() for f in str(r.get("failed") or "").split(",") if f.strip()]
         candidates += any(rule in failed for rule in HEALTH_RULES)
