@@ -7,7 +7,8 @@ Pure: no I/O, no Prefect, no clock of its own (the bar time is an input). The li
 1. stop moves for the open brackets (``models.decision.plan_stop_moves``: breakeven after TP1, the
    health-gated ensemble rule, predictive tightening);
 2. one ``Decision`` per candidate signal, with the first reason it is not traded, or the brackets it sends
-   (``models.decision.assemble``: trade filter, exit plan, sizing, bracket legs).
+   (``models.decision.assemble_columns``: trade filter, exit plan, sizing, bracket legs), kept as columns
+   in a ``DecisionTable`` that builds a ``Decision`` only when one is read.
 
 ``signals`` turns the member modules' probabilities at a bar into the candidates (the ensemble vote and its
 calibration); it works on many bars at once, which the backtest uses to vote once per period.

@@ -3,7 +3,9 @@ oracle): same rows, same brackets, for randomized bars (candidates, account, hea
 
 import dataclasses
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,41 @@ TS = datetime(2026, 11, 20, 15, tzinfo=UTC)
 SYMBOLS = [f"S{i:02d}" for i in range(30)]
 
 
+def _base_row(
+    sig: dm.Signal, ctx: dm.DecisionContext, common: dict[str, Any] | None = None, ts_iso: str | None = None
+) -> dict[str, Any]:
+    """A candidate's row before the verdict: ``common`` is ``dm._context_row(ctx)`` and ``ts_iso`` the bar's
+    time as text, both made once per bar."""
+    side = dm._BUY if sig.direction > 0 else dm._SELL if sig.direction < 0 else None
+    row = dict(common) if common is not None else dm._context_row(ctx)
+    row.update(
+        decision_id=f"{ctx.strategy}|{ctx.interval}|{sig.symbol}|{ts_iso or dm._iso(ctx.ts)}",
+        symbol=sig.symbol,
+        side=side,
+        direction=int(sig.direction),
+        consensus=str(sig.consensus),
+        voters=int(sig.voters),
+        agree=int(sig.agree),
+        contributors=sig.contributors or None,
+        module_p_up=sig.module_p_up_json or dm.p_up_json(sig.module_p_up),
+        confidence_raw=dm._num(sig.confidence_raw),
+        confidence_seed=dm._num(sig.confidence_seed),
+        confidence_calibrated=dm._num(sig.confidence_calibrated),
+        atr=dm._num(sig.atr),
+        vol_state=sig.vol_state,
+        entry_ref=dm._num(sig.close),
+        client_order_ids=[],
+    )
+    return row
+
+
+def _reject(row: dict[str, Any], code: str, failed: Iterable[str] = (), **details: Any) -> dict[str, Any]:
+    row["reason_code"] = code
+    row["failed"] = ", ".join(failed) or code
+    row["details"] = dm._JSON.encode(details)
+    return row
+
+
 def reference(signals, ctx, filter_cfg, sizing_cfg, exit_cfg):
     """The per-candidate assemble (one filter_candidate call and one dict row per candidate)."""
     ordered = sorted(signals, key=lambda s: (-(ctx.confidence(s) or -1.0), s.symbol))
@@ -34,11 +71,11 @@ def reference(signals, ctx, filter_cfg, sizing_cfg, exit_cfg):
     rows, brackets = [], []
     common, ts_iso = dm._context_row(ctx), dm._iso(ctx.ts)
     for sig in ordered:
-        row = dm._base_row(sig, ctx, common, ts_iso)
+        row = _base_row(sig, ctx, common, ts_iso)
         rows.append(row)
         side = Side.buy if sig.direction > 0 else Side.sell
         if sig.direction < 0 and not ctx.allow_short:
-            dm._reject(row, dm.SHORT_DISABLED)
+            _reject(row, dm.SHORT_DISABLED)
             continue
         candidate = Candidate(sig.symbol, side, sig.consensus, ctx.confidence(sig), ctx.source_module, ctx.ts)
         fctx = FilterContext(
@@ -51,20 +88,20 @@ def reference(signals, ctx, filter_cfg, sizing_cfg, exit_cfg):
         verdict = filter_candidate(candidate, fctx, filter_cfg)
         row["health_drivers"] = health_driver_text(verdict.details)
         if sig.direction == 0 and verdict.accepted:
-            dm._reject(row, Reason.weak_consensus.value, details=verdict.details)
+            _reject(row, Reason.weak_consensus.value, details=verdict.details)
             continue
         if not verdict.accepted:
-            dm._reject(row, verdict.reason_code.value, [f.value for f in verdict.failed], **verdict.details)
+            _reject(row, verdict.reason_code.value, [f.value for f in verdict.failed], **verdict.details)
             continue
         atr = dm._num(sig.atr)
         if atr is None or atr <= 0:
-            dm._reject(row, dm.NO_ATR, atr=sig.atr)
+            _reject(row, dm.NO_ATR, atr=sig.atr)
             continue
         try:
             profile = adaptive_profile(atr, ctx.hit_rates, ctx.learned_stop_atr, sig.vol_state, exit_cfg)
             levels = plan_levels(sig.close, side, profile)
         except ValueError as exc:
-            dm._reject(row, dm.EXIT_PLAN_INVALID, error=str(exc))
+            _reject(row, dm.EXIT_PLAN_INVALID, error=str(exc))
             continue
         row.update(exit_profile=profile.reason, stop_price=levels.stop, tp1_price=levels.tp1,
                    tp2_price=levels.tp2, tp3_price=levels.tp3)  # fmt: skip
@@ -73,7 +110,7 @@ def reference(signals, ctx, filter_cfg, sizing_cfg, exit_cfg):
         row.update(size_multiplier=size.multiplier, size_reason=f"{mult_reason}; {size.reason}",
                    capped_by=", ".join(size.capped_by) or None)  # fmt: skip
         if size.rejected:
-            dm._reject(row, dm.SIZE_REJECTED, reason=size.reason)
+            _reject(row, dm.SIZE_REJECTED, reason=size.reason)
             continue
         try:
             planned = [
@@ -85,7 +122,7 @@ def reference(signals, ctx, filter_cfg, sizing_cfg, exit_cfg):
                 for leg in split_quantity(size.shares, ctx.tp_weights)
             ]  # fmt: skip
         except (InvalidBracket, ValueError) as exc:
-            dm._reject(row, dm.INVALID_BRACKET, error=str(exc))
+            _reject(row, dm.INVALID_BRACKET, error=str(exc))
             continue
         row.update(qty=size.shares, accepted=True, reason_code=dm.ACCEPTED, details=dm._JSON.encode(verdict.details),
                    client_order_ids=[p.bracket.client_order_id for p in planned])  # fmt: skip
