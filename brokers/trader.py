@@ -390,6 +390,12 @@ def stop_move_rows(outcome: BarOutcome, broker: str, recorded_at) -> list[dict[s
     ]
 
 
+def _values(array) -> list[Any]:
+    """A packed chunk's values as Python objects again (missing: None where the chunk kept None, NaN where
+    inference made it NaN, which inference of the whole column reads alike)."""
+    return pd.Series(array, copy=False).astype(object).tolist()
+
+
 class Recorder:
     """Everything a run of bars produced, kept in memory: the rows of the warehouse's trading tables."""
 
@@ -425,49 +431,42 @@ class Recorder:
             self.decisions[k] += col
         self.decisions["run_id"] += [run_id] * len(table)
         self.decisions["decided_at"] += [t] * len(table)
-        if len(self.decisions["decision_id"]) >= self.text_chunk:
-            self._pack_text()
+        if len(self.decisions["decision_id"]) >= self.chunk_rows:
+            self._pack()
 
-    # The decisions' text columns that always hold a string (never None, so a chunk's inferred dtype is the
-    # whole column's): packed into pandas arrays every ``text_chunk`` rows, so a long replay keeps one
-    # compact copy of them instead of a Python string per row until the end.
-    TEXT_COLUMNS = ("decision_id", "details")
-    text_chunk = 200_000
+    # Decisions are packed into pandas arrays every ``chunk_rows`` rows (each chunk's dtype inferred as
+    # ``pd.DataFrame`` of rows would), so a long replay keeps compact columns instead of a Python object per
+    # value; ``_decision_frame`` joins the chunks.
+    chunk_rows = 100_000
 
-    def _pack_text(self) -> None:
-        packed = getattr(self, "_packed", None)
-        if packed is None:
-            packed = self._packed = {k: [] for k in self.TEXT_COLUMNS}
-        for k in self.TEXT_COLUMNS:
-            col = self.decisions[k]
-            if col:
-                packed[k].append(pd.Series(col).array)
-                self.decisions[k] = []
-
-    def _decision_frame(self) -> pd.DataFrame:
-        """The decisions rows as one frame (what ``pd.DataFrame`` of the rows gives), made column by column:
-        each column's list is dropped once converted, so its objects are freed as the frame grows. Ends the
-        recording of decisions."""
-        d = self.decisions
-        if not d["decision_id"] and getattr(self, "_packed", None) is None:
-            return pd.DataFrame([])
-        if getattr(self, "_packed", None) is not None:
-            self._pack_text()
-        n = len(d["ts"])
-        out: dict[str, pd.Series] = {}
-        for k in list(d):
-            col = d.pop(k)
+    def _pack(self) -> None:
+        if not self.decisions["decision_id"]:
+            return
+        chunks = self.__dict__.setdefault("_chunks", {k: [] for k in self.decisions})
+        for k, col in self.decisions.items():
             if k == "client_order_ids":
                 col = [",".join(c) if c else None for c in col]
-            if k in self.TEXT_COLUMNS and getattr(self, "_packed", None) is not None:
-                chunks = self._packed.pop(k)
-                values = type(chunks[0])._concat_same_type(chunks) if len(chunks) > 1 else chunks[0]
-                out[k] = pd.Series(values, index=pd.RangeIndex(n), copy=False)
+            chunks[k].append(pd.Series(col).array)
+            self.decisions[k] = []
+
+    def _decision_frame(self) -> pd.DataFrame:
+        """The decisions rows as one frame, exactly what ``pd.DataFrame`` of the rows gives: a column whose
+        chunks share a dtype is their concatenation, else its values are inferred again as a whole (say a
+        float column whose first chunk was all None). Ends the recording of decisions."""
+        self._pack()
+        chunks = self.__dict__.pop("_chunks", None)
+        if not chunks:
+            return pd.DataFrame([])
+        out: dict[str, pd.Series] = {}
+        for k in list(chunks):
+            parts = chunks.pop(k)
+            if len(parts) == 1:
+                out[k] = pd.Series(parts[0], copy=False)
+            elif len({str(p.dtype) for p in parts}) == 1:
+                out[k] = pd.concat([pd.Series(p, copy=False) for p in parts], ignore_index=True)
             else:
-                out[k] = pd.Series(col, index=pd.RangeIndex(n))
-            del col
-        self.decisions = {k: [] for k in out}
-        self._packed = None
+                out[k] = pd.Series([x for p in parts for x in _values(p)])
+            del parts
         return pd.DataFrame(out, copy=False)
 
     def frames(self) -> dict[str, pd.DataFrame]:

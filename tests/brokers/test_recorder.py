@@ -31,7 +31,7 @@ def _outcomes(n_bars: int):
 def test_decisions_frame_is_the_rows_frame(chunk):
     outcomes = _outcomes(25)
     rec = Recorder("local")
-    rec.text_chunk = chunk
+    rec.chunk_rows = chunk
     rows = []
     for o in outcomes:
         rec.bar(o, SimpleNamespace(state=TraderState()), "run")

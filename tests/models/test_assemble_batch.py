@@ -156,7 +156,7 @@ def _bar(seed: int):
     ctx = dm.DecisionContext(
         ts=TS, interval="1d", strategy="qtrader", broker="local", source_module="ensemble",
         market_open=rng.random() < 0.9, overall_health=rng.choice([None, 75.0, 90.0, 95.0]),
-        module_health={"ensemble": rng.choice([60.0, 90.0])}, health_ts=TS, model_version=3,
+        module_health={"ensemble": rng.choice([60.0, 90.0])}, health_ts=rng.choice([TS, None]), model_version=3,
         calibration="isotonic", accuracy=rng.choice([None, 0.55, 0.65]), performance_score=60.0,
         hit_rates={"tp1": rng.choice([None, 0.75, 0.85]), "tp2": 0.45, "tp3": 0.2},
         learned_stop_atr=rng.choice([None, 1.2, 1.9]), equity=equity, buying_power=equity * rng.uniform(0, 1),
