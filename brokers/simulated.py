@@ -20,6 +20,7 @@ simulated exchange.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -85,10 +86,18 @@ def _holds(o: PaperOrder) -> bool:
     return o.working and o.role == "entry" and o.reserve_price is not None
 
 
+_NS_BYTES = NAMESPACE.bytes
+
+
 def uid(*parts: str) -> str:
     """Deterministic ids (orders from their client order id, fills from their order): a re-run of the same
-    bar rebuilds the same ids."""
-    return str(uuid.uuid5(NAMESPACE, "/".join(parts)))
+    bar rebuilds the same ids. ``str(uuid.uuid5(NAMESPACE, "/".join(parts)))``, without the UUID object
+    (a test holds the two equal)."""
+    h = bytearray(hashlib.sha1(_NS_BYTES + "/".join(parts).encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def utc(ts) -> pd.Timestamp:
@@ -270,6 +279,7 @@ class SimulatedBroker:
         self._fill_ts = [f.fill.ts for f in state.fills]
         self._mark_times: dict[str, int] = {}  # ns of each mark's bar (an account with no market time)
         self._views: dict[str, Order] = {}  # entry id -> its nested Order, until the bracket changes
+        self._held: tuple[Decimal, Decimal] | None = None  # _held_value, until marks or positions move
         self.mark_saved()
 
     @classmethod
@@ -429,14 +439,34 @@ class SimulatedBroker:
             )
         return out
 
+    def _held_value(self) -> tuple[Decimal, Decimal] | None:
+        """The positions' net and gross market value, kept until a bar moves the marks or the positions
+        (every submission of a bar reads it). None when a position has no mark: its average price may
+        carry more digits than the ledger's grid, and the sum is then made in the ledger's order."""
+        if self._held is None:
+            net = gross = Decimal(0)
+            marks = self.state.marks
+            for sym, pos in self.state.positions.items():
+                if pos.qty:
+                    if sym not in marks:
+                        return None
+                    mark = self._mark(sym, pos)
+                    net += pos.qty * mark
+                    gross += abs(pos.qty) * mark
+            self._held = (net, gross)
+        return self._held
+
     def _balances(self) -> Account:
-        equity = self._cash
-        gross = Decimal(0)
-        for sym, pos in self.state.positions.items():
-            if pos.qty:
-                mark = self._mark(sym, pos)
-                equity += pos.qty * mark
-                gross += abs(pos.qty) * mark
+        held = self._held_value()
+        if held is not None:  # marks on the 0.0001 grid: exact sums, in any order
+            equity, gross = self._cash + held[0], held[1]
+        else:
+            equity, gross = self._cash, Decimal(0)
+            for sym, pos in self.state.positions.items():
+                if pos.qty:
+                    mark = self._mark(sym, pos)
+                    equity += pos.qty * mark
+                    gross += abs(pos.qty) * mark
         reserved = self._reserved
         bp = max(Decimal(0), equity - gross - reserved)
         return Account(cash=money(self._cash), equity=money(equity), buying_power=money(bp))
@@ -623,6 +653,7 @@ class SimulatedBroker:
         """Each symbol's newest close becomes its mark (kept as a float; money() where money is made)."""
         order = np.argsort(batch.ts, kind="stable") if (np.diff(batch.ts) < 0).any() else slice(None)
         marks, times = self.state.marks, self._mark_times
+        self._held = None
         for sym, close, t in zip(batch.symbol[order].tolist(), batch.close[order].tolist(), batch.ts[order].tolist(),
                                  strict=True):  # fmt: skip
             if close == close:  # not NaN
@@ -690,6 +721,8 @@ class SimulatedBroker:
         now = self.clock()
         self._apply(working, book, start_status, event_ts, fill_price, now)
         self._record_fills(fills, now)
+        if touched:
+            self._held = None
         for s in sorted(touched):
             sym = str(symbols[s])
             self.state.positions[sym] = paper.positions[s]

@@ -390,12 +390,18 @@ def stop_move_rows(outcome: BarOutcome, broker: str, recorded_at) -> list[dict[s
     ]
 
 
+def _values(array) -> list[Any]:
+    """A packed chunk's values as Python objects again (missing: None where the chunk kept None, NaN where
+    inference made it NaN, which inference of the whole column reads alike)."""
+    return pd.Series(array, copy=False).astype(object).tolist()
+
+
 class Recorder:
     """Everything a run of bars produced, kept in memory: the rows of the warehouse's trading tables."""
 
     def __init__(self, broker: str) -> None:
         self.broker = broker
-        self.decisions: list[dict[str, Any]] = []
+        self.decisions: dict[str, list[Any]] = {k: [] for k in (*dm.DECISION_FIELDS, "run_id", "decided_at")}
         self.orders: list[dict[str, Any]] = []
         self.fill_rows: list[dict[str, Any]] = []
         self.stops: list[dict[str, Any]] = []
@@ -420,14 +426,52 @@ class Recorder:
         self.stops += stop_move_rows(outcome, self.broker, t)
         self.orders += decision_order_rows(outcome, self.broker, t)
         self.sent += [(s, t) for s in outcome.sent]
-        for d in outcome.result.decisions:
-            row = d.row()
-            row["run_id"], row["decided_at"] = run_id, t
-            self.decisions.append(row)
+        table = outcome.result.decisions
+        for k, col in table.columns.items():
+            self.decisions[k] += col
+        self.decisions["run_id"] += [run_id] * len(table)
+        self.decisions["decided_at"] += [t] * len(table)
+        if len(self.decisions["decision_id"]) >= self.chunk_rows:
+            self._pack()
+
+    # Decisions are packed into pandas arrays every ``chunk_rows`` rows (each chunk's dtype inferred as
+    # ``pd.DataFrame`` of rows would), so a long replay keeps compact columns instead of a Python object per
+    # value; ``_decision_frame`` joins the chunks.
+    chunk_rows = 100_000
+
+    def _pack(self) -> None:
+        if not self.decisions["decision_id"]:
+            return
+        chunks = self.__dict__.setdefault("_chunks", {k: [] for k in self.decisions})
+        for k, col in self.decisions.items():
+            if k == "client_order_ids":
+                col = [",".join(c) if c else None for c in col]
+            chunks[k].append(pd.Series(col).array)
+            self.decisions[k] = []
+
+    def _decision_frame(self) -> pd.DataFrame:
+        """The decisions rows as one frame, exactly what ``pd.DataFrame`` of the rows gives: a column whose
+        chunks share a dtype is their concatenation, else its values are inferred again as a whole (say a
+        float column whose first chunk was all None). Ends the recording of decisions."""
+        self._pack()
+        chunks = self.__dict__.pop("_chunks", None)
+        if not chunks:
+            return pd.DataFrame([])
+        out: dict[str, pd.Series] = {}
+        for k in list(chunks):
+            parts = chunks.pop(k)
+            if len(parts) == 1:
+                out[k] = pd.Series(parts[0], copy=False)
+            elif len({str(p.dtype) for p in parts}) == 1:
+                out[k] = pd.concat([pd.Series(p, copy=False) for p in parts], ignore_index=True)
+            else:
+                out[k] = pd.Series([x for p in parts for x in _values(p)])
+            del parts
+        return pd.DataFrame(out, copy=False)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         return {
-            "decisions": pd.DataFrame(self.decisions),
+            "decisions": self._decision_frame(),
             "orders": pd.DataFrame(self.orders),
             "fills": pd.DataFrame(self.fill_rows),
             "stops": pd.DataFrame(self.stops),

@@ -7,7 +7,8 @@ Pure: no I/O, no Prefect, no clock of its own (the bar time is an input). The li
 1. stop moves for the open brackets (``models.decision.plan_stop_moves``: breakeven after TP1, the
    health-gated ensemble rule, predictive tightening);
 2. one ``Decision`` per candidate signal, with the first reason it is not traded, or the brackets it sends
-   (``models.decision.assemble``: trade filter, exit plan, sizing, bracket legs).
+   (``models.decision.assemble_columns``: trade filter, exit plan, sizing, bracket legs), kept as columns
+   in a ``DecisionTable`` that builds a ``Decision`` only when one is read.
 
 ``signals`` turns the member modules' probabilities at a bar into the candidates (the ensemble vote and its
 calibration); it works on many bars at once, which the backtest uses to vote once per period.
@@ -16,7 +17,7 @@ calibration); it works on many bars at once, which the backtest uses to vote onc
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -185,34 +186,107 @@ class Decision:
         return out
 
 
+class DecisionTable(Sequence[Decision]):
+    """A bar's decisions as columns (``models.decision.DECISION_FIELDS``, one list each): the engine makes
+    them so, and a ``Decision`` object is built only when one is read. Changes make a new table that shares
+    the columns it did not change."""
+
+    __slots__ = ("columns", "_n")
+
+    def __init__(self, columns: Mapping[str, list[Any]]) -> None:
+        self.columns = {k: columns[k] for k in dm.DECISION_FIELDS}
+        self._n = len(self.columns["decision_id"])
+
+    @classmethod
+    def of(cls, decisions: Iterable[Decision]) -> DecisionTable:
+        ds = list(decisions)
+        return cls({k: [getattr(d, k) for d in ds] for k in dm.DECISION_FIELDS})
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(self._n)))
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return Decision(**{k: c[i] for k, c in self.columns.items()})
+
+    def __iter__(self) -> Iterator[Decision]:
+        return (self[i] for i in range(self._n))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DecisionTable):
+            return self.columns == other.columns
+        if isinstance(other, Sequence):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"DecisionTable({self._n} decisions)"
+
+    def where(self, rows: Iterable[int], **values: Any) -> DecisionTable:
+        """The table with ``values`` set on ``rows``."""
+        rows = list(rows)
+        if not rows:
+            return self
+        cols = dict(self.columns)
+        for k, v in values.items():
+            col = cols[k] = list(cols[k])
+            for i in rows:
+                col[i] = v
+        return DecisionTable(cols)
+
+    def row_columns(self) -> dict[str, list[Any]]:
+        """The ``decisions`` table's columns (``Decision.row`` for every decision)."""
+        cols = dict(self.columns)
+        cols["client_order_ids"] = [",".join(c) if c else None for c in cols["client_order_ids"]]
+        return cols
+
+
 @dataclass(frozen=True)
 class BarResult:
-    """What the engine decided at one bar."""
+    """What the engine decided at one bar (``decisions``: a ``DecisionTable``; a sequence of ``Decision``
+    given here is made one)."""
 
-    decisions: tuple[Decision, ...]
+    decisions: DecisionTable
     brackets: tuple[PlannedBracket, ...]
     stop_moves: tuple[StopMove, ...]
     context: dm.DecisionContext
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.decisions, DecisionTable):
+            object.__setattr__(self, "decisions", DecisionTable.of(self.decisions))
+
     def reasons(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for d in self.decisions:
-            out[d.reason_code] = out.get(d.reason_code, 0) + 1
+        for code in self.decisions.columns["reason_code"]:
+            out[code] = out.get(code, 0) + 1
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
     @property
     def accepted(self) -> list[Decision]:
-        return [d for d in self.decisions if d.accepted]
+        return [self.decisions[i] for i, ok in enumerate(self.decisions.columns["accepted"]) if ok]
 
-    def with_decisions(self, decisions: Sequence[Decision], brackets: Sequence[PlannedBracket]) -> BarResult:
-        return dataclasses.replace(self, decisions=tuple(decisions), brackets=tuple(brackets))
+    def with_decisions(
+        self, decisions: DecisionTable | Sequence[Decision], brackets: Sequence[PlannedBracket]
+    ) -> BarResult:
+        return dataclasses.replace(self, decisions=decisions, brackets=tuple(brackets))
 
     def batch(self) -> DecisionBatch:
-        """The order gate's view (models.decision.order_batch_frame reads rows as mappings)."""
-        return DecisionBatch([vars(d) for d in self.decisions], list(self.brackets))
+        """The order gate's view (models.decision.order_batch_frame reads the brackets' decisions' rows as
+        mappings)."""
+        ids = {p.decision_id for p in self.brackets}
+        cols = self.decisions.columns
+        rows = [{k: c[i] for k, c in cols.items()} for i, d in enumerate(cols["decision_id"]) if d in ids]
+        return DecisionBatch(rows, list(self.brackets))
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([d.row() for d in self.decisions])
+        if not len(self.decisions):
+            return pd.DataFrame([])
+        return pd.DataFrame(self.decisions.row_columns())
 
 
 def context(inputs: BarInputs, cfg: EngineConfig) -> dm.DecisionContext:
@@ -282,40 +356,27 @@ def decide(inputs: BarInputs, cfg: EngineConfig) -> BarResult:
         **exit_gates(inputs.health, cfg),
     )
     ctx = context(inputs, cfg)
-    batch = dm.assemble(inputs.signals, ctx, cfg.trade_filter, cfg.sizing, cfg.exits)
-    decisions = tuple(_decision(r) for r in batch.rows)
-    return BarResult(decisions, tuple(batch.brackets), tuple(moves), ctx)
-
-
-def _decision(row: dict[str, Any]) -> Decision:
-    return Decision(**{**row, "client_order_ids": tuple(row.get("client_order_ids") or ())})
+    cols, brackets = dm.assemble_columns(inputs.signals, ctx, cfg.trade_filter, cfg.sizing, cfg.exits)
+    return BarResult(DecisionTable(cols), tuple(brackets), tuple(moves), ctx)
 
 
 def block(result: BarResult, code: str, failed: str) -> BarResult:
     """Every accepted decision of the bar refused with ``code`` (a failing order gate): nothing is sent."""
-    out = [
-        dataclasses.replace(d, accepted=False, reason_code=code, failed=failed, client_order_ids=())
-        if d.accepted
-        else d
-        for d in result.decisions
-    ]
+    t = result.decisions
+    rows = [i for i, ok in enumerate(t.columns["accepted"]) if ok]
+    out = t.where(rows, accepted=False, reason_code=code, failed=failed, client_order_ids=())
     return result.with_decisions(out, ())
 
 
 def refuse(result: BarResult, decision_id: str, code: str, failed: str) -> BarResult:
     """One decision refused after the fact (the broker rejected its bracket): its brackets are dropped."""
-    out = [
-        dataclasses.replace(d, accepted=False, reason_code=code, failed=failed)
-        if d.decision_id == decision_id
-        else d
-        for d in result.decisions
-    ]
+    t = result.decisions
+    rows = [i for i, d in enumerate(t.columns["decision_id"]) if d == decision_id]
+    out = t.where(rows, accepted=False, reason_code=code, failed=failed)
     return result.with_decisions(out, [p for p in result.brackets if p.decision_id != decision_id])
 
 
 def mark_submitted(result: BarResult, decision_ids: Collection[str]) -> BarResult:
-    out = [
-        dataclasses.replace(d, submitted=True) if d.decision_id in decision_ids else d
-        for d in result.decisions
-    ]
-    return result.with_decisions(out, result.brackets)
+    t = result.decisions
+    rows = [i for i, d in enumerate(t.columns["decision_id"]) if d in decision_ids]
+    return result.with_decisions(t.where(rows, submitted=True), result.brackets)

@@ -76,22 +76,53 @@ class ExitProfile:
         return self.tp1, self.tp2, self.tp3
 
 
-def adaptive_profile(
-    atr: float,
+@dataclass(frozen=True)
+class ProfileShape:
+    """What an adaptive profile is before the ATR scales it: the same for every candidate of a bar with
+    the same volatility state (``profile_shape``), so a bar computes it once per state."""
+
+    m1: float
+    m2: float
+    m3: float
+    tp2_eff: float
+    stop_atr: float
+    regime: float
+    factor: float
+    confidence: float | None
+    vol_state: str
+    reason: str
+    tp1_atr: float
+    tp2_atr: float
+    tp3_atr: float
+
+    def at(self, atr: float) -> ExitProfile:
+        if not (isinstance(atr, int | float) and math.isfinite(atr) and atr > 0):
+            raise ValueError(f"ATR must be a finite number > 0, got {atr!r}")
+        return ExitProfile(
+            atr=float(atr),
+            tp1=atr * self.tp1_atr * self.m1,
+            tp2=atr * self.tp2_atr * self.tp2_eff,
+            tp3=atr * self.tp3_atr * self.m3,
+            stop=atr * self.stop_atr * self.factor,
+            tp1_mult=self.m1,
+            tp2_mult=self.m2,
+            tp3_mult=self.m3,
+            regime_mult=self.regime,
+            learned_factor=self.factor,
+            confidence=self.confidence,
+            vol_state=self.vol_state,
+            reason=self.reason,
+        )
+
+
+def profile_shape(
     hit_rates: Mapping[str, float | None] | None = None,
     learned_stop_threshold: float | None = None,
     vol_state: VolState | str | None = VolState.NORMAL,
     cfg: ExitSettings | None = None,
-) -> ExitProfile:
-    """Seed 1.1's adaptive TP/SL profile. ``hit_rates``: {"tp1": .., "tp2": .., "tp3": ..} (missing = none).
-
-    ``learned_stop_threshold`` is the learned ``stop_distance_atr`` bound in ATR multiples (None: no cap).
-    """
+) -> ProfileShape:
+    """The adaptive profile's multipliers and reason (``adaptive_profile`` without the ATR)."""
     cfg = cfg or ExitSettings()
-    if not (isinstance(atr, int | float) and math.isfinite(atr) and atr > 0):
-        raise ValueError(f"ATR must be a finite number > 0, got {atr!r}")
-    if not cfg.adaptive:
-        return fixed_profile(atr, cfg)
     rates = {k: _rate((hit_rates or {}).get(k)) for k in ("tp1", "tp2", "tp3")}
     m1 = tp_multiplier(rates["tp1"], cfg.tp1_rate_high, cfg.tp1_rate_low, cfg.tp_mult_up, cfg.tp_mult_down)
     m2 = tp_multiplier(rates["tp2"], cfg.tp2_rate_high, cfg.tp2_rate_low, cfg.tp_mult_up, cfg.tp_mult_down)
@@ -118,21 +149,27 @@ def adaptive_profile(
         f"TP3_rate={fmt(rates['tp3'])} x{m3:g}, regime={state.value} stop x{regime:g}, "
         f"learned_stop={'n/a' if learned is None else format(learned, 'g')} x{factor:.3g}"
     )
-    return ExitProfile(
-        atr=float(atr),
-        tp1=atr * cfg.tp1_atr * m1,
-        tp2=atr * cfg.tp2_atr * tp2_eff,
-        tp3=atr * cfg.tp3_atr * m3,
-        stop=atr * stop_atr * factor,
-        tp1_mult=m1,
-        tp2_mult=m2,
-        tp3_mult=m3,
-        regime_mult=regime,
-        learned_factor=factor,
-        confidence=confidence,
-        vol_state=state.value,
-        reason=reason,
-    )
+    return ProfileShape(m1, m2, m3, tp2_eff, stop_atr, regime, factor, confidence, state.value, reason,
+                        cfg.tp1_atr, cfg.tp2_atr, cfg.tp3_atr)  # fmt: skip
+
+
+def adaptive_profile(
+    atr: float,
+    hit_rates: Mapping[str, float | None] | None = None,
+    learned_stop_threshold: float | None = None,
+    vol_state: VolState | str | None = VolState.NORMAL,
+    cfg: ExitSettings | None = None,
+) -> ExitProfile:
+    """Seed 1.1's adaptive TP/SL profile. ``hit_rates``: {"tp1": .., "tp2": .., "tp3": ..} (missing = none).
+
+    ``learned_stop_threshold`` is the learned ``stop_distance_atr`` bound in ATR multiples (None: no cap).
+    """
+    cfg = cfg or ExitSettings()
+    if not (isinstance(atr, int | float) and math.isfinite(atr) and atr > 0):
+        raise ValueError(f"ATR must be a finite number > 0, got {atr!r}")
+    if not cfg.adaptive:
+        return fixed_profile(atr, cfg)
+    return profile_shape(hit_rates, learned_stop_threshold, vol_state, cfg).at(atr)
 
 
 def fixed_profile(atr: float, cfg: ExitSettings | None = None) -> ExitProfile:

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from models.brackets import Side
@@ -176,6 +178,150 @@ def filter_candidate(
     return FilterResult(True, Reason.accepted, details, ())
 
 
+# The rules in evaluation order: bit k of a ``FilterBatch`` mask is ``RULES[k]``.
+RULES = tuple(r for r in Reason if r is not Reason.accepted)
+_BIT = {r: 1 << k for k, r in enumerate(RULES)}
+# Rules that are the same for every candidate of a bar (the account, the calendar, the health scores).
+_BAR_RULES = (Reason.market_closed, Reason.daily_loss_limit, Reason.ai_health_degraded,
+              Reason.module_health_degraded)  # fmt: skip
+_JSON = json.JSONEncoder(sort_keys=True, default=str)
+_PROBE = "\x00probe"  # a symbol no candidate has: the probe reads only the bar-wide rules and details
+
+
+@dataclass(frozen=True)
+class FilterBatch:
+    """``filter_candidate``'s verdicts for many candidates of one bar, as columns: the failed rules as a
+    bit mask per candidate (``RULES``), and what the details JSON and the health-driver line are made of."""
+
+    symbol: Sequence[str]
+    consensus: Sequence[str]
+    confidence: list[float | None]
+    open_positions: list[int]
+    since_last_exit_min: list[float | None]
+    mask: np.ndarray  # int64, 0: accepted
+    bar_details: dict[str, Any]  # the keys every candidate shares (day_loss_pct, gates, health ...)
+    health_drivers: str | None
+
+    @property
+    def accepted(self) -> np.ndarray:
+        return self.mask == 0
+
+    def with_slots(self, open_positions: np.ndarray, pending: np.ndarray, cfg: FilterSettings) -> FilterBatch:
+        """The verdicts with other open-position counts and working orders (``filter_batch`` with them)."""
+        slots = _BIT[Reason.order_pending] | _BIT[Reason.max_positions]
+        op = np.asarray(open_positions)
+        mask = (self.mask & ~slots) | np.asarray(pending, dtype=bool) * _BIT[Reason.order_pending]
+        mask |= (op >= cfg.max_open_positions) * _BIT[Reason.max_positions]
+        return replace(self, mask=mask, open_positions=op.tolist())
+
+    def reason_codes(self) -> list[str]:
+        return [_reason_of(m) for m in self.mask.tolist()]
+
+    def failed(self) -> list[str]:
+        """``", ".join`` of each candidate's failed rules ("" when accepted)."""
+        return [_failed_of(m) for m in self.mask.tolist()]
+
+    def details_json(self) -> list[str]:
+        """Each candidate's ``details`` as ``json.dumps(details, sort_keys=True, default=str)`` writes them:
+        the shared keys are encoded once and each candidate's own values spliced in, in sorted key order
+        (confidence, consensus, day_loss_pct, gates, health_gate, module_health, open_positions,
+        overall_health, since_last_exit_min, symbol)."""
+        b = self.bar_details
+        mid = "".join(f', "{k}": {_JSON.encode(b[k])}' for k in ("day_loss_pct", "gates", "health_gate",
+                                                                 "module_health") if k in b)  # fmt: skip
+        over = f', "overall_health": {_JSON.encode(b["overall_health"])}'
+        return [
+            f'{{"confidence": {"null" if c is None else float.__repr__(c)}, "consensus": {_json_str(cons)}{mid}'
+            f', "open_positions": {op}{over}'
+            f'{"" if s is None else ", " + chr(34) + "since_last_exit_min" + chr(34) + ": " + float.__repr__(s)}'
+            f', "symbol": {_json_str(sym)}}}'
+            for c, cons, op, s, sym in zip(self.confidence, self.consensus, self.open_positions,
+                                           self.since_last_exit_min, self.symbol, strict=True)
+        ]  # fmt: skip
+
+
+_REASON_OF: dict[int, str] = {}
+_FAILED_OF: dict[int, str] = {}
+
+
+def _reason_of(mask: int) -> str:
+    out = _REASON_OF.get(mask)
+    if out is None:
+        out = _REASON_OF[mask] = next((r.value for r in RULES if mask & _BIT[r]), Reason.accepted.value)
+    return out
+
+
+def _failed_of(mask: int) -> str:
+    out = _FAILED_OF.get(mask)
+    if out is None:
+        out = _FAILED_OF[mask] = ", ".join(r.value for r in RULES if mask & _BIT[r])
+    return out
+
+
+def filter_batch(
+    symbol: Sequence[str],
+    consensus: Sequence[str],
+    confidence: np.ndarray,
+    source_module: str,
+    ts: datetime,
+    context: FilterContext,
+    cfg: FilterSettings | None = None,
+    *,
+    open_positions: np.ndarray | None = None,
+    pending: np.ndarray | None = None,
+) -> FilterBatch:
+    """``filter_candidate`` over a bar's candidates at once (same verdicts, same details: a property test
+    holds them equal). ``confidence``: NaN when missing. ``open_positions`` / ``pending``: each candidate's
+    open-position count and whether its symbol has a working order (default: the context's), for a caller
+    that takes candidates one after another and fills slots as it goes.
+
+    The rules that depend on the bar only (market, daily loss, health gates) and their details come from
+    one ``filter_candidate`` call on a probe candidate; the per-candidate rules are array operations."""
+    cfg = cfg or FilterSettings()
+    n = len(symbol)
+    probe = filter_candidate(
+        Candidate(_PROBE, "buy", next(iter(cfg.allowed_consensus), ""), 1.0, source_module, ts),
+        replace(context, open_positions=0, pending_order_symbols=(), last_exit_ts={}),
+        cfg,
+    )
+    bar_mask = sum(_BIT[r] for r in probe.failed if r in _BAR_RULES)
+    bar_details = {k: v for k, v in probe.details.items() if k not in ("symbol", "consensus", "confidence",
+                                                                         "open_positions")}  # fmt: skip
+    conf = np.asarray(confidence, dtype=np.float64)
+    finite = np.isfinite(conf)
+    mask = np.full(n, bar_mask, dtype=np.int64)
+    allowed = set(cfg.allowed_consensus)
+    mask |= np.fromiter((str(c) not in allowed for c in consensus), bool, n) * _BIT[Reason.weak_consensus]
+    low = ~finite | (np.where(finite, conf, 0.0) < cfg.min_confidence)
+    mask |= low * _BIT[Reason.low_confidence]
+    held = context.open_position_symbols
+    mask |= np.fromiter((s in held for s in symbol), bool, n) * _BIT[Reason.position_open]
+    if pending is None:
+        working = context.pending_order_symbols
+        pending = np.fromiter((s in working for s in symbol), bool, n)
+    mask |= np.asarray(pending, dtype=bool) * _BIT[Reason.order_pending]
+    if open_positions is None:
+        open_positions = np.full(n, context.open_positions, dtype=np.int64)
+    mask |= (np.asarray(open_positions) >= cfg.max_open_positions) * _BIT[Reason.max_positions]
+    since: list[float | None] = [None] * n
+    exits = context.last_exit_ts
+    if exits:
+        cool = timedelta(minutes=cfg.cooldown_minutes)
+        for i, s in enumerate(symbol):
+            last = exits.get(s)
+            if last is None:
+                continue
+            d = (context.now or ts) - last
+            since[i] = d / timedelta(minutes=1)
+            if d < cool:
+                mask[i] |= _BIT[Reason.cooldown]
+    conf_list = np.where(finite, conf, np.nan).tolist()
+    return FilterBatch(
+        symbol, [str(c) for c in consensus], [x if x == x else None for x in conf_list],
+        np.asarray(open_positions).tolist(), since, mask, bar_details, health_driver_text(probe.details),
+    )  # fmt: skip
+
+
 def health_driver_text(details: Mapping[str, Any]) -> str | None:
     """One line naming what drove the blocked health scores down, e.g.
     ``overall < 80: ensemble/prediction_freshness -7.1; ensemble < 70: prediction_freshness -50.0``."""
@@ -204,6 +350,19 @@ def gate_block_counts(decisions: pd.DataFrame) -> pd.DataFrame:
     """
     rows = {rule: {"rule": rule, "first": 0, "any": 0, "only": 0, "drivers": {}} for rule in HEALTH_RULES}
     candidates = 0
+    # Only rows where a health rule failed count: find them with one string search over the column (a long
+    # backtest has millions of rows, few of them blocked by health).
+    if len(decisions):
+        failed_text = (
+            decisions["failed"] if "failed" in decisions.columns else pd.Series("", index=decisions.index)
+        )
+        hit = (
+            failed_text.fillna("")
+            .astype(str)
+            .str.contains("_health_degraded", regex=False)
+            .to_numpy(dtype=bool)
+        )
+        decisions = decisions[hit]
     for r in decisions.to_dict("records") if len(decisions) else []:
         failed = [f.strip() for f in str(r.get("failed") or "").split(",") if f.strip()]
         candidates += any(rule in failed for rule in HEALTH_RULES)

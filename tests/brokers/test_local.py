@@ -145,3 +145,18 @@ def test_make_broker_from_settings(warehouse_path):
     )
     assert isinstance(broker, LocalPaperBroker)
     assert broker.account().cash == Decimal("2500") and broker.costs.slippage_bps == 3
+
+
+def test_uid_is_uuid5_of_the_joined_parts():
+    import random
+    import uuid
+
+    from brokers.simulated import NAMESPACE, uid
+
+    rng = random.Random(0)
+    for _ in range(500):
+        parts = [
+            "".join(rng.choice("abcÄ|/-:0189 ") for _ in range(rng.randint(0, 40)))
+            for _ in range(rng.randint(1, 3))
+        ]
+        assert uid(*parts) == str(uuid.uuid5(NAMESPACE, "/".join(parts)))
