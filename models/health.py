@@ -204,7 +204,8 @@ def model_staleness_score(
 ) -> ComponentScore:
     """Hours since the champion was last confirmed (or trained) over the retrain schedule (1 = due now).
 
-    None: no champion, scores 0.
+    None: no champion, scores 0. ``schedule_hours`` is positive (``HealthSettings`` refuses 0: a schedule
+    of "never" has no due date to be stale against).
     """
     name = Component.model_staleness
     if not _finite(age_hours):
