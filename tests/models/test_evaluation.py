@@ -154,7 +154,9 @@ def _timeline_frame(seed: int = 3, bars: int = 160, symbols: int = 4) -> pd.Data
                 o = outcome if side == "long" else rng.choice(["tp1", "stop", "timeout"], n)
                 frame[f"{side}_outcome"] = pd.array(o, dtype="str")
                 for k in ("tp1", "tp2", "tp3"):
-                    frame[f"{side}_{k}"] = pd.array(np.isin(o, ["tp1", "tp2", "tp3"][["tp1", "tp2", "tp3"].index(k):]))
+                    frame[f"{side}_{k}"] = pd.array(
+                        np.isin(o, ["tp1", "tp2", "tp3"][["tp1", "tp2", "tp3"].index(k) :])
+                    )
                 frame[f"{side}_stop"] = pd.array(o == "stop")
                 frame[f"{side}_r"] = r if side == "long" else -r
             rows.append(frame)
@@ -183,7 +185,9 @@ def _assert_rows_equal(mine: pd.DataFrame, full: pd.DataFrame, what: str) -> Non
             if isinstance(y, float | np.floating) and isinstance(x, float | np.floating):
                 assert (np.isnan(x) and np.isnan(y)) or abs(x - y) <= 1e-9, f"{what} {col}: {x} != {y}"
             else:
-                assert (pd.isna(x) and pd.isna(y)) if pd.isna(y) is True else x == y, f"{what} {col}: {x} != {y}"
+                assert (pd.isna(x) and pd.isna(y)) if pd.isna(y) is True else x == y, (
+                    f"{what} {col}: {x} != {y}"
+                )
 
 
 def test_the_accumulator_equals_the_full_recompute_at_every_pass():
