@@ -621,16 +621,26 @@ SNAPSHOT_FEATURES = ["symbol", "bar_close", "atr_14", "atr_pct_rank_252", "rv_ra
 
 
 def bar_features(history: wb.History, t: pd.Timestamp) -> pd.DataFrame:
-    """The bar's features with its close, as ``warehouse.decisions.bar_frame`` reads them live."""
-    bars, feats = history.at(t)
-    if feats.empty:
-        return feats
-    drop = [c for c in ("feature_set_version", "run_id", "computed_at") if c in feats.columns]
-    out = feats.drop(columns=drop).merge(
-        bars[["symbol", "interval", "ts", "close"]].rename(columns={"close": "bar_close"}),
-        on=["symbol", "interval", "ts"],
-    )
-    return out.sort_values("symbol", kind="stable").reset_index(drop=True)
+    """The bar's features with its close, as ``warehouse.decisions.bar_frame`` reads them live: one merge
+    over the whole history, made once and kept on it, then a slice per bar."""
+    frames = getattr(history, "_bar_features", None)
+    if frames is None:
+        feats, bars = history.features, history.bars
+        drop = [c for c in ("feature_set_version", "run_id", "computed_at") if c in feats.columns]
+        merged = feats.drop(columns=drop).merge(
+            bars[["symbol", "interval", "ts", "close"]].rename(columns={"close": "bar_close"}),
+            on=["symbol", "interval", "ts"],
+        )
+        frames = {
+            ts: g.sort_values("symbol", kind="stable").reset_index(drop=True)
+            for ts, g in merged.groupby("ts", sort=False)
+        }
+        frames[None] = merged.iloc[:0].reset_index(drop=True)
+        history._bar_features = frames
+    if t in frames:
+        return frames[t]
+    feats = history.at(t)[1]
+    return feats if feats.empty else frames[None]
 
 
 @contextmanager
