@@ -44,17 +44,28 @@ BARRIER_FIELDS = ("outcome", "tp1", "tp2", "tp3", "stop", "r")
 
 
 def attach_labels(
-    predictions: pd.DataFrame, bars: pd.DataFrame, exit_profile: BarrierProfile
+    predictions: pd.DataFrame,
+    bars: pd.DataFrame,
+    exit_profile: BarrierProfile,
+    cache: dict | None = None,
 ) -> pd.DataFrame:
     """Predictions with ``label_up`` (at each row's own label horizon) and the exit profile's barrier outcomes.
 
     ``bars``: the bars of the predicted symbols from the first predicted bar on, ordered by symbol and ts,
     with the features' ``atr_14`` (so barriers sit where the labels of training put them). Rows whose
-    horizon is not over yet get NaN / None.
+    horizon is not over yet get NaN / None. ``cache``: a dict kept by a caller that labels predictions
+    against the same ``bars`` again (the labels of the bars, per horizon, are made once).
     """
     keys = ["symbol", "ts"]
     atr = bars["atr_14"].to_numpy(dtype="float64")
-    exits = make_labels(bars, exit_profile, atr=atr)
+    cache = {} if cache is None else cache
+
+    def labels(profile: BarrierProfile) -> pd.DataFrame:
+        if profile not in cache:
+            cache[profile] = make_labels(bars, profile, atr=atr)
+        return cache[profile]
+
+    exits = labels(exit_profile)
     barrier_cols = [f"{side}_{f}" for side in SIDES for f in BARRIER_FIELDS]
     out = predictions.merge(exits[keys + barrier_cols], on=keys, how="left")
     out["label_up"] = np.nan
@@ -63,9 +74,8 @@ def attach_labels(
             tp1=exit_profile.tp1, tp2=exit_profile.tp2, tp3=exit_profile.tp3, stop=exit_profile.stop,
             horizon=int(horizon),
         )  # fmt: skip
-        labels = make_labels(bars, profile, atr=atr)[keys + ["label_up"]]
         rows = (out["label_horizon"] == horizon).to_numpy()
-        joined = out.loc[rows, keys].merge(labels, on=keys, how="left")
+        joined = out.loc[rows, keys].merge(labels(profile)[keys + ["label_up"]], on=keys, how="left")
         out.loc[rows, "label_up"] = joined["label_up"].to_numpy()
     return out
 

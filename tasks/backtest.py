@@ -298,10 +298,12 @@ class TimelineBenchmarks:
     def __init__(self, s: Settings, interval: str, history: wb.History, windows: list[str]) -> None:
         self.s, self.interval, self.history, self.windows = s, interval, history, windows
         self.acc: BenchmarkAccumulator | None = None
+        self.bars = label_bars(history, interval)
+        self.cache: dict = {}  # the bars' labels per horizon: made once per run, not per retrain
 
     def reset(self, predictions: pd.DataFrame) -> None:
         self.acc = BenchmarkAccumulator(self.windows, self.s.benchmark.ece_bins, score_params(self.s))
-        rows = known_at(predictions, self.history, self.interval, exit_profile(self.s))
+        rows = known_at(predictions, self.bars, exit_profile(self.s), self.cache)
         self.labels = rows.dropna(subset=["label_known_at"]).sort_values("label_known_at", kind="stable")
         self.exits = rows.dropna(subset=["exit_known_at"]).sort_values("exit_known_at", kind="stable")
         self.fed = [0, 0]
@@ -325,23 +327,29 @@ class TimelineBenchmarks:
         return self.acc.rows()
 
 
-def known_at(
-    predictions: pd.DataFrame, history: wb.History, interval: str, profile: BarrierProfile
-) -> pd.DataFrame:
-    """``attach_labels`` of ``predictions`` over the history's bars, with the bar at which each row's label
-    (``label_known_at``) and exit outcome (``exit_known_at``) become known (NaT: never in the history)."""
+def label_bars(history: wb.History, interval: str) -> pd.DataFrame:
+    """The history's bars with the features' atr_14, by symbol and ts, as ``load_bars_with_atr`` reads
+    them (a label at a bar depends on the bars up to its horizon only: labelling against the whole
+    history gives the flow's labels wherever the horizon is over)."""
     bars = history.bars[history.bars["interval"] == interval]
-    bars = bars[bars["symbol"].isin(predictions["symbol"].unique()) & (bars["ts"] >= predictions["ts"].min())]
     f = history.features
     if "feature_set_version" in f.columns:
         f = f[f["feature_set_version"] == FEATURE_SET_VERSION]
     keys = ["symbol", "interval", "ts"]
-    bars = (
+    return (
         bars.merge(f[keys + ["atr_14"]], on=keys, how="left")
         .sort_values(["symbol", "ts"], kind="stable")
         .reset_index(drop=True)
     )
-    out = attach_labels(predictions, bars, profile)
+
+
+def known_at(
+    predictions: pd.DataFrame, bars: pd.DataFrame, profile: BarrierProfile, cache: dict | None = None
+) -> pd.DataFrame:
+    """``attach_labels`` of ``predictions`` over ``bars`` (``label_bars``), with the bar at which each
+    row's label (``label_known_at``) and exit outcome (``exit_known_at``) become known (NaT: never in
+    the history). ``cache``: ``attach_labels``' labels of these bars, kept between calls."""
+    out = attach_labels(predictions, bars, profile, cache)
     pos = bars[["symbol", "ts"]].assign(_pos=range(len(bars)))
     last = pos.groupby("symbol")["_pos"].transform("max").to_numpy()
     pos["_last"] = last
