@@ -204,7 +204,8 @@ def model_staleness_score(
 ) -> ComponentScore:
     """Hours since the champion was last confirmed (or trained) over the retrain schedule (1 = due now).
 
-    None: no champion, scores 0.
+    None: no champion, scores 0. ``schedule_hours`` is positive (``HealthSettings`` refuses 0: a schedule
+    of "never" has no due date to be stale against).
     """
     name = Component.model_staleness
     if not _finite(age_hours):
@@ -474,7 +475,10 @@ def out_of_range_shares(ref: DriftReference, recent: pd.DataFrame, min_rows: int
     if not keep or recent.empty:
         return pd.Series(dtype="float64")
     cols = [ref.columns[i] for i in keep]
-    x = recent[cols].to_numpy(dtype="float64", na_value=np.nan)
+    if all(dt == np.float64 for dt in recent.dtypes):  # one float block (the backtest's): pick by position
+        x = recent.to_numpy()[:, recent.columns.get_indexer(cols)]
+    else:
+        x = recent[cols].to_numpy(dtype="float64", na_value=np.nan)
     finite = np.isfinite(x)
     with np.errstate(invalid="ignore"):
         outside = ((x < ref.lo[keep]) | (x > ref.hi[keep])) & finite
@@ -745,14 +749,15 @@ def measure(
         for name in ("champions", "predictions", "benchmarks", "failed_runs")
     }
     out: dict[str, list[IntervalMeasurements]] = {}
+    champion_intervals: dict[str, set] = {}  # one pass over the champions, not a filter per module
+    if len(inputs.champions):
+        for m, iv in zip(inputs.champions["module"], inputs.champions["interval"], strict=True):
+            champion_intervals.setdefault(m, set()).add(iv)
     for module in inputs.modules:
-        champ_rows = (
-            inputs.champions[inputs.champions["module"] == module]
-            if len(inputs.champions)
-            else inputs.champions
-        )
         intervals = (
-            sorted(champ_rows["interval"].unique()) if len(champ_rows) else list(inputs.default_intervals)
+            sorted(champion_intervals[module])
+            if module in champion_intervals
+            else list(inputs.default_intervals)
         )
         out[module] = [_measure_one(inputs, keyed, module, iv, now, cfg, exchange, refs) for iv in intervals]
     return out

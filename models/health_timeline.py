@@ -113,6 +113,7 @@ class _Index:
 
     def __init__(self, frames: MarketFrames) -> None:
         self.registry_memo: dict = {}
+        self.benchmarks_memo: tuple | None = None  # (the benchmarks frame, rows by now, _benchmarks_at)
         self.features: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
         for interval, f in frames.features.groupby("interval", sort=False):
             by = ["ts", "symbol"] if "symbol" in f.columns else ["ts"]  # the warehouse sample's order
@@ -180,6 +181,19 @@ def _benchmarks_at(benchmarks: pd.DataFrame, now: pd.Timestamp, cfg) -> pd.DataF
     )
     b = b[b["window_name"].to_numpy() == wanted]
     return b.sort_values("computed_at").groupby(["module", "interval"], sort=True).tail(1)[cols]
+
+
+def _benchmarks_memo(idx: _Index, benchmarks: pd.DataFrame, now: pd.Timestamp, cfg) -> pd.DataFrame:
+    """``_benchmarks_at``, recomputed only when the rows stored by ``now`` change: the table grows at
+    every benchmark pass, and scanning all of it at every bar made a run quadratic in bars."""
+    if benchmarks is None or benchmarks.empty:
+        return _benchmarks_at(benchmarks, now, cfg).reset_index(drop=True)
+    k = int((benchmarks["computed_at"] <= now).sum())
+    memo = idx.benchmarks_memo
+    if memo is None or memo[0] is not benchmarks or memo[1] != k:
+        memo = (benchmarks, k, _benchmarks_at(benchmarks, now, cfg).reset_index(drop=True))
+        idx.benchmarks_memo = memo
+    return memo[2]
 
 
 def _recent_features(idx: _Index, interval: str, now: pd.Timestamp, bars: int) -> pd.DataFrame:
@@ -257,7 +271,7 @@ def inputs_at(
         newest_bars={str(k): utc(v) for k, v in newest.items()},
         predictions=_predictions_at(idx, now),
         failed_runs=failed_runs,
-        benchmarks=_benchmarks_at(frames.benchmarks, now, cfg).reset_index(drop=True),
+        benchmarks=_benchmarks_memo(idx, frames.benchmarks, now, cfg),
         features=features,
         dq=dq,
         combined=dict(combined or {}),

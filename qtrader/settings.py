@@ -459,8 +459,9 @@ class HealthSettings(BaseModel):
     staleness_ratio_ok: float = 1.25  # hours since the champion was last confirmed / retrain schedule
     staleness_ratio_bad: float = 3.0
     # prefect.yaml retrains both intervals weekly (Saturdays); a backtest sets its own cadence here.
-    retrain_schedule_hours_daily: float = 168.0
-    retrain_schedule_hours_intraday: float = 168.0
+    # Positive: the staleness score is age / schedule; there is no "never retrain" setting to score.
+    retrain_schedule_hours_daily: PositiveFloat = 168.0
+    retrain_schedule_hours_intraday: PositiveFloat = 168.0
     dq_failure_ok: float = 0.001  # failing / checked rows, critical verdicts of the input gates
     dq_failure_bad: float = 0.02
     dq_recent_runs: int = 3  # newest ingest and features runs per interval

@@ -3,21 +3,25 @@
 Two passes over the replayed bars, both in scratch warehouses under ``data/backtests/<run_id>/``:
 
 1. **Model timeline** (``models.duckdb``): the scratch warehouse starts with the warm-up history and
-   grows one bar at a time, as ingest and the features flow would have filled it. At each bar the
-   scheduled flows run on their cadence in simulated time (``BacktestSettings``): retrain (walk-forward,
-   calibration, champion/challenger) and benchmark in the scratch warehouse; thresholds, health and
-   alerts in memory (``models.health_timeline.HealthTimeline``: the metric history, learned thresholds
-   and open alerts carried from bar to bar, the same numbers as the flows' full recompute over the
-   scratch warehouse, ``tests/flows/test_model_timeline.py``), each with ``now`` = the bar, so they only
-   see what existed then; the champions' predictions for the bar are made and gated as the decision flow
-   does. What the decision step reads of all that (champions, health and alerts, module stats, the
-   learned stop cap) is kept per bar.
+   grows bar by bar, as ingest and the features flow would have filled it (written in batches before
+   each retrain, the only step of the timeline that reads those tables back: ``ScratchAppends``). At each
+   bar the scheduled flows run on their cadence in simulated time (``BacktestSettings``): retrain
+   (walk-forward, calibration, champion/challenger) in the scratch warehouse; benchmark from running sums
+   of the newly labelled predictions (``TimelineBenchmarks``, rows written as the flow writes them);
+   thresholds, health and alerts in memory (``models.health_timeline.HealthTimeline``: the metric
+   history, learned thresholds and open alerts carried from bar to bar). Both are the same numbers as the
+   flows' full recompute over the scratch warehouse (``tests/flows/test_model_timeline.py``), each with
+   ``now`` = the bar, so they only see what existed then; the champions' predictions for the bar are made
+   and gated as the decision flow does. What the decision step reads of all that (champions, health and
+   alerts, module stats, the learned stop cap) is kept per bar.
 2. **Modes** (``<mode>.duckdb``): a copy of the timeline's warehouse with an empty paper account; each
    bar runs ``tasks.decide.run_bar`` (the live decision bar: reconcile, stop moves, filter, size, exit
    plan, order gate, brackets to the local paper broker, which fills them against the bars) with the
    mode's settings and the model inputs in force at that bar.
 
-Look-ahead: pass 1 cannot read the future (it is not in the warehouse yet); pass 2's warehouse holds the
+Look-ahead: pass 1 cannot read the future (it is not in the warehouse yet), except the benchmark's labels,
+computed once per retrain from the history's bars and each counted only from the bar its horizon ends
+(the flow's rows at every pass are the test); pass 2's warehouse holds the
 whole period, but every read of run_bar is keyed by the bar (features; predictions, put back as they
 stood at the bar, since a later retrain rewrites earlier walk-forward predictions) or comes from the
 pass-1 snapshot, and the broker only steps bars up to the decision bar. tests/flows/test_backtest_flow.py
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -47,10 +52,12 @@ from expectations.frame_gate import check_rules, gate_frame
 from models import backtest as mb
 from models import decision as dm
 from models import engine as me
+from models.evaluation import BenchmarkAccumulator, attach_labels
 from models.features import FEATURE_SET_VERSION
 from models.fills import FillCosts
 from models.health import schedule_hours
 from models.health_timeline import HealthSnapshot, HealthTimeline, MarketFrames, threshold_for
+from models.labels import BarrierProfile
 from models.signals.volatility import vol_state
 from models.trade_filter import gate_block_counts
 from models.training import live_predictions
@@ -59,7 +66,13 @@ from qtrader.calendar import interval_minutes, is_daily
 from qtrader.progress import report
 from qtrader.settings import Settings, load_settings
 from tasks.backtest_report import write_report
-from tasks.benchmark import benchmark_pass, benchmark_windows
+from tasks.benchmark import (
+    benchmark_windows,
+    exit_profile,
+    load_labelled_predictions,
+    record_benchmarks,
+    score_modules,
+)
 from tasks.decide import (
     SignalSource,
     bar_signals,
@@ -72,11 +85,11 @@ from tasks.decide import (
 )
 from tasks.health import health_pass, health_rows, monitored_modules, thresholds_pass
 from tasks.resources import warehouse
-from tasks.retrain import Champion, load_champions
+from tasks.retrain import Champion, load_champions, score_params
 from warehouse import backtest as wb
 from warehouse import decisions as wd
 from warehouse.db import Warehouse, pinned
-from warehouse.models import PREDICTION_COLUMNS
+from warehouse.models import PREDICTION_COLUMNS, load_predictions
 
 # ------------------------------------------------------------------------------------------------- plan
 
@@ -232,6 +245,9 @@ class Timeline:
     # scratch warehouse (thresholds and health passes), to compare with the in-memory one
     recomputed: dict[pd.Timestamp, me.HealthView] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)  # seconds: retrains and the rest of the timeline
+    # recompute=True only: per benchmark pass, (incremental rows, the benchmark flow's full recompute over
+    # the scratch warehouse), each a (benchmarks, exit_stats) pair, to compare
+    benchmark_checks: dict[pd.Timestamp, tuple] = field(default_factory=dict)
 
 
 def _due(i: int, every: int) -> bool:
@@ -266,6 +282,91 @@ def predict_period(
         pd.concat(frames, ignore_index=True), suite="predictions", run_id=run_id, stage="predictions"
     )
     return gated.passed.assign(run_id=run_id, predicted_at=now), gated.dq_results
+
+
+class TimelineBenchmarks:
+    """The benchmark flow's rows at each pass of the timeline, from running sums (``BenchmarkAccumulator``)
+    instead of a full recompute over every stored prediction: a pass costs what its newly known labels cost.
+
+    ``reset`` after each retrain (the only step that rewrites stored predictions) labels every prediction
+    the scratch warehouse holds or will hold until the next retrain, once, from the history's bars: a
+    label depends on the bars up to its horizon only, so it is the one the flow computes at any bar where
+    the horizon is over; each row is fed to the sums at the first bar that knows it (``label_known_at``,
+    ``exit_known_at``: the bar ``horizon`` bars after the prediction's, on the symbol's own calendar).
+    """
+
+    def __init__(self, s: Settings, interval: str, history: wb.History, windows: list[str]) -> None:
+        self.s, self.interval, self.history, self.windows = s, interval, history, windows
+        self.acc: BenchmarkAccumulator | None = None
+        self.bars = label_bars(history, interval)
+        self.cache: dict = {}  # the bars' labels per horizon: made once per run, not per retrain
+
+    def reset(self, predictions: pd.DataFrame) -> None:
+        self.acc = BenchmarkAccumulator(self.windows, self.s.benchmark.ece_bins, score_params(self.s))
+        rows = known_at(predictions, self.bars, exit_profile(self.s), self.cache)
+        self.labels = rows.dropna(subset=["label_known_at"]).sort_values("label_known_at", kind="stable")
+        self.exits = rows.dropna(subset=["exit_known_at"]).sort_values("exit_known_at", kind="stable")
+        self.fed = [0, 0]
+
+    def rows(self, t: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(benchmarks, exit_stats) as the benchmark flow would score them at ``t``."""
+        for k, (frame, col, add) in enumerate(
+            (
+                (self.labels, "label_known_at", self.acc.add_labels),
+                (self.exits, "exit_known_at", self.acc.add_exits),
+            )
+        ):
+            upto = int(frame[col].searchsorted(t, side="right"))
+            if upto > self.fed[k]:
+                add(frame.iloc[self.fed[k] : upto])
+                self.fed[k] = upto
+        if self.acc.newest_labelled() is None:
+            raise ValueError(
+                "no prediction has a known label yet: benchmark again once their horizon is over"
+            )
+        return self.acc.rows()
+
+
+def label_bars(history: wb.History, interval: str) -> pd.DataFrame:
+    """The history's bars with the features' atr_14, by symbol and ts, as ``load_bars_with_atr`` reads
+    them (a label at a bar depends on the bars up to its horizon only: labelling against the whole
+    history gives the flow's labels wherever the horizon is over)."""
+    bars = history.bars[history.bars["interval"] == interval]
+    f = history.features
+    if "feature_set_version" in f.columns:
+        f = f[f["feature_set_version"] == FEATURE_SET_VERSION]
+    keys = ["symbol", "interval", "ts"]
+    return (
+        bars.merge(f[keys + ["atr_14"]], on=keys, how="left")
+        .sort_values(["symbol", "ts"], kind="stable")
+        .reset_index(drop=True)
+    )
+
+
+def known_at(
+    predictions: pd.DataFrame, bars: pd.DataFrame, profile: BarrierProfile, cache: dict | None = None
+) -> pd.DataFrame:
+    """``attach_labels`` of ``predictions`` over ``bars`` (``label_bars``), with the bar at which each
+    row's label (``label_known_at``) and exit outcome (``exit_known_at``) become known (NaT: never in
+    the history). ``cache``: ``attach_labels``' labels of these bars, kept between calls."""
+    out = attach_labels(predictions, bars, profile, cache)
+    pos = bars[["symbol", "ts"]].assign(_pos=range(len(bars)))
+    last = pos.groupby("symbol")["_pos"].transform("max").to_numpy()
+    pos["_last"] = last
+    at = out[["symbol", "ts"]].merge(pos, on=["symbol", "ts"], how="left")
+    ts = pd.DatetimeIndex(bars["ts"])
+
+    def lead(horizon, known) -> pd.Series:
+        p = at["_pos"].to_numpy(dtype="float64") + np.asarray(horizon, dtype="float64")
+        ok = known & np.isfinite(p) & (p <= at["_last"].to_numpy(dtype="float64"))
+        idx = np.where(ok, p, 0).astype(np.int64)
+        return pd.Series(ts[idx], index=out.index).where(ok)
+
+    out["label_known_at"] = lead(out["label_horizon"].to_numpy(), out["label_up"].notna().to_numpy())
+    outcome = out["long_outcome"]
+    known = (outcome.notna() & (outcome.astype(str) != "<NA>")).to_numpy()
+    out["exit_known_at"] = lead(profile.horizon, known)
+    return out
 
 
 @task(name="model-timeline", cache_policy=NO_CACHE)
@@ -310,11 +411,15 @@ def model_timeline(
     frames: MarketFrames | None = None
     view, stats, recomputed = me.HealthView(None, None, {}), None, {}
     retrain_seconds = 0.0
+    bench = TimelineBenchmarks(s, interval, history, windows)
+    checks: dict[pd.Timestamp, tuple] = {}
+    scratch = ScratchAppends(path)
     with pinned(path), quiet_task_logs():
         for i, t in enumerate(times):
-            wb.append_bar(path, *history.at(t))
+            scratch.bar(*history.at(t))
             if i in retrain_at or not champions:
                 r0 = time.perf_counter()
+                scratch.flush()
                 retrain_flow.fn(interval=interval, warehouse=str(path), now=t.isoformat(), overrides=over)
                 champions, _ = load_champions.fn(s, interval)
                 runs["retrain"] += 1
@@ -325,12 +430,26 @@ def model_timeline(
                 period = history.features[history.features["ts"].isin(times[i:nxt])]
                 pending, dq = predict_period(champions, members, period, interval, run_id, t)
                 frames, stats = market_frames(path, history, pending), None
+                readable = stored_and_pending(path, interval, pending)
+                bench.reset(readable)
+                # what predictions_at(t) reads after the bar's append: the stored rows of each bar of the
+                # period and the period's own (nothing else writes predictions until the next retrain)
+                period_rows = readable[readable["ts"].isin(times[i:nxt])]
+                by_ts, empty = dict(tuple(period_rows.groupby("ts", sort=False))), readable.iloc[:0]
                 retrain_seconds += time.perf_counter() - r0
             else:
                 dq = None
-            runs["predictions"] += wb.append_predictions(path, pending[pending["ts"] == t], dq)
+            bar_predictions = pending[pending["ts"] == t]
+            runs["predictions"] += scratch.predictions(bar_predictions, dq)
             if _due(i, every["benchmark"]):
-                benchmark_pass(s, interval, windows, t, f"{run_id}-b{i}", tracked=False)
+                rows = bench.rows(t)
+                record_benchmarks.fn(s, interval, *rows, f"{run_id}-b{i}", t)
+                if recompute:
+                    scratch.flush()
+                    checks[t] = (
+                        rows,
+                        score_modules.fn(s, load_labelled_predictions.fn(s, interval), windows)[:2],
+                    )
                 frames.benchmarks, stats = wb.benchmarks(path), None
                 runs["benchmark"] += 1
             learn = _due(i, every["thresholds"])
@@ -341,14 +460,16 @@ def model_timeline(
             elif learn:
                 health.learn(t)
             if recompute:
+                scratch.flush()
                 recomputed[t] = recompute_health(s, path, t, every, i, run_id)
             if stats is None and source in champions:
                 stats = latest_module_stats(s, path, interval)
-            asof = wb.predictions_at(path, t)
+            asof = by_ts.get(t, empty)
             seen.append(asof)
             snapshots[t] = snapshot(s, interval, t, champions, history, asof, run_id, view,
                                     stop_cap(s, health), stats)  # fmt: skip
             report("backtest: models", i + 1, len(times))
+        scratch.flush()  # the modes' warehouses are copies of it
     seconds = time.perf_counter() - started
     log.info(
         "model timeline over %d bars in %.1fs (retrains %.1fs; %s); source module %s", len(times), seconds,
@@ -356,7 +477,56 @@ def model_timeline(
     )  # fmt: skip
     as_of = pd.concat([f for f in seen if len(f)], ignore_index=True) if any(len(f) for f in seen) else None
     stages = {"retrains": retrain_seconds, "model timeline": seconds - retrain_seconds}
-    return Timeline(interval, times, path, folder, snapshots, over, as_of, runs, seconds, recomputed, stages)
+    return Timeline(interval, times, path, folder, snapshots, over, as_of, runs, seconds, recomputed, stages,
+                    checks)  # fmt: skip
+
+
+class ScratchAppends:
+    """The bars, features and predictions each bar adds to the scratch warehouse, written in batches: the
+    retrain (and the recompute, in tests) is the only reader of those tables during the timeline, so
+    ``flush`` runs before it, and once at the end, instead of three DuckDB transactions per bar."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.bars: list[pd.DataFrame] = []
+        self.features: list[pd.DataFrame] = []
+        self.preds: list[pd.DataFrame] = []
+        self.dq: list[pd.DataFrame] = []
+
+    def bar(self, bars: pd.DataFrame, features: pd.DataFrame) -> None:
+        self.bars.append(bars)
+        self.features.append(features)
+
+    def predictions(self, predictions: pd.DataFrame, dq_results: pd.DataFrame | None) -> int:
+        self.preds.append(predictions)
+        if dq_results is not None and len(dq_results):
+            self.dq.append(dq_results)
+        return len(predictions)
+
+    def flush(self) -> None:
+        def joined(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
+            frames = [f for f in frames if len(f)]
+            return pd.concat(frames, ignore_index=True) if frames else None
+
+        bars, feats = joined(self.bars), joined(self.features)
+        if bars is not None or feats is not None:
+            wb.append_bar(self.path, *(f if f is not None else pd.DataFrame() for f in (bars, feats)))
+        preds, dq = joined(self.preds), joined(self.dq)
+        if preds is not None or dq is not None:
+            wb.append_predictions(self.path, preds if preds is not None else pd.DataFrame(), dq)
+        self.bars, self.features, self.preds, self.dq = [], [], [], []
+
+
+def stored_and_pending(path: Path, interval: str, pending: pd.DataFrame) -> pd.DataFrame:
+    """Every prediction the benchmark flow will read until the next retrain: those stored, and the period's
+    (a row the retrain stored for the same key wins, as ``append_predictions`` ignores it)."""
+    stored = load_predictions(Warehouse(path), interval)
+    new = pending.reindex(columns=stored.columns)
+    if len(stored) and len(new):
+        key = ["symbol", "interval", "ts", "module"]
+        new = new[~pd.MultiIndex.from_frame(new[key]).isin(pd.MultiIndex.from_frame(stored[key]))]
+    out = pd.concat([f for f in (stored, new) if len(f)], ignore_index=True)
+    return out.assign(ts=pd.to_datetime(out["ts"], utc=True))
 
 
 def market_frames(path: Path, history: wb.History, pending: pd.DataFrame) -> MarketFrames:
@@ -459,16 +629,26 @@ SNAPSHOT_FEATURES = ["symbol", "bar_close", "atr_14", "atr_pct_rank_252", "rv_ra
 
 
 def bar_features(history: wb.History, t: pd.Timestamp) -> pd.DataFrame:
-    """The bar's features with its close, as ``warehouse.decisions.bar_frame`` reads them live."""
-    bars, feats = history.at(t)
-    if feats.empty:
-        return feats
-    drop = [c for c in ("feature_set_version", "run_id", "computed_at") if c in feats.columns]
-    out = feats.drop(columns=drop).merge(
-        bars[["symbol", "interval", "ts", "close"]].rename(columns={"close": "bar_close"}),
-        on=["symbol", "interval", "ts"],
-    )
-    return out.sort_values("symbol", kind="stable").reset_index(drop=True)
+    """The bar's features with its close, as ``warehouse.decisions.bar_frame`` reads them live: one merge
+    over the whole history, made once and kept on it, then a slice per bar."""
+    frames = getattr(history, "_bar_features", None)
+    if frames is None:
+        feats, bars = history.features, history.bars
+        drop = [c for c in ("feature_set_version", "run_id", "computed_at") if c in feats.columns]
+        merged = feats.drop(columns=drop).merge(
+            bars[["symbol", "interval", "ts", "close"]].rename(columns={"close": "bar_close"}),
+            on=["symbol", "interval", "ts"],
+        )
+        frames = {
+            ts: g.sort_values("symbol", kind="stable").reset_index(drop=True)
+            for ts, g in merged.groupby("ts", sort=False)
+        }
+        frames[None] = merged.iloc[:0].reset_index(drop=True)
+        history._bar_features = frames
+    if t in frames:
+        return frames[t]
+    feats = history.at(t)[1]
+    return feats if feats.empty else frames[None]
 
 
 @contextmanager

@@ -67,6 +67,10 @@ def test_unknown_key_in_a_section_names_the_section(tmp_path):
         ('[benchmark]\nwindows_daily = ["30d", "7x"]\n', "benchmark.windows_daily"),
         ("lock_timeout_s = -1\n", "lock_timeout_s"),
         ('[files]\ndate_format = "%Y"\n', "files.date_format"),
+        # the staleness score divides by the schedule; a backtest has no 0-bar cadence either
+        ("[health]\nretrain_schedule_hours_daily = 0\n", "health.retrain_schedule_hours_daily"),
+        ("[health]\nretrain_schedule_hours_intraday = -1\n", "health.retrain_schedule_hours_intraday"),
+        ("[backtest]\nretrain_every_bars_daily = 0\n", "backtest.retrain_every_bars_daily"),
     ],
 )
 def test_nonsensical_values_in_the_file_are_refused(tmp_path, toml, field):

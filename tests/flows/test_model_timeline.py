@@ -88,3 +88,16 @@ def test_every_bar_agrees(timeline):
         or not _same(list(timeline.snapshots[t].health.alerts), list(timeline.recomputed[t].alerts))
     ]  # fmt: skip
     assert differ == []
+
+
+def test_incremental_benchmarks_equal_the_benchmark_flow_at_every_pass(timeline):
+    """Each benchmark pass's rows (running sums of the newly labelled predictions) equal the benchmark
+    flow's full recompute over the scratch warehouse at that bar, retrains (which rewrite stored
+    predictions) included."""
+    from tests.models.test_evaluation import _assert_rows_equal
+
+    assert len(timeline.benchmark_checks) == timeline.runs["benchmark"] >= 5
+    for t, ((bench, exits), (full_bench, full_exits)) in timeline.benchmark_checks.items():
+        assert len(full_bench) and len(full_exits)
+        _assert_rows_equal(bench, full_bench, f"{t} benchmarks")
+        _assert_rows_equal(exits, full_exits, f"{t} exit stats")

@@ -118,3 +118,104 @@ def test_attach_labels_uses_each_rows_horizon_and_the_exit_profile():
     exits = make_labels(bars, profile, atr=bars["atr_14"])
     assert (out["long_outcome"].fillna("-") == exits["long_outcome"].fillna("-")).all()
     assert newest_labelled(out) == bars.loc[out["label_up"].notna(), "ts"].max()
+
+
+# ------------------------------------------------------------------------- incremental == full recompute
+
+
+def _timeline_frame(seed: int = 3, bars: int = 160, symbols: int = 4) -> pd.DataFrame:
+    """Predictions of three modules on a daily calendar with labels and exit outcomes, and the bar at which
+    each becomes known (label horizon per module, an exit horizon of its own)."""
+    rng = np.random.default_rng(seed)
+    days = pd.date_range("2026-01-01", periods=bars, freq="D", tz="UTC")
+    rows = []
+    for m, horizon in (("a", 1), ("b", 5), ("c", 3)):
+        for s in range(symbols):
+            n = bars
+            p = np.round(rng.uniform(0.2, 0.8, n), 2)  # rounded: ties in the AUC ranks
+            p[rng.uniform(size=n) < 0.1] = 0.5
+            y = (rng.uniform(size=n) < p).astype(float)
+            up = p >= 0.5
+            outcome = rng.choice(["tp1", "tp2", "tp3", "stop", "timeout"], n)
+            r = rng.normal(0, 1, n)
+            r[rng.uniform(size=n) < 0.05] = np.nan
+            frame = pd.DataFrame({
+                "module": m, "symbol": f"S{s}", "ts": days, "p_up": p, "label_up": y,
+                "direction": np.where(p == 0.5, 0, np.where(up, 1, -1)),
+                "confidence_raw": np.maximum(p, 1 - p),
+                "confidence_seed": np.clip(np.maximum(p, 1 - p) * 0.9, 0.5, 1.0),
+                "confidence_calibrated": rng.uniform(0.4, 1.0, n),
+                "predict_latency_ms": np.where(rng.uniform(size=n) < 0.05, np.nan, rng.uniform(0.1, 5.0, n)),
+                "model_version": 1 + np.arange(n) // 40 + (s % 2),
+                "label_known_at": days + pd.Timedelta(days=horizon),
+                "exit_known_at": days + pd.Timedelta(days=4),
+            })  # fmt: skip
+            for side in ("long", "short"):
+                o = outcome if side == "long" else rng.choice(["tp1", "stop", "timeout"], n)
+                frame[f"{side}_outcome"] = pd.array(o, dtype="str")
+                for k in ("tp1", "tp2", "tp3"):
+                    frame[f"{side}_{k}"] = pd.array(
+                        np.isin(o, ["tp1", "tp2", "tp3"][["tp1", "tp2", "tp3"].index(k) :])
+                    )
+                frame[f"{side}_stop"] = pd.array(o == "stop")
+                frame[f"{side}_r"] = r if side == "long" else -r
+            rows.append(frame)
+    return pd.concat(rows, ignore_index=True)
+
+
+def _as_known(frame: pd.DataFrame, t: pd.Timestamp) -> pd.DataFrame:
+    """The frame as a full recompute at ``t`` sees it: labels and outcomes not known yet are missing."""
+    out = frame[frame["ts"] <= t].copy()
+    out.loc[out["label_known_at"] > t, "label_up"] = np.nan
+    late = out["exit_known_at"] > t
+    for side in ("long", "short"):
+        out[f"{side}_outcome"] = out[f"{side}_outcome"].astype(object).where(~late, None)
+        for k in ("tp1", "tp2", "tp3", "stop"):
+            out.loc[late, f"{side}_{k}"] = pd.NA
+        out.loc[late, f"{side}_r"] = np.nan
+    return out
+
+
+def _assert_rows_equal(mine: pd.DataFrame, full: pd.DataFrame, what: str) -> None:
+    assert list(mine.columns) == list(full.columns)
+    assert len(mine) == len(full), f"{what}: {len(mine)} rows, the full recompute {len(full)}"
+    for col in full.columns:
+        a, b = mine[col].tolist(), full[col].tolist()
+        for x, y in zip(a, b, strict=True):
+            if isinstance(y, float | np.floating) and isinstance(x, float | np.floating):
+                assert (np.isnan(x) and np.isnan(y)) or abs(x - y) <= 1e-9, f"{what} {col}: {x} != {y}"
+            else:
+                assert (pd.isna(x) and pd.isna(y)) if pd.isna(y) is True else x == y, (
+                    f"{what} {col}: {x} != {y}"
+                )
+
+
+def test_the_accumulator_equals_the_full_recompute_at_every_pass():
+    from models.evaluation import BenchmarkAccumulator
+
+    frame = _timeline_frame()
+    windows = ["7d", "30d", "all"]
+    acc = BenchmarkAccumulator(windows, n_bins=10, score_params={"w_accuracy": 0.5, "w_auc": 0.3,
+                                                                 "w_calibration": 0.2})  # fmt: skip
+    days = sorted(frame["ts"].unique())
+    fed_labels = fed_exits = pd.Series(False, index=frame.index)
+    passes = 0
+    for k, t in enumerate(days):
+        if k % 3:
+            continue
+        labels = (frame["label_known_at"] <= t) & ~fed_labels
+        exits = (frame["exit_known_at"] <= t) & ~fed_exits
+        acc.add_labels(frame[labels])
+        acc.add_exits(frame[exits])
+        fed_labels, fed_exits = fed_labels | labels, fed_exits | exits
+        known = _as_known(frame, t)
+        end = newest_labelled(known)
+        assert acc.newest_labelled() == end
+        if end is None:
+            continue
+        bench, ex = acc.rows()
+        params = {"w_accuracy": 0.5, "w_auc": 0.3, "w_calibration": 0.2}
+        _assert_rows_equal(bench, benchmark_rows(known, windows, end, 10, params), f"pass {k} benchmarks")
+        _assert_rows_equal(ex, exit_stats_from_labels(known, windows, end), f"pass {k} exit stats")
+        passes += 1
+    assert passes > 40
