@@ -397,10 +397,16 @@ def _values(array) -> list[Any]:
 
 
 class Recorder:
-    """Everything a run of bars produced, kept in memory: the rows of the warehouse's trading tables."""
+    """Everything a run of bars produced, kept in memory: the rows of the warehouse's trading tables.
 
-    def __init__(self, broker: str) -> None:
+    ``spill``: given, each chunk of ``chunk_rows`` decisions is handed to it as a frame and dropped, and
+    ``frames()["decisions"]`` holds only the rows after the last chunk: a long replay's millions of
+    rejected candidates go to its results file as they are made instead of staying in memory.
+    """
+
+    def __init__(self, broker: str, spill: Callable[[pd.DataFrame], None] | None = None) -> None:
         self.broker = broker
+        self.spill = spill
         self.decisions: dict[str, list[Any]] = {k: [] for k in (*dm.DECISION_FIELDS, "run_id", "decided_at")}
         self.orders: list[dict[str, Any]] = []
         self.fill_rows: list[dict[str, Any]] = []
@@ -442,6 +448,9 @@ class Recorder:
     def _pack(self) -> None:
         if not self.decisions["decision_id"]:
             return
+        if self.spill is not None:
+            self.spill(self._take_rows())
+            return
         chunks = self.__dict__.setdefault("_chunks", {k: [] for k in self.decisions})
         for k, col in self.decisions.items():
             if k == "client_order_ids":
@@ -449,10 +458,20 @@ class Recorder:
             chunks[k].append(pd.Series(col).array)
             self.decisions[k] = []
 
+    def _take_rows(self) -> pd.DataFrame:
+        """The decisions not yet packed or spilled, as ``pd.DataFrame`` of their rows; forgets them."""
+        cols = {k: [",".join(c) if c else None for c in col] if k == "client_order_ids" else col
+                for k, col in self.decisions.items()}  # fmt: skip
+        self.decisions = {k: [] for k in self.decisions}
+        return pd.DataFrame(cols) if cols["decision_id"] else pd.DataFrame([])
+
     def _decision_frame(self) -> pd.DataFrame:
         """The decisions rows as one frame, exactly what ``pd.DataFrame`` of the rows gives: a column whose
         chunks share a dtype is their concatenation, else its values are inferred again as a whole (say a
-        float column whose first chunk was all None). Ends the recording of decisions."""
+        float column whose first chunk was all None). Ends the recording of decisions (with ``spill``: the rows
+        after the last spilled chunk)."""
+        if self.spill is not None:
+            return self._take_rows()
         self._pack()
         chunks = self.__dict__.pop("_chunks", None)
         if not chunks:

@@ -341,6 +341,16 @@ def health_driver_text(details: Mapping[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
+def health_gated(decisions: pd.DataFrame) -> pd.DataFrame:
+    """The rows where a health rule failed: the only ones gate_block_counts reads, found with one string
+    search over the column (a long backtest has millions of rows, few of them blocked by health)."""
+    if not len(decisions):
+        return decisions
+    failed = decisions["failed"] if "failed" in decisions.columns else pd.Series("", index=decisions.index)
+    hit = failed.fillna("").astype(str).str.contains("_health_degraded", regex=False).to_numpy(dtype=bool)
+    return decisions[hit]
+
+
 def gate_block_counts(decisions: pd.DataFrame) -> pd.DataFrame:
     """How many candidates each health-gate rule blocked, from ``decisions`` rows (reason_code, failed,
     details): per rule, ``first`` (the rule was the candidate's reason code), ``any`` (the rule failed,
@@ -350,19 +360,7 @@ def gate_block_counts(decisions: pd.DataFrame) -> pd.DataFrame:
     """
     rows = {rule: {"rule": rule, "first": 0, "any": 0, "only": 0, "drivers": {}} for rule in HEALTH_RULES}
     candidates = 0
-    # Only rows where a health rule failed count: find them with one string search over the column (a long
-    # backtest has millions of rows, few of them blocked by health).
-    if len(decisions):
-        failed_text = (
-            decisions["failed"] if "failed" in decisions.columns else pd.Series("", index=decisions.index)
-        )
-        hit = (
-            failed_text.fillna("")
-            .astype(str)
-            .str.contains("_health_degraded", regex=False)
-            .to_numpy(dtype=bool)
-        )
-        decisions = decisions[hit]
+    decisions = health_gated(decisions)
     for r in decisions.to_dict("records") if len(decisions) else []:
         failed = [f.strip() for f in str(r.get("failed") or "").split(",") if f.strip()]
         candidates += any(rule in failed for rule in HEALTH_RULES)

@@ -59,7 +59,7 @@ from models.health import schedule_hours
 from models.health_timeline import HealthSnapshot, HealthTimeline, MarketFrames, threshold_for
 from models.labels import BarrierProfile
 from models.signals.volatility import vol_state
-from models.trade_filter import gate_block_counts
+from models.trade_filter import gate_block_counts, health_gated
 from models.training import live_predictions
 from qtrader import artifacts as qa
 from qtrader.calendar import interval_minutes, is_daily
@@ -710,7 +710,8 @@ def replay_mode(
         tick=s.orders.tick, clock=lambda: now[0].to_pydatetime(), feed=wb.HistoryFeed(history),
     )  # fmt: skip
     trader = Trader(broker, me.EngineConfig.from_settings(s, broker.name), order_gate)
-    records = Recorder(broker.name)
+    spill = DecisionSpill(timeline.folder / f"{mode}.duckdb")
+    records = Recorder(broker.name, spill)
     reasons: dict[str, int] = {}
     warned: list[str] = []
 
@@ -742,9 +743,9 @@ def replay_mode(
     refused = replay(trader, timeline.times, market_at, records, run_id, on_bar=on_bar)
     frames = records.frames()
     w0 = time.perf_counter()
-    path = write_records(records, frames, timeline.folder / f"{mode}.duckdb", broker)
-    write_seconds = time.perf_counter() - w0
-    blocks = gate_block_counts(frames["decisions"])
+    path = write_records(records, frames, spill.path, broker, fresh=False)
+    write_seconds = time.perf_counter() - w0 + spill.seconds
+    blocks = spill.gate_blocks(frames["decisions"])
     res = wb.mode_results(path, broker.name)
     seconds = time.perf_counter() - started
     log.info(
@@ -762,12 +763,36 @@ def order_gate(columns) -> GateVerdict:
     return GateVerdict(not any(failures.values()), failures)
 
 
-def write_records(records: Recorder, frames: dict[str, pd.DataFrame], path: Path, broker) -> Path:
+def write_records(
+    records: Recorder, frames: dict[str, pd.DataFrame], path: Path, broker, *, fresh: bool = True
+) -> Path:
     """A mode's results file (warehouse.backtest.write_mode_records) from what its replay recorded
-    (``frames``: ``records.frames()``)."""
+    (``frames``: ``records.frames()``; ``fresh=False`` after a DecisionSpill into the same file)."""
     return wb.write_mode_records(
-        path, **frames, order_records=order_record_rows(records.sent, broker, records.broker)
+        path, **frames, order_records=order_record_rows(records.sent, broker, records.broker), fresh=fresh
     )
+
+
+class DecisionSpill:
+    """A Recorder's ``spill``: each chunk of a mode's decisions goes to its results file as the replay
+    makes it, and only the rows the gate-block counts read (a health rule failed) stay in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = wb.new_mode_records(path)
+        self.gated: list[pd.DataFrame] = []
+        self.rows = 0
+        self.seconds = 0.0  # spent writing
+
+    def __call__(self, decisions: pd.DataFrame) -> None:
+        t0 = time.perf_counter()
+        self.rows += wb.append_mode_decisions(self.path, decisions)
+        self.gated.append(health_gated(decisions))
+        self.seconds += time.perf_counter() - t0
+
+    def gate_blocks(self, rest: pd.DataFrame) -> pd.DataFrame:
+        """gate_block_counts over every decision of the mode: the spilled chunks' gated rows and ``rest``."""
+        parts = [f for f in (*self.gated, rest) if len(f)]
+        return gate_block_counts(pd.concat(parts, ignore_index=True) if parts else rest)
 
 
 def order_record_rows(sent, broker, name: str) -> pd.DataFrame:

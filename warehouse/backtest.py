@@ -181,6 +181,23 @@ def copy_scratch(
     return target
 
 
+def new_mode_records(path: str | Path) -> Path:
+    """Start a mode's results file afresh (an older file of the same name is removed)."""
+    path = Path(path)
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+    return path
+
+
+def append_mode_decisions(path: str | Path, decisions: pd.DataFrame) -> int:
+    """Add a chunk of a replay's decisions to its results file (in one transaction)."""
+    from warehouse.decisions import DECISION_COLUMNS
+
+    with transaction(path) as con:
+        _insert(con, "decisions", decisions, DECISION_COLUMNS)
+    return len(decisions)
+
+
 def write_mode_records(
     path: str | Path,
     *,
@@ -191,12 +208,12 @@ def write_mode_records(
     accounts: pd.DataFrame,
     positions: pd.DataFrame,
     order_records: pd.DataFrame,
+    fresh: bool = True,
 ) -> Path:
     """A mode's results file: the trading tables of a warehouse holding what its replay did (the review
-    views work on it as on the live warehouse). Replaces an older file of the same name."""
-    path = Path(path)
-    for p in (path, path.with_name(path.name + ".wal")):
-        p.unlink(missing_ok=True)
+    views work on it as on the live warehouse). ``fresh``: replaces an older file of the same name; else
+    adds to the decisions already appended (``append_mode_decisions``)."""
+    path = new_mode_records(path) if fresh else Path(path)
     from warehouse.decisions import DECISION_COLUMNS, DECISION_ORDER_COLUMNS, FILL_COLUMNS
 
     with transaction(path) as con:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from brokers.trader import Recorder
 from tests.golden.record import COLUMNS, run
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
@@ -20,7 +21,11 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory, prefect_harness):
-    return run(tmp_path_factory.mktemp("parity"))
+    # Decisions leave each mode's replay for its results file in chunks of 97 rows (100,000 by default),
+    # so the recorded lists also cover a long replay's path.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Recorder, "chunk_rows", 97)
+        return run(tmp_path_factory.mktemp("parity"))
 
 
 @pytest.mark.parametrize("table", list(COLUMNS))
