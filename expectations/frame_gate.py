@@ -97,6 +97,18 @@ class FrameGateResult:
         return load_frame_suite(self.suite).severity[rule]
 
 
+def _prepared(
+    frame: pd.DataFrame, derive: Callable[[pd.DataFrame], pd.DataFrame] | None, now: pd.Timestamp | None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    """The frame with a fresh index, the view the rules read (``derive``d, one row per input row) and the
+    validation time."""
+    frame = frame.reset_index(drop=True)
+    view = frame if derive is None else derive(frame).reset_index(drop=True)
+    if len(view) != len(frame):
+        raise ValueError("derive must keep one row per input row")
+    return frame, view, now if now is not None else pd.Timestamp.now(tz="UTC")
+
+
 def gate_frame(
     frame: pd.DataFrame,
     *,
@@ -109,12 +121,8 @@ def gate_frame(
 ) -> FrameGateResult:
     """Validate ``frame`` with ``suites/<suite>.json``; quarantine rows failing critical rules."""
     spec = load_frame_suite(suite)
-    frame = frame.reset_index(drop=True)
-    view = frame if derive is None else derive(frame).reset_index(drop=True)
-    if len(view) != len(frame):
-        raise ValueError("derive must keep one row per input row")
+    frame, view, validated_at = _prepared(frame, derive, now)
     n = len(frame)
-    validated_at = now if now is not None else pd.Timestamp.now(tz="UTC")
     runtime.register_suite(spec.raw)
     validation = runtime.validate(view, spec.name, spec.gx_suite, params)
     masks: dict[str, np.ndarray] = {}
@@ -143,12 +151,8 @@ def gate_rows(
     Only suites whose expectation types all have an in-memory check; parameters are not supported.
     tests/expectations/test_gate.py checks it against ``gate_frame``."""
     raw, rules, severity = read_suite(suite)
-    frame = frame.reset_index(drop=True)
-    view = frame if derive is None else derive(frame).reset_index(drop=True)
-    if len(view) != len(frame):
-        raise ValueError("derive must keep one row per input row")
+    frame, view, validated_at = _prepared(frame, derive, now)
     n = len(frame)
-    validated_at = now if now is not None else pd.Timestamp.now(tz="UTC")
     cols = {c: view[c].to_numpy() for c in view.columns}
     masks: dict[str, np.ndarray] = {}
     rows = []
