@@ -212,36 +212,42 @@ def member_predictions(
 
     A stored prediction of the bar (walk-forward or live, written by the retrain) is used as is; a missing
     one is made by the champion's artifact on the bar's features (``models.training.live_predictions``),
-    ``out_of_sample`` true only when the bar is after the champion's training window.
+    ``out_of_sample`` true only when the bar is after the champion's training window. The stored rows
+    are split by module once and placed by position (a backtest calls this on every bar).
     """
     symbols = features["symbol"].astype(str).tolist()
-    p = pd.DataFrame(index=pd.Index(symbols, name="symbol"), columns=members, dtype="float64")
-    detail: dict[str, dict[str, Any]] = {s: {} for s in symbols}
+    at = {sym: i for i, sym in enumerate(symbols)}
+    values = np.full((len(symbols), len(members)), np.nan)
+    detail: dict[str, dict[str, Any]] = {sym: {} for sym in symbols}
+    by_module = dict(tuple(stored.groupby("module", sort=False))) if len(stored) else {}
     new_rows = []
-    for m in members:
+    for j, m in enumerate(members):
         art = champions[m].artifact
-        have = stored[stored["module"] == m].set_index("symbol")
-        have = have[have.index.isin(symbols)]
-        p.loc[have.index, m] = have["p_up"].astype(float)
-        for sym, pu, pc, v in zip(
-            have.index, have["p_up"], have["p_up_calibrated"], have["model_version"], strict=True
-        ):
-            detail[str(sym)][m] = {
-                "p_up": round(float(pu), 4),
-                "p_up_calibrated": round(float(pc), 4),
-                "version": int(v),
-            }
-        missing = features[~features["symbol"].isin(have.index)]
+        have: set[str] = set()
+        g = by_module.get(m)
+        if g is not None:
+            syms = g["symbol"].astype(str).to_numpy()
+            keep = np.fromiter((sym in at for sym in syms), dtype=bool, count=len(syms))
+            syms = syms[keep]
+            pu = g["p_up"].to_numpy()[keep]
+            values[[at[sym] for sym in syms], j] = pu.astype(float)
+            for sym, u, c, v in zip(syms, pu, g["p_up_calibrated"].to_numpy()[keep],
+                                    g["model_version"].to_numpy()[keep], strict=True):  # fmt: skip
+                detail[sym][m] = {"p_up": round(float(u), 4), "p_up_calibrated": round(float(c), 4),
+                                  "version": int(v)}  # fmt: skip
+            have = set(syms.tolist())
+        missing = features[~features["symbol"].astype(str).isin(have)] if have else features
         if missing.empty:
             continue
         keys = missing[["symbol"]].assign(interval=interval, ts=ts).reset_index(drop=True)
         frame = live_predictions(art, keys, missing.reset_index(drop=True))
         frame["out_of_sample"] = bool(ts > pd.Timestamp(art.train_end))
         new_rows.append(frame)
-        p.loc[frame["symbol"].to_numpy(), m] = frame["p_up"].to_numpy()
+        values[[at[str(sym)] for sym in frame["symbol"]], j] = frame["p_up"].to_numpy(dtype=float)
         for sym, pu, pc in zip(frame["symbol"], frame["p_up"], frame["p_up_calibrated"], strict=True):
             detail[str(sym)][m] = {"p_up": round(float(pu), 4), "p_up_calibrated": round(float(pc), 4),
                                    "version": int(art.version)}  # fmt: skip
+    p = pd.DataFrame(values, index=pd.Index(symbols, name="symbol"), columns=members, dtype="float64")
     new = pd.concat(new_rows, ignore_index=True) if new_rows else pd.DataFrame(columns=PREDICTION_COLUMNS)
     return p, new, detail
 
