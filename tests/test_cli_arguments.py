@@ -155,3 +155,15 @@ def test_decide_that_would_replay_into_the_training_window_is_refused(no_flows, 
     assert "--bars 100000000" in line and f"{days[19]:%Y-%m-%d}" in line and "--bars 10" in line
     line = _refused(["decide", "--interval", "1d", "--at", f"{days[15]:%Y-%m-%d}", "--warehouse", str(db)])
     assert "--at" in line and "training window" in line
+
+
+def test_a_valid_sweep_reaches_the_flow_as_a_grid(no_flows, tmp_path):
+    from qtrader.cli import _backtest_arguments
+    from qtrader.settings import load_settings
+
+    settings = load_settings(warehouse=tmp_path / "w.duckdb")
+    args = _backtest_arguments(settings, None, None, None, None, "adaptive", None, None,
+                               ["exits.tp1_atr=1,1.5", "trade_filter.health_gating=true,false"])  # fmt: skip
+    assert args["sweep"] == {"exits.tp1_atr": [1, 1.5], "trade_filter.health_gating": [True, False]}
+    assert args["modes"] == ["adaptive"]
+    assert _backtest_arguments(settings, None, None, None, None, None, None, None)["sweep"] is None
