@@ -15,6 +15,21 @@ from brokers.base import Order
 from brokers.reconcile import ActionKind, OrderRecord, ReconcilePlan, bracket_state
 from warehouse.db import Warehouse, WarehouseLike, connect, within
 
+# One order_records row per submitted bracket; a re-run's row already recorded is kept as it is.
+_SUBMISSION = (
+    "INSERT INTO order_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'submitted', NULL, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+def _submission_row(order: Order, broker, strategy, leg, bar_ts, recorded_at) -> list:
+    tp, sl = order.take_profit, order.stop_loss
+    return [
+        order.client_order_id, broker, order.id, strategy, order.symbol, order.side.value, order.qty, leg,
+        bar_ts, tp.limit_price if tp else None, sl.stop_price if sl else None, bracket_state(order),
+        recorded_at, recorded_at,
+    ]  # fmt: skip
+
 
 def record_submission(
     wh: WarehouseLike,
@@ -27,17 +42,11 @@ def record_submission(
     recorded_at: datetime,
 ) -> bool:
     """Record a bracket the flow just submitted. Returns False when it was already recorded (a re-run)."""
-    tp, sl = order.take_profit, order.stop_loss
     with within(wh) as con:
         n = con.execute(
-            "INSERT INTO order_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'submitted', NULL, ?, ?) "
-            "ON CONFLICT DO NOTHING RETURNING client_order_id",
-            [
-                order.client_order_id, broker, order.id, strategy, order.symbol, order.side.value, order.qty,
-                leg, bar_ts, tp.limit_price if tp else None, sl.stop_price if sl else None,
-                bracket_state(order), recorded_at, recorded_at,
-            ],
-        ).fetchall()  # fmt: skip
+            _SUBMISSION + " RETURNING client_order_id",
+            _submission_row(order, broker, strategy, leg, bar_ts, recorded_at),
+        ).fetchall()
     return bool(n)
 
 
@@ -50,24 +59,13 @@ def record_submissions(
     bar_ts: datetime | None,
     recorded_at: datetime,
 ) -> None:
-    """``record_submission`` for a bar's brackets at once: (order, leg) each, one prepared statement (a
-    re-run's rows already recorded are kept as they are)."""
-    if not orders:
-        return
-    rows = [
-        [
-            o.client_order_id, broker, o.id, strategy, o.symbol, o.side.value, o.qty, leg, bar_ts,
-            o.take_profit.limit_price if o.take_profit else None, o.stop_loss.stop_price if o.stop_loss else None,
-            bracket_state(o), recorded_at, recorded_at,
-        ]
-        for o, leg in orders
-    ]  # fmt: skip
-    with within(wh) as con:
-        con.executemany(
-            "INSERT INTO order_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'submitted', NULL, ?, ?) "
-            "ON CONFLICT DO NOTHING",
-            rows,
-        )
+    """``record_submission`` for a bar's brackets at once: (order, leg) each, one prepared statement."""
+    if orders:
+        with within(wh) as con:
+            con.executemany(
+                _SUBMISSION,
+                [_submission_row(o, broker, strategy, leg, bar_ts, recorded_at) for o, leg in orders],
+            )
 
 
 def load_order_records(wh: WarehouseLike, broker: str) -> list[OrderRecord]:
