@@ -100,13 +100,9 @@ class BusyRetryTransport(httpx.HTTPTransport):
             if response.status_code != 503 or not request.url.path.endswith(_SLOT_PATH):
                 return response
             response.close()
-            busy_retries[0] += 1
             time.sleep(wait)
             wait *= 2
         return super().handle_request(request)
-
-
-busy_retries = [0]  # how many slot requests this process resent after a 503 (for a debugger or a benchmark)
 
 
 def _holder():
