@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from models.backtest import base_mode
 from models.health import OVERALL
 
 # What each backtest mode means, in a trader's words (the settings are in models/backtest.py).
@@ -34,9 +35,9 @@ BENCHMARK = "buy & hold"
 
 def mode_note(mode: str) -> str:
     """What a mode means; a sweep variant (``adaptive[exits.tp1_atr=2]``) is its mode's note and its point."""
-    base, _, point = mode.partition("[")
+    base = base_mode(mode)
     note = MODE_NOTES.get(base, "custom settings")
-    return f"{note}, with {point.rstrip(']')}" if point else note
+    return f"{note}, with {mode[len(base) + 1 : -1]}" if mode != base else note
 
 
 # Curves closer than this (in currency, at every bar) are drawn as one line.

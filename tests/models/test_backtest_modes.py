@@ -171,3 +171,10 @@ def test_sweep_values_go_through_the_settings_validation():
     assert str(err.value).startswith("--sweep exits.tp1_atr=-1: ") and "greater than 0" in str(err.value)
     with pytest.raises(ValueError, match="unknown setting"):
         mb.check_sweep_values({"exits.tp1_atrr": [2]}, lambda o: load_settings(**o))
+
+
+def test_a_variant_is_described_as_its_mode_with_its_point():
+    from models.report import MODE_NOTES, mode_note
+
+    assert mode_note("adaptive[exits.tp1_atr=2.0]") == f"{MODE_NOTES['adaptive']}, with exits.tp1_atr=2.0"
+    assert mode_note("static") == MODE_NOTES["static"] and mode_note("mine") == "custom settings"
