@@ -18,11 +18,21 @@ and then updates it in one deferred SQLite transaction, which fails at once with
 end) land in between. The client answers a 503 by sleeping ~2 s, so most writes after a task boundary
 waited 2 s on an idle limit. Here the transport resends a 503 on the slot request after a few
 milliseconds instead; a 423 (another process holds the slot) still waits as long as the server asks.
+
+A writer killed inside a write (``kill -9``, the OOM killer) cannot release its lease. Prefect's
+repossessor frees expired leases, but only on a real server (it does not run on a temporary one, so
+there the slot stayed taken for the server's life, and every later writer timed out). So each holder
+leaves a note (lease id, pid, host) under ``$PREFECT_HOME/writer-leases``, and a writer told to wait
+frees the lease of a holder on this host whose process is gone. Leases are Prefect's shortest (60 s),
+renewed while held, so on a real server a dead holder on another host frees its slot within ~75 s.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -83,9 +93,10 @@ def ensure_writer_limit() -> str:
 # doubling, for about 2.5 s in all; then the client's own back-off (2 s, 4 s, ...) takes over.
 BUSY_RETRY_FIRST_S = 0.02
 BUSY_RETRIES = 7
-# Prefect's own default lease; renewed at 3/4 of it while the block runs.
-LEASE_S = 300.0
-LEASE_RENEW_AT = 0.75
+# The shortest lease Prefect's server accepts (its own default is 300 s): what a holder dead on another
+# host costs the next writer on a real server. Renewed at half of it while the block runs.
+LEASE_S = 60.0
+LEASE_RENEW_AT = 0.5
 _SLOT_PATH = "/v2/concurrency_limits/increment-with-lease"
 
 
@@ -117,6 +128,65 @@ def _holder():
     return None
 
 
+def _notes() -> Path:
+    from prefect.settings import PREFECT_HOME
+
+    return Path(PREFECT_HOME.value()) / "writer-leases"
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _note_lease(lease_id: UUID) -> None:
+    note = {"pid": os.getpid(), "host": socket.gethostname(), "started": _started(os.getpid())}
+    folder = _notes()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{lease_id}.json").write_text(json.dumps(note))
+
+
+def _forget_lease(lease_id: UUID) -> None:
+    (_notes() / f"{lease_id}.json").unlink(missing_ok=True)
+
+
+def _holder_gone(note: dict) -> bool:
+    """Whether the note's process, on this host, has ended (or its pid now names another process)."""
+    if note.get("host") != socket.gethostname():
+        return False  # another machine's process: its lease expires on the server
+    pid = int(note["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    started = note.get("started")
+    return started is not None and _started(pid) not in (None, started)
+
+
+def reap_dead_holders(client) -> int:
+    """Release the leases whose holders on this host have died; returns how many. Releasing a lease the
+    server no longer knows (expired, or another server's) does nothing, so a stale note is just removed."""
+    freed = 0
+    for path in sorted(_notes().glob("*.json")):
+        try:
+            note = json.loads(path.read_text())
+            gone = _holder_gone(note)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being written, or removed meanwhile
+        if gone:
+            lease_id = UUID(path.stem)
+            client.release_concurrency_slots_with_lease(lease_id=lease_id)
+            path.unlink(missing_ok=True)
+            _log.warning("freed the %s slot of pid %s, which died holding it", WRITER_LIMIT, note["pid"])
+            freed += 1
+    return freed
+
+
 def _acquire(client, timeout_s: float, url: str) -> UUID:
     """A lease on one slot of the limit; waits for it up to ``timeout_s``."""
     from prefect.exceptions import PrefectHTTPStatusError
@@ -132,6 +202,8 @@ def _acquire(client, timeout_s: float, url: str) -> UUID:
         except PrefectHTTPStatusError as exc:
             status = exc.response.status_code
             if status == 423:  # held by another writer: wait as long as the server suggests
+                if reap_dead_holders(client):
+                    continue  # the holder had died: ask again at once
                 wait = float(exc.response.headers.get("Retry-After", 1.0))
             else:
                 raise
@@ -200,10 +272,12 @@ def writer_slot(timeout_s: float, url: str) -> Iterator[None]:
     with _slot_client(url) as client:
         lease_id = _acquire(client, timeout_s, url)
         try:
+            _note_lease(lease_id)
             with _renewed(lease_id):
                 yield
         finally:
             client.release_concurrency_slots_with_lease(lease_id=lease_id)
+            _forget_lease(lease_id)
 
 
 @contextmanager

@@ -244,3 +244,22 @@ def test_a_cadence_needs_the_deployments_and_production_lifts_the_pool_limit(pre
             apply_cadence("hourly")
         assert apply_cadence("production")
         assert client.read_work_pool(POOL).concurrency_limit is None
+
+
+def test_only_a_dead_holder_on_this_host_is_taken_for_gone():
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tasks.writer import _holder_gone, _started
+
+    here = socket.gethostname()
+    me = {"pid": os.getpid(), "host": here, "started": _started(os.getpid())}
+    assert not _holder_gone(me)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    assert _holder_gone({"pid": int(dead.stdout), "host": here, "started": None})
+    assert not _holder_gone({"pid": int(dead.stdout), "host": here + "-elsewhere", "started": None})
+    assert _holder_gone(me | {"started": "1"}), "a reused pid was taken for the holder"

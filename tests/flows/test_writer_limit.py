@@ -104,3 +104,35 @@ def test_a_write_after_a_task_boundary_does_not_wait_on_the_clients_503_backoff(
     assert retries.count == 0, f"{retries.count} writes slept through the client's 503 back-off"
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(WRITER_LIMIT).active_slots == 0
+
+
+_HOLD_AND_DIE = """
+import os, sys
+from tasks.writer import warehouse_writer
+with warehouse_writer(60, sys.argv[1]):
+    print("held", flush=True)
+    os._exit(137)  # a kill -9 inside a write: no release, no finally
+"""
+
+
+def test_a_writer_killed_while_holding_the_slot_frees_it_soon(tmp_path):
+    """A CLI or worker killed mid-write (kill -9, OOM) cannot release its lease; the next writer must get
+    the slot within the lease's short life, not wait minutes (every later test or run would stall)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.writer import LEASE_S, warehouse_writer
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    victim = subprocess.run([sys.executable, "-c", _HOLD_AND_DIE, str(tmp_path / "w.duckdb")],
+                            capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert victim.returncode == 137 and "held" in victim.stdout, victim.stderr[-2000:]
+    t0 = time.monotonic()
+    with warehouse_writer(600, tmp_path / "w.duckdb"):
+        waited = time.monotonic() - t0
+    assert waited < 30, f"the next writer waited {waited:.0f}s for the slot of a writer that had died"
+    assert LEASE_S <= 60, f"a writer dead on another host holds its slot for {LEASE_S:.0f}s"
