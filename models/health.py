@@ -461,7 +461,26 @@ class DriftReference:
         return cls(tuple(cols), *(np.asarray(v, dtype="float64") for v in (lo, hi, outside)))
 
 
-def out_of_range_shares(ref: DriftReference, recent: pd.DataFrame, min_rows: int) -> pd.Series:
+def out_of_range_counts(
+    ref: DriftReference, keep: list[int], rows: pd.DataFrame, *, per_row: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature ``ref.columns[keep]``: how many of ``rows``' finite values are outside the reference's
+    central range, and how many are finite (integer counts: window sums of them are exact). ``per_row``:
+    the rows' 0/1 indicators instead of their sums."""
+    cols = [ref.columns[i] for i in keep]
+    if all(dt == np.float64 for dt in rows.dtypes):  # one float block (the backtest's): pick by position
+        x = rows.to_numpy()[:, rows.columns.get_indexer(cols)]
+    else:
+        x = rows[cols].to_numpy(dtype="float64", na_value=np.nan)
+    finite = np.isfinite(x)
+    with np.errstate(invalid="ignore"):
+        outside = ((x < ref.lo[keep]) | (x > ref.hi[keep])) & finite
+    if per_row:
+        return outside, finite
+    return outside.sum(axis=0), finite.sum(axis=0)
+
+
+def out_of_range_shares(ref: DriftReference, recent, min_rows: int) -> pd.Series:
     """Per feature of ``ref``: the share of ``recent`` values outside the reference's central range, minus
     the share the training window itself has there (floored at 0), largest first. Features with fewer
     than ``min_rows`` finite recent values are left out.
@@ -470,20 +489,20 @@ def out_of_range_shares(ref: DriftReference, recent: pd.DataFrame, min_rows: int
     values sit relative to what the module was trained on, in the feature's own units; features in price
     units are left out (``LEVEL_FEATURES``). Shifts *within* the training range (a regime the training
     window also saw) do not count: the module has seen such inputs.
+
+    ``recent``: the rows (a DataFrame), or a window that counts them itself (``columns``, ``empty`` and
+    ``out_of_range_counts(ref, keep)``, as ``out_of_range_counts`` of its rows: the backtest's, from
+    per-bar counts instead of the window's rows at every run).
     """
     keep = [i for i, c in enumerate(ref.columns) if c in recent.columns]
     if not keep or recent.empty:
         return pd.Series(dtype="float64")
     cols = [ref.columns[i] for i in keep]
-    if all(dt == np.float64 for dt in recent.dtypes):  # one float block (the backtest's): pick by position
-        x = recent.to_numpy()[:, recent.columns.get_indexer(cols)]
+    if isinstance(recent, pd.DataFrame):
+        n_out, n = out_of_range_counts(ref, keep, recent)
     else:
-        x = recent[cols].to_numpy(dtype="float64", na_value=np.nan)
-    finite = np.isfinite(x)
-    with np.errstate(invalid="ignore"):
-        outside = ((x < ref.lo[keep]) | (x > ref.hi[keep])) & finite
-    n = finite.sum(axis=0)
-    share = np.divide(outside.sum(axis=0), n, out=np.zeros(len(cols)), where=n > 0)
+        n_out, n = recent.out_of_range_counts(ref, keep)
+    share = np.divide(n_out, n, out=np.zeros(len(cols)), where=n > 0)
     excess = np.maximum(share - ref.outside[keep], 0.0)
     out = pd.Series(excess, index=cols, dtype="float64")[n >= min_rows]
     return out.sort_values(ascending=False)

@@ -2,7 +2,8 @@
 keeps the metric history, the learned thresholds and the open alerts between runs.
 
 Pure (no I/O): ``inputs_at`` builds, from frames held in memory, the same ``HealthInputs`` that
-``warehouse.health.read_health_inputs`` reads from a warehouse at ``now`` (tests check they agree), and
+``warehouse.health.read_health_inputs`` reads from a warehouse at ``now`` (tests check they agree; its
+recent feature rows are a ``RecentFeatures`` window that counts drift bar by bar), and
 ``HealthTimeline.step`` does what the thresholds and health flows do at one clock: learn thresholds from
 the metric history so far, score every module, evaluate the alerts, append the new metric points. The
 property tests drive it bar by bar over synthetic markets; a backtest can do the same instead of
@@ -39,12 +40,14 @@ from models.alerts import AlertChanges, Evaluation, evaluate_series
 from models.health import (
     HEALTH_METRIC,
     OVERALL,
+    DriftReference,
     Gate,
     HealthInputs,
     ModuleAssessment,
     assess_module,
     health_gates,
     measure,
+    out_of_range_counts,
     overall_score,
 )
 from models.thresholds import LearnedThreshold, MetricSpec, default_threshold, learn_threshold, metric_specs
@@ -115,6 +118,8 @@ class _Index:
         self.registry_memo: dict = {}
         self.benchmarks_memo: tuple | None = None  # (the benchmarks frame, rows by now, _benchmarks_at)
         self.features: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
+        # per (drift reference, feature positions): the counts of each bar's rows, filled as windows reach it
+        self.drift_counts: dict[tuple[int, tuple[int, ...]], tuple] = {}
         for interval, f in frames.features.groupby("interval", sort=False):
             by = ["ts", "symbol"] if "symbol" in f.columns else ["ts"]  # the warehouse sample's order
             f = f.sort_values(by, kind="stable").reset_index(drop=True)
@@ -196,17 +201,60 @@ def _benchmarks_memo(idx: _Index, benchmarks: pd.DataFrame, now: pd.Timestamp, c
     return memo[2]
 
 
-def _recent_features(idx: _Index, interval: str, now: pd.Timestamp, bars: int) -> pd.DataFrame:
+class RecentFeatures:
+    """The feature rows of the newest bars up to a clock, for ``out_of_range_shares``: it counts a window
+    as the sum of its bars' counts, each bar counted once per drift reference (a window slides by one bar
+    per run, so a run counts one bar's rows instead of the whole window's). The counts are integers: the
+    sums, hence the shares, are those of the window's rows counted at once."""
+
+    def __init__(self, idx: _Index, interval: str, first: int, end: int) -> None:
+        f, ts, times = idx.features[interval]
+        self.idx, self.interval, self.first, self.end = idx, interval, first, end
+        self.columns = f.columns
+        self.empty = end <= first
+
+    def rows(self) -> pd.DataFrame:
+        f, ts, times = self.idx.features[self.interval]
+        if self.empty:
+            return f.iloc[0:0]
+        lo = int(np.searchsorted(ts, times[self.first], side="left"))
+        hi = int(np.searchsorted(ts, times[self.end - 1], side="right"))
+        return f.iloc[lo:hi]
+
+    def out_of_range_counts(self, ref: DriftReference, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        f, ts, times = self.idx.features[self.interval]
+        key = (id(ref), tuple(keep))
+        state = self.idx.drift_counts.get(key)
+        if state is None:  # the reference is kept in the state: its id stays its own
+            n_bars = len(times)
+            state = (ref, np.zeros((n_bars, len(keep)), np.int64), np.zeros((n_bars, len(keep)), np.int64),
+                     np.zeros(n_bars, bool))  # fmt: skip
+            self.idx.drift_counts[key] = state
+        _, outside, finite, done = state
+        todo = np.flatnonzero(~done[self.first : self.end]) + self.first
+        if len(todo):
+            a, b = int(todo[0]), int(todo[-1]) + 1
+            bounds = np.searchsorted(ts, times[a:b], side="left")
+            lo, hi = int(bounds[0]), int(np.searchsorted(ts, times[b - 1], side="right"))
+            starts = np.append(bounds, hi) - lo
+            n_out, n = out_of_range_counts(ref, keep, f.iloc[lo:hi], per_row=True)
+            c_out = np.vstack([np.zeros((1, len(keep)), np.int64), np.cumsum(n_out, axis=0)])
+            c_n = np.vstack([np.zeros((1, len(keep)), np.int64), np.cumsum(n, axis=0)])
+            outside[a:b] = c_out[starts[1:]] - c_out[starts[:-1]]
+            finite[a:b] = c_n[starts[1:]] - c_n[starts[:-1]]
+            done[a:b] = True
+        return outside[self.first : self.end].sum(axis=0), finite[self.first : self.end].sum(axis=0)
+
+
+def _recent_features(
+    idx: _Index, interval: str, now: pd.Timestamp, bars: int
+) -> RecentFeatures | pd.DataFrame:
     """Feature rows of the newest ``bars`` bar times up to ``now``."""
     if interval not in idx.features:
         return pd.DataFrame()
-    f, ts, times = idx.features[interval]
+    _, _, times = idx.features[interval]
     k = int(np.searchsorted(times, now.value, side="right"))
-    if k == 0:
-        return f.iloc[0:0]
-    lo = int(np.searchsorted(ts, times[max(0, k - bars)], side="left"))
-    hi = int(np.searchsorted(ts, times[k - 1], side="right"))
-    return f.iloc[lo:hi]
+    return RecentFeatures(idx, interval, max(0, k - bars), k)
 
 
 def _train_sample(idx: _Index, interval: str, start, end, max_rows: int) -> pd.DataFrame:
