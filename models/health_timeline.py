@@ -130,13 +130,13 @@ class _Index:
             )
             self.features[str(interval)] = (values, ts, np.unique(ts))
         self.bars = {str(iv): np.sort(_ns(g["ts"])) for iv, g in frames.bars.groupby("interval", sort=False)}
-        self.predictions = {}
+        self.seen: dict[tuple[str, str], _PredictionsSeen] = {}
         for (module, interval), g in frames.predictions.groupby(["module", "interval"], sort=True):
             g = g.sort_values("predicted_at", kind="stable")
             p = g["p_up"].to_numpy(dtype="float64")
             codes, runs = pd.factorize(g["run_id"])
             stored = g["stored_at"] if "stored_at" in g.columns else g["predicted_at"]
-            self.predictions[(str(module), str(interval))] = (
+            self.seen[(str(module), str(interval))] = _PredictionsSeen(
                 _ns(g["ts"]), _ns(g["predicted_at"]), np.isfinite(p) & (p >= 0) & (p <= 1),
                 g["predict_latency_ms"].to_numpy(dtype="float64"), codes, np.asarray(runs), _ns(stored),
             )  # fmt: skip
@@ -150,27 +150,92 @@ def _index(frames: MarketFrames) -> _Index:
     return idx
 
 
+def sorted_quantile(values: np.ndarray, q: float) -> float:
+    """``np.quantile(values, q)`` (linear) of sorted values without NaN, from the two values around the
+    rank: the same interpolation of the same pair, so the same float, without partitioning them all."""
+    rank = (len(values) - 1) * q
+    lo = int(np.floor(rank))
+    return float(np.quantile(values[lo : lo + 2], rank - lo))
+
+
+class _RunRows:
+    """One predict run's rows readable so far: valid and failed counts, the valid rows' latencies sorted
+    (NaN latencies counted apart: one makes the p95 NaN, as ``np.quantile``)."""
+
+    def __init__(self) -> None:
+        self.ok = self.bad = self.nan = 0
+        self.latency = np.empty(0)
+
+    def add(self, ok: np.ndarray, latency: np.ndarray) -> None:
+        self.ok += int(ok.sum())
+        self.bad += int((~ok).sum())
+        lat = latency[ok]
+        nan = np.isnan(lat)
+        self.nan += int(nan.sum())
+        lat = np.sort(lat[~nan])
+        self.latency = np.insert(self.latency, np.searchsorted(self.latency, lat), lat)
+
+    def p95(self) -> float:
+        if self.nan:
+            return np.nan
+        return sorted_quantile(self.latency, 0.95) if len(self.latency) else np.nan
+
+
+class _PredictionsSeen:
+    """One (module, interval)'s predictions readable at a clock (bar and ``stored_at`` both by then), fed
+    in the order they become readable: a run adds the rows that became readable since the last one instead
+    of scanning every row. The newest run is the readable row latest in ``predicted_at`` order; a clock
+    earlier than the last one starts over."""
+
+    def __init__(self, ts, at, ok, lat, codes, runs, stored) -> None:
+        self.ts, self.at, self.ok, self.lat, self.codes, self.runs = ts, at, ok, lat, codes, runs
+        ready = np.maximum(ts, stored)
+        self.order = np.argsort(ready, kind="stable")
+        self.ready = ready[self.order]
+        self._start(np.iinfo(np.int64).min)
+
+    def _start(self, now: int) -> None:
+        self.now, self.fed, self.last, self.newest = now, 0, -1, None
+        self.run_rows: dict[int, _RunRows] = {}
+
+    def at_clock(self, now: int) -> tuple[int, int | None, _RunRows] | None:
+        """(the newest row's position, the newest validly predicted bar in ns or None, its run's rows)."""
+        if now < self.now:
+            self._start(now)
+        self.now = now
+        upto = int(np.searchsorted(self.ready, now, side="right"))
+        if upto > self.fed:
+            new = self.order[self.fed : upto]
+            self.fed = upto
+            self.last = max(self.last, int(new.max()))
+            valid = new[self.ok[new]]
+            if len(valid):
+                newest = int(self.ts[valid].max())
+                self.newest = newest if self.newest is None else max(self.newest, newest)
+            codes = self.codes[new]
+            for code in np.unique(codes):
+                rows = new[codes == code]
+                self.run_rows.setdefault(int(code), _RunRows()).add(self.ok[rows], self.lat[rows])
+        if self.last < 0:
+            return None
+        return self.last, self.newest, self.run_rows[int(self.codes[self.last])]
+
+
 def _predictions_at(idx: _Index, now: pd.Timestamp) -> pd.DataFrame:
     """Per (module, interval): the newest validly predicted bar, and the newest predict run (a run whose
     every row failed, and was quarantined, included) with its rows, failed rows and p95 latency."""
-    now_ns = now.value
     rows = []
-    for (module, interval), (ts, at, ok, lat, codes, runs, stored) in idx.predictions.items():
-        seen = np.flatnonzero((ts <= now_ns) & (stored <= now_ns))  # by predicted_at, then as given
-        if len(seen) == 0:
+    for (module, interval), seen in idx.seen.items():
+        state = seen.at_clock(now.value)
+        if state is None:
             continue
-        last = seen[-1]
-        valid = seen[ok[seen]]
-        run = seen[codes[seen] == codes[last]]
-        run_ok = ok[run]
-        run_lat = lat[run][run_ok]
+        last, newest, run = state
         rows.append(
             {
                 "module": module, "interval": interval,
-                "newest_ts": pd.Timestamp(int(ts[valid].max()), tz="UTC") if len(valid) else pd.NaT,
-                "run_id": runs[codes[last]], "predicted_at": pd.Timestamp(int(at[last]), tz="UTC"),
-                "rows": int(run_ok.sum()), "bad": 0, "quarantined": int((~run_ok).sum()),
-                "latency_p95_ms": float(np.quantile(run_lat, 0.95)) if len(run_lat) else np.nan,
+                "newest_ts": pd.Timestamp(newest, tz="UTC") if newest is not None else pd.NaT,
+                "run_id": seen.runs[seen.codes[last]], "predicted_at": pd.Timestamp(int(seen.at[last]), tz="UTC"),
+                "rows": run.ok, "bad": 0, "quarantined": run.bad, "latency_p95_ms": run.p95(),
             }
         )  # fmt: skip
     return pd.DataFrame(rows, columns=_EMPTY_PRED)

@@ -443,14 +443,14 @@ def model_timeline(
             runs["predictions"] += scratch.predictions(bar_predictions, dq)
             if _due(i, every["benchmark"]):
                 rows = bench.rows(t)
-                record_benchmarks.fn(s, interval, *rows, f"{run_id}-b{i}", t)
+                written, _ = record_benchmarks.fn(s, interval, *rows, f"{run_id}-b{i}", t)
                 if recompute:
                     scratch.flush()
                     checks[t] = (
                         rows,
                         score_modules.fn(s, load_labelled_predictions.fn(s, interval), windows)[:2],
                     )
-                frames.benchmarks, stats = wb.benchmarks(path), None
+                frames.benchmarks, stats = newest_benchmarks(frames.benchmarks, written), None
                 runs["benchmark"] += 1
             learn = _due(i, every["thresholds"])
             runs["thresholds"] += learn
@@ -558,6 +558,25 @@ def market_frames(path: Path, history: wb.History, pending: pd.DataFrame) -> Mar
         bars=history.bars[["symbol", "interval", "ts", "close"]], features=features, predictions=predictions,
         registry=registry.drop(columns=["confirmed_at"]), confirmations=confirmations, benchmarks=benchmarks,
     )  # fmt: skip
+
+
+def newest_benchmarks(stored: pd.DataFrame, written: pd.DataFrame) -> pd.DataFrame:
+    """The newest row of each (module, interval, window) of the benchmarks table (``stored``: as
+    ``market_frames`` read it, or this function's previous result) after a pass ``written``: the rows
+    the health flow picks from the whole table at any clock from the pass on (a pass writes one row per
+    module and window, at the bar), so the frame it scans each bar stays one pass long."""
+    cols = ["module", "interval", "window_name", "accuracy", "n", "coverage", "computed_at", "run_id"]
+    parts = [f.reindex(columns=cols) for f in (stored, written) if len(f)]
+    if not parts:
+        return stored
+    both = pd.concat(parts, ignore_index=True)
+    both["computed_at"] = pd.to_datetime(both["computed_at"], utc=True)
+    return (
+        both.sort_values("computed_at", kind="stable")
+        .groupby(["module", "interval", "window_name"], sort=True)
+        .tail(1)
+        .reset_index(drop=True)
+    )
 
 
 def health_view_at(s: Settings, timeline: HealthTimeline, run: HealthSnapshot) -> me.HealthView:

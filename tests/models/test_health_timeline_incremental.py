@@ -71,3 +71,120 @@ def test_drift_from_per_bar_counts_equals_the_window_recount(seed):
                 pd.testing.assert_series_equal(a, b, check_exact=False, rtol=0, atol=1e-12)
                 compared += len(b)
     assert compared > 1000
+
+
+def test_sorted_quantile_is_numpys_quantile():
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        v = np.sort(np.round(rng.lognormal(0, 1, int(rng.integers(1, 400))), int(rng.integers(0, 3))))
+        q = float(rng.choice([0.95, 0.5, rng.random()]))
+        assert ht.sorted_quantile(v, q) == np.quantile(v, q)
+
+
+def _old_predictions_at(frames: ht.MarketFrames, now: pd.Timestamp) -> pd.DataFrame:
+    """The timeline's newest predict runs before it fed rows as they become readable: every row scanned."""
+    rows = []
+    for (module, interval), g in frames.predictions.groupby(["module", "interval"], sort=True):
+        g = g.sort_values("predicted_at", kind="stable")
+        p = g["p_up"].to_numpy(dtype="float64")
+        ok = np.isfinite(p) & (p >= 0) & (p <= 1)
+        codes, runs = pd.factorize(g["run_id"])
+        ts, at, stored = ht._ns(g["ts"]), ht._ns(g["predicted_at"]), ht._ns(g["stored_at"])
+        lat = g["predict_latency_ms"].to_numpy(dtype="float64")
+        seen = np.flatnonzero((ts <= now.value) & (stored <= now.value))
+        if len(seen) == 0:
+            continue
+        last = seen[-1]
+        valid = seen[ok[seen]]
+        run = seen[codes[seen] == codes[last]]
+        run_lat = lat[run][ok[run]]
+        rows.append(
+            {
+                "module": module, "interval": interval,
+                "newest_ts": pd.Timestamp(int(ts[valid].max()), tz="UTC") if len(valid) else pd.NaT,
+                "run_id": runs[codes[last]], "predicted_at": pd.Timestamp(int(at[last]), tz="UTC"),
+                "rows": int(ok[run].sum()), "bad": 0, "quarantined": int((~ok[run]).sum()),
+                "latency_p95_ms": float(np.quantile(run_lat, 0.95)) if len(run_lat) else np.nan,
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=ht._EMPTY_PRED)
+
+
+def _predictions(rng: np.random.Generator, n_bars: int) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
+    """Predictions of three modules: walk-forward runs made at a retrain for earlier bars (readable at
+    once), live runs made bar by bar, and a retrain's period readable bar by bar (``stored_at`` = bar),
+    with failed rows (NaN or out-of-range P(up)) and some NaN latencies."""
+    times = pd.date_range("2024-01-01", periods=n_bars, freq="D", tz="UTC")
+    parts = []
+    for module in ("a", "b", "c"):
+        for r, start in enumerate(range(0, n_bars, 25)):
+            made = times[start]
+            back = times[max(0, start - 20) : start]  # walk-forward rows of earlier bars
+            ahead = times[start : start + 25]  # the period, each row readable from its bar
+            for bars, stored in ((back, [made] * len(back)), (ahead, list(ahead))):
+                for sym in ("X", "Y", "Z"):
+                    if not len(bars) or rng.random() < 0.2:
+                        continue
+                    n = len(bars)
+                    p = rng.random(n)
+                    p[rng.random(n) < 0.1] = np.nan
+                    p[rng.random(n) < 0.05] = 1.5
+                    lat = rng.lognormal(1, 0.5, n).round(1)
+                    lat[rng.random(n) < 0.03] = np.nan
+                    parts.append(pd.DataFrame({
+                        "symbol": sym, "interval": "1d", "ts": bars, "module": module, "model_version": r,
+                        "p_up": p, "predict_latency_ms": lat, "run_id": f"{module}-r{r}",
+                        "predicted_at": made, "stored_at": stored,
+                    }))  # fmt: skip
+    return pd.concat(parts, ignore_index=True), times
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_newest_predict_runs_fed_as_they_become_readable_equal_the_full_scan(seed):
+    rng = np.random.default_rng(seed)
+    preds, times = _predictions(rng, 120)
+    frames = ht.MarketFrames(bars=pd.DataFrame(columns=["symbol", "interval", "ts"]),
+                             features=pd.DataFrame(columns=["symbol", "interval", "ts"]), predictions=preds,
+                             registry=pd.DataFrame())  # fmt: skip
+    idx = ht._index(frames)
+    clock = [*times, *rng.choice(times, 30), *times[60:]]  # bar by bar, then back and forth
+    seen_runs = set()
+    for now in clock:
+        for now_ in (now - pd.Timedelta(hours=1), now):
+            mine, old = ht._predictions_at(idx, now_), _old_predictions_at(frames, now_)
+            pd.testing.assert_frame_equal(mine, old, check_exact=True)
+            seen_runs |= set(old["run_id"])
+    assert len(seen_runs) > 10
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_newest_benchmark_rows_give_the_health_flows_pick_of_the_whole_table(seed):
+    """The timeline keeps the newest benchmark row per (module, interval, window) instead of the whole
+    table: at every clock from a pass on, the health flow's pick (``_benchmarks_at``) is the same."""
+    from tasks.backtest import newest_benchmarks
+
+    rng = np.random.default_rng(seed)
+    times = pd.date_range("2024-01-01", periods=80, freq="D", tz="UTC")
+
+    def pass_rows(t: pd.Timestamp) -> pd.DataFrame:
+        keys = [(m, iv, w) for m in ("a", "b", "c") for iv in ("1d", "5m") for w in ("30d", "24h", "all")]
+        keys = [k for k in keys if rng.random() > 0.3]  # a module without labels yet writes no row
+        return pd.DataFrame({
+            "module": [k[0] for k in keys], "interval": [k[1] for k in keys], "window_name": [k[2] for k in keys],
+            "accuracy": rng.random(len(keys)), "n": rng.integers(1, 500, len(keys)), "coverage": rng.random(len(keys)),
+            "auc": rng.random(len(keys)), "computed_at": t, "run_id": f"b-{t:%m%d}",
+        })  # fmt: skip
+
+    stored = pass_rows(times[0] - pd.Timedelta(days=3))  # as read at a retrain
+    full, compact = stored.copy(), stored.copy()
+    for t in times[::3]:
+        written = pass_rows(t)
+        full = pd.concat([full, written], ignore_index=True)
+        compact = newest_benchmarks(compact, written)
+        assert len(compact) <= 18
+        for now in (t, t + pd.Timedelta(days=1)):
+            # one row per (module, interval): health reads them by key, in any order
+            a, b = (ht._benchmarks_at(f, now, CFG).sort_values(["module", "interval"]).reset_index(drop=True)
+                    for f in (compact, full))  # fmt: skip
+            assert len(b)
+            pd.testing.assert_frame_equal(a, b, check_dtype=False)
