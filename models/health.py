@@ -461,23 +461,13 @@ class DriftReference:
         return cls(tuple(cols), *(np.asarray(v, dtype="float64") for v in (lo, hi, outside)))
 
 
-def out_of_range_counts(
-    ref: DriftReference, keep: list[int], rows: pd.DataFrame, *, per_row: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per feature ``ref.columns[keep]``: how many of ``rows``' finite values are outside the reference's
-    central range, and how many are finite (integer counts: window sums of them are exact). ``per_row``:
-    the rows' 0/1 indicators instead of their sums."""
-    cols = [ref.columns[i] for i in keep]
-    if all(dt == np.float64 for dt in rows.dtypes):  # one float block (the backtest's): pick by position
-        x = rows.to_numpy()[:, rows.columns.get_indexer(cols)]
-    else:
-        x = rows[cols].to_numpy(dtype="float64", na_value=np.nan)
+def out_of_range_flags(ref: DriftReference, keep: list[int], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per value of ``x`` (rows x the features ``ref.columns[keep]``): (outside the reference's central
+    range, finite). Counted, they are integers: window sums of per-bar counts are exact."""
     finite = np.isfinite(x)
     with np.errstate(invalid="ignore"):
         outside = ((x < ref.lo[keep]) | (x > ref.hi[keep])) & finite
-    if per_row:
-        return outside, finite
-    return outside.sum(axis=0), finite.sum(axis=0)
+    return outside, finite
 
 
 def out_of_range_shares(ref: DriftReference, recent, min_rows: int) -> pd.Series:
@@ -491,15 +481,20 @@ def out_of_range_shares(ref: DriftReference, recent, min_rows: int) -> pd.Series
     window also saw) do not count: the module has seen such inputs.
 
     ``recent``: the rows (a DataFrame), or a window that counts them itself (``columns``, ``empty`` and
-    ``out_of_range_counts(ref, keep)``, as ``out_of_range_counts`` of its rows: the backtest's, from
-    per-bar counts instead of the window's rows at every run).
+    ``out_of_range_counts(ref, keep)``: the sums of ``out_of_range_flags`` over its rows; the backtest's,
+    from per-bar counts instead of the window's rows at every run).
     """
     keep = [i for i, c in enumerate(ref.columns) if c in recent.columns]
     if not keep or recent.empty:
         return pd.Series(dtype="float64")
     cols = [ref.columns[i] for i in keep]
     if isinstance(recent, pd.DataFrame):
-        n_out, n = out_of_range_counts(ref, keep, recent)
+        if all(dt == np.float64 for dt in recent.dtypes):  # one float block: pick by position
+            x = recent.to_numpy()[:, recent.columns.get_indexer(cols)]
+        else:
+            x = recent[cols].to_numpy(dtype="float64", na_value=np.nan)
+        outside, finite = out_of_range_flags(ref, keep, x)
+        n_out, n = outside.sum(axis=0), finite.sum(axis=0)
     else:
         n_out, n = recent.out_of_range_counts(ref, keep)
     share = np.divide(n_out, n, out=np.zeros(len(cols)), where=n > 0)

@@ -47,7 +47,7 @@ from models.health import (
     assess_module,
     health_gates,
     measure,
-    out_of_range_counts,
+    out_of_range_flags,
     overall_score,
 )
 from models.thresholds import LearnedThreshold, MetricSpec, default_threshold, learn_threshold, metric_specs
@@ -118,6 +118,7 @@ class _Index:
         self.registry_memo: dict = {}
         self.benchmarks_memo: tuple | None = None  # (the benchmarks frame, rows by now, _benchmarks_at)
         self.features: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
+        self.arrays: dict[str, np.ndarray] = {}  # the features' values, for drift counts
         # per (drift reference, feature positions): the counts of each bar's rows, filled as windows reach it
         self.drift_counts: dict[tuple[int, tuple[int, ...]], tuple] = {}
         for interval, f in frames.features.groupby("interval", sort=False):
@@ -129,6 +130,7 @@ class _Index:
                 "float64"
             )
             self.features[str(interval)] = (values, ts, np.unique(ts))
+            self.arrays[str(interval)] = values.to_numpy()
         self.bars = {str(iv): np.sort(_ns(g["ts"])) for iv, g in frames.bars.groupby("interval", sort=False)}
         self.seen: dict[tuple[str, str], _PredictionsSeen] = {}
         for (module, interval), g in frames.predictions.groupby(["module", "interval"], sort=True):
@@ -292,21 +294,21 @@ class RecentFeatures:
         state = self.idx.drift_counts.get(key)
         if state is None:  # the reference is kept in the state: its id stays its own
             n_bars = len(times)
-            state = (ref, np.zeros((n_bars, len(keep)), np.int64), np.zeros((n_bars, len(keep)), np.int64),
+            cols = f.columns.get_indexer([ref.columns[i] for i in keep])
+            state = (ref, cols, np.zeros((n_bars, len(keep)), np.int64), np.zeros((n_bars, len(keep)), np.int64),
                      np.zeros(n_bars, bool))  # fmt: skip
             self.idx.drift_counts[key] = state
-        _, outside, finite, done = state
+        _, cols, outside, finite, done = state
         todo = np.flatnonzero(~done[self.first : self.end]) + self.first
         if len(todo):
             a, b = int(todo[0]), int(todo[-1]) + 1
             bounds = np.searchsorted(ts, times[a:b], side="left")
             lo, hi = int(bounds[0]), int(np.searchsorted(ts, times[b - 1], side="right"))
             starts = np.append(bounds, hi) - lo
-            n_out, n = out_of_range_counts(ref, keep, f.iloc[lo:hi], per_row=True)
-            c_out = np.vstack([np.zeros((1, len(keep)), np.int64), np.cumsum(n_out, axis=0)])
-            c_n = np.vstack([np.zeros((1, len(keep)), np.int64), np.cumsum(n, axis=0)])
-            outside[a:b] = c_out[starts[1:]] - c_out[starts[:-1]]
-            finite[a:b] = c_n[starts[1:]] - c_n[starts[:-1]]
+            flags = out_of_range_flags(ref, keep, self.idx.arrays[self.interval][lo:hi, cols])
+            for counts, flag in zip((outside, finite), flags, strict=True):
+                c = np.vstack([np.zeros((1, len(keep)), np.int64), np.cumsum(flag, axis=0, dtype=np.int64)])
+                counts[a:b] = c[starts[1:]] - c[starts[:-1]]
             done[a:b] = True
         return outside[self.first : self.end].sum(axis=0), finite[self.first : self.end].sum(axis=0)
 

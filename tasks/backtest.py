@@ -429,6 +429,7 @@ def model_timeline(
                 nxt = next((j for j in retrain_at if j > i), len(times))
                 period = history.features[history.features["ts"].isin(times[i:nxt])]
                 pending, dq = predict_period(champions, members, period, interval, run_id, t)
+                pending_at = dict(tuple(pending.groupby("ts", sort=False)))  # a slice per bar, not a scan
                 frames, stats = market_frames(path, history, pending), None
                 readable = stored_and_pending(path, interval, pending)
                 bench.reset(readable)
@@ -439,7 +440,7 @@ def model_timeline(
                 retrain_seconds += time.perf_counter() - r0
             else:
                 dq = None
-            bar_predictions = pending[pending["ts"] == t]
+            bar_predictions = pending_at.get(t, pending.iloc[:0])
             runs["predictions"] += scratch.predictions(bar_predictions, dq)
             if _due(i, every["benchmark"]):
                 rows = bench.rows(t)
