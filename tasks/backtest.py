@@ -67,10 +67,10 @@ from qtrader.progress import report
 from qtrader.settings import Settings, load_settings
 from tasks.backtest_report import write_report
 from tasks.benchmark import (
+    benchmark_table_rows,
     benchmark_windows,
     exit_profile,
     load_labelled_predictions,
-    record_benchmarks,
     score_modules,
 )
 from tasks.decide import (
@@ -89,7 +89,7 @@ from tasks.retrain import Champion, load_champions, score_params
 from warehouse import backtest as wb
 from warehouse import decisions as wd
 from warehouse.db import Warehouse, pinned
-from warehouse.models import PREDICTION_COLUMNS, load_predictions
+from warehouse.models import PREDICTION_COLUMNS, load_predictions, write_benchmarks
 
 # ------------------------------------------------------------------------------------------------- plan
 
@@ -444,14 +444,17 @@ def model_timeline(
             runs["predictions"] += scratch.predictions(bar_predictions, dq)
             if _due(i, every["benchmark"]):
                 rows = bench.rows(t)
-                written, _ = record_benchmarks.fn(s, interval, *rows, f"{run_id}-b{i}", t)
+                written, exits = benchmark_table_rows(interval, *rows, f"{run_id}-b{i}", t)
+                scratch.benchmarks(written, exits)
                 if recompute:
                     scratch.flush()
                     checks[t] = (
                         rows,
                         score_modules.fn(s, load_labelled_predictions.fn(s, interval), windows)[:2],
                     )
-                frames.benchmarks, stats = newest_benchmarks(frames.benchmarks, written), None
+                frames.benchmarks = newest_benchmarks(frames.benchmarks, written)
+                if stats is not None:
+                    stats = module_stats_after(s, interval, stats, written, exits)
                 runs["benchmark"] += 1
             learn = _due(i, every["thresholds"])
             runs["thresholds"] += learn
@@ -463,7 +466,8 @@ def model_timeline(
             if recompute:
                 scratch.flush()
                 recomputed[t] = recompute_health(s, path, t, every, i, run_id)
-            if stats is None and source in champions:
+            if stats is None and source in champions:  # after a retrain: read once, then kept per pass
+                scratch.flush()  # the passes' rows so far
                 stats = latest_module_stats(s, path, interval)
             asof = by_ts.get(t, empty)
             seen.append(asof)
@@ -483,9 +487,10 @@ def model_timeline(
 
 
 class ScratchAppends:
-    """The bars, features and predictions each bar adds to the scratch warehouse, written in batches: the
-    retrain (and the recompute, in tests) is the only reader of those tables during the timeline, so
-    ``flush`` runs before it, and once at the end, instead of three DuckDB transactions per bar."""
+    """The bars, features and predictions each bar adds to the scratch warehouse, and the benchmark
+    passes' rows, written in batches: the retrain (and the recompute, in tests) is the only reader of
+    those tables during the timeline, so ``flush`` runs before it, and once at the end, instead of three
+    DuckDB transactions per bar and one per pass."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -493,6 +498,7 @@ class ScratchAppends:
         self.features: list[pd.DataFrame] = []
         self.preds: list[pd.DataFrame] = []
         self.dq: list[pd.DataFrame] = []
+        self.bench: list[tuple[pd.DataFrame, pd.DataFrame]] = []
 
     def bar(self, bars: pd.DataFrame, features: pd.DataFrame) -> None:
         self.bars.append(bars)
@@ -503,6 +509,9 @@ class ScratchAppends:
         if dq_results is not None and len(dq_results):
             self.dq.append(dq_results)
         return len(predictions)
+
+    def benchmarks(self, benchmarks: pd.DataFrame, exits: pd.DataFrame) -> None:
+        self.bench.append((benchmarks, exits))
 
     def flush(self) -> None:
         def joined(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
@@ -515,7 +524,10 @@ class ScratchAppends:
         preds, dq = joined(self.preds), joined(self.dq)
         if preds is not None or dq is not None:
             wb.append_predictions(self.path, preds if preds is not None else pd.DataFrame(), dq)
-        self.bars, self.features, self.preds, self.dq = [], [], [], []
+        if self.bench:
+            b, e = (joined([pair[k] for pair in self.bench]) for k in (0, 1))
+            write_benchmarks(Warehouse(self.path), *(f if f is not None else pd.DataFrame() for f in (b, e)))
+        self.bars, self.features, self.preds, self.dq, self.bench = [], [], [], [], []
 
 
 def stored_and_pending(path: Path, interval: str, pending: pd.DataFrame) -> pd.DataFrame:
@@ -600,10 +612,33 @@ def stop_cap(s: Settings, timeline: HealthTimeline) -> float:
     ).value
 
 
-def latest_module_stats(s: Settings, path: Path, interval: str) -> dict[str, float | None]:
+def stats_window(s: Settings, interval: str) -> str:
     d = s.decision
-    window = d.benchmark_window_daily if is_daily(interval) else d.benchmark_window_intraday
-    return wd.latest_module_stats(Warehouse(path), d.source_module, interval, window)
+    return d.benchmark_window_daily if is_daily(interval) else d.benchmark_window_intraday
+
+
+def latest_module_stats(s: Settings, path: Path, interval: str) -> dict[str, float | None]:
+    return wd.latest_module_stats(
+        Warehouse(path), s.decision.source_module, interval, stats_window(s, interval)
+    )
+
+
+def module_stats_after(
+    s: Settings, interval: str, stats: dict[str, float | None], benchmarks: pd.DataFrame, exits: pd.DataFrame
+) -> dict[str, float | None]:
+    """``latest_module_stats`` after a benchmark pass wrote ``benchmarks`` and ``exits`` at the bar, from
+    the stats before it: the pass's rows are the newest (exit rows are all 'labels' rows here), and a
+    module or window the pass has no row for keeps its previous values."""
+    source, window = s.decision.source_module, stats_window(s, interval)
+    out = dict(stats)
+    for frame, pairs in ((benchmarks, {"accuracy": "accuracy", "performance_score": "performance_score"}),
+                         (exits, {"tp1": "tp1_rate", "tp2": "tp2_rate", "tp3": "tp3_rate"})):  # fmt: skip
+        row = frame[(frame["module"] == source) & (frame["window_name"] == window)]
+        if len(row):
+            for k, c in pairs.items():
+                v = row[c].iloc[-1]
+                out[k] = None if v is None or pd.isna(v) else float(v)
+    return out
 
 
 def recompute_health(

@@ -188,3 +188,64 @@ def test_newest_benchmark_rows_give_the_health_flows_pick_of_the_whole_table(see
                     for f in (compact, full))  # fmt: skip
             assert len(b)
             pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def test_module_stats_kept_per_pass_equal_the_warehouse_read(warehouse_path):
+    """The decision step's module stats (newest accuracy, score and exit hit rates of the source module in
+    its window), carried from pass to pass, equal ``latest_module_stats`` over the table the passes wrote."""
+    from qtrader.settings import load_settings
+    from tasks.backtest import latest_module_stats, module_stats_after, stats_window
+    from tasks.benchmark import benchmark_table_rows
+    from warehouse.models import write_benchmarks
+
+    s = load_settings(warehouse=str(warehouse_path))
+    source, window = s.decision.source_module, stats_window(s, "1d")
+    rng = np.random.default_rng(0)
+    stats = None
+    for k, t in enumerate(pd.date_range("2024-01-01", periods=25, freq="5D", tz="UTC")):
+        keys = [(m, w) for m in (source, "regime") for w in (window, "all") if rng.random() > 0.35]
+        nan = rng.random(len(keys)) < 0.2
+        bench = pd.DataFrame({"module": [m for m, _ in keys], "window_name": [w for _, w in keys], "window_end": t,
+                              "n": rng.integers(1, 100, len(keys)), "accuracy": np.where(nan, np.nan, rng.random(len(keys))),
+                              "performance_score": rng.random(len(keys)) * 100})  # fmt: skip
+        ex = bench[["module", "window_name"]].assign(
+            basis="labels",
+            n=5,
+            tp1_rate=rng.random(len(keys)),
+            tp2_rate=np.where(nan, np.nan, 0.2),
+            tp3_rate=0.1,
+        )
+        ex = ex[rng.random(len(ex)) > 0.3]  # a module with labels but no exit outcome yet
+        b, e = benchmark_table_rows("1d", bench, ex, f"b{k}", t)
+        write_benchmarks(warehouse_path, b, e)
+        stats = (
+            latest_module_stats(s, warehouse_path, "1d")
+            if stats is None
+            else module_stats_after(s, "1d", stats, b, e)
+        )
+        assert stats == latest_module_stats(s, warehouse_path, "1d"), f"pass {k}"
+    assert stats["accuracy"] is not None and stats["tp1"] is not None
+
+
+def test_rows_by_key_are_to_dicts_records():
+    """``_by_key`` reads columns as lists instead of ``to_dict("records")``: the same first row per key."""
+    frame = pd.DataFrame({
+        "module": ["a", "b", "a", "c"], "interval": ["1d", "1d", "1d", "5m"], "version": [1, 2, 3, 4],
+        "rows": [10.0, np.nan, 3.0, 4.0], "at": pd.to_datetime(["2024-01-01", None, "2024-01-02", "2024-01-03"], utc=True),
+        "metrics": [{"accuracy": 0.5}, None, "{}", {"n": 3}], "ok": [True, False, True, True],
+        "name": pd.array(["x", None, "y", "z"], dtype="string"),
+    })  # fmt: skip
+    frame["n"] = pd.array([None, 2, 3, 4], dtype="Int64")
+    want: dict = {}
+    for row in frame.to_dict("records"):
+        want.setdefault((str(row["module"]), str(row["interval"])), row)
+    got = h._by_key(frame)
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].keys() == want[k].keys()
+        for c, v in want[k].items():
+            w = got[k][c]
+            assert (
+                (pd.isna(v) and pd.isna(w)) if not isinstance(v, dict) and pd.isna(v) is True else w == v
+            ), c
+            assert type(w) is type(v), (c, type(w), type(v))
