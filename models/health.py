@@ -788,8 +788,12 @@ def combined_newest(
     combined from them (the ensemble) produced an output, a call or an abstention."""
     if predictions is None or predictions.empty:
         return None
-    rows = predictions[(predictions["interval"] == interval) & predictions["module"].isin(list(members))]
-    newest = sorted((t for t in rows["newest_ts"] if not pd.isna(t)), reverse=True)
+    wanted = set(members)
+    columns = (predictions[c].tolist() for c in ("module", "interval", "newest_ts"))
+    newest = sorted(
+        (t for m, iv, t in zip(*columns, strict=True) if iv == interval and m in wanted and not pd.isna(t)),
+        reverse=True,
+    )
     return utc(newest[min_voters - 1]) if len(newest) >= min_voters else None
 
 

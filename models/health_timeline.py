@@ -486,6 +486,7 @@ class HealthTimeline:
         # alert_id -> what the alerts table holds of an open alert (as warehouse.health.write_health keeps it)
         self.alerts: dict[str, dict] = {}
         self._train_cache: dict = {}
+        self._learned: dict = {}  # (module, metric) -> (series arrays, window bounds, the threshold learned)
         self._references: dict = {}
 
     def active_alerts(self) -> list[dict]:
@@ -525,6 +526,8 @@ class HealthTimeline:
                                  points["value"].to_numpy(dtype="float64"), strict=True):  # fmt: skip
             ts, vals = self.series.get((m, x), (np.empty(0, dtype=np.int64), np.empty(0)))
             if len(ts) and ts[-1] == at:
+                if vals[-1] == v or (np.isnan(vals[-1]) and np.isnan(v)):
+                    continue  # the same fact read again: the series is unchanged (its thresholds too)
                 vals = vals.copy()
                 vals[-1] = v
             elif len(ts) and ts[-1] > at:  # an older fact read again: replace it in place, or insert
@@ -550,15 +553,33 @@ class HealthTimeline:
         """The thresholds flow at ``now``: learn from the trailing points of the metric history."""
         t = self.settings.thresholds
         now = utc(now)
-        window = self._window((now - pd.Timedelta(days=t.history_days)).value, now.value)
+        since = (now - pd.Timedelta(days=t.history_days)).value
         watched = sorted(set(self.settings.alerts.metrics) | {"latency_ms"})
-        keys = set(window) | {(m, x) for m in self.modules for x in watched}
+        always = {(m, x) for m in self.modules for x in watched}
         empty = np.empty(0)
-        self.thresholds = {
-            (m, x): learn_threshold(window.get((m, x), (None, empty))[1], self.specs[x], t)
-            for m, x in sorted(keys)
-            if x in self.specs
-        }
+        learned = {}
+        for key in sorted(set(self.series) | always):
+            if key[1] not in self.specs:
+                continue
+            entry = self.series.get(key)
+            lo = hi = 0
+            if entry is not None:
+                ts, v = entry
+                lo, hi = (
+                    np.searchsorted(ts, since, side="right"),
+                    np.searchsorted(ts, now.value, side="right"),
+                )
+            if hi <= lo and key not in always:
+                continue  # no point in the window, a metric not watched: no threshold (as the flow)
+            # a series changes only through _append, which replaces its arrays: the same arrays and window
+            # learn the same threshold (most metrics of a bar change; latency and accuracy mostly do not)
+            memo = self._learned.get(key)
+            if memo is not None and memo[0] is entry and memo[1] == lo and memo[2] == hi:
+                learned[key] = memo[3]
+                continue
+            learned[key] = learn_threshold(entry[1][lo:hi] if hi > lo else empty, self.specs[key[1]], t)
+            self._learned[key] = (entry, lo, hi, learned[key])
+        self.thresholds = learned
 
     def step(self, frames: MarketFrames, now: pd.Timestamp, *, learn: bool = True) -> HealthSnapshot:
         """One health run at ``now`` (after the thresholds flow when ``learn``)."""

@@ -249,3 +249,96 @@ def test_rows_by_key_are_to_dicts_records():
                 (pd.isna(v) and pd.isna(w)) if not isinstance(v, dict) and pd.isna(v) is True else w == v
             ), c
             assert type(w) is type(v), (c, type(w), type(v))
+
+
+def _old_learn(tl: ht.HealthTimeline, now: pd.Timestamp) -> dict:
+    """The thresholds flow in memory before thresholds were kept for unchanged series: all relearned."""
+    from models.thresholds import learn_threshold
+
+    t = tl.settings.thresholds
+    window = tl._window((now - pd.Timedelta(days=t.history_days)).value, now.value)
+    watched = sorted(set(tl.settings.alerts.metrics) | {"latency_ms"})
+    keys = set(window) | {(m, x) for m in tl.modules for x in watched}
+    return {
+        (m, x): learn_threshold(window.get((m, x), (None, np.empty(0)))[1], tl.specs[x], t)
+        for m, x in sorted(keys)
+        if x in tl.specs
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_thresholds_kept_for_unchanged_series_equal_relearning_them_all(seed):
+    from qtrader.settings import load_settings
+
+    s = load_settings(thresholds={"min_history": 5, "history_days": 20})
+    tl = ht.HealthTimeline(s, ["a", "b"], ["1d"])
+    rng = np.random.default_rng(seed)
+    times = pd.date_range("2024-01-01", periods=90, freq="D", tz="UTC")
+    metrics = ["latency_ms", "accuracy", "health_score", "model_age_hours", "data_lag_bars"]
+    for k, now in enumerate(times):
+        points = []
+        for m in ("a", "b", "c"):  # "c": a module with history but not monitored
+            for x in metrics:
+                if rng.random() < 0.3:
+                    continue
+                # latency and accuracy stamped at their event (often the same fact again), others at now
+                at = times[max(0, k - int(rng.integers(0, 6)))] if x in ("latency_ms", "accuracy") else now
+                v = float(np.round(rng.normal(50, 10), 0)) if rng.random() > 0.05 else np.nan
+                points.append({"module": m, "metric": x, "ts": at, "value": v})
+        tl._append(pd.DataFrame(points, columns=["module", "metric", "ts", "value"]))
+        for clock in (now, now - pd.Timedelta(days=int(rng.integers(0, 30)))):
+            tl.learn(clock)
+            assert tl.thresholds == _old_learn(tl, clock), f"bar {k} at {clock}"
+    assert sum(not v.is_default for v in tl.thresholds.values()) > 5
+
+
+def _old_health_view_at(s, timeline, run):
+    """tasks.backtest.health_view_at before it sorted the rows' values instead of the frame."""
+    import json
+
+    from tasks.decide import health_view
+    from tasks.health import health_rows
+
+    rows = health_rows(s, run.assessments, run.overall, run.gates, run.thresholds, run.now)
+    rows["drivers"] = [
+        d if d is None or isinstance(d, str) else json.dumps(d, default=str) for d in rows["drivers"]
+    ]
+    rows = rows.assign(_o=rows["module"] != "overall").sort_values(
+        ["_o", "score", "module"], na_position="first", kind="stable"
+    )
+    return health_view(rows, tuple(timeline.active_alerts()))
+
+
+def test_health_view_of_a_run_is_the_one_read_from_its_rows():
+    from models.health import Component, ComponentScore, ModuleAssessment, module_score, overall_score
+    from qtrader.settings import load_settings
+    from tasks.backtest import health_view_at
+
+    s = load_settings()
+    cfg = s.health
+    rng = np.random.default_rng(0)
+    modules = ["patterns", "volatility", "regime", "selector", "imbalance", "direction", "ensemble"]
+    tl = ht.HealthTimeline(s, modules, ["1d"])
+    for k in range(60):
+        assessments = {}
+        for m in rng.permutation(modules):
+            comps = [
+                ComponentScore(c, None if rng.random() < 0.2 else float(rng.choice([100.0, 0.0, rng.uniform(0, 100)])),
+                               1.0, 0.0, 1.0, f"{c} detail")
+                for c in Component
+            ]  # fmt: skip
+            if rng.random() < 0.1:
+                comps = [ComponentScore(c.name, None, None, 0.0, 1.0, "") for c in comps]  # no score at all
+            if rng.random() < 0.2 and assessments:  # a tie with another module's score
+                comps = list(next(iter(assessments.values())).health.components)
+            assessments[str(m)] = ModuleAssessment(
+                module_score(str(m), comps, cfg.weights, cap_margin=cfg.cap_margin), {}
+            )
+        now = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=k)
+        overall = overall_score({m: a.health.score for m, a in assessments.items()}, cfg.module_weights)
+        thresholds = {}
+        run = ht.HealthSnapshot(now, assessments, overall, ht.trade_gates(s, list(assessments), thresholds),
+                                pd.DataFrame(), [], None, thresholds)  # fmt: skip
+        mine, old = health_view_at(s, tl, run), _old_health_view_at(s, tl, run)
+        assert mine == old
+        assert list(mine.modules) == list(old.modules) and list(mine.drivers) == list(old.drivers)
