@@ -52,7 +52,7 @@ from expectations.frame_gate import check_rules, gate_frame
 from models import backtest as mb
 from models import decision as dm
 from models import engine as me
-from models.evaluation import BenchmarkAccumulator, attach_labels
+from models.evaluation import BenchmarkAccumulator, attach_labels, side_exit_columns
 from models.features import FEATURE_SET_VERSION
 from models.fills import FillCosts
 from models.health import schedule_hours
@@ -305,7 +305,9 @@ class TimelineBenchmarks:
         self.acc = BenchmarkAccumulator(self.windows, self.s.benchmark.ece_bins, score_params(self.s))
         rows = known_at(predictions, self.bars, exit_profile(self.s), self.cache)
         self.labels = rows.dropna(subset=["label_known_at"]).sort_values("label_known_at", kind="stable")
-        self.exits = rows.dropna(subset=["exit_known_at"]).sort_values("exit_known_at", kind="stable")
+        exits = rows.dropna(subset=["exit_known_at"]).sort_values("exit_known_at", kind="stable")
+        # the calls' side outcomes made once per retrain, fed by slices (they are row by row)
+        self.exits = side_exit_columns(exits, keep=["exit_known_at"])
         self.fed = [0, 0]
 
     def rows(self, t: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -313,7 +315,7 @@ class TimelineBenchmarks:
         for k, (frame, col, add) in enumerate(
             (
                 (self.labels, "label_known_at", self.acc.add_labels),
-                (self.exits, "exit_known_at", self.acc.add_exits),
+                (self.exits, "exit_known_at", self.acc.add_exit_rows),
             )
         ):
             upto = int(frame[col].searchsorted(t, side="right"))
@@ -595,12 +597,16 @@ def newest_benchmarks(stored: pd.DataFrame, written: pd.DataFrame) -> pd.DataFra
 def health_view_at(s: Settings, timeline: HealthTimeline, run: HealthSnapshot) -> me.HealthView:
     """What the decision bar reads of a health run (``read_health`` of the rows the flow would store)."""
     rows = health_rows(s, run.assessments, run.overall, run.gates, run.thresholds, run.now)
-    rows["drivers"] = [
-        d if d is None or isinstance(d, str) else json.dumps(d, default=str) for d in rows["drivers"]
-    ]
-    rows = rows.assign(_o=rows["module"] != "overall").sort_values(
-        ["_o", "score", "module"], na_position="first", kind="stable"
-    )
+    drivers = [d if d is None or isinstance(d, str) else json.dumps(d, default=str) for d in rows["drivers"]]
+    # read_health's order (overall first, then by score, no score first, then by module) by a sort of
+    # the few rows' values: a frame sort per bar cost more than the view
+    modules, scores = rows["module"].tolist(), rows["score"].tolist()
+    order = sorted(
+        range(len(rows)),
+        key=lambda k: (modules[k] != "overall", not pd.isna(scores[k]), 0.0 if pd.isna(scores[k]) else scores[k],
+                       modules[k]),
+    )  # fmt: skip
+    rows = rows.iloc[order].assign(drivers=[drivers[k] for k in order])
     return health_view(rows, tuple(timeline.active_alerts()))
 
 
