@@ -484,9 +484,27 @@ def out_of_range_shares(ref: DriftReference, recent, min_rows: int) -> pd.Series
     ``out_of_range_counts(ref, keep)``: the sums of ``out_of_range_flags`` over its rows; the backtest's,
     from per-bar counts instead of the window's rows at every run).
     """
+    cols, excess = _excess(ref, recent, min_rows)
+    return pd.Series(excess, index=cols, dtype="float64").sort_values(ascending=False)
+
+
+def drift_summary(ref: DriftReference, recent, min_rows: int) -> tuple[float, float, str] | None:
+    """(mean, largest, its feature) of ``out_of_range_shares`` (None: no feature), without building and
+    sorting its Series (a health run measures every module): pandas' descending sort order (which feature
+    of a tie comes first), and the mean of the values summed in that order, so the same floats."""
+    cols, excess = _excess(ref, recent, min_rows)
+    if not len(excess):
+        return None
+    # pandas.core.sorting.nargsort(ascending=False) of values without NaN
+    order = np.arange(len(excess))[::-1][excess[::-1].argsort(kind="quicksort")][::-1]
+    ordered = excess[order]
+    return float(ordered.sum() / float(len(ordered))), float(ordered[0]), cols[int(order[0])]
+
+
+def _excess(ref: DriftReference, recent, min_rows: int) -> tuple[list[str], np.ndarray]:
     keep = [i for i, c in enumerate(ref.columns) if c in recent.columns]
     if not keep or recent.empty:
-        return pd.Series(dtype="float64")
+        return [], np.empty(0)
     cols = [ref.columns[i] for i in keep]
     if isinstance(recent, pd.DataFrame):
         if all(dt == np.float64 for dt in recent.dtypes):  # one float block: pick by position
@@ -499,8 +517,8 @@ def out_of_range_shares(ref: DriftReference, recent, min_rows: int) -> pd.Series
         n_out, n = recent.out_of_range_counts(ref, keep)
     share = np.divide(n_out, n, out=np.zeros(len(cols)), where=n > 0)
     excess = np.maximum(share - ref.outside[keep], 0.0)
-    out = pd.Series(excess, index=cols, dtype="float64")[n >= min_rows]
-    return out.sort_values(ascending=False)
+    enough = n >= min_rows
+    return [c for c, k in zip(cols, enough, strict=True) if k], excess[enough]
 
 
 _SELECTOR_INPUTS = ("ret_20", "trend_slope_50", "bb_pctb_20", "rsi_14", "adx_14")
@@ -855,10 +873,9 @@ def _measure_one(
             ref_key = (*key, tuple(cols), id(train))
             if ref_key not in refs:
                 refs[ref_key] = DriftReference.from_frame(train, cols, cfg.drift_tail, cfg.drift_min_rows)
-            shares = out_of_range_shares(refs[ref_key], recent, cfg.drift_min_rows)
-            if len(shares):
-                drift_share = float(shares.mean())
-                drift_max, drift_feature = float(shares.iloc[0]), str(shares.index[0])
+            summary = drift_summary(refs[ref_key], recent, cfg.drift_min_rows)
+            if summary is not None:
+                drift_share, drift_max, drift_feature = summary
 
     age = staleness = None
     if champ is not None:

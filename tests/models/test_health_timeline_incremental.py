@@ -342,3 +342,26 @@ def test_health_view_of_a_run_is_the_one_read_from_its_rows():
         mine, old = health_view_at(s, tl, run), _old_health_view_at(s, tl, run)
         assert mine == old
         assert list(mine.modules) == list(old.modules) and list(mine.drivers) == list(old.drivers)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_drift_summary_is_the_out_of_range_series_mean_max_and_first_feature(seed):
+    """Measuring reads (mean, largest, its feature) of the drift shares without their Series: the same
+    floats and, among tied features (many shares are exactly 0), the same first one."""
+    rng = np.random.default_rng(seed)
+    compared = 0
+    for _ in range(200):
+        cols = [f"f{i}" for i in range(int(rng.integers(1, 40)))]
+        train = pd.DataFrame(rng.normal(0, 1, (400, len(cols))), columns=cols)
+        recent = pd.DataFrame(rng.normal(rng.choice([0.0, 0.3, 2.0]), 1, (int(rng.integers(0, 80)), len(cols))),
+                              columns=cols)  # fmt: skip
+        recent[recent > 2.5] = np.nan
+        ref = h.DriftReference.from_frame(train, cols, 0.01, 20)
+        min_rows = int(rng.choice([1, 30]))
+        summary, want = h.drift_summary(ref, recent, min_rows), h.out_of_range_shares(ref, recent, min_rows)
+        if not len(want):
+            assert summary is None
+            continue
+        assert summary == (float(want.mean()), float(want.iloc[0]), str(want.index[0]))
+        compared += 1
+    assert compared > 100
