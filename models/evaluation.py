@@ -480,9 +480,13 @@ BENCHMARK_INPUTS = ("ts", "p_up", "label_up", "direction", "confidence_raw", "co
                     "confidence_calibrated", "predict_latency_ms", "model_version")  # fmt: skip
 
 
-def side_exit_columns(frame: pd.DataFrame) -> pd.DataFrame:
+SIDE_EXIT_COLUMNS = ("ts", "side_tp1", "side_tp2", "side_tp3", "side_stop", "side_timeout", "side_r")
+
+
+def side_exit_columns(frame: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFrame:
     """The predicted side's exit outcome per call row with a known outcome (``exit_stats_from_labels``'s
-    rows): ts, module and side_tp1/_tp2/_tp3/_stop/_timeout (booleans), side_r."""
+    rows): ts, module and side_tp1/_tp2/_tp3/_stop/_timeout (booleans), side_r; and ``frame``'s ``keep``
+    columns. Row by row: the rows of a slice of ``frame`` are the same slice of the whole frame's."""
     calls = frame[frame["direction"] != 0]
     side = _side_outcomes(calls)
     known = side["outcome"].notna().to_numpy() & (side["outcome"].astype(str) != "<NA>").to_numpy()
@@ -492,6 +496,8 @@ def side_exit_columns(frame: pd.DataFrame) -> pd.DataFrame:
         out[f"side_{k}"] = side[k].astype(bool).to_numpy()
     out["side_timeout"] = (side["outcome"].astype(str) == "timeout").to_numpy()
     out["side_r"] = pd.to_numeric(side["r"], errors="coerce").to_numpy(dtype="float64")
+    for c in keep:
+        out[c] = calls[c].to_numpy()
     return out
 
 
@@ -548,10 +554,13 @@ class BenchmarkAccumulator:
 
     def add_exits(self, frame: pd.DataFrame) -> None:
         """Rows whose exit outcome became known (others are ignored): the calls count in the exit stats."""
-        exits = side_exit_columns(frame)
-        cols = [c for c in exits.columns if c != "module"]
+        self.add_exit_rows(side_exit_columns(frame))
+
+    def add_exit_rows(self, exits: pd.DataFrame) -> None:
+        """``add_exits`` of rows already made ``side_exit_columns`` (a caller that adds slices of one frame
+        makes them once)."""
         for module, group in exits.groupby("module", sort=False):
-            rows = _arrays(group, cols)
+            rows = _arrays(group, SIDE_EXIT_COLUMNS)
             for w in self._windows(self.exits, module, _ExitSums).values():
                 w.waiting.append(rows)
 

@@ -461,7 +461,16 @@ class DriftReference:
         return cls(tuple(cols), *(np.asarray(v, dtype="float64") for v in (lo, hi, outside)))
 
 
-def out_of_range_shares(ref: DriftReference, recent: pd.DataFrame, min_rows: int) -> pd.Series:
+def out_of_range_flags(ref: DriftReference, keep: list[int], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per value of ``x`` (rows x the features ``ref.columns[keep]``): (outside the reference's central
+    range, finite). Counted, they are integers: window sums of per-bar counts are exact."""
+    finite = np.isfinite(x)
+    with np.errstate(invalid="ignore"):
+        outside = ((x < ref.lo[keep]) | (x > ref.hi[keep])) & finite
+    return outside, finite
+
+
+def out_of_range_shares(ref: DriftReference, recent, min_rows: int) -> pd.Series:
     """Per feature of ``ref``: the share of ``recent`` values outside the reference's central range, minus
     the share the training window itself has there (floored at 0), largest first. Features with fewer
     than ``min_rows`` finite recent values are left out.
@@ -470,23 +479,46 @@ def out_of_range_shares(ref: DriftReference, recent: pd.DataFrame, min_rows: int
     values sit relative to what the module was trained on, in the feature's own units; features in price
     units are left out (``LEVEL_FEATURES``). Shifts *within* the training range (a regime the training
     window also saw) do not count: the module has seen such inputs.
+
+    ``recent``: the rows (a DataFrame), or a window that counts them itself (``columns``, ``empty`` and
+    ``out_of_range_counts(ref, keep)``: the sums of ``out_of_range_flags`` over its rows; the backtest's,
+    from per-bar counts instead of the window's rows at every run).
     """
+    cols, excess = _excess(ref, recent, min_rows)
+    return pd.Series(excess, index=cols, dtype="float64").sort_values(ascending=False)
+
+
+def drift_summary(ref: DriftReference, recent, min_rows: int) -> tuple[float, float, str] | None:
+    """(mean, largest, its feature) of ``out_of_range_shares`` (None: no feature), without building and
+    sorting its Series (a health run measures every module): pandas' descending sort order (which feature
+    of a tie comes first), and the mean of the values summed in that order, so the same floats."""
+    cols, excess = _excess(ref, recent, min_rows)
+    if not len(excess):
+        return None
+    # pandas.core.sorting.nargsort(ascending=False) of values without NaN
+    order = np.arange(len(excess))[::-1][excess[::-1].argsort(kind="quicksort")][::-1]
+    ordered = excess[order]
+    return float(ordered.sum() / float(len(ordered))), float(ordered[0]), cols[int(order[0])]
+
+
+def _excess(ref: DriftReference, recent, min_rows: int) -> tuple[list[str], np.ndarray]:
     keep = [i for i, c in enumerate(ref.columns) if c in recent.columns]
     if not keep or recent.empty:
-        return pd.Series(dtype="float64")
+        return [], np.empty(0)
     cols = [ref.columns[i] for i in keep]
-    if all(dt == np.float64 for dt in recent.dtypes):  # one float block (the backtest's): pick by position
-        x = recent.to_numpy()[:, recent.columns.get_indexer(cols)]
+    if isinstance(recent, pd.DataFrame):
+        if all(dt == np.float64 for dt in recent.dtypes):  # one float block: pick by position
+            x = recent.to_numpy()[:, recent.columns.get_indexer(cols)]
+        else:
+            x = recent[cols].to_numpy(dtype="float64", na_value=np.nan)
+        outside, finite = out_of_range_flags(ref, keep, x)
+        n_out, n = outside.sum(axis=0), finite.sum(axis=0)
     else:
-        x = recent[cols].to_numpy(dtype="float64", na_value=np.nan)
-    finite = np.isfinite(x)
-    with np.errstate(invalid="ignore"):
-        outside = ((x < ref.lo[keep]) | (x > ref.hi[keep])) & finite
-    n = finite.sum(axis=0)
-    share = np.divide(outside.sum(axis=0), n, out=np.zeros(len(cols)), where=n > 0)
+        n_out, n = recent.out_of_range_counts(ref, keep)
+    share = np.divide(n_out, n, out=np.zeros(len(cols)), where=n > 0)
     excess = np.maximum(share - ref.outside[keep], 0.0)
-    out = pd.Series(excess, index=cols, dtype="float64")[n >= min_rows]
-    return out.sort_values(ascending=False)
+    enough = n >= min_rows
+    return [c for c, k in zip(cols, enough, strict=True) if k], excess[enough]
 
 
 _SELECTOR_INPUTS = ("ret_20", "trend_slope_50", "bb_pctb_20", "rsi_14", "adx_14")
@@ -706,7 +738,11 @@ def _by_key(frame: pd.DataFrame) -> dict[tuple[str, str], dict]:
     if frame is None or frame.empty:
         return {}
     out: dict[tuple[str, str], dict] = {}
-    for row in frame.to_dict("records"):
+    cols = list(frame.columns)
+    # column lists (native Python values, as to_dict gives them): a health run reads four small frames, and
+    # to_dict("records") cost more than the rest of its measuring
+    for values in zip(*(frame[c].tolist() for c in cols), strict=True):
+        row = {c: None if v is pd.NA else v for c, v in zip(cols, values, strict=True)}
         out.setdefault((str(row["module"]), str(row["interval"])), row)
     return out
 
@@ -770,8 +806,12 @@ def combined_newest(
     combined from them (the ensemble) produced an output, a call or an abstention."""
     if predictions is None or predictions.empty:
         return None
-    rows = predictions[(predictions["interval"] == interval) & predictions["module"].isin(list(members))]
-    newest = sorted((t for t in rows["newest_ts"] if not pd.isna(t)), reverse=True)
+    wanted = set(members)
+    columns = (predictions[c].tolist() for c in ("module", "interval", "newest_ts"))
+    newest = sorted(
+        (t for m, iv, t in zip(*columns, strict=True) if iv == interval and m in wanted and not pd.isna(t)),
+        reverse=True,
+    )
     return utc(newest[min_voters - 1]) if len(newest) >= min_voters else None
 
 
@@ -833,10 +873,9 @@ def _measure_one(
             ref_key = (*key, tuple(cols), id(train))
             if ref_key not in refs:
                 refs[ref_key] = DriftReference.from_frame(train, cols, cfg.drift_tail, cfg.drift_min_rows)
-            shares = out_of_range_shares(refs[ref_key], recent, cfg.drift_min_rows)
-            if len(shares):
-                drift_share = float(shares.mean())
-                drift_max, drift_feature = float(shares.iloc[0]), str(shares.index[0])
+            summary = drift_summary(refs[ref_key], recent, cfg.drift_min_rows)
+            if summary is not None:
+                drift_share, drift_max, drift_feature = summary
 
     age = staleness = None
     if champ is not None:

@@ -2,7 +2,8 @@
 keeps the metric history, the learned thresholds and the open alerts between runs.
 
 Pure (no I/O): ``inputs_at`` builds, from frames held in memory, the same ``HealthInputs`` that
-``warehouse.health.read_health_inputs`` reads from a warehouse at ``now`` (tests check they agree), and
+``warehouse.health.read_health_inputs`` reads from a warehouse at ``now`` (tests check they agree; its
+recent feature rows are a ``RecentFeatures`` window that counts drift bar by bar), and
 ``HealthTimeline.step`` does what the thresholds and health flows do at one clock: learn thresholds from
 the metric history so far, score every module, evaluate the alerts, append the new metric points. The
 property tests drive it bar by bar over synthetic markets; a backtest can do the same instead of
@@ -39,12 +40,14 @@ from models.alerts import AlertChanges, Evaluation, evaluate_series
 from models.health import (
     HEALTH_METRIC,
     OVERALL,
+    DriftReference,
     Gate,
     HealthInputs,
     ModuleAssessment,
     assess_module,
     health_gates,
     measure,
+    out_of_range_flags,
     overall_score,
 )
 from models.thresholds import LearnedThreshold, MetricSpec, default_threshold, learn_threshold, metric_specs
@@ -115,6 +118,9 @@ class _Index:
         self.registry_memo: dict = {}
         self.benchmarks_memo: tuple | None = None  # (the benchmarks frame, rows by now, _benchmarks_at)
         self.features: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
+        self.arrays: dict[str, np.ndarray] = {}  # the features' values, for drift counts
+        # per (drift reference, feature positions): the counts of each bar's rows, filled as windows reach it
+        self.drift_counts: dict[tuple[int, tuple[int, ...]], tuple] = {}
         for interval, f in frames.features.groupby("interval", sort=False):
             by = ["ts", "symbol"] if "symbol" in f.columns else ["ts"]  # the warehouse sample's order
             f = f.sort_values(by, kind="stable").reset_index(drop=True)
@@ -124,14 +130,15 @@ class _Index:
                 "float64"
             )
             self.features[str(interval)] = (values, ts, np.unique(ts))
+            self.arrays[str(interval)] = values.to_numpy()
         self.bars = {str(iv): np.sort(_ns(g["ts"])) for iv, g in frames.bars.groupby("interval", sort=False)}
-        self.predictions = {}
+        self.seen: dict[tuple[str, str], _PredictionsSeen] = {}
         for (module, interval), g in frames.predictions.groupby(["module", "interval"], sort=True):
             g = g.sort_values("predicted_at", kind="stable")
             p = g["p_up"].to_numpy(dtype="float64")
             codes, runs = pd.factorize(g["run_id"])
             stored = g["stored_at"] if "stored_at" in g.columns else g["predicted_at"]
-            self.predictions[(str(module), str(interval))] = (
+            self.seen[(str(module), str(interval))] = _PredictionsSeen(
                 _ns(g["ts"]), _ns(g["predicted_at"]), np.isfinite(p) & (p >= 0) & (p <= 1),
                 g["predict_latency_ms"].to_numpy(dtype="float64"), codes, np.asarray(runs), _ns(stored),
             )  # fmt: skip
@@ -145,27 +152,92 @@ def _index(frames: MarketFrames) -> _Index:
     return idx
 
 
+def sorted_quantile(values: np.ndarray, q: float) -> float:
+    """``np.quantile(values, q)`` (linear) of sorted values without NaN, from the two values around the
+    rank: the same interpolation of the same pair, so the same float, without partitioning them all."""
+    rank = (len(values) - 1) * q
+    lo = int(np.floor(rank))
+    return float(np.quantile(values[lo : lo + 2], rank - lo))
+
+
+class _RunRows:
+    """One predict run's rows readable so far: valid and failed counts, the valid rows' latencies sorted
+    (NaN latencies counted apart: one makes the p95 NaN, as ``np.quantile``)."""
+
+    def __init__(self) -> None:
+        self.ok = self.bad = self.nan = 0
+        self.latency = np.empty(0)
+
+    def add(self, ok: np.ndarray, latency: np.ndarray) -> None:
+        self.ok += int(ok.sum())
+        self.bad += int((~ok).sum())
+        lat = latency[ok]
+        nan = np.isnan(lat)
+        self.nan += int(nan.sum())
+        lat = np.sort(lat[~nan])
+        self.latency = np.insert(self.latency, np.searchsorted(self.latency, lat), lat)
+
+    def p95(self) -> float:
+        if self.nan:
+            return np.nan
+        return sorted_quantile(self.latency, 0.95) if len(self.latency) else np.nan
+
+
+class _PredictionsSeen:
+    """One (module, interval)'s predictions readable at a clock (bar and ``stored_at`` both by then), fed
+    in the order they become readable: a run adds the rows that became readable since the last one instead
+    of scanning every row. The newest run is the readable row latest in ``predicted_at`` order; a clock
+    earlier than the last one starts over."""
+
+    def __init__(self, ts, at, ok, lat, codes, runs, stored) -> None:
+        self.ts, self.at, self.ok, self.lat, self.codes, self.runs = ts, at, ok, lat, codes, runs
+        ready = np.maximum(ts, stored)
+        self.order = np.argsort(ready, kind="stable")
+        self.ready = ready[self.order]
+        self._start(np.iinfo(np.int64).min)
+
+    def _start(self, now: int) -> None:
+        self.now, self.fed, self.last, self.newest = now, 0, -1, None
+        self.run_rows: dict[int, _RunRows] = {}
+
+    def at_clock(self, now: int) -> tuple[int, int | None, _RunRows] | None:
+        """(the newest row's position, the newest validly predicted bar in ns or None, its run's rows)."""
+        if now < self.now:
+            self._start(now)
+        self.now = now
+        upto = int(np.searchsorted(self.ready, now, side="right"))
+        if upto > self.fed:
+            new = self.order[self.fed : upto]
+            self.fed = upto
+            self.last = max(self.last, int(new.max()))
+            valid = new[self.ok[new]]
+            if len(valid):
+                newest = int(self.ts[valid].max())
+                self.newest = newest if self.newest is None else max(self.newest, newest)
+            codes = self.codes[new]
+            for code in np.unique(codes):
+                rows = new[codes == code]
+                self.run_rows.setdefault(int(code), _RunRows()).add(self.ok[rows], self.lat[rows])
+        if self.last < 0:
+            return None
+        return self.last, self.newest, self.run_rows[int(self.codes[self.last])]
+
+
 def _predictions_at(idx: _Index, now: pd.Timestamp) -> pd.DataFrame:
     """Per (module, interval): the newest validly predicted bar, and the newest predict run (a run whose
     every row failed, and was quarantined, included) with its rows, failed rows and p95 latency."""
-    now_ns = now.value
     rows = []
-    for (module, interval), (ts, at, ok, lat, codes, runs, stored) in idx.predictions.items():
-        seen = np.flatnonzero((ts <= now_ns) & (stored <= now_ns))  # by predicted_at, then as given
-        if len(seen) == 0:
+    for (module, interval), seen in idx.seen.items():
+        state = seen.at_clock(now.value)
+        if state is None:
             continue
-        last = seen[-1]
-        valid = seen[ok[seen]]
-        run = seen[codes[seen] == codes[last]]
-        run_ok = ok[run]
-        run_lat = lat[run][run_ok]
+        last, newest, run = state
         rows.append(
             {
                 "module": module, "interval": interval,
-                "newest_ts": pd.Timestamp(int(ts[valid].max()), tz="UTC") if len(valid) else pd.NaT,
-                "run_id": runs[codes[last]], "predicted_at": pd.Timestamp(int(at[last]), tz="UTC"),
-                "rows": int(run_ok.sum()), "bad": 0, "quarantined": int((~run_ok).sum()),
-                "latency_p95_ms": float(np.quantile(run_lat, 0.95)) if len(run_lat) else np.nan,
+                "newest_ts": pd.Timestamp(newest, tz="UTC") if newest is not None else pd.NaT,
+                "run_id": seen.runs[seen.codes[last]], "predicted_at": pd.Timestamp(int(seen.at[last]), tz="UTC"),
+                "rows": run.ok, "bad": 0, "quarantined": run.bad, "latency_p95_ms": run.p95(),
             }
         )  # fmt: skip
     return pd.DataFrame(rows, columns=_EMPTY_PRED)
@@ -196,17 +268,60 @@ def _benchmarks_memo(idx: _Index, benchmarks: pd.DataFrame, now: pd.Timestamp, c
     return memo[2]
 
 
-def _recent_features(idx: _Index, interval: str, now: pd.Timestamp, bars: int) -> pd.DataFrame:
+class RecentFeatures:
+    """The feature rows of the newest bars up to a clock, for ``out_of_range_shares``: it counts a window
+    as the sum of its bars' counts, each bar counted once per drift reference (a window slides by one bar
+    per run, so a run counts one bar's rows instead of the whole window's). The counts are integers: the
+    sums, hence the shares, are those of the window's rows counted at once."""
+
+    def __init__(self, idx: _Index, interval: str, first: int, end: int) -> None:
+        f, ts, times = idx.features[interval]
+        self.idx, self.interval, self.first, self.end = idx, interval, first, end
+        self.columns = f.columns
+        self.empty = end <= first
+
+    def rows(self) -> pd.DataFrame:
+        f, ts, times = self.idx.features[self.interval]
+        if self.empty:
+            return f.iloc[0:0]
+        lo = int(np.searchsorted(ts, times[self.first], side="left"))
+        hi = int(np.searchsorted(ts, times[self.end - 1], side="right"))
+        return f.iloc[lo:hi]
+
+    def out_of_range_counts(self, ref: DriftReference, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        f, ts, times = self.idx.features[self.interval]
+        key = (id(ref), tuple(keep))
+        state = self.idx.drift_counts.get(key)
+        if state is None:  # the reference is kept in the state: its id stays its own
+            n_bars = len(times)
+            cols = f.columns.get_indexer([ref.columns[i] for i in keep])
+            state = (ref, cols, np.zeros((n_bars, len(keep)), np.int64), np.zeros((n_bars, len(keep)), np.int64),
+                     np.zeros(n_bars, bool))  # fmt: skip
+            self.idx.drift_counts[key] = state
+        _, cols, outside, finite, done = state
+        todo = np.flatnonzero(~done[self.first : self.end]) + self.first
+        if len(todo):
+            a, b = int(todo[0]), int(todo[-1]) + 1
+            bounds = np.searchsorted(ts, times[a:b], side="left")
+            lo, hi = int(bounds[0]), int(np.searchsorted(ts, times[b - 1], side="right"))
+            starts = np.append(bounds, hi) - lo
+            flags = out_of_range_flags(ref, keep, self.idx.arrays[self.interval][lo:hi, cols])
+            for counts, flag in zip((outside, finite), flags, strict=True):
+                c = np.vstack([np.zeros((1, len(keep)), np.int64), np.cumsum(flag, axis=0, dtype=np.int64)])
+                counts[a:b] = c[starts[1:]] - c[starts[:-1]]
+            done[a:b] = True
+        return outside[self.first : self.end].sum(axis=0), finite[self.first : self.end].sum(axis=0)
+
+
+def _recent_features(
+    idx: _Index, interval: str, now: pd.Timestamp, bars: int
+) -> RecentFeatures | pd.DataFrame:
     """Feature rows of the newest ``bars`` bar times up to ``now``."""
     if interval not in idx.features:
         return pd.DataFrame()
-    f, ts, times = idx.features[interval]
+    _, _, times = idx.features[interval]
     k = int(np.searchsorted(times, now.value, side="right"))
-    if k == 0:
-        return f.iloc[0:0]
-    lo = int(np.searchsorted(ts, times[max(0, k - bars)], side="left"))
-    hi = int(np.searchsorted(ts, times[k - 1], side="right"))
-    return f.iloc[lo:hi]
+    return RecentFeatures(idx, interval, max(0, k - bars), k)
 
 
 def _train_sample(idx: _Index, interval: str, start, end, max_rows: int) -> pd.DataFrame:
@@ -371,6 +486,7 @@ class HealthTimeline:
         # alert_id -> what the alerts table holds of an open alert (as warehouse.health.write_health keeps it)
         self.alerts: dict[str, dict] = {}
         self._train_cache: dict = {}
+        self._learned: dict = {}  # (module, metric) -> (series arrays, window bounds, the threshold learned)
         self._references: dict = {}
 
     def active_alerts(self) -> list[dict]:
@@ -410,6 +526,8 @@ class HealthTimeline:
                                  points["value"].to_numpy(dtype="float64"), strict=True):  # fmt: skip
             ts, vals = self.series.get((m, x), (np.empty(0, dtype=np.int64), np.empty(0)))
             if len(ts) and ts[-1] == at:
+                if vals[-1] == v or (np.isnan(vals[-1]) and np.isnan(v)):
+                    continue  # the same fact read again: the series is unchanged (its thresholds too)
                 vals = vals.copy()
                 vals[-1] = v
             elif len(ts) and ts[-1] > at:  # an older fact read again: replace it in place, or insert
@@ -435,15 +553,33 @@ class HealthTimeline:
         """The thresholds flow at ``now``: learn from the trailing points of the metric history."""
         t = self.settings.thresholds
         now = utc(now)
-        window = self._window((now - pd.Timedelta(days=t.history_days)).value, now.value)
+        since = (now - pd.Timedelta(days=t.history_days)).value
         watched = sorted(set(self.settings.alerts.metrics) | {"latency_ms"})
-        keys = set(window) | {(m, x) for m in self.modules for x in watched}
+        always = {(m, x) for m in self.modules for x in watched}
         empty = np.empty(0)
-        self.thresholds = {
-            (m, x): learn_threshold(window.get((m, x), (None, empty))[1], self.specs[x], t)
-            for m, x in sorted(keys)
-            if x in self.specs
-        }
+        learned = {}
+        for key in sorted(set(self.series) | always):
+            if key[1] not in self.specs:
+                continue
+            entry = self.series.get(key)
+            lo = hi = 0
+            if entry is not None:
+                ts, v = entry
+                lo, hi = (
+                    np.searchsorted(ts, since, side="right"),
+                    np.searchsorted(ts, now.value, side="right"),
+                )
+            if hi <= lo and key not in always:
+                continue  # no point in the window, a metric not watched: no threshold (as the flow)
+            # a series changes only through _append, which replaces its arrays: the same arrays and window
+            # learn the same threshold (most metrics of a bar change; latency and accuracy mostly do not)
+            memo = self._learned.get(key)
+            if memo is not None and memo[0] is entry and memo[1] == lo and memo[2] == hi:
+                learned[key] = memo[3]
+                continue
+            learned[key] = learn_threshold(entry[1][lo:hi] if hi > lo else empty, self.specs[key[1]], t)
+            self._learned[key] = (entry, lo, hi, learned[key])
+        self.thresholds = learned
 
     def step(self, frames: MarketFrames, now: pd.Timestamp, *, learn: bool = True) -> HealthSnapshot:
         """One health run at ``now`` (after the thresholds flow when ``learn``)."""

@@ -52,7 +52,7 @@ from expectations.frame_gate import check_rules, gate_frame
 from models import backtest as mb
 from models import decision as dm
 from models import engine as me
-from models.evaluation import BenchmarkAccumulator, attach_labels
+from models.evaluation import BenchmarkAccumulator, attach_labels, side_exit_columns
 from models.features import FEATURE_SET_VERSION
 from models.fills import FillCosts
 from models.health import schedule_hours
@@ -67,10 +67,10 @@ from qtrader.progress import report
 from qtrader.settings import Settings, load_settings
 from tasks.backtest_report import write_report
 from tasks.benchmark import (
+    benchmark_table_rows,
     benchmark_windows,
     exit_profile,
     load_labelled_predictions,
-    record_benchmarks,
     score_modules,
 )
 from tasks.decide import (
@@ -89,7 +89,7 @@ from tasks.retrain import Champion, load_champions, score_params
 from warehouse import backtest as wb
 from warehouse import decisions as wd
 from warehouse.db import Warehouse, pinned
-from warehouse.models import PREDICTION_COLUMNS, load_predictions
+from warehouse.models import PREDICTION_COLUMNS, load_predictions, write_benchmarks
 
 # ------------------------------------------------------------------------------------------------- plan
 
@@ -305,7 +305,9 @@ class TimelineBenchmarks:
         self.acc = BenchmarkAccumulator(self.windows, self.s.benchmark.ece_bins, score_params(self.s))
         rows = known_at(predictions, self.bars, exit_profile(self.s), self.cache)
         self.labels = rows.dropna(subset=["label_known_at"]).sort_values("label_known_at", kind="stable")
-        self.exits = rows.dropna(subset=["exit_known_at"]).sort_values("exit_known_at", kind="stable")
+        exits = rows.dropna(subset=["exit_known_at"]).sort_values("exit_known_at", kind="stable")
+        # the calls' side outcomes made once per retrain, fed by slices (they are row by row)
+        self.exits = side_exit_columns(exits, keep=["exit_known_at"])
         self.fed = [0, 0]
 
     def rows(self, t: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -313,7 +315,7 @@ class TimelineBenchmarks:
         for k, (frame, col, add) in enumerate(
             (
                 (self.labels, "label_known_at", self.acc.add_labels),
-                (self.exits, "exit_known_at", self.acc.add_exits),
+                (self.exits, "exit_known_at", self.acc.add_exit_rows),
             )
         ):
             upto = int(frame[col].searchsorted(t, side="right"))
@@ -429,6 +431,7 @@ def model_timeline(
                 nxt = next((j for j in retrain_at if j > i), len(times))
                 period = history.features[history.features["ts"].isin(times[i:nxt])]
                 pending, dq = predict_period(champions, members, period, interval, run_id, t)
+                pending_at = dict(tuple(pending.groupby("ts", sort=False)))  # a slice per bar, not a scan
                 frames, stats = market_frames(path, history, pending), None
                 readable = stored_and_pending(path, interval, pending)
                 bench.reset(readable)
@@ -439,18 +442,21 @@ def model_timeline(
                 retrain_seconds += time.perf_counter() - r0
             else:
                 dq = None
-            bar_predictions = pending[pending["ts"] == t]
+            bar_predictions = pending_at.get(t, pending.iloc[:0])
             runs["predictions"] += scratch.predictions(bar_predictions, dq)
             if _due(i, every["benchmark"]):
                 rows = bench.rows(t)
-                record_benchmarks.fn(s, interval, *rows, f"{run_id}-b{i}", t)
+                written, exits = benchmark_table_rows(interval, *rows, f"{run_id}-b{i}", t)
+                scratch.benchmarks(written, exits)
                 if recompute:
                     scratch.flush()
                     checks[t] = (
                         rows,
                         score_modules.fn(s, load_labelled_predictions.fn(s, interval), windows)[:2],
                     )
-                frames.benchmarks, stats = wb.benchmarks(path), None
+                frames.benchmarks = newest_benchmarks(frames.benchmarks, written)
+                if stats is not None:
+                    stats = module_stats_after(s, interval, stats, written, exits)
                 runs["benchmark"] += 1
             learn = _due(i, every["thresholds"])
             runs["thresholds"] += learn
@@ -462,7 +468,8 @@ def model_timeline(
             if recompute:
                 scratch.flush()
                 recomputed[t] = recompute_health(s, path, t, every, i, run_id)
-            if stats is None and source in champions:
+            if stats is None and source in champions:  # after a retrain: read once, then kept per pass
+                scratch.flush()  # the passes' rows so far
                 stats = latest_module_stats(s, path, interval)
             asof = by_ts.get(t, empty)
             seen.append(asof)
@@ -482,9 +489,10 @@ def model_timeline(
 
 
 class ScratchAppends:
-    """The bars, features and predictions each bar adds to the scratch warehouse, written in batches: the
-    retrain (and the recompute, in tests) is the only reader of those tables during the timeline, so
-    ``flush`` runs before it, and once at the end, instead of three DuckDB transactions per bar."""
+    """The bars, features and predictions each bar adds to the scratch warehouse, and the benchmark
+    passes' rows, written in batches: the retrain (and the recompute, in tests) is the only reader of
+    those tables during the timeline, so ``flush`` runs before it, and once at the end, instead of three
+    DuckDB transactions per bar and one per pass."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -492,6 +500,7 @@ class ScratchAppends:
         self.features: list[pd.DataFrame] = []
         self.preds: list[pd.DataFrame] = []
         self.dq: list[pd.DataFrame] = []
+        self.bench: list[tuple[pd.DataFrame, pd.DataFrame]] = []
 
     def bar(self, bars: pd.DataFrame, features: pd.DataFrame) -> None:
         self.bars.append(bars)
@@ -502,6 +511,9 @@ class ScratchAppends:
         if dq_results is not None and len(dq_results):
             self.dq.append(dq_results)
         return len(predictions)
+
+    def benchmarks(self, benchmarks: pd.DataFrame, exits: pd.DataFrame) -> None:
+        self.bench.append((benchmarks, exits))
 
     def flush(self) -> None:
         def joined(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
@@ -514,7 +526,10 @@ class ScratchAppends:
         preds, dq = joined(self.preds), joined(self.dq)
         if preds is not None or dq is not None:
             wb.append_predictions(self.path, preds if preds is not None else pd.DataFrame(), dq)
-        self.bars, self.features, self.preds, self.dq = [], [], [], []
+        if self.bench:
+            b, e = (joined([pair[k] for pair in self.bench]) for k in (0, 1))
+            write_benchmarks(Warehouse(self.path), *(f if f is not None else pd.DataFrame() for f in (b, e)))
+        self.bars, self.features, self.preds, self.dq, self.bench = [], [], [], [], []
 
 
 def stored_and_pending(path: Path, interval: str, pending: pd.DataFrame) -> pd.DataFrame:
@@ -560,15 +575,38 @@ def market_frames(path: Path, history: wb.History, pending: pd.DataFrame) -> Mar
     )  # fmt: skip
 
 
+def newest_benchmarks(stored: pd.DataFrame, written: pd.DataFrame) -> pd.DataFrame:
+    """The newest row of each (module, interval, window) of the benchmarks table (``stored``: as
+    ``market_frames`` read it, or this function's previous result) after a pass ``written``: the rows
+    the health flow picks from the whole table at any clock from the pass on (a pass writes one row per
+    module and window, at the bar), so the frame it scans each bar stays one pass long."""
+    cols = ["module", "interval", "window_name", "accuracy", "n", "coverage", "computed_at", "run_id"]
+    parts = [f.reindex(columns=cols) for f in (stored, written) if len(f)]
+    if not parts:
+        return stored
+    both = pd.concat(parts, ignore_index=True)
+    both["computed_at"] = pd.to_datetime(both["computed_at"], utc=True)
+    return (
+        both.sort_values("computed_at", kind="stable")
+        .groupby(["module", "interval", "window_name"], sort=True)
+        .tail(1)
+        .reset_index(drop=True)
+    )
+
+
 def health_view_at(s: Settings, timeline: HealthTimeline, run: HealthSnapshot) -> me.HealthView:
     """What the decision bar reads of a health run (``read_health`` of the rows the flow would store)."""
     rows = health_rows(s, run.assessments, run.overall, run.gates, run.thresholds, run.now)
-    rows["drivers"] = [
-        d if d is None or isinstance(d, str) else json.dumps(d, default=str) for d in rows["drivers"]
-    ]
-    rows = rows.assign(_o=rows["module"] != "overall").sort_values(
-        ["_o", "score", "module"], na_position="first", kind="stable"
-    )
+    drivers = [d if d is None or isinstance(d, str) else json.dumps(d, default=str) for d in rows["drivers"]]
+    # read_health's order (overall first, then by score, no score first, then by module) by a sort of
+    # the few rows' values: a frame sort per bar cost more than the view
+    modules, scores = rows["module"].tolist(), rows["score"].tolist()
+    order = sorted(
+        range(len(rows)),
+        key=lambda k: (modules[k] != "overall", not pd.isna(scores[k]), 0.0 if pd.isna(scores[k]) else scores[k],
+                       modules[k]),
+    )  # fmt: skip
+    rows = rows.iloc[order].assign(drivers=[drivers[k] for k in order])
     return health_view(rows, tuple(timeline.active_alerts()))
 
 
@@ -580,10 +618,33 @@ def stop_cap(s: Settings, timeline: HealthTimeline) -> float:
     ).value
 
 
-def latest_module_stats(s: Settings, path: Path, interval: str) -> dict[str, float | None]:
+def stats_window(s: Settings, interval: str) -> str:
     d = s.decision
-    window = d.benchmark_window_daily if is_daily(interval) else d.benchmark_window_intraday
-    return wd.latest_module_stats(Warehouse(path), d.source_module, interval, window)
+    return d.benchmark_window_daily if is_daily(interval) else d.benchmark_window_intraday
+
+
+def latest_module_stats(s: Settings, path: Path, interval: str) -> dict[str, float | None]:
+    return wd.latest_module_stats(
+        Warehouse(path), s.decision.source_module, interval, stats_window(s, interval)
+    )
+
+
+def module_stats_after(
+    s: Settings, interval: str, stats: dict[str, float | None], benchmarks: pd.DataFrame, exits: pd.DataFrame
+) -> dict[str, float | None]:
+    """``latest_module_stats`` after a benchmark pass wrote ``benchmarks`` and ``exits`` at the bar, from
+    the stats before it: the pass's rows are the newest (exit rows are all 'labels' rows here), and a
+    module or window the pass has no row for keeps its previous values."""
+    source, window = s.decision.source_module, stats_window(s, interval)
+    out = dict(stats)
+    for frame, pairs in ((benchmarks, {"accuracy": "accuracy", "performance_score": "performance_score"}),
+                         (exits, {"tp1": "tp1_rate", "tp2": "tp2_rate", "tp3": "tp3_rate"})):  # fmt: skip
+        row = frame[(frame["module"] == source) & (frame["window_name"] == window)]
+        if len(row):
+            for k, c in pairs.items():
+                v = row[c].iloc[-1]
+                out[k] = None if v is None or pd.isna(v) else float(v)
+    return out
 
 
 def recompute_health(

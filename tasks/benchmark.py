@@ -84,13 +84,19 @@ def score_modules(
     return benchmarks, exits, end
 
 
+def benchmark_table_rows(
+    interval: str, benchmarks: pd.DataFrame, exits: pd.DataFrame, run_id: str, now: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The benchmarks and exit_stats rows of one pass, as written."""
+    return tuple(f.assign(run_id=run_id, computed_at=now, interval=interval) for f in (benchmarks, exits))
+
+
 @task(name="write-benchmarks", cache_policy=NO_CACHE)
 def record_benchmarks(
     settings: Settings, interval: str, benchmarks: pd.DataFrame, exits: pd.DataFrame, run_id: str,
     now: pd.Timestamp,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    b = benchmarks.assign(run_id=run_id, computed_at=now, interval=interval)
-    e = exits.assign(run_id=run_id, computed_at=now, interval=interval)
+    b, e = benchmark_table_rows(interval, benchmarks, exits, run_id, now)
     write_benchmarks(warehouse(settings), b, e)
     get_run_logger().info("wrote %d benchmark rows and %d exit_stats rows", len(b), len(e))
     return b, e

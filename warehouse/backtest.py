@@ -331,8 +331,3 @@ def model_state(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
             con.execute(_PREDICTIONS_SQL).df(),
             con.execute(_BENCHMARKS_SQL).df(),
         )
-
-
-def benchmarks(path: str | Path) -> pd.DataFrame:
-    """Every stored benchmark row of a scratch warehouse (the health flow picks the newest of each window)."""
-    return query_df(path, _BENCHMARKS_SQL)
