@@ -171,3 +171,23 @@ def test_train_candidate_reports_validation_and_walk_forward_metrics(prepared):
     assert c.metrics["n"] == len(plan.validation_rows)
     assert c.walk_forward_metrics["n"] == (plan.block >= 0).sum()
     assert 0 <= c.metrics["performance_score"] <= 100
+
+
+def test_calibration_orders_its_pairs_by_time_as_the_timestamps_do(prepared):
+    """calibrate_walk_forward sorts each holdout's (confidence, hit) pairs by time on int64 keys
+    (``time_order_keys``) rather than on an object array of Timestamps: the same pairs in the same order,
+    ties (every symbol's bar at one timestamp) kept in row order."""
+    from models.training import _pairs, time_order_keys
+
+    data, plan = prepared
+    rng = np.random.default_rng(5)
+    p = rng.choice([0.3, 0.45, 0.5, 0.55, 0.7], len(data.y))  # ties and no-opinion rows
+    ts = data.keys["ts"]
+    shuffled = ts.sample(frac=1.0, random_state=1).reset_index(drop=True)  # rows out of time order
+    for stamps in (ts, shuffled, ts.dt.tz_convert("America/New_York")):
+        objects = pd.to_datetime(stamps, utc=True).to_numpy()  # what the pairs were sorted on before
+        assert objects.dtype == object
+        for rows in [plan.block == k for k in range(len(plan.splits))] + [plan.block >= 0]:
+            new, old = _pairs(p, data.y, time_order_keys(stamps), rows), _pairs(p, data.y, objects, rows)
+            np.testing.assert_array_equal(new[0], old[0])
+            np.testing.assert_array_equal(new[1], old[1])
