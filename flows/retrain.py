@@ -95,7 +95,8 @@ def retrain(
 
     with progress.step(f"record {interval}"):  # register, gate and write the predictions, Data Docs
         record = register_models(settings, interval, trained, data, plan, config, run_id, clock)
-        gated = gate_predictions(record.predictions, run_id)
+        in_memory = settings.retrain.predictions_gate == "in_memory"
+        gated = gate_predictions(record.predictions, run_id, in_memory)
         written = record_retrain(settings, record, gated, versions, run_id)
         docs = build_predictions_docs(settings, gated)
     publish_retrain_summary(interval, run_id, record, failed, gated)

@@ -256,6 +256,11 @@ class RetrainSettings(BaseSettings):
     seed_accuracy_weight: Fraction = 0.7
     seed_confidence_floor: Fraction = 0.1
     seed_confidence_cap: Fraction = 0.95
+    # How the retrain gates the predictions it writes: a Great Expectations validation (with a Data Docs
+    # page), or the same suite's rules checked in memory (expectations.frame_gate.gate_rows: the same
+    # passed and quarantined rows and dq_results, no Data Docs page, no GX start-up). The backtest's
+    # scratch retrains use in_memory; a GX validation cost ~1 s each and the import ~8 s once.
+    predictions_gate: Literal["great_expectations", "in_memory"] = "great_expectations"
 
 
 class BenchmarkSettings(BaseSettings):

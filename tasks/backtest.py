@@ -48,7 +48,7 @@ from prefect.cache_policies import NO_CACHE
 from brokers.reconcile import bracket_state
 from brokers.simulated import SimulatedBroker
 from brokers.trader import BarMarket, GateVerdict, Recorder, Trader, replay
-from expectations.frame_gate import check_rules, gate_frame
+from expectations.frame_gate import check_rules, gate_rows
 from models import backtest as mb
 from models import decision as dm
 from models import engine as me
@@ -129,7 +129,9 @@ def scratch_overrides(
     settings: Settings, interval: str, folder: Path, user: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Settings of every scratch warehouse: the run's own overrides (``user``), its own data dir (model
-    artifacts), one interval, the local paper broker with the backtest's costs."""
+    artifacts), one interval, the local paper broker with the backtest's costs, and the retrain's
+    predictions gate in memory (the same verdicts as Great Expectations, without its cost per retrain;
+    a scratch warehouse's Data Docs are not looked at)."""
     b = settings.backtest
     every = cadence(settings, interval)["retrain"]
     family = "daily" if is_daily(interval) else "intraday"
@@ -145,6 +147,7 @@ def scratch_overrides(
             "interval": interval,
         },
         "decision": {"interval": interval},
+        "retrain": {"predictions_gate": "in_memory"},
     })  # fmt: skip
 
 
@@ -278,7 +281,7 @@ def predict_period(
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=PREDICTION_COLUMNS), pd.DataFrame()
-    gated = gate_frame(
+    gated = gate_rows(  # the suite's rules in memory, as the retrains' gate here (scratch_overrides)
         pd.concat(frames, ignore_index=True), suite="predictions", run_id=run_id, stage="predictions"
     )
     return gated.passed.assign(run_id=run_id, predicted_at=now), gated.dq_results

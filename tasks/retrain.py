@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from expectations.frame_gate import FrameGateResult, build_frame_docs, gate_frame
+from expectations.frame_gate import FrameGateResult, build_frame_docs, gate_frame, gate_rows
 from models.features import FEATURE_SET_VERSION
 from models.training import (
     ENSEMBLE,
@@ -439,8 +439,11 @@ def _round(value: Any, digits: int = 4) -> float | None:
 
 
 @task(name="gate-predictions", cache_policy=NO_CACHE)
-def gate_predictions(predictions: pd.DataFrame, run_id: str) -> FrameGateResult:
-    result = gate_frame(predictions, suite="predictions", run_id=run_id, stage="predictions")
+def gate_predictions(predictions: pd.DataFrame, run_id: str, in_memory: bool = False) -> FrameGateResult:
+    """The predictions suite on the retrain's rows: Great Expectations, or ``in_memory`` the same rules
+    without it (``RetrainSettings.predictions_gate``; no validation object, so no Data Docs page)."""
+    gate = gate_rows if in_memory else gate_frame
+    result = gate(predictions, suite="predictions", run_id=run_id, stage="predictions")
     log = get_run_logger()
     for line in result.summary_lines():
         log.warning(line)
@@ -503,7 +506,10 @@ def record_retrain(
 
 
 @task(name="build-predictions-docs", cache_policy=NO_CACHE)
-def build_predictions_docs(settings: Settings, gated: FrameGateResult) -> str:
+def build_predictions_docs(settings: Settings, gated: FrameGateResult) -> str | None:
+    """The Data Docs page of a Great Expectations gate (None for an in-memory one: nothing to show)."""
+    if gated.validation is None:
+        return None
     return str(build_frame_docs([gated], data_docs_site(settings)))
 
 
