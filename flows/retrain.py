@@ -7,7 +7,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from models.training import ENSEMBLE
+from models.training import ENSEMBLE, FitCache
 from qtrader import progress
 from qtrader.calendar import utc
 from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
@@ -52,6 +52,20 @@ def retrain(
         now: Tests and backfills: the registry's clock; the data window is always the newest stored bars.
         overrides: Settings to override for this run, e.g. {"trade_filter": {"min_confidence": 0.52}}.
     """
+    return retrain_body(interval, modules, warehouse, now, overrides)
+
+
+def retrain_body(
+    interval: str = "1d",
+    modules: list[str] | None = None,
+    warehouse: str | None = None,
+    now: str | None = None,
+    overrides: dict | None = None,
+    fits: FitCache | None = None,
+) -> dict:
+    """The retrain flow's work, for a caller already inside a flow or task: the backtest's model timeline
+    runs it on its scratch warehouse with one ``FitCache`` across its retrains (a split whose training
+    rows did not change is not refitted; the same models). Arguments as ``retrain``'s."""
     log = get_run_logger()
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
@@ -62,13 +76,15 @@ def retrain(
     with progress.step(f"load {interval}"):
         data, plan = load_training_data(settings, interval, config)
         champions, versions = load_champions(settings, interval, clock)
+    if fits is not None:
+        fits.begin(data, plan)
     trained: dict[str, Trained] = {}
     failed: list[str] = []
     watched, total = f"train {interval}", len(members) + int(with_ensemble)  # the CLI's bar: one per module
     progress.report(watched, 0, total)
     for done, name in enumerate(members, 1):
         result = train_module(
-            name, data, plan, config, settings, champions.get(name), versions.get(name, 0) + 1
+            name, data, plan, config, settings, champions.get(name), versions.get(name, 0) + 1, fits
         )
         progress.report(watched, done, total)
         if result is None:

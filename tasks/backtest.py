@@ -60,7 +60,7 @@ from models.health_timeline import HealthSnapshot, HealthTimeline, MarketFrames,
 from models.labels import BarrierProfile
 from models.signals.volatility import vol_state
 from models.trade_filter import gate_block_counts, health_gated
-from models.training import live_predictions
+from models.training import FitCache, live_predictions
 from qtrader import artifacts as qa
 from qtrader.calendar import interval_minutes, is_daily
 from qtrader.progress import report
@@ -107,6 +107,14 @@ def cadence(settings: Settings, interval: str) -> dict[str, int]:
         "thresholds": b.thresholds_every_bars_daily if d else b.thresholds_every_bars_intraday,
         "health": b.health_every_bars_daily if d else b.health_every_bars_intraday,
     }
+
+
+def fit_reuse_retrains(settings: Settings, interval: str) -> int:
+    """Retrains a split model is kept for reuse (``FitCache``): a split's training rows come back when the
+    test blocks have moved by a whole block, ``test_window / retrain cadence`` retrains later."""
+    r = settings.retrain
+    test = r.test_window_bars_daily if is_daily(interval) else r.test_window_bars_intraday
+    return max(1, math.ceil(test / cadence(settings, interval)["retrain"]))
 
 
 def replay_times(
@@ -392,7 +400,7 @@ def model_timeline(
     scratch warehouse at their cadence and keep what the bar would read from them
     (``Timeline.recomputed``), the full recompute the in-memory timeline is tested against.
     """
-    from flows.retrain import retrain as retrain_flow
+    from flows.retrain import retrain_body
 
     log = get_run_logger()
     started = time.perf_counter()
@@ -414,6 +422,7 @@ def model_timeline(
     frames: MarketFrames | None = None
     view, stats, recomputed = me.HealthView(None, None, {}), None, {}
     retrain_seconds = 0.0
+    fits = FitCache(keep=fit_reuse_retrains(s, interval))
     bench = TimelineBenchmarks(s, interval, history, windows)
     checks: dict[pd.Timestamp, tuple] = {}
     scratch = ScratchAppends(path)
@@ -423,7 +432,7 @@ def model_timeline(
             if i in retrain_at or not champions:
                 r0 = time.perf_counter()
                 scratch.flush()
-                retrain_flow.fn(interval=interval, warehouse=str(path), now=t.isoformat(), overrides=over)
+                retrain_body(interval, None, str(path), t.isoformat(), over, fits)
                 champions, _ = load_champions.fn(s, interval)
                 runs["retrain"] += 1
                 members = [
@@ -475,8 +484,9 @@ def model_timeline(
         scratch.flush()  # the modes' warehouses are copies of it
     seconds = time.perf_counter() - started
     log.info(
-        "model timeline over %d bars in %.1fs (retrains %.1fs; %s); source module %s", len(times), seconds,
-        retrain_seconds, ", ".join(f"{k} {v}" for k, v in runs.items()), source,
+        "model timeline over %d bars in %.1fs (retrains %.1fs, %d of %d split fits reused; %s); source module %s",
+        len(times), seconds, retrain_seconds, fits.hits, fits.hits + fits.fits,
+        ", ".join(f"{k} {v}" for k, v in runs.items()), source,
     )  # fmt: skip
     as_of = pd.concat([f for f in seen if len(f)], ignore_index=True) if any(len(f) for f in seen) else None
     stages = {"retrains": retrain_seconds, "model timeline": seconds - retrain_seconds}

@@ -23,6 +23,7 @@ from models.training import (
     Candidate,
     Decision,
     EnsembleConfig,
+    FitCache,
     ModelArtifact,
     TrainingConfig,
     TrainingData,
@@ -216,13 +217,15 @@ def train_module(
     settings: Settings,
     champion: Champion | None,
     version: int,
+    fits: FitCache | None = None,
 ) -> Trained | None:
-    """Walk-forward, calibration and the champion comparison of one member module (None if it cannot train)."""
+    """Walk-forward, calibration and the champion comparison of one member module (None if it cannot train).
+    ``fits``: split models of earlier retrains to reuse where their training rows did not change."""
     log = get_run_logger()
     started = time.perf_counter()
     params = module_params(name, settings.signal.module_params.get(name), config)
     try:
-        candidate = train_candidate(name, params, data, plan, config, score_params(settings))
+        candidate = train_candidate(name, params, data, plan, config, score_params(settings), fits)
     except ValueError as exc:  # e.g. a module that needs both classes in a split's training rows
         log.error("%s could not be trained: %s", name, exc)
         return None

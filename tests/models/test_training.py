@@ -191,3 +191,46 @@ def test_calibration_orders_its_pairs_by_time_as_the_timestamps_do(prepared):
             new, old = _pairs(p, data.y, time_order_keys(stamps), rows), _pairs(p, data.y, objects, rows)
             np.testing.assert_array_equal(new[0], old[0])
             np.testing.assert_array_equal(new[1], old[1])
+
+
+def test_reused_split_fits_give_the_models_a_refit_gives(monkeypatch):
+    """FitCache over a run of retrains 20 bars apart with a full training window (test blocks of 40 bars:
+    split k of one retrain is split k + 1 two retrains on): every module's walk-forward, calibration,
+    metrics and final model (its pickle) equal those of retrains that fit every split afresh."""
+    import pickle
+
+    from models.training import FitCache, canonical_json, evaluate_candidate
+    from tasks.retrain import bars_needed
+
+    frame = _loader_frame(n_symbols=3, days=1300)
+    stamps = np.sort(frame["ts"].unique())
+    need = bars_needed(CONFIG)
+    cache = FitCache(keep=2)
+    modules = ["direction", "imbalance", "patterns", "selector"]
+    for j in range(5):
+        now = stamps[-1 - 20 * (4 - j)]
+        window = stamps[stamps <= now][-need:]
+        data = prepare_training_data(frame[frame["ts"].isin(window)].reset_index(drop=True), CONFIG)
+        plan = plan_walk_forward(data.keys["ts"], CONFIG)
+        assert plan.train_window == CONFIG.train_window  # a full window: the splits move, their rows repeat
+        cache.begin(data, plan)
+        for name in modules:
+            params = module_params(name, None, CONFIG)
+            fresh = train_candidate(name, params, data, plan, CONFIG)
+            reused = evaluate_candidate(
+                walk_forward_module(name, params, data, plan, cache), data, plan, CONFIG
+            )
+            np.testing.assert_array_equal(reused.run.p_up, fresh.run.p_up, err_msg=f"{name}, retrain {j}")
+            for field in ("p_up_calibrated", "confidence_seed", "confidence_calibrated", "seed_accuracy"):
+                np.testing.assert_array_equal(
+                    getattr(reused.calibration, field), getattr(fresh.calibration, field)
+                )
+            assert reused.calibration.method == fresh.calibration.method
+            for got, want in (
+                (reused.metrics, fresh.metrics),
+                (reused.walk_forward_metrics, fresh.walk_forward_metrics),
+            ):
+                assert canonical_json(got) == canonical_json(want)  # exact floats, NaN as null
+            assert pickle.dumps(reused.run.final_estimator) == pickle.dumps(fresh.run.final_estimator)
+    # retrains 2-4 reuse 2 of their 3 splits; the first two (and every newest split) are fitted
+    assert (cache.hits, cache.fits) == (3 * 2 * len(modules), (2 * 3 + 3) * len(modules))
