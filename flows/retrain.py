@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -82,10 +87,13 @@ def retrain_body(
     failed: list[str] = []
     watched, total = f"train {interval}", len(members) + int(with_ensemble)  # the CLI's bar: one per module
     progress.report(watched, 0, total)
-    for done, name in enumerate(members, 1):
-        result = train_module(
+
+    def train(name: str) -> Trained | None:
+        return train_module(
             name, data, plan, config, settings, champions.get(name), versions.get(name, 0) + 1, fits
         )
+
+    for done, (name, result) in enumerate(_in_threads(members, train, settings.retrain.module_threads), 1):
         progress.report(watched, done, total)
         if result is None:
             failed.append(name)
@@ -138,6 +146,21 @@ def retrain_body(
 
 
 run_form(retrain, choices={"interval": INTERVAL_CHOICES})
+
+
+def _in_threads(names: list[str], train: Callable[[str], Any], threads: int) -> Iterator[tuple[str, Any]]:
+    """(name, train(name)) in ``names`` order, ``threads`` modules at a time (``retrain.module_threads``).
+    Each module is seeded and fitted on its own data, so the results do not depend on the count; each
+    thread runs in a copy of the caller's context, so the task runs keep their flow (as Prefect's own
+    thread pool does)."""
+    if threads <= 1 or len(names) <= 1:
+        for name in names:
+            yield name, train(name)
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, len(names)), thread_name_prefix="retrain") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, train, name) for name in names]
+        for name, future in zip(names, futures, strict=True):
+            yield name, future.result()
 
 
 def _modules(settings: Settings, modules: list[str] | None) -> tuple[list[str], bool]:

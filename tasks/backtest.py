@@ -139,7 +139,8 @@ def scratch_overrides(
     """Settings of every scratch warehouse: the run's own overrides (``user``), its own data dir (model
     artifacts), one interval, the local paper broker with the backtest's costs, and the retrain's
     predictions gate in memory (the same verdicts as Great Expectations, without its cost per retrain;
-    a scratch warehouse's Data Docs are not looked at)."""
+    a scratch warehouse's Data Docs are not looked at) and its members trained in
+    ``backtest.retrain_module_threads`` threads."""
     b = settings.backtest
     every = cadence(settings, interval)["retrain"]
     family = "daily" if is_daily(interval) else "intraday"
@@ -155,7 +156,7 @@ def scratch_overrides(
             "interval": interval,
         },
         "decision": {"interval": interval},
-        "retrain": {"predictions_gate": "in_memory"},
+        "retrain": {"predictions_gate": "in_memory", "module_threads": b.retrain_module_threads},
     })  # fmt: skip
 
 

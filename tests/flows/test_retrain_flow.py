@@ -105,6 +105,18 @@ def test_an_in_memory_predictions_gate_records_what_great_expectations_did(
     pd.testing.assert_frame_equal(dq(db), dq(retrained.warehouse))
 
 
+def test_modules_trained_in_threads_give_the_same_models(retrained, market_warehouse, tmp_path):
+    """retrain.module_threads = 2: the same registry rows, artifacts (their sha256) and predictions as one
+    module after another."""
+    db, data = fresh_copy(market_warehouse, tmp_path)
+    with data_dir(data):
+        retrain(interval="1d", warehouse=str(db), now=NOW, overrides={"retrain": {"module_threads": 2}})
+    same = ["module", "version", "params", "config_hash", "data_hash", "metrics", "calibration", "status",
+            "status_reason", "artifact_sha256"]  # fmt: skip
+    pd.testing.assert_frame_equal(_registry(db)[same], _registry(retrained.warehouse)[same])
+    pd.testing.assert_frame_equal(_predictions(db), _predictions(retrained.warehouse))
+
+
 def test_identical_challenger_stays_challenger_and_a_better_one_replaces_a_bad_champion(
     market_warehouse, tmp_path
 ):
