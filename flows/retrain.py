@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from models.training import ENSEMBLE
+from models.training import ENSEMBLE, FitCache
 from qtrader import progress
 from qtrader.calendar import utc
 from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
@@ -52,6 +57,20 @@ def retrain(
         now: Tests and backfills: the registry's clock; the data window is always the newest stored bars.
         overrides: Settings to override for this run, e.g. {"trade_filter": {"min_confidence": 0.52}}.
     """
+    return retrain_body(interval, modules, warehouse, now, overrides)
+
+
+def retrain_body(
+    interval: str = "1d",
+    modules: list[str] | None = None,
+    warehouse: str | None = None,
+    now: str | None = None,
+    overrides: dict | None = None,
+    fits: FitCache | None = None,
+) -> dict:
+    """The retrain flow's work, for a caller already inside a flow or task: the backtest's model timeline
+    runs it on its scratch warehouse with one ``FitCache`` across its retrains (a split whose training
+    rows did not change is not refitted; the same models). Arguments as ``retrain``'s."""
     log = get_run_logger()
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
@@ -62,14 +81,19 @@ def retrain(
     with progress.step(f"load {interval}"):
         data, plan = load_training_data(settings, interval, config)
         champions, versions = load_champions(settings, interval, clock)
+    if fits is not None:
+        fits.begin(data, plan)
     trained: dict[str, Trained] = {}
     failed: list[str] = []
     watched, total = f"train {interval}", len(members) + int(with_ensemble)  # the CLI's bar: one per module
     progress.report(watched, 0, total)
-    for done, name in enumerate(members, 1):
-        result = train_module(
-            name, data, plan, config, settings, champions.get(name), versions.get(name, 0) + 1
+
+    def train(name: str) -> Trained | None:
+        return train_module(
+            name, data, plan, config, settings, champions.get(name), versions.get(name, 0) + 1, fits
         )
+
+    for done, (name, result) in enumerate(_in_threads(members, train, settings.retrain.module_threads), 1):
         progress.report(watched, done, total)
         if result is None:
             failed.append(name)
@@ -95,7 +119,8 @@ def retrain(
 
     with progress.step(f"record {interval}"):  # register, gate and write the predictions, Data Docs
         record = register_models(settings, interval, trained, data, plan, config, run_id, clock)
-        gated = gate_predictions(record.predictions, run_id)
+        in_memory = settings.retrain.predictions_gate == "in_memory"
+        gated = gate_predictions(record.predictions, run_id, in_memory)
         written = record_retrain(settings, record, gated, versions, run_id)
         docs = build_predictions_docs(settings, gated)
     publish_retrain_summary(interval, run_id, record, failed, gated)
@@ -121,6 +146,21 @@ def retrain(
 
 
 run_form(retrain, choices={"interval": INTERVAL_CHOICES})
+
+
+def _in_threads(names: list[str], train: Callable[[str], Any], threads: int) -> Iterator[tuple[str, Any]]:
+    """(name, train(name)) in ``names`` order, ``threads`` modules at a time (``retrain.module_threads``).
+    Each module is seeded and fitted on its own data, so the results do not depend on the count; each
+    thread runs in a copy of the caller's context, so the task runs keep their flow (as Prefect's own
+    thread pool does)."""
+    if threads <= 1 or len(names) <= 1:
+        for name in names:
+            yield name, train(name)
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, len(names)), thread_name_prefix="retrain") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, train, name) for name in names]
+        for name, future in zip(names, futures, strict=True):
+            yield name, future.result()
 
 
 def _modules(settings: Settings, modules: list[str] | None) -> tuple[list[str], bool]:

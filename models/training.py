@@ -282,18 +282,82 @@ def module_params(name: str, overrides: Mapping[str, Any] | None, config: Traini
     return {**params, **dict(overrides or {})}
 
 
+def split_digests(data: TrainingData, plan: WalkForwardPlan) -> list[str]:
+    """sha256 of each split's training rows as a fit reads them: feature names, dtypes and values, labels
+    and forward returns, in row order (not the rows' positions, which shift from one retrain to the next)."""
+    out = []
+    columns = [(c, data.X[c].to_numpy()) for c in data.X.columns]
+    for train, _ in plan.splits:
+        h = hashlib.sha256()
+        for c, values in columns:
+            part = np.ascontiguousarray(values[train])
+            h.update(f"{c}:{part.dtype.str}:{len(part)};".encode())
+            h.update(part.tobytes())
+        h.update(np.ascontiguousarray(data.y[train], dtype="float64").tobytes())
+        h.update(np.ascontiguousarray(data.fwd_ret[train], dtype="float64").tobytes())
+        out.append(h.hexdigest())
+    return out
+
+
+class FitCache:
+    """Split models fitted by earlier retrains of one run, reused where a split's training rows did not
+    change (the backtest's monthly retrains with a full training window: a 63-bar test block moves by
+    21 bars a retrain, so split k of one retrain is split k + 1 three retrains on). A fit is a pure
+    function of the module, its parameters (seed included) and those rows, so a reused model is the one
+    a refit would make, bit for bit (tests/models/test_training.py checks a sequence of retrains).
+
+    ``begin`` once per retrain with its data and plan; a fit not used by the last ``keep`` retrains is
+    dropped. Not shared between processes; safe to read from the module threads of one retrain.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.digests: list[str] = []
+        self.hits = self.fits = 0
+        self._models: dict[tuple[str, str, str], tuple[int, Any]] = {}
+        self._retrain = 0
+
+    def begin(self, data: TrainingData, plan: WalkForwardPlan) -> None:
+        self._retrain += 1
+        self.digests = split_digests(data, plan)
+        oldest = self._retrain - self.keep
+        self._models = {k: v for k, v in self._models.items() if v[0] >= oldest}
+
+    def fitted(self, name: str, params: Mapping[str, Any], split: int, fit) -> Any:
+        """The split's model: reused when the same module and parameters were fitted on the same rows."""
+        key = (name, canonical_json(dict(params)), self.digests[split])
+        found = self._models.get(key)
+        if found is not None:
+            self.hits += 1
+            model = found[1]
+        else:
+            self.fits += 1
+            model = fit()
+        self._models[key] = (self._retrain, model)
+        return model
+
+
 def walk_forward_module(
-    name: str, params: Mapping[str, Any], data: TrainingData, plan: WalkForwardPlan
+    name: str,
+    params: Mapping[str, Any],
+    data: TrainingData,
+    plan: WalkForwardPlan,
+    fits: FitCache | None = None,
 ) -> ModuleRun:
-    """Fit a fresh clone per split (with ``fwd_ret``), score its test block, keep the last split's model."""
+    """Fit a fresh clone per split (with ``fwd_ret``), score its test block, keep the last split's model.
+    ``fits``: reuse a split model an earlier retrain fitted on the same rows (``FitCache``)."""
     estimator = make_module(name, **params)
     n = len(data.X)
     p_up = np.full(n, np.nan)
     latency = np.full(n, np.nan)
     final = None
     started = time.perf_counter()
-    for train, test in plan.splits:
-        model = clone(estimator).fit(data.X.iloc[train], data.y[train], fwd_ret=data.fwd_ret[train])
+    for k, (train, test) in enumerate(plan.splits):
+
+        def fit(train: np.ndarray = train) -> Any:
+            return clone(estimator).fit(data.X.iloc[train], data.y[train], fwd_ret=data.fwd_ret[train])
+
+        model = fit() if fits is None else fits.fitted(name, params, k, fit)
         t0 = time.perf_counter()
         p_up[test] = model.predict_proba(data.X.iloc[test])[:, 1]
         latency[test] = 1000.0 * (time.perf_counter() - t0) / max(len(test), 1)
@@ -395,6 +459,13 @@ class Calibration:
         return self.calibrator.method if self.calibrator is not None else NO_CALIBRATION
 
 
+def time_order_keys(ts: pd.Series) -> np.ndarray:
+    """The timestamps as int64 nanoseconds since the epoch (UTC): they sort as the timestamps do. Taking
+    a tz-aware column ``to_numpy()`` gives an object array of Timestamps, slow to build and to argsort."""
+    values = pd.to_datetime(pd.Series(ts), utc=True)
+    return values.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
 def _pairs(
     p_up: np.ndarray, y: np.ndarray, ts: np.ndarray, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -447,7 +518,7 @@ def calibrate_walk_forward(
     p_up: np.ndarray, y: np.ndarray, ts: pd.Series, plan: WalkForwardPlan, config: TrainingConfig
 ) -> Calibration:
     n = len(p_up)
-    ts_values = pd.to_datetime(ts, utc=True).to_numpy()
+    ts_values = time_order_keys(ts)
     p_cal = np.full(n, np.nan)
     seed = np.full(n, np.nan)
     fitted = np.full(n, np.nan)
@@ -598,9 +669,11 @@ def train_candidate(
     plan: WalkForwardPlan,
     config: TrainingConfig,
     score_params: Mapping[str, float] | None = None,
+    fits: FitCache | None = None,
 ) -> Candidate:
     """Walk-forward, calibration and metrics of one member module (what the retrain flow runs per module)."""
-    return evaluate_candidate(walk_forward_module(name, params, data, plan), data, plan, config, score_params)
+    run = walk_forward_module(name, params, data, plan, fits)
+    return evaluate_candidate(run, data, plan, config, score_params)
 
 
 def ensemble_candidate(

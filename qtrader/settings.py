@@ -256,6 +256,15 @@ class RetrainSettings(BaseSettings):
     seed_accuracy_weight: Fraction = 0.7
     seed_confidence_floor: Fraction = 0.1
     seed_confidence_cap: Fraction = 0.95
+    # How the retrain gates the predictions it writes: a Great Expectations validation (with a Data Docs
+    # page), or the same suite's rules checked in memory (expectations.frame_gate.gate_rows: the same
+    # passed and quarantined rows and dq_results, no Data Docs page, no GX start-up). The backtest's
+    # scratch retrains use in_memory; a GX validation cost ~1 s each and the import ~8 s once.
+    predictions_gate: Literal["great_expectations", "in_memory"] = "great_expectations"
+    # Member modules trained at once (threads) in a retrain. Their fits spend most of their time in
+    # numpy/scikit-learn code that releases the GIL; each module is seeded and trained alone, so the
+    # models do not depend on the count. 1: one after another.
+    module_threads: PositiveInt = 1
 
 
 class BenchmarkSettings(BaseSettings):
@@ -621,6 +630,9 @@ class BacktestSettings(BaseModel):
     thresholds_every_bars_intraday: PositiveInt = 12  # hourly
     health_every_bars_daily: PositiveInt = 1
     health_every_bars_intraday: PositiveInt = 3  # every 15 minutes
+    # The scratch retrains' retrain.module_threads (members trained at once; the same models at any
+    # count): 2 = the development machine's cores, ~1.5x faster retrains there (docs/backtest.md, "Speed").
+    retrain_module_threads: PositiveInt = 2
     modes: list[str] = Field(
         default_factory=lambda: [
             "static", "adaptive", "no_adaptive_exits", "no_health_gating", "no_performance_sizing",

@@ -48,7 +48,7 @@ from prefect.cache_policies import NO_CACHE
 from brokers.reconcile import bracket_state
 from brokers.simulated import SimulatedBroker
 from brokers.trader import BarMarket, GateVerdict, Recorder, Trader, replay
-from expectations.frame_gate import check_rules, gate_frame
+from expectations.frame_gate import check_rules, gate_rows
 from models import backtest as mb
 from models import decision as dm
 from models import engine as me
@@ -60,7 +60,7 @@ from models.health_timeline import HealthSnapshot, HealthTimeline, MarketFrames,
 from models.labels import BarrierProfile
 from models.signals.volatility import vol_state
 from models.trade_filter import gate_block_counts, health_gated
-from models.training import live_predictions
+from models.training import FitCache, live_predictions
 from qtrader import artifacts as qa
 from qtrader.calendar import interval_minutes, is_daily
 from qtrader.progress import report
@@ -109,6 +109,14 @@ def cadence(settings: Settings, interval: str) -> dict[str, int]:
     }
 
 
+def fit_reuse_retrains(settings: Settings, interval: str) -> int:
+    """Retrains a split model is kept for reuse (``FitCache``): a split's training rows come back when the
+    test blocks have moved by a whole block, ``test_window / retrain cadence`` retrains later."""
+    r = settings.retrain
+    test = r.test_window_bars_daily if is_daily(interval) else r.test_window_bars_intraday
+    return max(1, math.ceil(test / cadence(settings, interval)["retrain"]))
+
+
 def replay_times(
     times: pd.DatetimeIndex, start: pd.Timestamp | None, end: pd.Timestamp | None, warmup: int
 ) -> pd.DatetimeIndex:
@@ -129,7 +137,10 @@ def scratch_overrides(
     settings: Settings, interval: str, folder: Path, user: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Settings of every scratch warehouse: the run's own overrides (``user``), its own data dir (model
-    artifacts), one interval, the local paper broker with the backtest's costs."""
+    artifacts), one interval, the local paper broker with the backtest's costs, and the retrain's
+    predictions gate in memory (the same verdicts as Great Expectations, without its cost per retrain;
+    a scratch warehouse's Data Docs are not looked at) and its members trained in
+    ``backtest.retrain_module_threads`` threads."""
     b = settings.backtest
     every = cadence(settings, interval)["retrain"]
     family = "daily" if is_daily(interval) else "intraday"
@@ -145,6 +156,7 @@ def scratch_overrides(
             "interval": interval,
         },
         "decision": {"interval": interval},
+        "retrain": {"predictions_gate": "in_memory", "module_threads": b.retrain_module_threads},
     })  # fmt: skip
 
 
@@ -278,7 +290,7 @@ def predict_period(
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=PREDICTION_COLUMNS), pd.DataFrame()
-    gated = gate_frame(
+    gated = gate_rows(  # the suite's rules in memory, as the retrains' gate here (scratch_overrides)
         pd.concat(frames, ignore_index=True), suite="predictions", run_id=run_id, stage="predictions"
     )
     return gated.passed.assign(run_id=run_id, predicted_at=now), gated.dq_results
@@ -391,7 +403,7 @@ def model_timeline(
     scratch warehouse at their cadence and keep what the bar would read from them
     (``Timeline.recomputed``), the full recompute the in-memory timeline is tested against.
     """
-    from flows.retrain import retrain as retrain_flow
+    from flows.retrain import retrain_body
 
     log = get_run_logger()
     started = time.perf_counter()
@@ -413,6 +425,7 @@ def model_timeline(
     frames: MarketFrames | None = None
     view, stats, recomputed = me.HealthView(None, None, {}), None, {}
     retrain_seconds = 0.0
+    fits = FitCache(keep=fit_reuse_retrains(s, interval))
     bench = TimelineBenchmarks(s, interval, history, windows)
     checks: dict[pd.Timestamp, tuple] = {}
     scratch = ScratchAppends(path)
@@ -422,7 +435,7 @@ def model_timeline(
             if i in retrain_at or not champions:
                 r0 = time.perf_counter()
                 scratch.flush()
-                retrain_flow.fn(interval=interval, warehouse=str(path), now=t.isoformat(), overrides=over)
+                retrain_body(interval, None, str(path), t.isoformat(), over, fits)
                 champions, _ = load_champions.fn(s, interval)
                 runs["retrain"] += 1
                 members = [
@@ -479,8 +492,9 @@ def model_timeline(
         scratch.flush()  # the modes' warehouses are copies of it
     seconds = time.perf_counter() - started
     log.info(
-        "model timeline over %d bars in %.1fs (retrains %.1fs; %s); source module %s", len(times), seconds,
-        retrain_seconds, ", ".join(f"{k} {v}" for k, v in runs.items()), source,
+        "model timeline over %d bars in %.1fs (retrains %.1fs, %d of %d split fits reused; %s); source module %s",
+        len(times), seconds, retrain_seconds, fits.hits, fits.hits + fits.fits,
+        ", ".join(f"{k} {v}" for k, v in runs.items()), source,
     )  # fmt: skip
     as_of = pd.concat([f for f in seen if len(f)], ignore_index=True) if any(len(f) for f in seen) else None
     stages = {"retrains": retrain_seconds, "model timeline": seconds - retrain_seconds}

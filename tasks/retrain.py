@@ -16,13 +16,14 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from expectations.frame_gate import FrameGateResult, build_frame_docs, gate_frame
+from expectations.frame_gate import FrameGateResult, build_frame_docs, gate_frame, gate_rows
 from models.features import FEATURE_SET_VERSION
 from models.training import (
     ENSEMBLE,
     Candidate,
     Decision,
     EnsembleConfig,
+    FitCache,
     ModelArtifact,
     TrainingConfig,
     TrainingData,
@@ -216,13 +217,15 @@ def train_module(
     settings: Settings,
     champion: Champion | None,
     version: int,
+    fits: FitCache | None = None,
 ) -> Trained | None:
-    """Walk-forward, calibration and the champion comparison of one member module (None if it cannot train)."""
+    """Walk-forward, calibration and the champion comparison of one member module (None if it cannot train).
+    ``fits``: split models of earlier retrains to reuse where their training rows did not change."""
     log = get_run_logger()
     started = time.perf_counter()
     params = module_params(name, settings.signal.module_params.get(name), config)
     try:
-        candidate = train_candidate(name, params, data, plan, config, score_params(settings))
+        candidate = train_candidate(name, params, data, plan, config, score_params(settings), fits)
     except ValueError as exc:  # e.g. a module that needs both classes in a split's training rows
         log.error("%s could not be trained: %s", name, exc)
         return None
@@ -439,8 +442,11 @@ def _round(value: Any, digits: int = 4) -> float | None:
 
 
 @task(name="gate-predictions", cache_policy=NO_CACHE)
-def gate_predictions(predictions: pd.DataFrame, run_id: str) -> FrameGateResult:
-    result = gate_frame(predictions, suite="predictions", run_id=run_id, stage="predictions")
+def gate_predictions(predictions: pd.DataFrame, run_id: str, in_memory: bool = False) -> FrameGateResult:
+    """The predictions suite on the retrain's rows: Great Expectations, or ``in_memory`` the same rules
+    without it (``RetrainSettings.predictions_gate``; no validation object, so no Data Docs page)."""
+    gate = gate_rows if in_memory else gate_frame
+    result = gate(predictions, suite="predictions", run_id=run_id, stage="predictions")
     log = get_run_logger()
     for line in result.summary_lines():
         log.warning(line)
@@ -503,7 +509,10 @@ def record_retrain(
 
 
 @task(name="build-predictions-docs", cache_policy=NO_CACHE)
-def build_predictions_docs(settings: Settings, gated: FrameGateResult) -> str:
+def build_predictions_docs(settings: Settings, gated: FrameGateResult) -> str | None:
+    """The Data Docs page of a Great Expectations gate (None for an in-memory one: nothing to show)."""
+    if gated.validation is None:
+        return None
     return str(build_frame_docs([gated], data_docs_site(settings)))
 
 

@@ -81,6 +81,42 @@ def test_retrain_is_reproducible(retrained, market_warehouse, tmp_path):
     pd.testing.assert_frame_equal(_predictions(db), _predictions(retrained.warehouse))
 
 
+def test_an_in_memory_predictions_gate_records_what_great_expectations_did(
+    retrained, market_warehouse, tmp_path
+):
+    """retrain.predictions_gate = in_memory (the backtest's scratch retrains): the same registry, predictions
+    and dq_results rows as the Great Expectations gate, and no Data Docs page."""
+    db, data = fresh_copy(market_warehouse, tmp_path)
+    with data_dir(data):
+        out = retrain(interval="1d", warehouse=str(db), now=NOW,
+                      overrides={"retrain": {"predictions_gate": "in_memory"}})  # fmt: skip
+    assert out["dq_docs"] is None and out["predictions_quarantined"] == 0
+    same = ["module", "version", "params", "config_hash", "data_hash", "metrics", "calibration", "status"]
+    pd.testing.assert_frame_equal(_registry(db)[same], _registry(retrained.warehouse)[same])
+    pd.testing.assert_frame_equal(_predictions(db), _predictions(retrained.warehouse))
+
+    def dq(path) -> pd.DataFrame:
+        return query_df(
+            path, "SELECT * EXCLUDE (run_id, validated_at) FROM dq_results WHERE stage = 'predictions'"
+            " ORDER BY expectation, column_name",
+        )  # fmt: skip
+
+    assert len(dq(db)) > 5
+    pd.testing.assert_frame_equal(dq(db), dq(retrained.warehouse))
+
+
+def test_modules_trained_in_threads_give_the_same_models(retrained, market_warehouse, tmp_path):
+    """retrain.module_threads = 2: the same registry rows, artifacts (their sha256) and predictions as one
+    module after another."""
+    db, data = fresh_copy(market_warehouse, tmp_path)
+    with data_dir(data):
+        retrain(interval="1d", warehouse=str(db), now=NOW, overrides={"retrain": {"module_threads": 2}})
+    same = ["module", "version", "params", "config_hash", "data_hash", "metrics", "calibration", "status",
+            "status_reason", "artifact_sha256"]  # fmt: skip
+    pd.testing.assert_frame_equal(_registry(db)[same], _registry(retrained.warehouse)[same])
+    pd.testing.assert_frame_equal(_predictions(db), _predictions(retrained.warehouse))
+
+
 def test_identical_challenger_stays_challenger_and_a_better_one_replaces_a_bad_champion(
     market_warehouse, tmp_path
 ):

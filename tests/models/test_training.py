@@ -171,3 +171,66 @@ def test_train_candidate_reports_validation_and_walk_forward_metrics(prepared):
     assert c.metrics["n"] == len(plan.validation_rows)
     assert c.walk_forward_metrics["n"] == (plan.block >= 0).sum()
     assert 0 <= c.metrics["performance_score"] <= 100
+
+
+def test_calibration_orders_its_pairs_by_time_as_the_timestamps_do(prepared):
+    """calibrate_walk_forward sorts each holdout's (confidence, hit) pairs by time on int64 keys
+    (``time_order_keys``) rather than on an object array of Timestamps: the same pairs in the same order,
+    ties (every symbol's bar at one timestamp) kept in row order."""
+    from models.training import _pairs, time_order_keys
+
+    data, plan = prepared
+    rng = np.random.default_rng(5)
+    p = rng.choice([0.3, 0.45, 0.5, 0.55, 0.7], len(data.y))  # ties and no-opinion rows
+    ts = data.keys["ts"]
+    shuffled = ts.sample(frac=1.0, random_state=1).reset_index(drop=True)  # rows out of time order
+    for stamps in (ts, shuffled, ts.dt.tz_convert("America/New_York")):
+        objects = pd.to_datetime(stamps, utc=True).to_numpy()  # what the pairs were sorted on before
+        assert objects.dtype == object
+        for rows in [plan.block == k for k in range(len(plan.splits))] + [plan.block >= 0]:
+            new, old = _pairs(p, data.y, time_order_keys(stamps), rows), _pairs(p, data.y, objects, rows)
+            np.testing.assert_array_equal(new[0], old[0])
+            np.testing.assert_array_equal(new[1], old[1])
+
+
+def test_reused_split_fits_give_the_models_a_refit_gives(monkeypatch):
+    """FitCache over a run of retrains 20 bars apart with a full training window (test blocks of 40 bars:
+    split k of one retrain is split k + 1 two retrains on): every module's walk-forward, calibration,
+    metrics and final model (its pickle) equal those of retrains that fit every split afresh."""
+    import pickle
+
+    from models.training import FitCache, canonical_json, evaluate_candidate
+    from tasks.retrain import bars_needed
+
+    frame = _loader_frame(n_symbols=3, days=1300)
+    stamps = np.sort(frame["ts"].unique())
+    need = bars_needed(CONFIG)
+    cache = FitCache(keep=2)
+    modules = ["direction", "imbalance", "patterns", "selector"]
+    for j in range(5):
+        now = stamps[-1 - 20 * (4 - j)]
+        window = stamps[stamps <= now][-need:]
+        data = prepare_training_data(frame[frame["ts"].isin(window)].reset_index(drop=True), CONFIG)
+        plan = plan_walk_forward(data.keys["ts"], CONFIG)
+        assert plan.train_window == CONFIG.train_window  # a full window: the splits move, their rows repeat
+        cache.begin(data, plan)
+        for name in modules:
+            params = module_params(name, None, CONFIG)
+            fresh = train_candidate(name, params, data, plan, CONFIG)
+            reused = evaluate_candidate(
+                walk_forward_module(name, params, data, plan, cache), data, plan, CONFIG
+            )
+            np.testing.assert_array_equal(reused.run.p_up, fresh.run.p_up, err_msg=f"{name}, retrain {j}")
+            for field in ("p_up_calibrated", "confidence_seed", "confidence_calibrated", "seed_accuracy"):
+                np.testing.assert_array_equal(
+                    getattr(reused.calibration, field), getattr(fresh.calibration, field)
+                )
+            assert reused.calibration.method == fresh.calibration.method
+            for got, want in (
+                (reused.metrics, fresh.metrics),
+                (reused.walk_forward_metrics, fresh.walk_forward_metrics),
+            ):
+                assert canonical_json(got) == canonical_json(want)  # exact floats, NaN as null
+            assert pickle.dumps(reused.run.final_estimator) == pickle.dumps(fresh.run.final_estimator)
+    # retrains 2-4 reuse 2 of their 3 splits; the first two (and every newest split) are fitted
+    assert (cache.hits, cache.fits) == (3 * 2 * len(modules), (2 * 3 + 3) * len(modules))
