@@ -104,3 +104,33 @@ def test_a_write_after_a_task_boundary_does_not_wait_on_the_clients_503_backoff(
     assert retries.count == 0, f"{retries.count} writes slept through the client's 503 back-off"
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(WRITER_LIMIT).active_slots == 0
+
+
+def test_a_decided_bar_opens_the_warehouse_twice_and_takes_the_writer_limit_twice(
+    retrained, tmp_path, monkeypatch
+):
+    """A bar's load, plan and stored plan share one connection (``Warehouse.session``); what the broker did
+    is stored in a second. Opening a large file and taking a writer slot cost tens of ms each, and a bar used
+    to do both about a dozen times. The run around the bars: its record (open, close), its inputs."""
+    db = _warehouse(retrained, tmp_path)
+    counts = {"acquired": 0, "opens": 0}
+
+    @contextmanager
+    def counting_limit(*args, **kwargs):
+        counts["acquired"] += 1
+        yield
+
+    real_open = warehouse.db.open_with_retry
+
+    def counting_open(path, *args, **kwargs):
+        counts["opens"] += path.resolve() == db.resolve()
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.writer, "writer_slot", counting_limit)
+    monkeypatch.setattr(warehouse.db, "open_with_retry", counting_open)
+    bars = 3
+    result = decide(interval="1d", bars=bars, warehouse=str(db), now=NOW, overrides=OPEN_POLICY)
+    assert len(result["bars"]) == bars
+    # schema check, run record opened, the run's inputs, 2 per bar, run record closed
+    assert counts["opens"] <= 4 + 2 * bars, counts
+    assert counts["acquired"] <= 3 + 2 * bars, counts
