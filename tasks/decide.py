@@ -402,6 +402,7 @@ def run_bar(
     broker = trader.broker
     source = settings.decision.source_module
     members = [m for m in settings.signal.members if m in champions and champions[m].artifact is not None]
+    planning = False  # from the plan on, a failure leaves the broker's memory ahead of the warehouse
     try:
         with wh.session():  # load, plan and the stored plan on one connection
             data = wd.bar_frame(wh, interval, ts, FEATURE_SET_VERSION, members, broker.name)
@@ -420,6 +421,7 @@ def run_bar(
                 health=health,
                 model=model or model_view(settings, wh, interval, champions[source]),
             )
+            planning = True
             plan = trader.plan(bar)
             fault_point("decide:decided")
             lap("decide")
@@ -433,7 +435,8 @@ def run_bar(
         fault_point("decide:stored")
         lap("store")
     except BaseException:
-        broker.reload()  # what this process did not save is forgotten: the warehouse is the truth
+        if planning:
+            broker.reload()  # what this process did not save is forgotten: the warehouse is the truth
         raise
     return summary(outcome, preds, written) | {"timings_s": lap.timings}
 
