@@ -2,7 +2,8 @@
 
 DuckDB allows one read-write process per file, and while a writer holds it even read-only opens fail.
 The policy, applied to every open here:
-- connections are short: open, do one unit of work (one transaction for writes), close;
+- connections are short: open, do one unit of work (one transaction for writes), close; a phase of a
+  flow that does many (a decision bar) holds one for the phase instead (``Warehouse.session``);
 - an open that meets a held lock is retried with exponential backoff and jitter until a deadline,
   then fails with ``WarehouseBusy`` naming the file;
 - pending migrations are applied on every read-write open (a few ms when none are pending).
