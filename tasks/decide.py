@@ -402,32 +402,32 @@ def run_bar(
     broker = trader.broker
     source = settings.decision.source_module
     members = [m for m in settings.signal.members if m in champions and champions[m].artifact is not None]
-    planning = False  # from the plan on, a failure leaves the broker's memory ahead of the warehouse
+    # The bar's reads on one connection. It closes before the plan: a run killed while it holds the
+    # writer slot leaves the slot leased for minutes (tests/flows/test_decide_crash.py).
+    with wh.session():
+        data = wd.bar_frame(wh, interval, ts, FEATURE_SET_VERSION, members, broker.name)
+        features = data["features"]
+        lap("load")
+        preds = predict_bar(champions, members, data, interval, ts, run_id, clock)
+        lap("predict")
+        bar = BarMarket(
+            ts=ts,
+            interval=interval,
+            market_open=market_open(ts, interval, settings.exchange),
+            signals=bar_signals(settings, champions[source], preds, features),
+            prices=dict(
+                zip(features["symbol"].astype(str), features["bar_close"].astype(float), strict=True)
+            ),
+            health=health,
+            model=model or model_view(settings, wh, interval, champions[source]),
+        )
     try:
-        with wh.session():  # load, plan and the stored plan on one connection
-            data = wd.bar_frame(wh, interval, ts, FEATURE_SET_VERSION, members, broker.name)
-            features = data["features"]
-            lap("load")
-            preds = predict_bar(champions, members, data, interval, ts, run_id, clock)
-            lap("predict")
-            bar = BarMarket(
-                ts=ts,
-                interval=interval,
-                market_open=market_open(ts, interval, settings.exchange),
-                signals=bar_signals(settings, champions[source], preds, features),
-                prices=dict(
-                    zip(features["symbol"].astype(str), features["bar_close"].astype(float), strict=True)
-                ),
-                health=health,
-                model=model or model_view(settings, wh, interval, champions[source]),
-            )
-            planning = True
-            plan = trader.plan(bar)
-            fault_point("decide:decided")
-            lap("decide")
-            written = store_plan(wh, trader, plan, run_id, clock(), preds)
-            fault_point("decide:planned")
-            lap("store")
+        plan = trader.plan(bar)
+        fault_point("decide:decided")
+        lap("decide")
+        written = store_plan(wh, trader, plan, run_id, clock(), preds)
+        fault_point("decide:planned")
+        lap("store")
         outcome = trader.execute(plan, after_order=lambda n: fault_point(f"decide:order{n}"))
         fault_point("decide:sent")
         lap("send")
@@ -435,8 +435,7 @@ def run_bar(
         fault_point("decide:stored")
         lap("store")
     except BaseException:
-        if planning:
-            broker.reload()  # what this process did not save is forgotten: the warehouse is the truth
+        broker.reload()  # what this process did not save is forgotten: the warehouse is the truth
         raise
     return summary(outcome, preds, written) | {"timings_s": lap.timings}
 

@@ -286,7 +286,7 @@ class Warehouse:
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        """One phase of a flow (a decision bar's load, plan and stored plan) on one read-write connection,
+        """One phase of a flow (a decision bar's reads) on one read-write connection,
         opened under the writer guard: every ``connect`` / ``transaction`` / ``query_df`` of this file in
         this thread gets a cursor of it. Opening and closing a large file costs 20-60 ms, and each write's
         writer slot an API round trip; a bar did both about a dozen times. Transactions still begin and
