@@ -129,13 +129,14 @@ def main() -> None:
         f"stages {summary['timings_s']}"
     )
     t, cpu = time.perf_counter(), time.process_time()
-    decide(interval="1d", bars=1, at=str(times[2]), warehouse=str(db), overrides=POLICY)
+    result = decide(interval="1d", bars=1, at=str(times[2]), warehouse=str(db), overrides=POLICY)
     flow_s, flow_cpu = time.perf_counter() - t, time.process_time() - cpu
     worst = max(plain, flow_s)
     status = "OK" if worst <= TARGET_S else "SLOWER THAN TARGET"
     print(
         f"decide flow, the next bar (server running): {flow_s:.2f}s wall, {flow_cpu:.2f}s CPU (load {_load()}); target <= {TARGET_S:.0f}s: {status}; "
-        f"peak RSS {peak_rss_mib():,.0f} MiB"
+        f"peak RSS {peak_rss_mib():,.0f} MiB; the bar's stages {result['bars'][0]['timings_s']} (the rest of the "
+        "flow: the run record, its inputs, Prefect's flow and tasks)"
     )
     print(f"machine: {describe()}")
 

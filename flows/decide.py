@@ -76,10 +76,17 @@ def _decide(record: RunHandle, settings, wh, interval, at, bars, broker, clock, 
     """The flow's body, inside its run record."""
     log = get_run_logger()
     fault_point("decide:start")
-    times = decision_bars(wh, interval, utc(at) if at else None, bars)
-    champions, _ = load_champions(settings, interval)
-    health = read_health(wh)
-    problems = check_preconditions(settings, wh, interval, times, champions, health, clock)
+    with wh.session():  # the run's inputs on one connection
+        times = decision_bars(wh, interval, utc(at) if at else None, bars)
+        champions, _ = load_champions(settings, interval)
+        health = read_health(wh)
+        problems = check_preconditions(settings, wh, interval, times, champions, health, clock)
+        if not problems:
+            broker = broker or decision_broker(settings, interval, wh)
+            trader = new_trader(settings, wh, broker, run_id)
+            unfinished = unfinished_bars(wh, interval, broker.name)
+            # Finishing a bar below stores what the broker did, never a decision: ``done`` stays.
+            done = last_decided_bar(wh, interval, settings.orders.strategy, broker.name)
     if problems:
         publish_refusal(interval, problems)
         record.outcome("refused", "; ".join(problems))
@@ -89,10 +96,7 @@ def _decide(record: RunHandle, settings, wh, interval, at, bars, broker, clock, 
             data={"run_id": run_id, "refused": problems, "bars": [], "interval": interval},
         )
 
-    broker = broker or decision_broker(settings, interval, wh)
-    trader = new_trader(settings, wh, broker, run_id)
-    resumed = [finish_bar(settings, wh, trader, t) for t in unfinished_bars(wh, interval, broker.name)]
-    done = last_decided_bar(wh, interval, settings.orders.strategy, broker.name)
+    resumed = [finish_bar(settings, wh, trader, t) for t in unfinished]
     # One transaction per bar: a bar with decisions was decided whole, so it is never decided again (a
     # second pass could pick other candidates than the stored rows say).
     skipped = [t for t in times if done is not None and t <= done]

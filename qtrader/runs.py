@@ -184,13 +184,14 @@ def recorded(
     parameters: dict | None = None,
 ) -> Iterator[RunHandle]:
     """Record the run for the block: open as it starts, closed with its outcome however it ends."""
-    _guarded_or_not(wh, reap_crashed)
-    close_prefect_runs(wh)
     pid = os.getpid()
     run = PipelineRun(run_id=run_id, flow=flow, host=socket.gethostname(), pid=pid,
                       pid_started=_process_started(pid), started_at=pd.Timestamp.now(tz="UTC"),
                       flow_run_id=flow_run_id, interval=interval, parameters=parameters, stage="start")  # fmt: skip
-    open_run(wh, run)
+    with wh.session():  # reaping and opening share one connection and one writer slot
+        _guarded_or_not(wh, reap_crashed)
+        close_prefect_runs(wh)
+        open_run(wh, run)
     handle = RunHandle(wh, run)
     try:
         yield handle

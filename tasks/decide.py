@@ -402,20 +402,25 @@ def run_bar(
     broker = trader.broker
     source = settings.decision.source_module
     members = [m for m in settings.signal.members if m in champions and champions[m].artifact is not None]
-    data = wd.bar_frame(wh, interval, ts, FEATURE_SET_VERSION, members, broker.name)
-    features = data["features"]
-    lap("load")
-    preds = predict_bar(champions, members, data, interval, ts, run_id, clock)
-    lap("predict")
-    bar = BarMarket(
-        ts=ts,
-        interval=interval,
-        market_open=market_open(ts, interval, settings.exchange),
-        signals=bar_signals(settings, champions[source], preds, features),
-        prices=dict(zip(features["symbol"].astype(str), features["bar_close"].astype(float), strict=True)),
-        health=health,
-        model=model or model_view(settings, wh, interval, champions[source]),
-    )
+    # The bar's reads on one connection. It closes before the plan: a run killed while it holds the
+    # writer slot leaves the slot leased for minutes (tests/flows/test_decide_crash.py).
+    with wh.session():
+        data = wd.bar_frame(wh, interval, ts, FEATURE_SET_VERSION, members, broker.name)
+        features = data["features"]
+        lap("load")
+        preds = predict_bar(champions, members, data, interval, ts, run_id, clock)
+        lap("predict")
+        bar = BarMarket(
+            ts=ts,
+            interval=interval,
+            market_open=market_open(ts, interval, settings.exchange),
+            signals=bar_signals(settings, champions[source], preds, features),
+            prices=dict(
+                zip(features["symbol"].astype(str), features["bar_close"].astype(float), strict=True)
+            ),
+            health=health,
+            model=model or model_view(settings, wh, interval, champions[source]),
+        )
     try:
         plan = trader.plan(bar)
         fault_point("decide:decided")

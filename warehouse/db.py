@@ -2,7 +2,8 @@
 
 DuckDB allows one read-write process per file, and while a writer holds it even read-only opens fail.
 The policy, applied to every open here:
-- connections are short: open, do one unit of work (one transaction for writes), close;
+- connections are short: open, do one unit of work (one transaction for writes), close; a phase of a
+  flow that does many (a decision bar) holds one for the phase instead (``Warehouse.session``);
 - an open that meets a held lock is retried with exponential backoff and jitter until a deadline,
   then fails with ``WarehouseBusy`` naming the file;
 - pending migrations are applied on every read-write open (a few ms when none are pending).
@@ -135,7 +136,8 @@ def _configure(con: duckdb.DuckDBPyConnection) -> None:
 
 # Warehouses this process holds open for a while (``pinned``): resolved path -> its one connection.
 _PINNED: dict[Path, duckdb.DuckDBPyConnection] = {}
-# Writer guards this thread holds (re-entrant: a write inside ``writing()`` does not ask again).
+# Writer guards this thread holds (re-entrant: a write inside ``writing()`` does not ask again), and the
+# connections it holds for one phase of a flow (``session``): resolved path -> connection.
 _HELD = threading.local()
 
 # A context manager factory taking the warehouse: the cross-process writer limit.
@@ -144,6 +146,21 @@ WriterGuard = Callable[["Warehouse"], AbstractContextManager[None]]
 
 def is_pinned(path: str | Path) -> bool:
     return bool(_PINNED) and Path(path).resolve() in _PINNED
+
+
+def _sessions() -> dict[Path, duckdb.DuckDBPyConnection]:
+    held = getattr(_HELD, "sessions", None)
+    if held is None:
+        held = _HELD.sessions = {}
+    return held
+
+
+def _held_connection(path: Path) -> duckdb.DuckDBPyConnection | None:
+    """The connection this process pins, or this thread's session holds, for ``path``."""
+    if not _PINNED and not getattr(_HELD, "sessions", None):
+        return None
+    key = path.resolve()
+    return _PINNED.get(key) or _sessions().get(key)
 
 
 @dataclass(frozen=True)
@@ -184,9 +201,9 @@ class Warehouse:
 
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection (a cursor of the pinned one, see ``pinned``). Read-write opens create
-        the file and apply pending migrations."""
-        held = _PINNED.get(self.path.resolve()) if _PINNED else None
+        """A short-lived connection (a cursor of the pinned or session one, see ``pinned`` and
+        ``session``). Read-write opens create the file and apply pending migrations."""
+        held = _held_connection(self.path)
         if held is not None:
             cur = held.cursor()
             try:
@@ -266,6 +283,25 @@ class Warehouse:
                 yield con
             finally:
                 _PINNED.pop(key, None)
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """One phase of a flow (a decision bar's reads) on one read-write connection,
+        opened under the writer guard: every ``connect`` / ``transaction`` / ``query_df`` of this file in
+        this thread gets a cursor of it. Opening and closing a large file costs 20-60 ms, and each write's
+        writer slot an API round trip; a bar did both about a dozen times. Transactions still begin and
+        commit per unit of work. Other processes wait for the file as they would for a write, so a session
+        spans only warehouse work and the broker calls of the phase, never a retry's wait."""
+        if _held_connection(self.path) is not None:
+            yield
+            return
+        key = self.path.resolve()
+        with self.writing(), self.connect() as con:
+            _sessions()[key] = con
+            try:
+                yield
+            finally:
+                _sessions().pop(key, None)
 
     def ensure_schema(self) -> int:
         """Apply pending migrations (under the writer guard) when the file is behind; the schema version."""

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -155,3 +156,34 @@ def test_two_processes_write_and_read_without_lock_errors(warehouse_path):
         warehouse_path, "SELECT symbol, count(*) AS n FROM bars GROUP BY symbol ORDER BY symbol"
     )
     assert counts.to_dict("list") == {"symbol": ["P1", "P2"], "n": [n, n]}
+
+
+def test_a_session_opens_the_file_once_and_takes_the_writer_guard_once(warehouse_path, monkeypatch):
+    import warehouse.db as db
+
+    guards, opens = [], []
+    real_open = db.open_with_retry
+
+    def counting_open(path, read_only, *args, **kwargs):
+        opens.append(read_only)
+        return real_open(path, read_only, *args, **kwargs)
+
+    @contextmanager
+    def guard(_wh):
+        guards.append(1)
+        yield
+
+    monkeypatch.setattr(db, "open_with_retry", counting_open)
+    wh = Warehouse(warehouse_path, writer=guard)
+    with wh.session():
+        write_ingest(wh, _run(rows=10), _bars(), pd.DataFrame(), pd.DataFrame())
+        assert len(query_df(wh, "SELECT * FROM bars")) == 10
+        with pytest.raises(RuntimeError), wh.transaction() as con:  # a failed unit of work still rolls back
+            con.execute("DELETE FROM bars")
+            raise RuntimeError("boom")
+        with connect(wh, read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM bars").fetchall()[0][0] == 10
+    assert (opens, guards) == ([False], [1])
+    with wh.read() as con:  # after the session: short connections again
+        assert con.execute("SELECT count(*) FROM bars").fetchall()[0][0] == 10
+    assert opens == [False, True]
