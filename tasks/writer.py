@@ -98,6 +98,11 @@ BUSY_RETRIES = 7
 LEASE_S = 60.0
 LEASE_RENEW_AT = 0.5
 _SLOT_PATH = "/v2/concurrency_limits/increment-with-lease"
+# Prefect 3.8.8's server waits up to 60 s for its SQLite write lock (a hard-coded busy_timeout) and then
+# still takes the slot. A client that stopped waiting first (its request time-out is 60 s too) asked again,
+# met that orphaned lease (423) and waited it out: on a temporary server it never expires, so every later
+# write timed out. The slot requests wait for their answer longer than the server can take.
+SLOT_ANSWER_WAIT_S = 150.0
 
 
 class BusyRetryTransport(httpx.HTTPTransport):
@@ -258,11 +263,23 @@ def _slot_client(url: str):
         client = _slot_clients.get(url)
         if client is None:
             # Only a server reached over HTTP gets the transport (an in-process app has its own).
-            http = {"transport": BusyRetryTransport(retries=3)} if url.startswith("http") else None
+            http = (
+                {"transport": BusyRetryTransport(retries=3), "timeout": _slot_timeout()}
+                if url.startswith("http")
+                else None
+            )
             client = get_client(sync_client=True, httpx_settings=http)
             client.__enter__()  # held open for the process's life
             _slot_clients[url] = client
         return client
+
+
+def _slot_timeout() -> httpx.Timeout:
+    """The client's own time-outs, except reading the answer, which may take the server's lock wait."""
+    from prefect.settings import PREFECT_API_REQUEST_TIMEOUT
+
+    wait = PREFECT_API_REQUEST_TIMEOUT.value()
+    return httpx.Timeout(wait, read=max(wait, SLOT_ANSWER_WAIT_S))
 
 
 @contextmanager

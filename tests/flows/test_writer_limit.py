@@ -8,6 +8,7 @@ checked: it must happen while the limit is held. Reads open read-only and need n
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -164,3 +165,94 @@ def test_a_decided_bar_shares_its_warehouse_connections(retrained, tmp_path, mon
     # schema check, run record opened, the run's inputs, per bar: reads, feed, plan, outcome; record closed
     assert counts["opens"] <= 4 + 5 * bars, counts
     assert counts["acquired"] <= 3 + 3 * bars, counts
+
+
+class _SlowSlotProxy:
+    """An HTTP proxy in front of the test server that passes every request on at once but holds back
+    the answer to the first slot request for ``delay_s``: the server has taken the slot, the client has
+    not heard yet. Prefect's server does this by itself under load: it waits up to 60 s for its SQLite
+    write lock, then takes the slot."""
+
+    def __init__(self, upstream: str, delay_s: float) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        origin = httpx.URL(upstream)
+        base = f"{origin.scheme}://{origin.host}:{origin.port}"
+        proxy = self
+        proxy.slot_requests = 0
+        proxy._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}
+                }
+                with httpx.Client(timeout=120) as upstream_client:
+                    answer = upstream_client.request(
+                        self.command, base + self.path, content=body, headers=headers
+                    )
+                if self.path.endswith("/increment-with-lease"):
+                    with proxy._lock:
+                        proxy.slot_requests += 1
+                        first = proxy.slot_requests == 1
+                    if first:
+                        time.sleep(delay_s)
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in {
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "content-encoding",
+                    }:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _forward
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{origin.raw_path.decode()}".rstrip("/")
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_slot_granted_after_the_client_stopped_waiting_is_not_left_taken(tmp_path):
+    """Under load Prefect's server can answer a slot request after the client's request time-out (its
+    SQLite lock wait is 60 s, the client's default time-out too). A client that gave up and asked again
+    met its own orphaned lease (423) and waited it out: on a temporary server it never expires, so every
+    later write timed out. The writer waits for the slot request's answer instead."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+    from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, PREFECT_API_URL, temporary_settings
+
+    from tasks.writer import WRITER_LIMIT, ensure_writer_limit, warehouse_writer
+
+    ensure_writer_limit()
+    proxy = _SlowSlotProxy(str(PREFECT_API_URL.value()), delay_s=4.0)
+    try:
+        with temporary_settings({PREFECT_API_URL: proxy.url, PREFECT_API_REQUEST_TIMEOUT: 2.0}):
+            with warehouse_writer(20, tmp_path / "w.duckdb"):
+                pass
+    finally:
+        proxy.close()
+        with get_client(sync_client=True) as client:
+            held = client.read_global_concurrency_limit_by_name(WRITER_LIMIT).active_slots
+            if held:  # free the orphan so the session's later tests can write
+                client.update_global_concurrency_limit(
+                    WRITER_LIMIT, GlobalConcurrencyLimitUpdate(active_slots=0)
+                )
+    assert proxy.slot_requests == 1, f"the slot was asked for {proxy.slot_requests} times"
+    assert held == 0, f"{held} slot(s) of {WRITER_LIMIT!r} left taken by a lease nobody holds"
