@@ -263,7 +263,8 @@ class RetrainSettings(BaseSettings):
     predictions_gate: Literal["great_expectations", "in_memory"] = "great_expectations"
     # Member modules trained at once (threads) in a retrain. Their fits spend most of their time in
     # numpy/scikit-learn code that releases the GIL; each module is seeded and trained alone, so the
-    # models do not depend on the count. 1: one after another.
+    # models do not depend on the count. 1: one after another. Backtests do not read these two keys: their
+    # scratch retrains use backtest.retrain_module_threads and the in_memory gate.
     module_threads: PositiveInt = 1
 
 
