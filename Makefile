@@ -48,7 +48,7 @@ E2E_LOG := data/e2e-test.log
 test: $(STAMP)
 	@mkdir -p data
 	@$(PY) -m pytest -q tests/e2e > $(E2E_LOG) 2>&1 & e2e=$$!; \
-	$(PY) -m pytest -q --ignore=tests/e2e; rest=$$?; \
+	$(PY) -m pytest -q --durations=15 --ignore=tests/e2e; rest=$$?; \
 	wait $$e2e; e2e_rc=$$?; \
 	echo "---- tests/e2e (ran beside the suite above) ----"; cat $(E2E_LOG); \
 	echo "suite exit $$rest, e2e exit $$e2e_rc"; \
