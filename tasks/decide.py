@@ -181,8 +181,8 @@ def preconditions(
     return problems
 
 
-# Plain functions, not tasks (no retries or caching to give; a task's start costs ~0.1 s): their warnings
-# and artifacts land on the flow run.
+# check_preconditions and the publish_* functions are plain functions, not tasks: they have no retries
+# or caching to give, a task's start costs ~0.1 s, and their warnings and artifacts land on the flow run.
 def check_preconditions(
     settings: Settings,
     wh: Warehouse,
