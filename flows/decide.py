@@ -3,6 +3,8 @@ order batch, send brackets -> summary artifact. ``bars > 1`` replays the newest 
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -65,18 +67,20 @@ def decide(
     clock = utc(now) if now else pd.Timestamp.now(tz="UTC")
     run_id = new_run_id("decide")
     wh = resources.warehouse(settings)
-    wh.ensure_schema()
     asked = dict(at=at, bars=bars, now=now, overrides=overrides)
-    with recorded(wh, "decide", run_id, flow_run_id=str(flow_run.id) if flow_run.id else None,
-                  interval=interval, parameters=asked) as record:  # fmt: skip
-        return _decide(record, settings, wh, interval, at, bars, broker, clock, run_id)
+    # The run record's start and the run's inputs share one connection and one writer slot (its
+    # read-write open applies pending migrations); _decide closes it once the inputs are read.
+    with ExitStack() as inputs:
+        inputs.enter_context(wh.session())
+        with recorded(wh, "decide", run_id, flow_run_id=str(flow_run.id) if flow_run.id else None,
+                      interval=interval, parameters=asked) as record:  # fmt: skip
+            return _decide(record, inputs, settings, wh, interval, at, bars, broker, clock, run_id)
 
 
-def _decide(record: RunHandle, settings, wh, interval, at, bars, broker, clock, run_id):
-    """The flow's body, inside its run record."""
+def _decide(record: RunHandle, inputs: ExitStack, settings, wh, interval, at, bars, broker, clock, run_id):
+    """The flow's body, inside its run record; ``inputs`` holds the session the inputs are read in."""
     log = get_run_logger()
-    fault_point("decide:start")
-    with wh.session():  # the run's inputs on one connection
+    with inputs:
         times = decision_bars(wh, interval, utc(at) if at else None, bars)
         champions, _ = load_champions(settings, interval)
         health = read_health(wh)
@@ -87,6 +91,8 @@ def _decide(record: RunHandle, settings, wh, interval, at, bars, broker, clock, 
             unfinished = unfinished_bars(wh, interval, broker.name)
             # Finishing a bar below stores what the broker did, never a decision: ``done`` stays.
             done = last_decided_bar(wh, interval, settings.orders.strategy, broker.name)
+    # After the session: a run killed here holds no writer slot.
+    fault_point("decide:start")
     if problems:
         publish_refusal(interval, problems)
         record.outcome("refused", "; ".join(problems))

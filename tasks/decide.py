@@ -181,7 +181,8 @@ def preconditions(
     return problems
 
 
-@task(name="check-preconditions", cache_policy=NO_CACHE)
+# check_preconditions and the publish_* functions are plain functions, not tasks: they have no retries
+# or caching to give, a task's start costs ~0.1 s, and their warnings and artifacts land on the flow run.
 def check_preconditions(
     settings: Settings,
     wh: Warehouse,
@@ -402,27 +403,30 @@ def run_bar(
     broker = trader.broker
     source = settings.decision.source_module
     members = [m for m in settings.signal.members if m in champions and champions[m].artifact is not None]
-    # The bar's reads on one connection. It closes before the plan: a run killed while it holds the
-    # writer slot leaves the slot leased for minutes (tests/flows/test_decide_crash.py).
-    with wh.session():
-        data = wd.bar_frame(wh, interval, ts, FEATURE_SET_VERSION, members, broker.name)
-        features = data["features"]
-        lap("load")
-        preds = predict_bar(champions, members, data, interval, ts, run_id, clock)
-        lap("predict")
-        bar = BarMarket(
-            ts=ts,
-            interval=interval,
-            market_open=market_open(ts, interval, settings.exchange),
-            signals=bar_signals(settings, champions[source], preds, features),
-            prices=dict(
-                zip(features["symbol"].astype(str), features["bar_close"].astype(float), strict=True)
-            ),
-            health=health,
-            model=model or model_view(settings, wh, interval, champions[source]),
-        )
+    planning = False
+    # The bar's reads and its plan (the local broker reads the bar's prices) on one connection. It closes
+    # before the first fault point: a run killed while it holds the writer slot leaves the slot leased for
+    # minutes (tests/flows/test_decide_crash.py).
     try:
-        plan = trader.plan(bar)
+        with wh.session():
+            data = wd.bar_frame(wh, interval, ts, FEATURE_SET_VERSION, members, broker.name)
+            features = data["features"]
+            lap("load")
+            preds = predict_bar(champions, members, data, interval, ts, run_id, clock)
+            lap("predict")
+            bar = BarMarket(
+                ts=ts,
+                interval=interval,
+                market_open=market_open(ts, interval, settings.exchange),
+                signals=bar_signals(settings, champions[source], preds, features),
+                prices=dict(
+                    zip(features["symbol"].astype(str), features["bar_close"].astype(float), strict=True)
+                ),
+                health=health,
+                model=model or model_view(settings, wh, interval, champions[source]),
+            )
+            planning = True  # from here on the broker may hold unsaved work
+            plan = trader.plan(bar)
         fault_point("decide:decided")
         lap("decide")
         written = store_plan(wh, trader, plan, run_id, clock(), preds)
@@ -435,7 +439,8 @@ def run_bar(
         fault_point("decide:stored")
         lap("store")
     except BaseException:
-        broker.reload()  # what this process did not save is forgotten: the warehouse is the truth
+        if planning:  # what this process did not save is forgotten: the warehouse is the truth
+            broker.reload()
         raise
     return summary(outcome, preds, written) | {"timings_s": lap.timings}
 
@@ -484,7 +489,6 @@ def store_plan(
     broker order id yet), the stop moves, new predictions and gate verdicts."""
     broker = trader.broker
     name = broker.name
-    recon = reconcile(broker.get_orders("all"), load_order_records(wh, name), plan.positions, plan.account)
     rows = plan.result.frame().assign(run_id=run_id, decided_at=now)
     legs = [
         {"client_order_id": p.bracket.client_order_id, "decision_id": p.decision_id, "leg": p.leg,
@@ -502,7 +506,9 @@ def store_plan(
         for m in plan.result.stop_moves
     ]  # fmt: skip
     dq = [*preds.dq, *plan.dq_results]
+    orders = broker.get_orders("all")  # outside the transaction: a network call for Alpaca
     with wh.transaction() as con:
+        recon = reconcile(orders, load_order_records(con, name), plan.positions, plan.account)
         broker.commit(con)
         apply_reconciliation(con, name, recon, ts=plan.ts.to_pydatetime(), recorded_at=now)
         wd.write_fills(
@@ -643,7 +649,6 @@ def decide_markdown(interval: str, run_id: str, bars: list[dict[str, Any]], heal
     return "\n".join(md)
 
 
-@task(name="publish-decisions", cache_policy=NO_CACHE)
 def publish_decisions(interval: str, run_id: str, bars: list[dict[str, Any]], health: HealthView) -> None:
     create_markdown_artifact(
         key="decisions-summary",
@@ -652,7 +657,6 @@ def publish_decisions(interval: str, run_id: str, bars: list[dict[str, Any]], he
     )
 
 
-@task(name="publish-refusal", cache_policy=NO_CACHE)
 def publish_refusal(interval: str, problems: list[str]) -> str:
     md = "\n".join([f"# Decisions {interval}: refused to trade", "", *[f"- {p}" for p in problems]])
     create_markdown_artifact(

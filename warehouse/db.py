@@ -23,7 +23,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,20 +350,39 @@ def query_df(path: WarehouseLike, sql: str, params: list | None = None):
     return Warehouse.of(path).query_df(sql, params)
 
 
-def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame, *, replace: bool = False) -> int:
-    """Insert a DataFrame by column name (``replace``: upsert on the primary key). Returns the row count.
+def insert_frame(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    frame,
+    *,
+    replace: bool = False,
+    keys: Sequence[str] = (),
+    order_by: Sequence[str] = (),
+) -> int:
+    """Insert a DataFrame by column name. Returns the row count.
 
-    ``table`` is a name from our own code, never user input; the values travel as a registered frame.
+    ``replace``: upsert on the primary key (``INSERT OR REPLACE``, which stores the rows in hash order).
+    ``keys``: replace by deleting the stored rows that share the frame's values of these columns, then
+    appending, so the rows land in ``order_by`` order (``ORDER BY`` of the insert: a table kept in time
+    order, migration 014). ``table`` and the column names come from our own code, never user input; the
+    values travel as a registered frame.
     """
-    if not table.isidentifier():
-        raise ValueError(f"not a table name: {table!r}")
+    names = [table, *keys, *order_by]
+    if not all(n.isidentifier() for n in names):
+        raise ValueError(f"not identifiers: {names!r}")
+    if replace and keys:
+        raise ValueError("replace (on the primary key) or keys (delete, then append), not both")
     if len(frame) == 0:
         return 0
     view = f"incoming_{table}"
     con.register(view, frame)
     try:
+        if keys:
+            match = " AND ".join(f"t.{k} = i.{k}" for k in keys)
+            con.execute(f"DELETE FROM {table} t USING {view} i WHERE {match}")
         verb = "INSERT OR REPLACE INTO" if replace else "INSERT INTO"
-        con.execute(f"{verb} {table} BY NAME SELECT * FROM {view}")
+        order = f" ORDER BY {', '.join(order_by)}" if order_by else ""
+        con.execute(f"{verb} {table} BY NAME SELECT * FROM {view}{order}")
     finally:
         con.unregister(view)
     return len(frame)

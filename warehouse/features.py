@@ -7,6 +7,8 @@ import pandas as pd
 from warehouse.db import WarehouseLike, connect, insert_frame, transaction
 from warehouse.ingest import DQ_COLUMNS, QUARANTINE_COLUMNS
 
+FEATURE_KEYS = ("symbol", "interval", "ts", "feature_set_version")  # the features table's primary key
+
 # Bars a features run needs per symbol: everything after the last computed bar, plus `warmup` bars before
 # it so long-window indicators are exact. bar_number counts from the symbol's first stored bar.
 _BARS_FOR_FEATURES_SQL = """
@@ -61,29 +63,12 @@ def write_features(
 ) -> int:
     """Upsert feature rows, record quarantined rows and GX verdicts, in one transaction."""
     with transaction(wh) as con:
-        _upsert_in_time_order(con, features)
+        # Time order (migration 014): a bar's rows sit together, so a one-timestamp read skips the row
+        # groups of other times.
+        insert_frame(con, "features", features, keys=FEATURE_KEYS, order_by=("interval", "ts", "symbol"))
         insert_frame(con, "quarantine", quarantine.reindex(columns=QUARANTINE_COLUMNS))
         insert_frame(con, "dq_results", dq_results.reindex(columns=DQ_COLUMNS))
     return len(features)
-
-
-def _upsert_in_time_order(con, features: pd.DataFrame) -> None:
-    """Replace the rows of the frame's keys and append the frame in time order (migration 014: a bar's rows
-    sit together, so a one-timestamp read skips the row groups of other times). ``INSERT OR REPLACE``
-    would store them in hash order."""
-    if len(features) == 0:
-        return
-    con.register("incoming_features", features)
-    try:
-        con.execute(
-            "DELETE FROM features f USING incoming_features i WHERE f.symbol = i.symbol "
-            "AND f.interval = i.interval AND f.ts = i.ts AND f.feature_set_version = i.feature_set_version"
-        )
-        con.execute(
-            "INSERT INTO features BY NAME SELECT * FROM incoming_features ORDER BY interval, ts, symbol"
-        )
-    finally:
-        con.unregister("incoming_features")
 
 
 def load_features(

@@ -177,3 +177,44 @@ def test_a_bars_submissions_recorded_at_once_are_the_rows_recorded_one_by_one(tm
     sql = "SELECT * FROM order_records ORDER BY client_order_id"
     with connect(one, read_only=True) as a, connect(bulk, read_only=True) as b:
         assert a.execute(sql).fetchall() == b.execute(sql).fetchall()
+
+
+def test_a_reconciliation_stores_every_row_kind_in_bulk(warehouse_path):
+    """Adopted, updated and missing orders and the snapshots, each kind one statement: the rows the
+    per-order statements stored (ids kept when the broker gives none, exact DECIMAL rounding)."""
+    from warehouse.trading import record_submissions
+
+    sent = _order("moved")
+    record_submissions(warehouse_path, "local", [(sent, "tp1"), (_order("lost"), "tp2")], strategy="s",
+                       bar_ts=T0, recorded_at=NOW)  # fmt: skip
+    broker = [_order("unknown"), _order("moved", OrderStatus.filled, OrderStatus.new, OrderStatus.new)]
+    pos = (
+        Position("AAA", 10, Decimal("100.12345650"), None),
+        Position("BBB", -5, Decimal("7.5"), Decimal("-37.5")),
+    )
+    acct = Account(Decimal("99000.00005"), Decimal("100000"), Decimal("99000"))
+    plan = reconcile(broker, load_order_records(warehouse_path, "local"), pos, acct)
+    counts = apply_reconciliation(warehouse_path, "local", plan, ts=NOW, recorded_at=NOW)
+    assert counts == {"adopt": 1, "mark_missing": 1, "update": 1}
+    with connect(warehouse_path, read_only=True) as con:
+        records = con.execute(
+            "SELECT client_order_id, broker_order_id, leg, take_profit, stop_price, status, origin, note "
+            "FROM order_records ORDER BY client_order_id"
+        ).fetchall()
+        positions = con.execute(
+            "SELECT symbol, qty, avg_entry_price, market_value FROM position_snapshots ORDER BY symbol"
+        ).fetchall()
+        account = con.execute("SELECT cash, equity, buying_power FROM account_snapshots").fetchall()
+    assert records == [
+        ("lost", "lost", "tp2", Decimal("105.0000"), Decimal("95.0000"), MISSING, "submitted",
+         "was new; unknown to the broker"),
+        ("moved", "moved", "tp1", Decimal("105.0000"), Decimal("95.0000"), "position_open", "submitted",
+         "new -> position_open"),
+        ("unknown", "unknown", None, Decimal("105.0000"), Decimal("95.0000"), "new", "adopted",
+         "the broker has it, the warehouse did not"),
+    ]  # fmt: skip
+    assert positions == [
+        ("AAA", 10, Decimal("100.123457"), None),
+        ("BBB", -5, Decimal("7.500000"), Decimal("-37.5000")),
+    ]
+    assert account == [(Decimal("99000.0001"), Decimal("100000.0000"), Decimal("99000.0000"))]

@@ -24,8 +24,8 @@ def _harness(prefect_harness):
     yield
 
 
-def test_every_decide_write_holds_the_writer_limit(retrained, tmp_path, monkeypatch):
-    db = _warehouse(retrained, tmp_path)
+def _record_opens_and_slots(db, monkeypatch) -> tuple[dict, list[tuple[bool, int]]]:
+    """The writer limit replaced by a recorder; every open of ``db``: (read-only, limits held)."""
     held = {"depth": 0, "acquired": 0}
     opens: list[tuple[bool, int]] = []
 
@@ -47,6 +47,12 @@ def test_every_decide_write_holds_the_writer_limit(retrained, tmp_path, monkeypa
 
     monkeypatch.setattr(tasks.writer, "writer_slot", recording_limit)
     monkeypatch.setattr(warehouse.db, "open_with_retry", recording_open)
+    return held, opens
+
+
+def test_every_decide_write_holds_the_writer_limit(retrained, tmp_path, monkeypatch):
+    db = _warehouse(retrained, tmp_path)
+    held, opens = _record_opens_and_slots(db, monkeypatch)
     result = decide(interval="1d", bars=3, warehouse=str(db), now=NOW, overrides=OPEN_POLICY)
     assert len(result["bars"]) == 3 and sum(b["submitted"] for b in result["bars"]) > 0
 
@@ -55,6 +61,17 @@ def test_every_decide_write_holds_the_writer_limit(retrained, tmp_path, monkeypa
     unguarded = sum(1 for depth in writes if depth == 0)
     assert unguarded == 0, f"{unguarded} of {len(writes)} read-write opens happened outside the writer limit"
     assert held["acquired"] > 0
+
+
+def test_a_one_bar_decide_run_opens_the_warehouse_five_times(retrained, tmp_path, monkeypatch):
+    """Each open of the (large) file costs 20-170 ms and each writer slot two API calls. One bar needs five
+    of each: the run record's start with the run's inputs, the bar's reads and plan, the stored plan, the
+    stored outcome, the run record's end (a connection never spans a fault point: the crash tests)."""
+    db = _warehouse(retrained, tmp_path)
+    held, opens = _record_opens_and_slots(db, monkeypatch)
+    result = decide(interval="1d", bars=1, warehouse=str(db), now=NOW, overrides=OPEN_POLICY)
+    assert len(result["bars"]) == 1 and result["bars"][0]["submitted"] > 0
+    assert (len(opens), held["acquired"]) == (5, 5), f"opens {opens}, writer slots {held['acquired']}"
 
 
 class _Retries(logging.Handler):

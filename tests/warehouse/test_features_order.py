@@ -52,3 +52,14 @@ def test_migration_014_stores_older_features_in_time_order(warehouse_path, monke
     con.close()
     assert order == sorted(order)
     pd.testing.assert_frame_equal(after, before)
+
+
+def test_insert_frame_replaces_by_keys_and_appends_in_order():
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (k VARCHAR, ts INTEGER, v INTEGER, PRIMARY KEY (k, ts))")
+    insert_frame(con, "t", pd.DataFrame({"k": ["a", "b"], "ts": [1, 1], "v": [0, 0]}))
+    incoming = pd.DataFrame({"k": ["b", "a", "b"], "ts": [2, 2, 1], "v": [1, 1, 1]})
+    assert insert_frame(con, "t", incoming, keys=("k", "ts"), order_by=("ts", "k")) == 3
+    rows = con.execute("SELECT k, ts, v FROM t ORDER BY rowid").fetchall()
+    # a's ts 1 kept; b's ts 1 replaced; the new rows appended sorted by (ts, k)
+    assert rows == [("a", 1, 0), ("b", 1, 1), ("a", 2, 1), ("b", 2, 1)]
