@@ -769,7 +769,7 @@ def prediction_frame(
         {
             "symbol": keys["symbol"].to_numpy(),
             "interval": keys["interval"].to_numpy(),
-            "ts": keys["ts"].to_numpy(),
+            "ts": keys["ts"].array,  # as stored (to_numpy would make an object array of Timestamps)
             "module": module,
             "model_version": np.full(n, version, dtype=np.int64),
             "kind": kind,
