@@ -153,7 +153,7 @@ def gate_rows(
     raw, rules, severity = read_suite(suite)
     frame, view, validated_at = _prepared(frame, derive, now)
     n = len(frame)
-    cols = {c: view[c].to_numpy() for c in view.columns}
+    cols = {c: _values(view[c]) for c in view.columns}
     masks: dict[str, np.ndarray] = {}
     rows = []
     for e in raw["expectations"]:
@@ -161,14 +161,17 @@ def gate_rows(
         if check is None:
             raise ValueError(f"suite {suite}: {e['type']} has no in-memory check; use gate_frame")
         kw, rule = e["kwargs"], e["meta"]["rule"]
-        m = check(cols, kw) if n else np.zeros(0, dtype=bool)
+        read = cols
+        if e["type"] not in _TIME_AS_INT and any(cols[c].dtype.kind == "M" for c in _columns(kw)):
+            read = {**cols, **{c: view[c].to_numpy() for c in _columns(kw)}}  # the Timestamps, as before
+        m = check(read, kw) if n else np.zeros(0, dtype=bool)
         masks[rule] = masks.get(rule, np.zeros(n, dtype=bool)) | m
         bad = int(m.sum())
         names = kw.get("column_list") or [kw["column"]]
+        shown = np.flatnonzero(m)[: runtime.RESULT_FORMAT["partial_unexpected_count"]]
         sample = [
             (dict(zip(names, vals, strict=True)) if "column_list" in kw else vals[0])
-            for vals in zip(*(cols[c][m][: runtime.RESULT_FORMAT["partial_unexpected_count"]].tolist()
-                              for c in names), strict=True)
+            for vals in zip(*(view[c].iloc[shown].to_numpy().tolist() for c in names), strict=True)
         ]  # fmt: skip
         rows.append({
             "run_id": run_id, "stage": stage, "suite": raw["name"], "expectation": e["type"], "rule": rule,
@@ -258,13 +261,31 @@ def _missing(values: np.ndarray) -> np.ndarray:
     return np.isnan(values) if values.dtype.kind == "f" else pd.isna(pd.Series(values)).to_numpy()
 
 
+def _values(column: pd.Series) -> np.ndarray:
+    """A column as the in-memory checks read it. Timestamps with a zone stay datetime64 (UTC): as an
+    object array of Timestamps they cost more to build and hash than every check on the rest (a retrain's
+    ~90k prediction rows); the null and uniqueness checks read them as such (a NaT is null, and equal to
+    another NaT in a key, as pd.NaT is), the other checks and the failure samples get the Timestamps."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        return column.dt.tz_convert(None).to_numpy()
+    return column.to_numpy()
+
+
+def _columns(kw: Mapping[str, Any]) -> list[str]:
+    return list(kw.get("column_list") or [kw["column"]])
+
+
 def _duplicated(cols: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
-    keys = list(zip(*(cols[c].tolist() for c in names), strict=True))
+    keys = list(zip(*((cols[c].view("i8") if cols[c].dtype.kind == "M" else cols[c]).tolist() for c in names),
+                    strict=True))  # fmt: skip
     seen: dict[tuple, int] = {}
     for k in keys:
         seen[k] = seen.get(k, 0) + 1
     return np.array([seen[k] > 1 for k in keys], dtype=bool)
 
+
+# The expectation types whose check reads a zoned timestamp column as datetime64 (``_values``).
+_TIME_AS_INT = ("expect_column_values_to_not_be_null", "expect_compound_columns_to_be_unique")
 
 # The expectation types a frame suite may use on the in-memory path, each as a row-failure mask.
 _CHECKS: dict[str, Callable[[Mapping[str, np.ndarray], dict[str, Any]], np.ndarray]] = {

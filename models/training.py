@@ -51,6 +51,7 @@ from models.metrics import classification_metrics, performance_score
 from models.signals import EnsembleModule, accuracy_weights, combine, ensemble_p_up, make_module
 from models.signals.base import NO_OPINION
 from models.walkforward import Split, promote, walk_forward_splits
+from qtrader.calendar import interval_minutes
 from qtrader.settings import RetrainSettings, SignalSettings
 
 _R, _S = RetrainSettings(), SignalSettings()  # the defaults' only home is qtrader/settings.py
@@ -282,19 +283,55 @@ def module_params(name: str, overrides: Mapping[str, Any] | None, config: Traini
     return {**params, **dict(overrides or {})}
 
 
+# A digest unit of split_digests: one symbol's rows within a span of this many bar lengths of time.
+_PIECE_BARS = 64
+
+
 def split_digests(data: TrainingData, plan: WalkForwardPlan) -> list[str]:
     """sha256 of each split's training rows as a fit reads them: feature names, dtypes and values, labels
-    and forward returns, in row order (not the rows' positions, which shift from one retrain to the next)."""
-    out = []
-    columns = [(c, data.X[c].to_numpy()) for c in data.X.columns]
-    for train, _ in plan.splits:
+    and forward returns, in row order (not the rows' positions, which shift from one retrain to the next).
+
+    Consecutive splits share most of their rows, so rows are digested in pieces, each once: a piece is one
+    symbol's rows in a fixed span of time (``_PIECE_BARS`` bar lengths, from the epoch: the same rows make
+    the same pieces in every retrain). A split's digest is the sha256 of its pieces' sha256s in row order
+    (a window's first and last piece of a symbol, where it cuts one, digested for that split only)."""
+    names = [str(c) for c in data.X.columns]
+    values = [data.X[c].to_numpy() for c in data.X.columns]
+    values += [np.asarray(data.y, dtype="float64"), np.asarray(data.fwd_ret, dtype="float64")]
+    layout = ";".join(f"{c}:{v.dtype.str}" for c, v in zip([*names, "y", "fwd_ret"], values, strict=True))
+    n = len(data.X)
+    if n == 0:
+        return [hashlib.sha256(f"{layout};{len(train)};".encode()).hexdigest() for train, _ in plan.splits]
+    # the columns stacked by dtype: a piece is one slice of each stack (an object column would refuse)
+    dtypes = list(dict.fromkeys(v.dtype.str for v in values))
+    stacks = [np.stack([v for v in values if v.dtype.str == d]).view(np.uint8) for d in dtypes]
+
+    def digest(a: int, b: int) -> bytes:
         h = hashlib.sha256()
-        for c, values in columns:
-            part = np.ascontiguousarray(values[train])
-            h.update(f"{c}:{part.dtype.str}:{len(part)};".encode())
-            h.update(part.tobytes())
-        h.update(np.ascontiguousarray(data.y[train], dtype="float64").tobytes())
-        h.update(np.ascontiguousarray(data.fwd_ret[train], dtype="float64").tobytes())
+        for stack in stacks:
+            h.update(np.ascontiguousarray(stack[:, a * stack.shape[1] // n : b * stack.shape[1] // n]))
+        return h.digest()
+
+    span = _PIECE_BARS * interval_minutes(str(data.keys["interval"].iloc[0])) * 60 * 10**9
+    chunk = time_order_keys(data.keys["ts"]) // span
+    symbol = data.keys["symbol"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, (symbol[1:] != symbol[:-1]) | (chunk[1:] != chunk[:-1])])
+    ends = np.r_[starts[1:], n]
+    piece = np.repeat(np.arange(len(starts)), ends - starts)
+    whole: dict[int, bytes] = {}
+    out = []
+    for train, _ in plan.splits:
+        h = hashlib.sha256(f"{layout};{len(train)};".encode())
+        cut = np.flatnonzero(np.r_[True, (np.diff(train) != 1) | (piece[train[1:]] != piece[train[:-1]])])
+        for i, j in zip(cut, np.r_[cut[1:], len(train)], strict=True):
+            a, b = int(train[i]), int(train[j - 1]) + 1
+            p = int(piece[a])
+            if a == starts[p] and b == ends[p]:  # a whole piece: digested once for every split
+                if p not in whole:
+                    whole[p] = digest(a, b)
+                h.update(whole[p])
+            else:
+                h.update(digest(a, b))
         out.append(h.hexdigest())
     return out
 
@@ -732,7 +769,7 @@ def prediction_frame(
         {
             "symbol": keys["symbol"].to_numpy(),
             "interval": keys["interval"].to_numpy(),
-            "ts": keys["ts"].to_numpy(),
+            "ts": keys["ts"].array,  # as stored (to_numpy would make an object array of Timestamps)
             "module": module,
             "model_version": np.full(n, version, dtype=np.int64),
             "kind": kind,

@@ -521,6 +521,10 @@ def test_the_gate_without_great_expectations_gives_the_same_result():
     now = pd.Timestamp("2026-11-02 15:00", tz="UTC")
     cases = [("orders", pd.DataFrame(_order_batch(rng, n), columns=dm.ORDER_BATCH_COLUMNS), dm.order_gate_view)
              for n in (0, 1, 7, 60)] + [("predictions", _predictions(rng, n), None) for n in (1, 9, 80)]  # fmt: skip
+    for n in (9, 80):  # missing timestamps too: null, and a key part (gate_rows reads them as datetime64)
+        frame = _predictions(rng, n)
+        frame.loc[rng.random(n) < 0.15, "ts"] = pd.NaT
+        cases.append(("predictions", frame, None))
     for suite, frame, derive in cases:
         gx = gate_frame(frame, suite=suite, run_id="t", stage=suite, derive=derive, now=now)
         fast = gate_rows(frame, suite=suite, run_id="t", stage=suite, derive=derive, now=now)

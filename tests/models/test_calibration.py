@@ -132,3 +132,29 @@ def test_ece_brier_and_log_loss_by_hand_and_against_sklearn():
     assert len(table) == 10 and table["n"].sum() == 7
     assert expected_calibration_error(np.array([1.0, 1.0]), np.array([1, 1])) == 0.0  # 1.0 in the last bin
     assert np.isnan(expected_calibration_error([], []))
+
+
+def test_ece_equals_the_reliability_tables_figure_to_the_last_bit():
+    """expected_calibration_error sums on arrays; the reliability table's frame gives the same float."""
+    from models.calibration import reliability_table
+
+    def from_table(p, y, n_bins):
+        table = reliability_table(p, y, n_bins)
+        total = table["n"].sum()
+        if total == 0:
+            return float("nan")
+        used = table["n"] > 0
+        gap = (table.loc[used, "rate"] - table.loc[used, "mean_prob"]).abs()
+        return float((table.loc[used, "n"] * gap).sum() / total)
+
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n = int(rng.integers(0, 3000))
+        p = rng.beta(0.5 + trial % 7, 0.5 + trial % 5, n)
+        p[rng.random(n) < 0.05] = np.nan
+        p[rng.random(n) < 0.02] = 1.0
+        y = (rng.random(n) < p).astype(float)
+        y[rng.random(n) < 0.05] = np.nan
+        for n_bins in (10, 15):
+            want, got = from_table(p, y, n_bins), expected_calibration_error(p, y, n_bins)
+            assert (np.isnan(want) and np.isnan(got)) or got == want, (trial, n_bins, got, want)
