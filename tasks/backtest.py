@@ -55,7 +55,7 @@ from models import engine as me
 from models.evaluation import BenchmarkAccumulator, attach_labels, side_exit_columns
 from models.features import FEATURE_SET_VERSION
 from models.fills import FillCosts
-from models.health import schedule_hours
+from models.health import OVERALL, overall_drivers, schedule_hours
 from models.health_timeline import HealthSnapshot, HealthTimeline, MarketFrames, threshold_for
 from models.labels import BarrierProfile
 from models.signals.ensemble import combine, ensemble_p_up
@@ -77,14 +77,13 @@ from tasks.benchmark import (
 from tasks.decide import (
     SignalSource,
     bar_signals,
-    health_view,
     market_open,
     preconditions,
     predict_bar,
     read_health,
     view_of,
 )
-from tasks.health import health_pass, health_rows, monitored_modules, thresholds_pass
+from tasks.health import health_pass, monitored_modules, thresholds_pass
 from tasks.resources import warehouse
 from tasks.retrain import Champion, load_champions, score_params
 from warehouse import backtest as wb
@@ -618,19 +617,32 @@ def newest_benchmarks(stored: pd.DataFrame, written: pd.DataFrame) -> pd.DataFra
 
 
 def health_view_at(s: Settings, timeline: HealthTimeline, run: HealthSnapshot) -> me.HealthView:
-    """What the decision bar reads of a health run (``read_health`` of the rows the flow would store)."""
-    rows = health_rows(s, run.assessments, run.overall, run.gates, run.thresholds, run.now)
-    drivers = [d if d is None or isinstance(d, str) else json.dumps(d, default=str) for d in rows["drivers"]]
-    # read_health's order (overall first, then by score, no score first, then by module) by a sort of
-    # the few rows' values: a frame sort per bar cost more than the view
-    modules, scores = rows["module"].tolist(), rows["score"].tolist()
-    order = sorted(
-        range(len(rows)),
-        key=lambda k: (modules[k] != "overall", not pd.isna(scores[k]), 0.0 if pd.isna(scores[k]) else scores[k],
-                       modules[k]),
+    """What the decision bar reads of a health run: ``read_health`` of the rows the flow would store
+    (``health_rows``), made from the run's values without the rows' frame (the view reads the score,
+    the baseline and the drivers, as JSON text read back, of each module and of the overall row)."""
+
+    def baseline(module: str) -> float | None:
+        t = run.thresholds.get((module, "health_score"))
+        return None if t is None or t.is_default else float(t.value)
+
+    def score(x) -> float | None:
+        return None if x is None or x != x else float(x)  # the frame's NaN for None, read back as None
+
+    def drivers(d) -> Any:
+        return None if d is None else json.loads(d if isinstance(d, str) else json.dumps(d, default=str))
+
+    weights = s.health.module_weights
+    rows = [(m, score(a.health.score), baseline(m), a.health.drivers()) for m, a in run.assessments.items()]
+    rows.append((OVERALL, score(run.overall), baseline(OVERALL),
+                 overall_drivers({m: a.health for m, a in run.assessments.items()}, weights)))  # fmt: skip
+    # read_health's order: overall first, then by score, no score first, then by module
+    rows.sort(key=lambda r: (r[0] != OVERALL, r[1] is not None, 0.0 if r[1] is None else r[1], r[0]))
+    mods = {str(m): v for m, v, _, _ in rows}
+    overall = mods.pop(OVERALL, None)
+    return me.HealthView(
+        pd.Timestamp(run.now).tz_convert("UTC"), overall, mods, tuple(timeline.active_alerts()),
+        {str(m): b for m, _, b, _ in rows}, {str(m): drivers(d) for m, _, _, d in rows},
     )  # fmt: skip
-    rows = rows.iloc[order].assign(drivers=[drivers[k] for k in order])
-    return health_view(rows, tuple(timeline.active_alerts()))
 
 
 def stop_cap(s: Settings, timeline: HealthTimeline) -> float:

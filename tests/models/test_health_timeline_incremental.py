@@ -7,6 +7,8 @@ before it kept state between runs), to 1e-9 or exactly.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -311,6 +313,7 @@ def _old_health_view_at(s, timeline, run):
 
 def test_health_view_of_a_run_is_the_one_read_from_its_rows():
     from models.health import Component, ComponentScore, ModuleAssessment, module_score, overall_score
+    from models.thresholds import default_threshold, metric_specs
     from qtrader.settings import load_settings
     from tasks.backtest import health_view_at
 
@@ -336,7 +339,13 @@ def test_health_view_of_a_run_is_the_one_read_from_its_rows():
             )
         now = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=k)
         overall = overall_score({m: a.health.score for m, a in assessments.items()}, cfg.module_weights)
-        thresholds = {}
+        # learned health baselines for some modules and the overall row, defaults for others
+        spec = metric_specs(s)["health_score"]
+        thresholds = {
+            (m, "health_score"): dataclasses.replace(default_threshold(spec), value=float(rng.uniform(20, 90)),
+                                                     is_default=bool(rng.random() < 0.3))
+            for m in [*modules, "overall"] if rng.random() < 0.6
+        }  # fmt: skip
         run = ht.HealthSnapshot(now, assessments, overall, ht.trade_gates(s, list(assessments), thresholds),
                                 pd.DataFrame(), [], None, thresholds)  # fmt: skip
         mine, old = health_view_at(s, tl, run), _old_health_view_at(s, tl, run)
