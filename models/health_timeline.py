@@ -116,7 +116,8 @@ class _Index:
 
     def __init__(self, frames: MarketFrames) -> None:
         self.registry_memo: dict = {}
-        self.benchmarks_memo: tuple | None = None  # (the benchmarks frame, rows by now, _benchmarks_at)
+        # (the benchmarks frame, rows by now, _benchmarks_at, its computed_at sorted in ns)
+        self.benchmarks_memo: tuple | None = None
         self.features: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
         self.arrays: dict[str, np.ndarray] = {}  # the features' values, for drift counts
         # per (drift reference, feature positions): the counts of each bar's rows, filled as windows reach it
@@ -260,11 +261,15 @@ def _benchmarks_memo(idx: _Index, benchmarks: pd.DataFrame, now: pd.Timestamp, c
     every benchmark pass, and scanning all of it at every bar made a run quadratic in bars."""
     if benchmarks is None or benchmarks.empty:
         return _benchmarks_at(benchmarks, now, cfg).reset_index(drop=True)
-    k = int((benchmarks["computed_at"] <= now).sum())
     memo = idx.benchmarks_memo
-    if memo is None or memo[0] is not benchmarks or memo[1] != k:
-        memo = (benchmarks, k, _benchmarks_at(benchmarks, now, cfg).reset_index(drop=True))
-        idx.benchmarks_memo = memo
+    if memo is None or memo[0] is not benchmarks:  # the frame's stamps sorted once (NaT is never by now)
+        stamps = pd.to_datetime(benchmarks["computed_at"], utc=True)
+        stamps = np.sort(_ns(stamps[stamps.notna()]))
+        memo = (benchmarks, None, None, stamps)
+    k = int(np.searchsorted(memo[3], now.value, side="right"))
+    if memo[1] != k:
+        memo = (benchmarks, k, _benchmarks_at(benchmarks, now, cfg).reset_index(drop=True), memo[3])
+    idx.benchmarks_memo = memo
     return memo[2]
 
 
