@@ -780,10 +780,15 @@ def measure(
     """
     now = utc(now)
     refs = references if references is not None else {}
-    keyed = {
-        name: _by_key(getattr(inputs, name))
-        for name in ("champions", "predictions", "benchmarks", "failed_runs")
-    }
+    keyed = {}
+    for name in ("champions", "predictions", "benchmarks", "failed_runs"):
+        # a frame the caller passes again (a memo of its: the champions, benchmarks and failed runs change
+        # only now and then) is keyed once; the frame is kept with its rows, so its id stays its own
+        frame = getattr(inputs, name)
+        seen = refs.get(("rows by key", name))
+        if seen is None or seen[0] is not frame:
+            seen = refs[("rows by key", name)] = (frame, _by_key(frame))
+        keyed[name] = seen[1]
     out: dict[str, list[IntervalMeasurements]] = {}
     champion_intervals: dict[str, set] = {}  # one pass over the champions, not a filter per module
     if len(inputs.champions):
@@ -869,7 +874,11 @@ def _measure_one(
         frames = inputs.features.get(key)
         if frames is not None:
             train, recent = frames
-            cols = drift_columns(module, [c for c in train.columns if c not in ("symbol", "interval", "ts")])
+            memo = refs.get(("drift columns", module, id(train)))
+            if memo is None or memo[0] is not train:  # the training sample's columns listed once
+                names = [c for c in train.columns if c not in ("symbol", "interval", "ts")]
+                memo = refs[("drift columns", module, id(train))] = (train, drift_columns(module, names))
+            cols = memo[1]
             ref_key = (*key, tuple(cols), id(train))
             if ref_key not in refs:
                 refs[ref_key] = DriftReference.from_frame(train, cols, cfg.drift_tail, cfg.drift_min_rows)

@@ -116,7 +116,8 @@ class _Index:
 
     def __init__(self, frames: MarketFrames) -> None:
         self.registry_memo: dict = {}
-        self.benchmarks_memo: tuple | None = None  # (the benchmarks frame, rows by now, _benchmarks_at)
+        # (the benchmarks frame, rows by now, _benchmarks_at, its computed_at sorted in ns)
+        self.benchmarks_memo: tuple | None = None
         self.features: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
         self.arrays: dict[str, np.ndarray] = {}  # the features' values, for drift counts
         # per (drift reference, feature positions): the counts of each bar's rows, filled as windows reach it
@@ -260,11 +261,15 @@ def _benchmarks_memo(idx: _Index, benchmarks: pd.DataFrame, now: pd.Timestamp, c
     every benchmark pass, and scanning all of it at every bar made a run quadratic in bars."""
     if benchmarks is None or benchmarks.empty:
         return _benchmarks_at(benchmarks, now, cfg).reset_index(drop=True)
-    k = int((benchmarks["computed_at"] <= now).sum())
     memo = idx.benchmarks_memo
-    if memo is None or memo[0] is not benchmarks or memo[1] != k:
-        memo = (benchmarks, k, _benchmarks_at(benchmarks, now, cfg).reset_index(drop=True))
-        idx.benchmarks_memo = memo
+    if memo is None or memo[0] is not benchmarks:  # the frame's stamps sorted once (NaT is never by now)
+        stamps = pd.to_datetime(benchmarks["computed_at"], utc=True)
+        stamps = np.sort(_ns(stamps[stamps.notna()]))
+        memo = (benchmarks, None, None, stamps)
+    k = int(np.searchsorted(memo[3], now.value, side="right"))
+    if memo[1] != k:
+        memo = (benchmarks, k, _benchmarks_at(benchmarks, now, cfg).reset_index(drop=True), memo[3])
+    idx.benchmarks_memo = memo
     return memo[2]
 
 
@@ -353,10 +358,15 @@ def inputs_at(
     k_conf = int((frames.confirmations["confirmed_at"] <= now).sum()) if len(frames.confirmations) else 0
     memo = idx.registry_memo.get((k_reg, k_conf))
     if memo is None:
-        memo = (champions_at(frames.registry, frames.confirmations, now),
-                _failed_runs(frames.registry, now, cfg.error_recent_runs))  # fmt: skip
+        champions = champions_at(frames.registry, frames.confirmations, now)
+        # each champion's feature window, read once per registry change instead of a row loop per run
+        windows = [
+            (row.interval, utc(row.train_start), utc(row.train_end)) for row in champions.itertuples(index=False)
+        ]  # fmt: skip
+        memo = (champions.reset_index(drop=True), _failed_runs(frames.registry, now, cfg.error_recent_runs),
+                windows)  # fmt: skip
         idx.registry_memo = {(k_reg, k_conf): memo}
-    champions, failed_runs = memo
+    champions, failed_runs, windows = memo
     newest = {}
     for interval, ts in idx.bars.items():
         k = int(np.searchsorted(ts, now.value, side="right"))
@@ -364,16 +374,13 @@ def inputs_at(
             newest[interval] = pd.Timestamp(int(ts[k - 1]), tz="UTC")
     features: dict[tuple, tuple[pd.DataFrame, pd.DataFrame]] = {}
     cache = train_cache if train_cache is not None else {}
-    for row in champions.itertuples(index=False):
-        key = (row.interval, utc(row.train_start), utc(row.train_end))
+    for key in windows:
         if key in features:
             continue
         if key not in cache:
             cache[key] = _train_sample(idx, *key, cfg.drift_max_rows)
-        recent_bars = (
-            cfg.drift_recent_bars_daily if is_daily(row.interval) else cfg.drift_recent_bars_intraday
-        )
-        features[key] = (cache[key], _recent_features(idx, row.interval, now, recent_bars))
+        recent_bars = cfg.drift_recent_bars_daily if is_daily(key[0]) else cfg.drift_recent_bars_intraday
+        features[key] = (cache[key], _recent_features(idx, key[0], now, recent_bars))
     dq: dict[str, tuple[float, float]] = {}
     if frames.dq is not None and len(frames.dq):
         for interval, g in _upto(frames.dq, "validated_at", now).groupby("interval"):
@@ -382,7 +389,7 @@ def inputs_at(
     return HealthInputs(
         modules=list(dict.fromkeys([*modules, *champions["module"]])) if len(champions) else list(modules),
         default_intervals=list(default_intervals),
-        champions=champions.reset_index(drop=True),
+        champions=champions,  # the memo's frame: measure keys its rows once per registry change
         newest_bars={str(k): utc(v) for k, v in newest.items()},
         predictions=_predictions_at(idx, now),
         failed_runs=failed_runs,

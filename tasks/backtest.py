@@ -55,12 +55,13 @@ from models import engine as me
 from models.evaluation import BenchmarkAccumulator, attach_labels, side_exit_columns
 from models.features import FEATURE_SET_VERSION
 from models.fills import FillCosts
-from models.health import schedule_hours
+from models.health import OVERALL, overall_drivers, schedule_hours
 from models.health_timeline import HealthSnapshot, HealthTimeline, MarketFrames, threshold_for
 from models.labels import BarrierProfile
+from models.signals.ensemble import combine, ensemble_p_up
 from models.signals.volatility import vol_state
 from models.trade_filter import gate_block_counts, health_gated
-from models.training import FitCache, live_predictions
+from models.training import FitCache, live_predictions, side_values
 from qtrader import artifacts as qa
 from qtrader.calendar import interval_minutes, is_daily
 from qtrader.progress import report
@@ -76,14 +77,13 @@ from tasks.benchmark import (
 from tasks.decide import (
     SignalSource,
     bar_signals,
-    health_view,
     market_open,
     preconditions,
     predict_bar,
     read_health,
     view_of,
 )
-from tasks.health import health_pass, health_rows, monitored_modules, thresholds_pass
+from tasks.health import health_pass, monitored_modules, thresholds_pass
 from tasks.resources import warehouse
 from tasks.retrain import Champion, load_champions, score_params
 from warehouse import backtest as wb
@@ -260,6 +260,9 @@ class Timeline:
     # recompute=True only: per benchmark pass, (incremental rows, the benchmark flow's full recompute over
     # the scratch warehouse), each a (benchmarks, exit_stats) pair, to compare
     benchmark_checks: dict[pd.Timestamp, tuple] = field(default_factory=dict)
+    # recompute=True only: each bar's signals made bar by bar (predict_bar, bar_signals), to compare with
+    # the snapshots' (period_signals)
+    signal_checks: dict[pd.Timestamp, dm.SignalBatch | list] = field(default_factory=dict)
 
 
 def _due(i: int, every: int) -> bool:
@@ -428,6 +431,7 @@ def model_timeline(
     fits = FitCache(keep=fit_reuse_retrains(s, interval))
     bench = TimelineBenchmarks(s, interval, history, windows)
     checks: dict[pd.Timestamp, tuple] = {}
+    signal_checks: dict[pd.Timestamp, dm.SignalBatch | list] = {}
     scratch = ScratchAppends(path)
     with pinned(path), quiet_task_logs():
         for i, t in enumerate(times):
@@ -452,6 +456,7 @@ def model_timeline(
                 # period and the period's own (nothing else writes predictions until the next retrain)
                 period_rows = readable[readable["ts"].isin(times[i:nxt])]
                 by_ts, empty = dict(tuple(period_rows.groupby("ts", sort=False))), readable.iloc[:0]
+                signals_at = period_signals(s, champions, history, times[i:nxt], period_rows)
                 retrain_seconds += time.perf_counter() - r0
             else:
                 dq = None
@@ -487,7 +492,10 @@ def model_timeline(
             asof = by_ts.get(t, empty)
             seen.append(asof)
             snapshots[t] = snapshot(s, interval, t, champions, history, asof, run_id, view,
-                                    stop_cap(s, health), stats)  # fmt: skip
+                                    stop_cap(s, health), stats, signals_at.get(t))  # fmt: skip
+            if recompute:
+                signal_checks[t] = snapshot(s, interval, t, champions, history, asof, run_id, view,
+                                            stop_cap(s, health), stats).signals  # fmt: skip
             report("backtest: models", i + 1, len(times))
         scratch.flush()  # the modes' warehouses are copies of it
     seconds = time.perf_counter() - started
@@ -499,7 +507,7 @@ def model_timeline(
     as_of = pd.concat([f for f in seen if len(f)], ignore_index=True) if any(len(f) for f in seen) else None
     stages = {"retrains": retrain_seconds, "model timeline": seconds - retrain_seconds}
     return Timeline(interval, times, path, folder, snapshots, over, as_of, runs, seconds, recomputed, stages,
-                    checks)  # fmt: skip
+                    checks, signal_checks)  # fmt: skip
 
 
 class ScratchAppends:
@@ -609,19 +617,32 @@ def newest_benchmarks(stored: pd.DataFrame, written: pd.DataFrame) -> pd.DataFra
 
 
 def health_view_at(s: Settings, timeline: HealthTimeline, run: HealthSnapshot) -> me.HealthView:
-    """What the decision bar reads of a health run (``read_health`` of the rows the flow would store)."""
-    rows = health_rows(s, run.assessments, run.overall, run.gates, run.thresholds, run.now)
-    drivers = [d if d is None or isinstance(d, str) else json.dumps(d, default=str) for d in rows["drivers"]]
-    # read_health's order (overall first, then by score, no score first, then by module) by a sort of
-    # the few rows' values: a frame sort per bar cost more than the view
-    modules, scores = rows["module"].tolist(), rows["score"].tolist()
-    order = sorted(
-        range(len(rows)),
-        key=lambda k: (modules[k] != "overall", not pd.isna(scores[k]), 0.0 if pd.isna(scores[k]) else scores[k],
-                       modules[k]),
+    """What the decision bar reads of a health run: ``read_health`` of the rows the flow would store
+    (``health_rows``), made from the run's values without the rows' frame (the view reads the score,
+    the baseline and the drivers, as JSON text read back, of each module and of the overall row)."""
+
+    def baseline(module: str) -> float | None:
+        t = run.thresholds.get((module, "health_score"))
+        return None if t is None or t.is_default else float(t.value)
+
+    def score(x) -> float | None:
+        return None if x is None or x != x else float(x)  # the frame's NaN for None, read back as None
+
+    def drivers(d) -> Any:
+        return None if d is None else json.loads(d if isinstance(d, str) else json.dumps(d, default=str))
+
+    weights = s.health.module_weights
+    rows = [(m, score(a.health.score), baseline(m), a.health.drivers()) for m, a in run.assessments.items()]
+    rows.append((OVERALL, score(run.overall), baseline(OVERALL),
+                 overall_drivers({m: a.health for m, a in run.assessments.items()}, weights)))  # fmt: skip
+    # read_health's order: overall first, then by score, no score first, then by module
+    rows.sort(key=lambda r: (r[0] != OVERALL, r[1] is not None, 0.0 if r[1] is None else r[1], r[0]))
+    mods = {str(m): v for m, v, _, _ in rows}
+    overall = mods.pop(OVERALL, None)
+    return me.HealthView(
+        pd.Timestamp(run.now).tz_convert("UTC"), overall, mods, tuple(timeline.active_alerts()),
+        {str(m): b for m, _, b, _ in rows}, {str(m): drivers(d) for m, _, _, d in rows},
     )  # fmt: skip
-    rows = rows.iloc[order].assign(drivers=[drivers[k] for k in order])
-    return health_view(rows, tuple(timeline.active_alerts()))
 
 
 def stop_cap(s: Settings, timeline: HealthTimeline) -> float:
@@ -684,8 +705,10 @@ def snapshot(
     health: me.HealthView,
     cap: float,
     stats: dict[str, float | None] | None,
+    signals: dm.SignalBatch | None = None,
 ) -> Snapshot:
-    """The model side at bar ``t`` and the bar's signals, as the live decision bar would compute them."""
+    """The model side at bar ``t`` and the bar's signals, as the live decision bar would compute them
+    (``signals``: made already for the bar by ``period_signals``)."""
     source = s.decision.source_module
     usable = source in champions and champions[source].artifact is not None
     model = view_of(source, champions[source], stats, cap) if usable else None
@@ -693,6 +716,8 @@ def snapshot(
     slim = features[[c for c in SNAPSHOT_FEATURES if c in features.columns]]
     if not usable or features.empty:
         return Snapshot(dict(champions), health, model, slim)
+    if signals is not None:
+        return Snapshot(dict(champions), health, model, slim, signals)
     members = [m for m in s.signal.members if m in champions and champions[m].artifact is not None]
     preds = predict_bar(champions, members, {"features": features, "predictions": asof}, interval, t, run_id,
                         lambda: t)  # fmt: skip
@@ -701,6 +726,89 @@ def snapshot(
 
 
 SNAPSHOT_FEATURES = ["symbol", "bar_close", "atr_14", "atr_pct_rank_252", "rv_ratio_5_20", "rv_ratio_20_60"]
+
+
+def period_signals(
+    s: Settings,
+    champions: dict[str, Champion],
+    history: wb.History,
+    times: pd.DatetimeIndex,
+    rows: pd.DataFrame,
+) -> dict[pd.Timestamp, dm.SignalBatch]:
+    """The signals ``snapshot`` makes at each of ``times`` (a retrain period), made for the whole period
+    at once: ``rows`` are the predictions readable at those bars (``by_ts``'s rows). A bar where a member
+    has no stored row for one of its symbols (``predict_bar`` would predict and gate it), or more than
+    one, is left out: ``snapshot`` makes its signals bar by bar. Every step of ``bar_signals`` is row by
+    row (``combine``, the calibrator, ``vol_state``), so one call over the period's rows gives each bar's
+    numbers exactly (tests/flows/test_model_timeline.py compares them)."""
+    source = s.decision.source_module
+    if source not in champions or champions[source].artifact is None:
+        return {}
+    members = [m for m in s.signal.members if m in champions and champions[m].artifact is not None]
+    frames = [f for f in (bar_features(history, t) for t in times) if len(f)]
+    if not frames or not members:
+        return {}
+    feats = pd.concat(frames, ignore_index=True)
+    keys = pd.MultiIndex.from_arrays([feats["ts"], feats["symbol"].astype(str)])
+    n, k = len(feats), len(members)
+    values = np.full((n, k), np.nan)
+    detail: list[list[dict | None]] = [[None] * k for _ in range(n)]
+    bad = np.zeros(n, dtype=bool)  # a missing or repeated member row: its bar goes through predict_bar
+    by_module = dict(tuple(rows.groupby("module", sort=False))) if len(rows) else {}
+    for j, m in enumerate(members):
+        g = by_module.get(m)
+        if g is None:
+            bad[:] = True
+            break
+        pos = keys.get_indexer(pd.MultiIndex.from_arrays([g["ts"], g["symbol"].astype(str)]))
+        found = pos >= 0
+        pos, g = pos[found], g[found.tolist()] if not found.all() else g
+        counts = np.bincount(pos, minlength=n)
+        bad |= counts != 1
+        pu = g["p_up"].to_numpy()
+        values[pos, j] = pu.astype(float)
+        for r, u, c, v in zip(pos.tolist(), pu, g["p_up_calibrated"].to_numpy(), g["model_version"].to_numpy(),
+                              strict=True):  # fmt: skip
+            detail[r][j] = {
+                "p_up": round(float(u), 4),
+                "p_up_calibrated": round(float(c), 4),
+                "version": int(v),
+            }
+    ts = feats["ts"].to_numpy()
+    bad_ts = set(pd.DatetimeIndex(feats["ts"][bad]).tolist()) if bad.any() else set()
+    ens, sig = champions[source].artifact, s.signal
+    combined = combine(
+        pd.DataFrame(values, columns=members), getattr(ens, "weights", None), sig.ensemble_min_edge,
+        sig.ensemble_strong, sig.ensemble_weak, sig.ensemble_min_voters,
+    )  # fmt: skip
+    p_up = ensemble_p_up(combined).to_numpy(dtype="float64")
+    _, seed, fitted = side_values(p_up, ens.calibrator, ens.seed_accuracy)
+    direction = combined["direction"].to_numpy()
+    no_call = direction == 0
+    finite = lambda x: np.where(np.isfinite(x), x, np.nan)  # noqa: E731 - Signal's _num, then NaN
+    seed, fitted = finite(np.where(no_call, np.nan, seed)), finite(np.where(no_call, np.nan, fitted))
+    raw = np.where(no_call, np.nan, combined["confidence"].to_numpy(dtype="float64"))
+    atr = finite(feats["atr_14"].to_numpy(dtype="float64", na_value=np.nan))
+    close = feats["bar_close"].to_numpy(dtype="float64")
+    states = [str(x) for x in vol_state(feats).to_numpy()]
+    symbols = feats["symbol"].astype(str).tolist()
+    consensus = combined["consensus"].astype(str).tolist()
+    contributors = combined["contributors"].astype(str).tolist()
+    voters = combined["voters"].to_numpy().astype(np.int64)
+    agree = combined["agree"].to_numpy().astype(np.int64)
+    direction = direction.astype(int).astype(np.int64)
+    jsons = [dm.p_up_json(dict(zip(members, d, strict=True))) for d in detail]
+    out: dict[pd.Timestamp, dm.SignalBatch] = {}
+    starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
+    for a, b in zip(starts.tolist(), [*starts[1:].tolist(), n], strict=True):
+        t = pd.Timestamp(feats["ts"].iat[a])
+        if t in bad_ts:
+            continue
+        out[t] = dm.SignalBatch(
+            symbols[a:b], direction[a:b], consensus[a:b], voters[a:b], agree[a:b], contributors[a:b],
+            raw[a:b], seed[a:b], fitted[a:b], close[a:b], atr[a:b], states[a:b], jsons[a:b],
+        )  # fmt: skip
+    return out
 
 
 def bar_features(history: wb.History, t: pd.Timestamp) -> pd.DataFrame:

@@ -101,3 +101,26 @@ def test_incremental_benchmarks_equal_the_benchmark_flow_at_every_pass(timeline)
         assert len(full_bench) and len(full_exits)
         _assert_rows_equal(bench, full_bench, f"{t} benchmarks")
         _assert_rows_equal(exits, full_exits, f"{t} exit stats")
+
+
+def _batch_fields(batch) -> dict:
+    import numpy as np
+
+    if isinstance(batch, list):
+        return {"empty list": len(batch)}
+    out = {}
+    for name, v in vars(batch).items():
+        out[name] = (v.dtype.str, v.tobytes()) if isinstance(v, np.ndarray) else list(v)
+    return out
+
+
+def test_period_signals_equal_the_bar_by_bar_ones(timeline):
+    """Each bar's signals, made for the whole retrain period at once (``period_signals``), are those the
+    bar's own ``predict_bar`` and ``bar_signals`` make: the same bytes in every column."""
+    assert len(timeline.signal_checks) == BARS
+    made = 0
+    for t in timeline.times:
+        mine, per_bar = timeline.snapshots[t].signals, timeline.signal_checks[t]
+        made += len(per_bar)
+        assert _batch_fields(mine) == _batch_fields(per_bar), f"bar {t}"
+    assert made > 0

@@ -7,6 +7,8 @@ before it kept state between runs), to 1e-9 or exactly.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -311,6 +313,7 @@ def _old_health_view_at(s, timeline, run):
 
 def test_health_view_of_a_run_is_the_one_read_from_its_rows():
     from models.health import Component, ComponentScore, ModuleAssessment, module_score, overall_score
+    from models.thresholds import default_threshold, metric_specs
     from qtrader.settings import load_settings
     from tasks.backtest import health_view_at
 
@@ -336,7 +339,13 @@ def test_health_view_of_a_run_is_the_one_read_from_its_rows():
             )
         now = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=k)
         overall = overall_score({m: a.health.score for m, a in assessments.items()}, cfg.module_weights)
-        thresholds = {}
+        # learned health baselines for some modules and the overall row, defaults for others
+        spec = metric_specs(s)["health_score"]
+        thresholds = {
+            (m, "health_score"): dataclasses.replace(default_threshold(spec), value=float(rng.uniform(20, 90)),
+                                                     is_default=bool(rng.random() < 0.3))
+            for m in [*modules, "overall"] if rng.random() < 0.6
+        }  # fmt: skip
         run = ht.HealthSnapshot(now, assessments, overall, ht.trade_gates(s, list(assessments), thresholds),
                                 pd.DataFrame(), [], None, thresholds)  # fmt: skip
         mine, old = health_view_at(s, tl, run), _old_health_view_at(s, tl, run)
@@ -365,3 +374,37 @@ def test_drift_summary_is_the_out_of_range_series_mean_max_and_first_feature(see
         assert summary == (float(want.mean()), float(want.iloc[0]), str(want.index[0]))
         compared += 1
     assert compared > 100
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_benchmarks_memo_is_the_pick_at_every_clock(seed):
+    """``_benchmarks_memo`` (the frame's stamps sorted once, the pick redone when the rows by the clock
+    change) equals ``_benchmarks_at`` at clocks going forwards and back, on a frame kept and on new
+    frames, a NaT stamp included."""
+    rng = np.random.default_rng(seed)
+    times = pd.date_range("2024-01-01", periods=40, freq="D", tz="UTC")
+    idx = ht._Index(ht.MarketFrames(*(pd.DataFrame(columns=c) for c in (
+        ["symbol", "interval", "ts", "close"], ["symbol", "interval", "ts"],
+        ["symbol", "interval", "ts", "module", "model_version", "p_up", "predict_latency_ms", "run_id",
+         "predicted_at"], ["module"]))))  # fmt: skip
+
+    def table(n: int) -> pd.DataFrame:
+        at = pd.Series(times[rng.integers(0, len(times), n)])
+        at[rng.random(n) < 0.05] = pd.NaT
+        return pd.DataFrame({
+            "module": rng.choice(["a", "b"], n), "interval": rng.choice(["1d", "5m"], n),
+            "window_name": rng.choice(["30d", "24h", "all"], n), "accuracy": rng.random(n),
+            "n": rng.integers(1, 500, n), "coverage": rng.random(n), "computed_at": at,
+        })  # fmt: skip
+
+    frame = table(30)
+    checked = 0
+    for _ in range(200):
+        if rng.random() < 0.1:
+            frame = table(int(rng.integers(1, 40)))
+        now = times[int(rng.integers(0, len(times)))] + pd.Timedelta(hours=int(rng.integers(-12, 12)))
+        mine = ht._benchmarks_memo(idx, frame, now, CFG)
+        full = ht._benchmarks_at(frame, now, CFG).reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, full)
+        checked += len(full) > 0
+    assert checked > 100

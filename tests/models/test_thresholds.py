@@ -92,3 +92,22 @@ def test_specs_and_errors():
         learn([1.0] * 40, "latency_ms", k=0)
     custom = MetricSpec("x", Bound.lower, 1.0, 0.1, rel_min_spread=0.05)
     assert learn(np.full(50, 5.0), custom).value == pytest.approx(5.0 - 3 * 0.25)
+
+
+def test_sorted_median_is_numpys_median_bit_for_bit():
+    """``sorted_median`` (learn_threshold's centre and MAD) gives np.median's float exactly: odd and even
+    lengths, ties, one value, wide and tiny magnitudes."""
+    import numpy as np
+
+    from models.thresholds import sorted_median
+
+    rng = np.random.default_rng(0)
+    for k in range(3000):
+        n = int(rng.integers(1, 80))
+        scale = 10.0 ** rng.integers(-12, 12)
+        x = rng.normal(0, scale, n)
+        if k % 3 == 0:
+            x = np.round(x / scale, 1) * scale  # ties
+        assert np.float64(sorted_median(x)).tobytes() == np.float64(np.median(x)).tobytes(), (k, x)
+        dev = np.abs(x - np.median(x))
+        assert sorted_median(dev) == float(np.median(dev))
