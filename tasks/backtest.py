@@ -239,6 +239,13 @@ class Snapshot:
     # (prices for stop management; what a user's own entries are planned from).
     features: pd.DataFrame
     signals: dm.SignalBatch | list[dm.Signal] = field(default_factory=list)  # compact: many bars are kept
+    # bar_prices(features), made by the first replay that reads the bar: every mode reads the same
+    prices: dict[str, float] | None = None
+
+    def bar_prices(self) -> dict[str, float]:
+        if self.prices is None:
+            self.prices = bar_prices(self.features)
+        return self.prices
 
 
 @dataclass
@@ -913,7 +920,7 @@ def replay_mode(
         return BarMarket(
             ts=t, interval=interval, market_open=opens[t],
             signals=signal_source(t, feats) if signal_source is not None else snap.signals,
-            prices=bar_prices(feats),
+            prices=snap.bar_prices(),
             health=snap.health, model=snap.model,
         )  # fmt: skip
 

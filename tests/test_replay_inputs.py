@@ -68,3 +68,34 @@ def test_history_batch_is_each_bar_times_frame_as_arrays():
             assert getattr(got, field).dtype == getattr(want, field).dtype
     with pytest.raises(KeyError):
         history.batch(pd.Timestamp("2024-01-05", tz="UTC"))
+
+
+def test_snapshot_prices_are_made_once_and_equal_bar_prices():
+    from models import engine as me
+    from tasks.backtest import Snapshot
+
+    feats = pd.DataFrame({"symbol": ["A", "B"], "bar_close": [1.5, 2.5]})
+    snap = Snapshot({}, me.HealthView(None, None, {}), None, feats)
+    first = snap.bar_prices()
+    assert first == bar_prices(feats) and snap.bar_prices() is first
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array(
+            ["buy", None, np.nan, pd.NaT, pd.NA, "sell", pd.Timestamp("2024-01-02", tz="UTC")], dtype=object
+        ),
+        np.array(["2024-01-02", "NaT"], dtype="datetime64[ns]"),
+        np.array([1, 2, 3], dtype=np.int64),
+        np.array([True, False]),
+        np.array([1.0, np.nan]),
+        np.array([], dtype=object),
+    ],
+)
+def test_order_gate_missing_is_pandas_isna_of_a_series(values):
+    from expectations.frame_gate import _missing
+
+    got = _missing(values)
+    assert isinstance(got, np.ndarray) and got.dtype == bool
+    np.testing.assert_array_equal(got, pd.isna(pd.Series(values)).to_numpy())
