@@ -99,3 +99,50 @@ def test_order_gate_missing_is_pandas_isna_of_a_series(values):
     got = _missing(values)
     assert isinstance(got, np.ndarray) and got.dtype == bool
     np.testing.assert_array_equal(got, pd.isna(pd.Series(values)).to_numpy())
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        pd.Timestamp("2024-01-02 15:30:00.123456", tz="UTC"),
+        pd.Timestamp("2024-01-02 15:30"),  # naive: read as UTC
+        pd.Timestamp("2024-01-02 10:30", tz="America/New_York"),
+        pd.Timestamp("2024-01-02 15:30", tz="UTC").to_pydatetime(),
+        "2024-01-02T15:30:00+01:00",
+        None,
+    ],
+)
+def test_broker_times_as_datetimes_as_before(ts):
+    from brokers.simulated import _py, utc
+
+    got, want = _py(ts), None if ts is None else utc(ts).to_pydatetime()
+    assert got == want and type(got) is type(want)
+    assert getattr(got, "tzinfo", None) is getattr(want, "tzinfo", None)
+
+
+def test_order_views_carry_the_enums_of_their_values():
+    from decimal import Decimal
+
+    from brokers.base import OrderRole, OrderStatus, OrderType
+    from brokers.simulated import PaperOrder, SimulatedBroker
+    from models.brackets import Side
+
+    t = pd.Timestamp("2024-01-02", tz="UTC")
+    for side in ("buy", "sell"):
+        for role, kind in (
+            ("entry", "market"),
+            ("entry", "limit"),
+            ("take_profit", "limit"),
+            ("stop_loss", "stop"),
+        ):
+            for status in ("new", "held", "filled", "canceled", "replaced"):
+                o = PaperOrder("id", "coid", None, "A", side, role, kind, 3, Decimal("1.5"), None, "day", status,
+                               t, t.to_pydatetime(), t.to_pydatetime())  # fmt: skip
+                view = SimulatedBroker._order(None, o)
+                assert (view.side, view.type, view.role, view.status) == (
+                    Side(side),
+                    OrderType(kind),
+                    OrderRole(role),
+                    OrderStatus(status),
+                )
+                assert view.submitted_at == t.to_pydatetime()
