@@ -106,7 +106,19 @@ def utc(ts) -> pd.Timestamp:
 
 
 def _py(ts) -> datetime | None:
-    return None if ts is None else utc(ts).to_pydatetime()
+    if ts is None:
+        return None
+    if type(ts) is pd.Timestamp and ts.tzinfo is UTC:  # the broker's own times: no conversion to make
+        return ts.to_pydatetime()
+    return utc(ts).to_pydatetime()
+
+
+# The enums of an Order's fields by value: a dict lookup instead of an Enum call (a view of every open
+# order is made again whenever one of its bracket's orders changes; thousands per backtest mode).
+_SIDE = {m.value: m for m in Side}
+_TYPE = {m.value: m for m in OrderType}
+_ORDER_ROLE = {m.value: m for m in OrderRole}
+_STATUS = {m.value: m for m in OrderStatus}
 
 
 @dataclass(frozen=True)
@@ -354,11 +366,11 @@ class SimulatedBroker:
             id=o.id,
             client_order_id=o.client_order_id,
             symbol=o.symbol,
-            side=Side(o.side),
+            side=_SIDE[o.side],
             qty=int(o.qty),
-            type=OrderType(o.type),
-            role=OrderRole(o.role),
-            status=OrderStatus(o.status),
+            type=_TYPE[o.type],
+            role=_ORDER_ROLE[o.role],
+            status=_STATUS[o.status],
             limit_price=o.limit_price,
             stop_price=o.stop_price,
             filled_qty=int(o.filled_qty),
@@ -716,7 +728,7 @@ class SimulatedBroker:
                 w = working[i]
                 fills.append(
                     Fill(w.id, w.client_order_id, str(symbols[f.sym]), Side.buy if f.side > 0 else Side.sell,
-                         f.qty, f.settlement.price, f.settlement.commission, t.to_pydatetime(), OrderRole(w.role))
+                         f.qty, f.settlement.price, f.settlement.commission, t.to_pydatetime(), _ORDER_ROLE[w.role])
                 )  # fmt: skip
         now = self.clock()
         self._apply(working, book, start_status, event_ts, fill_price, now)

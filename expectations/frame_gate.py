@@ -257,8 +257,9 @@ def _between(values: np.ndarray, kw: dict[str, Any]) -> np.ndarray:
 
 
 def _missing(values: np.ndarray) -> np.ndarray:
-    # Floats as before; anything else (objects, timestamps, ints) through pandas' idea of missing.
-    return np.isnan(values) if values.dtype.kind == "f" else pd.isna(pd.Series(values)).to_numpy()
+    # Floats as before; anything else (objects, timestamps, ints) through pandas' idea of missing (on the
+    # array itself: a Series around it costs ~0.1 ms, per bar in the backtest's order gate).
+    return np.isnan(values) if values.dtype.kind == "f" else pd.isna(values)
 
 
 def _values(column: pd.Series) -> np.ndarray:
