@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
 from models import backtest as mb
+from qtrader import allocator
 from qtrader.calendar import utc
 from qtrader.orchestration import INTERVAL_CHOICES, run_form, run_name
 from qtrader.progress import report as progress
@@ -73,6 +74,7 @@ def backtest(
     log = get_run_logger()
     settings = load_settings(warehouse=warehouse, **(overrides or {}))
     cfg = settings.backtest
+    allocator.tune(cfg.malloc_arenas, cfg.malloc_mmap_threshold_kib)  # before the run's threads start
     interval = interval or cfg.interval
     default = [mb.ADAPTIVE] if sweep else [] if signals else cfg.modes
     chosen = mb.check_modes(modes if modes is not None else default)

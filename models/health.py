@@ -780,6 +780,11 @@ def measure(
     """
     now = utc(now)
     refs = references if references is not None else {}
+    # drift memos of training samples not in these inputs (an older champion's window) go: each holds its
+    # sample, and a backtest's timeline sees a new window at every promotion
+    current = {id(train) for train, _ in inputs.features.values()}
+    for key in [k for k in refs if k[0] != "rows by key" and k[-1] not in current]:
+        del refs[key]
     keyed = {}
     for name in ("champions", "predictions", "benchmarks", "failed_runs"):
         # a frame the caller passes again (a memo of its: the champions, benchmarks and failed runs change

@@ -381,6 +381,9 @@ def inputs_at(
             cache[key] = _train_sample(idx, *key, cfg.drift_max_rows)
         recent_bars = cfg.drift_recent_bars_daily if is_daily(key[0]) else cfg.drift_recent_bars_intraday
         features[key] = (cache[key], _recent_features(idx, key[0], now, recent_bars))
+    # a window no champion trains on any more goes: its sample is a view that keeps a whole feature frame alive
+    for key in [k for k in cache if k not in features]:
+        del cache[key]
     dq: dict[str, tuple[float, float]] = {}
     if frames.dq is not None and len(frames.dq):
         for interval, g in _upto(frames.dq, "validated_at", now).groupby("interval"):

@@ -634,6 +634,10 @@ class BacktestSettings(BaseModel):
     # The scratch retrains' retrain.module_threads (members trained at once; the same models at any
     # count): 2 = the development machine's cores, ~1.5x faster retrains there (docs/backtest.md, "Speed").
     retrain_module_threads: PositiveInt = 2
+    # The C allocator from the backtest's start (qtrader/allocator.py, docs/backtest.md "Memory"; 0: glibc's
+    # default): at most this many malloc arenas, and blocks from this size up mapped on their own.
+    malloc_arenas: NonNegativeInt = 2
+    malloc_mmap_threshold_kib: NonNegativeInt = 1024
     modes: list[str] = Field(
         default_factory=lambda: [
             "static", "adaptive", "no_adaptive_exits", "no_health_gating", "no_performance_sizing",

@@ -44,6 +44,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.transactions import get_transaction
 
 from brokers.reconcile import bracket_state
 from brokers.simulated import SimulatedBroker
@@ -446,6 +447,7 @@ def model_timeline(
                 r0 = time.perf_counter()
                 scratch.flush()
                 retrain_body(interval, None, str(path), t.isoformat(), over, fits)
+                commit_nested_tasks()
                 champions, _ = load_champions.fn(s, interval)
                 runs["retrain"] += 1
                 members = [
@@ -852,6 +854,22 @@ def quiet_task_logs():
     finally:
         for lg, lv in zip(loggers, levels, strict=True):
             lg.setLevel(lv)
+
+
+def commit_nested_tasks() -> None:
+    """Commit the transactions of the tasks run so far inside the current task, and let them go.
+
+    Prefect keeps a nested task run's transaction (its staged result and, through its rollback hook, the
+    task run engine with its parameters) as a child of the calling task's until that one commits. The
+    model timeline is one task: every retrain's training data, candidates and predictions stayed alive to
+    its end (about 45 MiB a retrain at 50 symbols; 6 GiB peak RSS at 61 retrains). They are committed as
+    the parent's commit would (the tasks are NO_CACHE: nothing is written), only earlier."""
+    txn = get_transaction()
+    if txn is None:
+        return
+    for child in txn.children:
+        child.commit()
+    txn.children.clear()
 
 
 # ------------------------------------------------------------------------------------------------ modes

@@ -15,7 +15,7 @@ import pytest
 
 from models import health as h
 from models import health_timeline as ht
-from qtrader.settings import HealthSettings
+from qtrader.settings import HealthSettings, Settings
 
 CFG = HealthSettings()
 
@@ -408,3 +408,23 @@ def test_benchmarks_memo_is_the_pick_at_every_clock(seed):
         pd.testing.assert_frame_equal(mine, full)
         checked += len(full) > 0
     assert checked > 100
+
+
+def test_drift_samples_are_kept_for_the_current_champions_only():
+    """A backtest's timeline steps through dozens of retrains, each promoting a new training window: the
+    drift samples (each a view that keeps a whole feature frame alive) and their references are kept for
+    the windows of the champions in force, not for every window seen (issue 13: peak RSS grew with them)."""
+    from tests.models import _health_market as hm
+
+    market = hm.build(hm.synthetic("1d", 4, years=3.7), retrain_every=21, benchmark_every=5, warmup=780)
+    reg = market.frames.registry
+    windows = reg.loc[reg["status"] == "champion", "train_end"].nunique()
+    assert windows >= 3  # the market promotes a new window every third retrain
+    tl = ht.HealthTimeline(Settings(), hm.MODULES, ["1d"])
+    cached, refs = [], []
+    for t in market.times[market.first_eval :: 3]:
+        tl.step(market.frames, t)
+        cached.append(len(tl._train_cache))
+        refs.append(len({k[-1] for k in tl._references if k[0] != "rows by key"}))
+    assert max(cached) == 1, cached  # every module's champion shares its retrain's window here
+    assert max(refs) == 1, refs  # the drift references of that one sample
