@@ -194,28 +194,40 @@ FULL_POLICY = {
 }
 
 
-def full_adaptive(args) -> dict:
+def synthetic_warehouse(prefix: str, n_symbols: int, replayed_bars: int) -> tuple[Path, list[str], int]:
+    """A fresh data folder (``QTRADER_DATA_DIR``) with a warehouse of the seeded synthetic market: daily bars
+    and features of ``n_symbols`` symbols, ``replayed_bars`` plus the backtest's warm-up. Returns the
+    warehouse, the symbols and the number of bar times. Prefect's analytics and progress bars are off."""
     import os
     import tempfile
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    from prefect.testing.utilities import prefect_test_harness
-
     from benchmarks.decide import write_market
-    from flows.backtest import backtest
     from qtrader.settings import BacktestSettings
     from warehouse.db import query_df
 
-    tmp = Path(tempfile.mkdtemp(prefix="qtrader-bench-backtest-"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["QTRADER_DATA_DIR"] = str(tmp)
     db = tmp / "warehouse.duckdb"
+    symbols = [f"S{i:03d}" for i in range(n_symbols)]
+    write_market(db, symbols, (replayed_bars + BacktestSettings().warmup_bars + 10) / BARS_PER_YEAR, "bench")
+    return db, symbols, len(query_df(db, "SELECT DISTINCT ts FROM bars"))
+
+
+def full_adaptive(args) -> dict:
+    import os
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.backtest import backtest
+    from qtrader.settings import BacktestSettings
+
     warmup = BacktestSettings().warmup_bars
-    symbols = [f"S{i:03d}" for i in range(args.full_symbols)]
     t0 = time.perf_counter()
-    write_market(db, symbols, (args.full_years * BARS_PER_YEAR + warmup + 10) / BARS_PER_YEAR, "bench")
-    bars = query_df(db, "SELECT DISTINCT ts FROM bars")
-    n_times = len(bars)
+    db, symbols, n_times = synthetic_warehouse(
+        "qtrader-bench-backtest-", args.full_symbols, args.full_years * BARS_PER_YEAR
+    )
     print(f"(b) setup: {len(symbols)} symbols x {n_times} daily bars ({n_times - warmup} replayed) in "
           f"{time.perf_counter() - t0:.1f}s (not timed)")  # fmt: skip
     modes = args.full_modes or list(BacktestSettings().modes)
@@ -241,8 +253,11 @@ def full_adaptive(args) -> dict:
     print(f"    wall {wall:,.0f}s (target <= {FULL_TARGET_S:.0f}s), peak RSS {rss:,.0f} MiB "
           f"(target <= {FULL_TARGET_RSS_MIB:.0f} MiB)")  # fmt: skip
     print(result["table"])
-    ok = wall <= FULL_TARGET_S and rss <= FULL_TARGET_RSS_MIB
-    print(f"    {'OK' if ok else 'MISSED'}")
+    # the target is for 50 symbols x 1,264 bars: a smaller run is a measurement, not a pass
+    ok = (
+        wall <= FULL_TARGET_S and rss <= FULL_TARGET_RSS_MIB and len(symbols) >= 50 and result["bars"] >= 1264
+    )
+    print(f"    {'OK' if ok else 'MISSED or not at the target scale'}")
     return {"ok": ok, "wall_s": wall, "peak_rss_mib": rss, "bars": result["bars"]}
 
 
@@ -355,27 +370,19 @@ TIMELINE_TARGET_S = 30.0
 def model_timeline(args) -> dict:
     """(d) the model timeline without its retrain, and its seconds per bar early and late."""
     import os
-    import tempfile
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from benchmarks.decide import write_market
     from qtrader import progress
-    from qtrader.settings import BacktestSettings, load_settings
+    from qtrader.settings import load_settings
     from tasks.backtest import load_history, model_timeline
-    from warehouse.db import query_df
 
-    tmp = Path(tempfile.mkdtemp(prefix="qtrader-bench-timeline-"))
-    os.environ["QTRADER_DATA_DIR"] = str(tmp)
-    db = tmp / "warehouse.duckdb"
-    warmup = BacktestSettings().warmup_bars
-    symbols = [f"S{i:03d}" for i in range(args.full_symbols)]
     t0 = time.perf_counter()
-    write_market(db, symbols, (args.timeline_bars + warmup + 10) / BARS_PER_YEAR, "bench")
-    n_times = len(query_df(db, "SELECT DISTINCT ts FROM bars"))
+    db, symbols, n_times = synthetic_warehouse(
+        "qtrader-bench-timeline-", args.full_symbols, args.timeline_bars
+    )
+    tmp = db.parent
     print(
         f"(d) setup: {len(symbols)} symbols x {n_times} daily bars in {time.perf_counter() - t0:.1f}s (not timed)"
     )
@@ -423,25 +430,17 @@ def real_replay(args) -> dict:
     real model timeline: 50 symbols x 1,264 daily bars of the synthetic market, one retrain at the first bar
     (part d's timeline, not timed), the modes one after another so each has the machine to itself."""
     import os
-    import tempfile
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from benchmarks.decide import write_market
     from qtrader.settings import BacktestSettings, load_settings
     from tasks.backtest import load_history, mode_settings, model_timeline, replay_mode
-    from warehouse.db import query_df
 
-    tmp = Path(tempfile.mkdtemp(prefix="qtrader-bench-replay-real-"))
-    os.environ["QTRADER_DATA_DIR"] = str(tmp)
-    db = tmp / "warehouse.duckdb"
-    warmup = BacktestSettings().warmup_bars
-    symbols = [f"S{i:03d}" for i in range(args.full_symbols)]
-    write_market(db, symbols, (args.timeline_bars + warmup + 10) / BARS_PER_YEAR, "bench")
-    n_times = len(query_df(db, "SELECT DISTINCT ts FROM bars"))
+    db, symbols, n_times = synthetic_warehouse(
+        "qtrader-bench-replay-real-", args.full_symbols, args.timeline_bars
+    )
+    tmp = db.parent
     over = {"backtest": {"retrain_every_bars_daily": args.timeline_bars, "policy": FULL_POLICY}}
     modes = args.full_modes or list(BacktestSettings().modes)
     out: dict[str, dict] = {}
